@@ -1,0 +1,1 @@
+//! sifr-idmap: /etc/subuid and /etc/subgid parsing, id-map planning and writing.

@@ -1,0 +1,87 @@
+//! Command-line parsing only: clap definitions of the global flags and of every verb.
+//!
+//! Nothing here touches the system. `cmd` turns the parsed values into actions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Global flags, accepted before the verb as Apptainer takes them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// print debugging information (highest verbosity)
+    #[arg(short = 'd', long, global = true, env = "SIFR_DEBUG")]
+    pub debug: bool,
+
+    /// suppress normal output
+    #[arg(short = 'q', long, global = true, env = "SIFR_QUIET")]
+    pub quiet: bool,
+
+    /// only print errors
+    #[arg(short = 's', long, global = true, env = "SIFR_SILENT")]
+    pub silent: bool,
+
+    /// print additional information
+    #[arg(short = 'v', long, global = true, env = "SIFR_VERBOSE")]
+    pub verbose: bool,
+
+    /// print without color output
+    #[arg(long, global = true, env = "SIFR_NOCOLOR")]
+    pub nocolor: bool,
+
+    /// specify a configuration file (for root or unprivileged installation only)
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SIFR_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// show the version and exit
+    #[arg(long)]
+    pub version: bool,
+}
+
+/// The top-level command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sifr",
+    about = "Rootless runtime for Singularity/Apptainer (SIF) containers",
+    disable_version_flag = true,
+    arg_required_else_help = true,
+    subcommand_required = false
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Every verb.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the version number
+    Version,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_global_flags_before_verb() {
+        let cli = Cli::try_parse_from(["sifr", "-q", "--silent", "-d", "version"]).expect("parses");
+        assert!(cli.global.quiet && cli.global.silent && cli.global.debug);
+        assert!(matches!(cli.command, Some(Command::Version)));
+    }
+}

@@ -1,0 +1,1 @@
+//! Container images: SIF files, bare squashfs and ext3 images, sandbox directories.

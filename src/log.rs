@@ -1,0 +1,84 @@
+//! Logging in the style of Apptainer's sylog: `LEVEL:   message` lines on stderr.
+//!
+//! Levels follow Apptainer's global flags: `-s/--silent` shows errors only, `-q/--quiet`
+//! adds warnings, the default adds informational messages, `-v/--verbose` adds verbose
+//! messages and `-d/--debug` everything. Successful commands print nothing at the default
+//! level: informational messages are reserved for things a user must know.
+
+use std::io::Write;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// Verbosity chosen by the global flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Silent,
+    Quiet,
+    Normal,
+    Verbose,
+    Debug,
+}
+
+impl Verbosity {
+    fn filter(self) -> LevelFilter {
+        match self {
+            Verbosity::Silent => LevelFilter::Error,
+            Verbosity::Quiet => LevelFilter::Warn,
+            Verbosity::Normal => LevelFilter::Info,
+            Verbosity::Verbose => LevelFilter::Debug,
+            Verbosity::Debug => LevelFilter::Trace,
+        }
+    }
+}
+
+struct SyLogger {
+    color: bool,
+}
+
+/// The prefix Apptainer prints for each level, padded to the same width.
+fn prefix(level: Level) -> (&'static str, &'static str) {
+    match level {
+        Level::Error => ("ERROR:  ", "\x1b[31m"),
+        Level::Warn => ("WARNING:", "\x1b[33m"),
+        Level::Info => ("INFO:   ", "\x1b[34m"),
+        Level::Debug => ("VERBOSE:", ""),
+        Level::Trace => ("DEBUG:  ", ""),
+    }
+}
+
+impl Log for SyLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let (p, c) = prefix(record.level());
+        let mut err = std::io::stderr().lock();
+        // A failing stderr cannot be reported anywhere; ignore it.
+        let _ = if self.color && !c.is_empty() {
+            writeln!(err, "{c}{p}\x1b[0m {}", record.args())
+        } else {
+            writeln!(err, "{p} {}", record.args())
+        };
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger once; later calls only change the level.
+pub fn init(verbosity: Verbosity, color: bool) {
+    static LOGGER: std::sync::OnceLock<SyLogger> = std::sync::OnceLock::new();
+    let logger = LOGGER.get_or_init(|| SyLogger { color });
+    // set_logger fails only if a logger is already installed, which is fine.
+    let _ = log::set_logger(logger);
+    log::set_max_level(verbosity.filter());
+}
+
+/// Prints a fatal error the way Apptainer does (`FATAL:   ...`), whatever the verbosity.
+pub fn fatal(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "FATAL:   {msg}");
+}
