@@ -1,0 +1,127 @@
+//! Shared helpers for the integration tests: where the sifr binary, the fixtures and the
+//! reference tools are, and the rule that container tests never run as root.
+//!
+//! CI builds the test binaries as root, stages them with the sifr binary and the fixtures
+//! in a directory the unprivileged test user can read, and runs them as that user. So
+//! nothing here may rely on the source tree being readable: every location can be given
+//! by an environment variable, with the in-tree location as the default for developers.
+//!
+//! - `SIFR_BIN`: the sifr binary (default: the one cargo built for this test).
+//! - `SIFR_TESTDATA`: the shared fixtures directory (default: `../shared/testdata`).
+//! - `SIF_ORACLE`: the reference SIF tool (default: `sif-oracle` on PATH).
+//! - `SIFR_CI=1`: a missing tool is a failure, not a skip.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The sifr binary under test.
+pub fn sifr_bin() -> PathBuf {
+    match std::env::var_os("SIFR_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_sifr")),
+    }
+}
+
+/// The shared fixtures directory (`testdata/` of the shared tree).
+pub fn testdata() -> PathBuf {
+    match std::env::var_os("SIFR_TESTDATA") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata"),
+    }
+}
+
+/// A file under `testdata/sif/`.
+pub fn sif_fixture(name: &str) -> PathBuf {
+    testdata().join("sif").join(name)
+}
+
+/// True when running in CI, where missing tools are failures.
+pub fn in_ci() -> bool {
+    std::env::var_os("SIFR_CI").is_some_and(|v| v == "1")
+}
+
+/// Finds an executable by name on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The reference SIF implementation, or `None` (with a visible reason) outside CI.
+/// In CI (`SIFR_CI=1`) a missing oracle fails the test.
+pub fn oracle() -> Option<PathBuf> {
+    let found = std::env::var_os("SIF_ORACLE")
+        .map(PathBuf::from)
+        .or_else(|| which("sif-oracle"));
+    match found {
+        Some(p) => Some(p),
+        None if in_ci() => panic!("sif-oracle not found (set SIF_ORACLE); CI requires it"),
+        None => {
+            eprintln!("SKIP: sif-oracle not found (build it with ../shared/oracle/build.sh)");
+            None
+        }
+    }
+}
+
+/// Container tests prove nothing as root: refuse to run as uid 0.
+pub fn require_unprivileged() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_ne!(
+        euid, 0,
+        "container tests must run as an unprivileged user, not root (see ci/test)"
+    );
+}
+
+/// A fresh temporary directory, removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sifr-test-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// Runs sifr with `args` and returns its output.
+pub fn sifr<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(sifr_bin())
+        .args(args)
+        .output()
+        .expect("run sifr")
+}
+
+/// Runs an arbitrary command and returns its output.
+pub fn run<I, S>(program: impl AsRef<std::ffi::OsStr>, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let program = program.as_ref();
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", Path::new(program).display()))
+}
+
+/// Asserts that a command failed the way sifr's bad-input contract requires: non-zero exit
+/// and exactly one line on stderr, which contains `needle`.
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr:?}");
+    assert!(
+        lines[0].contains(needle),
+        "error line {:?} does not mention {needle:?}",
+        lines[0]
+    );
+}
