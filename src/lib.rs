@@ -9,4 +9,5 @@ pub mod cli;
 pub mod cmd;
 pub mod compat;
 pub mod image;
+pub mod launch;
 pub mod log;

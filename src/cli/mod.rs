@@ -6,37 +6,34 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Global flags, accepted before the verb as Apptainer takes them.
+pub mod action;
+
+/// Global flags, accepted before the verb as Apptainer takes them. They are not accepted after
+/// the verb: `-c` and `-s` mean `--contain` and `--shell` there, as in Apptainer.
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// print debugging information (highest verbosity)
-    #[arg(short = 'd', long, global = true, env = "SIFR_DEBUG")]
+    #[arg(short = 'd', long, env = "SIFR_DEBUG")]
     pub debug: bool,
 
     /// suppress normal output
-    #[arg(short = 'q', long, global = true, env = "SIFR_QUIET")]
+    #[arg(short = 'q', long, env = "SIFR_QUIET")]
     pub quiet: bool,
 
     /// only print errors
-    #[arg(short = 's', long, global = true, env = "SIFR_SILENT")]
+    #[arg(short = 's', long, env = "SIFR_SILENT")]
     pub silent: bool,
 
     /// print additional information
-    #[arg(short = 'v', long, global = true, env = "SIFR_VERBOSE")]
+    #[arg(short = 'v', long, env = "SIFR_VERBOSE")]
     pub verbose: bool,
 
     /// print without color output
-    #[arg(long, global = true, env = "SIFR_NOCOLOR")]
+    #[arg(long, env = "SIFR_NOCOLOR")]
     pub nocolor: bool,
 
     /// specify a configuration file (for root or unprivileged installation only)
-    #[arg(
-        short = 'c',
-        long,
-        global = true,
-        value_name = "FILE",
-        env = "SIFR_CONFIG"
-    )]
+    #[arg(short = 'c', long, value_name = "FILE", env = "SIFR_CONFIG")]
     pub config: Option<PathBuf>,
 
     /// show the version and exit
@@ -64,6 +61,14 @@ pub struct Cli {
 /// Every verb.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a command within a container
+    Exec(action::ExecArgs),
+    /// Run the user-defined default command within a container
+    Run(action::RunArgs),
+    /// Run a shell within a container
+    Shell(action::ShellArgs),
+    /// Run the user-defined tests within a container
+    Test(action::TestArgs),
     /// Show the version number
     Version,
 }

@@ -8,6 +8,9 @@ use std::ffi::OsString;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, GlobalArgs};
+use crate::launch::plan::Action;
+
+pub mod action;
 use crate::compat::{self, Persona};
 use crate::log::{self as sylog, Verbosity};
 
@@ -88,6 +91,18 @@ pub fn main() -> i32 {
         return 0;
     }
     let result: anyhow::Result<i32> = match cli.command {
+        Some(Command::Exec(a)) => {
+            action::run_action(&ctx, Action::Exec, &a.image, a.command, a.action, None)
+        }
+        Some(Command::Run(a)) => {
+            action::run_action(&ctx, Action::Run, &a.image, a.args, a.action, None)
+        }
+        Some(Command::Shell(a)) => {
+            action::run_action(&ctx, Action::Shell, &a.image, a.args, a.action, a.shell)
+        }
+        Some(Command::Test(a)) => {
+            action::run_action(&ctx, Action::Test, &a.image, a.args, a.action, None)
+        }
         Some(Command::Version) => {
             println!("{}", compat::SIFR_VERSION);
             Ok(0)

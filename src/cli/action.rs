@@ -1,0 +1,333 @@
+//! Flags shared by the container actions: `exec`, `run`, `shell`, `test` (and instances).
+//!
+//! Names, short forms and environment variables follow Apptainer's action flags, so that
+//! workflow tools and batch scripts can call sifr unchanged. Flags that sifr accepts but
+//! cannot honour rootless are still parsed here; the planner reports them clearly.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// The image and the action flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ActionArgs {
+    // --- filesystem ------------------------------------------------------------------------
+    /// a user-bind path specification: src[:dest[:opts]] (opts: ro, rw); repeatable and
+    /// comma-separated
+    #[arg(short = 'B', long = "bind", value_name = "SPEC", value_delimiter = ',',
+          env = "SIFR_BIND", action = clap::ArgAction::Append)]
+    pub bind: Vec<String>,
+
+    /// a mount specification: type=bind,source=/opt,destination=/hostopt[,ro]
+    #[arg(long = "mount", value_name = "SPEC", env = "SIFR_MOUNT",
+          action = clap::ArgAction::Append)]
+    pub mount: Vec<String>,
+
+    /// a home directory specification: src[:dest]
+    #[arg(short = 'H', long, value_name = "SPEC", env = "SIFR_HOME")]
+    pub home: Option<String>,
+
+    /// do not mount the user's home directory
+    #[arg(long, env = "SIFR_NO_HOME")]
+    pub no_home: bool,
+
+    /// use minimal /dev and empty other directories (e.g. /tmp and $HOME) instead of
+    /// sharing filesystems from the host
+    #[arg(short = 'c', long, env = "SIFR_CONTAIN")]
+    pub contain: bool,
+
+    /// contain not only file systems, but also PID, IPC, and environment
+    #[arg(short = 'C', long, env = "SIFR_CONTAINALL")]
+    pub containall: bool,
+
+    /// working directory to be used for /tmp, /var/tmp and $HOME (with --contain)
+    #[arg(short = 'W', long, value_name = "DIR", env = "SIFR_WORKDIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// include a scratch directory within the container that is linked to a temporary
+    /// dir (use -W to force location); repeatable and comma-separated
+    #[arg(short = 'S', long, value_name = "DIR", value_delimiter = ',', env = "SIFR_SCRATCH",
+          action = clap::ArgAction::Append)]
+    pub scratch: Vec<String>,
+
+    /// initial working directory for the payload process inside the container
+    #[arg(long, alias = "cwd", value_name = "DIR", env = "SIFR_PWD")]
+    pub pwd: Option<String>,
+
+    /// disable one or more mount points: proc, sys, dev, devpts, home, tmp, hostfs, cwd,
+    /// bind-paths, or an absolute destination path; comma-separated
+    #[arg(long, value_name = "MOUNTS", value_delimiter = ',', env = "SIFR_NO_MOUNT",
+          action = clap::ArgAction::Append)]
+    pub no_mount: Vec<String>,
+
+    /// by default all images are read-only; this makes a sandbox writable
+    #[arg(short = 'w', long, env = "SIFR_WRITABLE")]
+    pub writable: bool,
+
+    /// makes the file system accessible as read-write with non-persistent data (with
+    /// overlay support only)
+    #[arg(long, env = "SIFR_WRITABLE_TMPFS")]
+    pub writable_tmpfs: bool,
+
+    /// use an overlayFS image or directory for persistent data changes
+    #[arg(short = 'o', long, value_name = "PATH", value_delimiter = ',', env = "SIFR_OVERLAY",
+          action = clap::ArgAction::Append)]
+    pub overlay: Vec<String>,
+
+    /// extract the squashfs image to a temporary sandbox instead of mounting it
+    #[arg(long, env = "SIFR_UNSQUASH")]
+    pub unsquash: bool,
+
+    // --- environment -----------------------------------------------------------------------
+    /// clean environment before running container
+    #[arg(short = 'e', long, env = "SIFR_CLEANENV")]
+    pub cleanenv: bool,
+
+    /// pass environment variable to contained process: K=V; repeatable and comma-separated
+    #[arg(long = "env", value_name = "K=V", value_delimiter = ',',
+          action = clap::ArgAction::Append)]
+    pub env: Vec<String>,
+
+    /// pass environment variables from file to contained process; repeatable
+    #[arg(long, value_name = "FILE", env = "SIFR_ENV_FILE", action = clap::ArgAction::Append)]
+    pub env_file: Vec<PathBuf>,
+
+    /// do not pass these host environment variables (comma-separated)
+    #[arg(long, value_name = "VARS", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub no_env: Vec<String>,
+
+    /// do not shell-evaluate environment variables or OCI container CMD/ENTRYPOINT
+    #[arg(long, env = "SIFR_NO_EVAL")]
+    pub no_eval: bool,
+
+    /// do not propagate the umask to the container; set the default 0022 umask
+    #[arg(long, env = "SIFR_NO_UMASK")]
+    pub no_umask: bool,
+
+    /// apply settings for increased OCI/Docker compatibility (--containall --no-init
+    /// --no-umask --no-eval --writable-tmpfs)
+    #[arg(long, env = "SIFR_COMPAT")]
+    pub compat: bool,
+
+    /// set an application to run inside a container
+    #[arg(long, value_name = "NAME", env = "SIFR_APP")]
+    pub app: Option<String>,
+
+    // --- namespaces --------------------------------------------------------------------------
+    /// run container in a new PID namespace
+    #[arg(short = 'p', long, env = "SIFR_PID")]
+    pub pid: bool,
+
+    /// do not run container in a new PID namespace
+    #[arg(long, env = "SIFR_NO_PID")]
+    pub no_pid: bool,
+
+    /// run container in a new IPC namespace
+    #[arg(short = 'i', long, env = "SIFR_IPC")]
+    pub ipc: bool,
+
+    /// run container in a new UTS namespace
+    #[arg(long, env = "SIFR_UTS")]
+    pub uts: bool,
+
+    /// set container hostname (implies --uts)
+    #[arg(long, value_name = "NAME", env = "SIFR_HOSTNAME")]
+    pub hostname: Option<String>,
+
+    /// run container in a new user namespace (always the case with sifr)
+    #[arg(short = 'u', long, env = "SIFR_USERNS")]
+    pub userns: bool,
+
+    /// run container in a new network namespace (loopback only without privileges)
+    #[arg(short = 'n', long, env = "SIFR_NET")]
+    pub net: bool,
+
+    /// specify desired network type(s): none is the only type available rootless
+    #[arg(long, value_name = "TYPES", env = "SIFR_NETWORK")]
+    pub network: Option<String>,
+
+    /// specify network arguments to pass to CNI plugins
+    #[arg(long, value_name = "ARGS", action = clap::ArgAction::Append)]
+    pub network_args: Vec<String>,
+
+    /// list of DNS server separated by commas to add in resolv.conf
+    #[arg(long, value_name = "IPS", env = "SIFR_DNS")]
+    pub dns: Option<String>,
+
+    /// do not run the small init process as PID 1 with a PID namespace
+    #[arg(long, env = "SIFR_NO_INIT")]
+    pub no_init: bool,
+
+    // --- identity and security -----------------------------------------------------------------
+    /// run container with the appearance of running as root
+    #[arg(short = 'f', long, env = "SIFR_FAKEROOT")]
+    pub fakeroot: bool,
+
+    /// drop all privileges from root user in container
+    #[arg(long, env = "SIFR_NO_PRIVS")]
+    pub no_privs: bool,
+
+    /// let root user keep privileges in container (root only)
+    #[arg(long, env = "SIFR_KEEP_PRIVS")]
+    pub keep_privs: bool,
+
+    /// a comma-separated capability list to add
+    #[arg(long, value_name = "CAPS", env = "SIFR_ADD_CAPS")]
+    pub add_caps: Option<String>,
+
+    /// a comma-separated capability list to drop
+    #[arg(long, value_name = "CAPS", env = "SIFR_DROP_CAPS")]
+    pub drop_caps: Option<String>,
+
+    /// enable security features (seccomp:PROFILE, apparmor:PROFILE, selinux:LABEL,
+    /// uid:N, gid:N); repeatable and comma-separated
+    #[arg(long, value_name = "SPEC", value_delimiter = ',', env = "SIFR_SECURITY",
+          action = clap::ArgAction::Append)]
+    pub security: Vec<String>,
+
+    /// allow setuid binaries in container (root only)
+    #[arg(long, env = "SIFR_ALLOW_SETUID")]
+    pub allow_setuid: bool,
+
+    // --- GPUs ----------------------------------------------------------------------------------
+    /// enable Nvidia support
+    #[arg(long, env = "SIFR_NV")]
+    pub nv: bool,
+
+    /// use nvidia-container-cli for GPU setup (experimental)
+    #[arg(long, env = "SIFR_NVCCLI")]
+    pub nvccli: bool,
+
+    /// enable experimental Rocm support
+    #[arg(long, env = "SIFR_ROCM")]
+    pub rocm: bool,
+
+    /// contain libraries from the host (only with --nv/--rocm)
+    #[arg(long, hide = true)]
+    pub contain_libs: bool,
+
+    // --- resources (cgroups) -------------------------------------------------------------------
+    /// apply cgroups from file for container processes (root only)
+    #[arg(long, value_name = "FILE")]
+    pub apply_cgroups: Option<PathBuf>,
+
+    /// number of CPUs available to container
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+
+    /// maximum memory a container can use, in bytes (optional suffix k, m, g)
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<String>,
+
+    /// limit the number of processes in the container
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<String>,
+
+    // --- OCI mode (SingularityCE flags passed by Nextflow) ------------------------------------
+    /// launch container with OCI runtime (not supported by sifr)
+    #[arg(long, env = "SIFR_OCI")]
+    pub oci: bool,
+
+    /// launch container with the native runtime (the default)
+    #[arg(long)]
+    pub no_oci: bool,
+
+    // --- behaviour -----------------------------------------------------------------------------
+    /// path to a directory for temporary files
+    #[arg(long, value_name = "DIR", env = "SIFR_TMPDIR")]
+    pub tmpdir: Option<PathBuf>,
+
+    /// share namespaces and image mounts between processes started from the same parent
+    #[arg(long, env = "SIFR_SHARENS")]
+    pub sharens: bool,
+
+    /// hidden: do not use the subuid/subgid mapping for --fakeroot
+    #[arg(long, hide = true, env = "SIFR_IGNORE_SUBUID")]
+    pub ignore_subuid: bool,
+
+    /// hidden: ignore the fakeroot command (sifr never uses it)
+    #[arg(long, hide = true)]
+    pub ignore_fakeroot_command: bool,
+
+    /// hidden: do not use user namespaces (not possible with sifr)
+    #[arg(long, hide = true)]
+    pub ignore_userns: bool,
+}
+
+/// `exec IMAGE COMMAND [ARGS...]`
+#[derive(Debug, Args, Clone)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub action: ActionArgs,
+
+    /// the image: a SIF file, a squashfs or ext3 image, a sandbox directory, or
+    /// instance://NAME
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// the command and its arguments
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// `run IMAGE [ARGS...]`
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub action: ActionArgs,
+
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// arguments passed to the runscript
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+/// `shell IMAGE`
+#[derive(Debug, Args, Clone)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub action: ActionArgs,
+
+    /// path to program to use for interactive shell
+    #[arg(short = 's', long, value_name = "PATH", env = "SIFR_SHELL")]
+    pub shell: Option<String>,
+
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// arguments passed to the shell
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+/// `test IMAGE [ARGS...]`
+#[derive(Debug, Args, Clone)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub action: ActionArgs,
+
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}

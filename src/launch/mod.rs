@@ -1,0 +1,21 @@
+//! Starting containers: plan (pure), then a linear, commented launch sequence.
+//!
+//! - `binds`, `environ`, `shenv`, `identity`: parsing and computing, no system calls.
+//! - `plan`, `planner`: the `Plan` value and how it is derived.
+//! - `sys`: the seam to the kernel; `rootfs`: the mount sequence inside the container.
+//! - `action`: the payload's argv; `security`: the last steps before execve.
+//! - `process`: the process tree (sifr, supervisor, payload) and signals.
+//! - `mounter`: mounting the image itself.
+
+pub mod action;
+pub mod binds;
+pub mod environ;
+pub mod identity;
+pub mod mounter;
+pub mod plan;
+pub mod planner;
+pub mod process;
+pub mod rootfs;
+pub mod security;
+pub mod shenv;
+pub mod sys;

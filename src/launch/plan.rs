@@ -1,0 +1,223 @@
+//! The launch plan: a plain value that says everything a container start will do.
+//!
+//! The planner (`planner.rs`) builds it from the command line, the configuration, the image
+//! and the host, without touching the system; the launch sequence (`run.rs`) carries it
+//! out. Unit tests assert on plans.
+
+use std::path::PathBuf;
+
+/// What the container's root filesystem is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    /// A squashfs filesystem at `offset` in `path` (a SIF partition or a bare image),
+    /// served by sifr's FUSE driver.
+    Squashfs {
+        path: PathBuf,
+        offset: u64,
+        size: u64,
+    },
+    /// An ext2/3/4 filesystem at `offset` in `path`, served read-only by the FUSE driver.
+    Ext {
+        path: PathBuf,
+        offset: u64,
+        size: u64,
+    },
+    /// A sandbox directory, bind-mounted.
+    Directory { path: PathBuf },
+}
+
+/// How the root filesystem is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootLayer {
+    /// A read-only overlay over the image with a tmpfs upper layer, so that bind targets
+    /// missing from the image can be created (Apptainer's session layer). Made read-only
+    /// again once the mounts are in place.
+    Session,
+    /// Like `Session`, but left writable (`--writable-tmpfs`); changes are discarded.
+    WritableTmpfs,
+    /// The image itself, without a layer (`--writable` sandboxes, or overlay disabled):
+    /// every bind target must exist in the image.
+    Direct,
+}
+
+/// What a mount's source is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// A host path, opened before any namespace is entered.
+    Host(PathBuf),
+    /// A directory created empty in the session tmpfs (`--contain` home and tmp,
+    /// `--scratch`).
+    SessionDir(String),
+    /// A file generated into the session tmpfs.
+    Generated(GeneratedFile),
+    /// A fresh procfs (needs the PID namespace); falls back to binding the host's /proc.
+    Proc,
+    /// A new tmpfs.
+    Tmpfs { size_mb: u64, mode: u32 },
+    /// A minimal /dev: tmpfs with bound device nodes, devpts, shm, standard links.
+    MinimalDev { devpts: bool, mqueue: bool },
+}
+
+/// Files the runtime generates in the session directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeneratedFile {
+    /// The container's /etc/passwd plus the caller, whose home in the container is `home`.
+    Passwd { uid: u32, home: PathBuf },
+    /// The container's /etc/group plus the caller's groups.
+    Group,
+    /// Literal contents (resolv.conf with `--dns`, /etc/hostname).
+    Literal { name: String, contents: String },
+}
+
+/// What must exist at a mount's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Dir,
+    File,
+}
+
+/// One mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOp {
+    pub source: MountSource,
+    /// Absolute path inside the container.
+    pub dest: PathBuf,
+    pub target: TargetKind,
+    pub readonly: bool,
+    /// Recursive bind (host /dev, /sys, /proc binds keep their submounts).
+    pub recursive: bool,
+    /// Keep device nodes usable (only /dev mounts); every other mount is `nodev`.
+    pub allow_dev: bool,
+    /// A failure is a warning, not an error (default system mounts such as /etc/localtime).
+    pub optional: bool,
+    /// Why this mount exists, for `--debug` and error messages ("user bind", "home", ...).
+    pub why: &'static str,
+}
+
+/// User-namespace id mapping: (inside, outside, count) ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMapPlan {
+    pub uid_map: Vec<(u32, u32, u32)>,
+    pub gid_map: Vec<(u32, u32, u32)>,
+    /// Ranges beyond the caller's own id need newuidmap/newgidmap.
+    pub needs_helpers: bool,
+    /// The uid and gid the payload runs as inside the namespace.
+    pub uid: u32,
+    pub gid: u32,
+    /// A one-line notice for the user (e.g. why fakeroot is root-mapped only).
+    pub notice: Option<String>,
+}
+
+impl IdMapPlan {
+    /// The default rootless mapping: the caller only, uid→uid and gid→gid.
+    pub fn single(uid: u32, gid: u32) -> IdMapPlan {
+        IdMapPlan {
+            uid_map: vec![(uid, uid, 1)],
+            gid_map: vec![(gid, gid, 1)],
+            needs_helpers: false,
+            uid,
+            gid,
+            notice: None,
+        }
+    }
+}
+
+/// Namespaces besides user and mount (always created).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespacePlan {
+    pub pid: bool,
+    pub ipc: bool,
+    /// `Some(hostname)` creates a UTS namespace and sets the name.
+    pub uts: Option<String>,
+    /// A network namespace with loopback only.
+    pub net: bool,
+    /// Run a small init as PID 1 in the PID namespace (not with `--no-init`).
+    pub init: bool,
+}
+
+/// The container's working tmpfs (Apptainer's session directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPlan {
+    pub size_mb: u64,
+    /// `tmpfs` or `ramfs` (`memory fs type`).
+    pub fstype: String,
+}
+
+/// Which action runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Exec,
+    Run,
+    Shell,
+    Test,
+    Start,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Exec => "exec",
+            Action::Run => "run",
+            Action::Shell => "shell",
+            Action::Test => "test",
+            Action::Start => "start",
+        }
+    }
+}
+
+/// The payload process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessPlan {
+    pub action: Action,
+    /// Arguments of the action (the command for exec, runscript arguments for run, ...).
+    pub args: Vec<String>,
+    /// Environment the action starts with.
+    pub env: Vec<(String, String)>,
+    /// Variables applied after the image's environment scripts.
+    pub inject: Vec<(String, String)>,
+    /// Shell-evaluate injected values (not with `--no-eval`).
+    pub evaluate: bool,
+    /// Working directory inside the container, and whether failing to enter it is fatal
+    /// (`--pwd`) or falls back to the home directory.
+    pub cwd: PathBuf,
+    pub cwd_required: bool,
+    pub home: PathBuf,
+    /// The umask to set (`None` keeps the caller's).
+    pub umask: Option<u32>,
+    /// SCIF app (`--app`).
+    pub app: Option<String>,
+    /// Shell for `shell` (`--shell` / `SIFR_SHELL`).
+    pub shell: Option<String>,
+}
+
+/// Security settings of the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityPlan {
+    /// Always true for sifr: PR_SET_NO_NEW_PRIVS before exec.
+    pub no_new_privs: bool,
+    /// Keep capabilities inside the user namespace (fakeroot: the payload is root there).
+    pub keep_userns_caps: bool,
+    /// Install the root-emulation seccomp filter (root-mapped fakeroot).
+    pub emulate_root: bool,
+    /// Make mknod of devices a successful no-op (fakeroot with subordinate ids).
+    pub mknod_noop: bool,
+}
+
+/// Everything a container start does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The image as the user named it (messages, `APPTAINER_CONTAINER`).
+    pub image_display: PathBuf,
+    pub root: RootSource,
+    pub layer: RootLayer,
+    /// The root is writable (`--writable` sandbox).
+    pub writable: bool,
+    pub ids: IdMapPlan,
+    pub namespaces: NamespacePlan,
+    pub session: SessionPlan,
+    pub mounts: Vec<MountOp>,
+    pub process: ProcessPlan,
+    pub security: SecurityPlan,
+    /// Messages to show before starting (one line each).
+    pub warnings: Vec<String>,
+}

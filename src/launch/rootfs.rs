@@ -1,0 +1,724 @@
+//! Builds the container's root filesystem inside the payload's mount namespace, following
+//! the plan's mount list, then pivots into it.
+//!
+//! Layout of the session tmpfs, which is the supervisor's root after it pivoted into it
+//! (everything lives in the container's private mount namespace; nothing is visible on the
+//! host):
+//!
+//! ```text
+//! /oldroot   the host's root (bind sources are taken from here)
+//! /rootfs    the image (FUSE mount) or the sandbox directory (bind)
+//! /upper     overlay upper layer (session layer, --writable-tmpfs)
+//! /work      overlay work directory
+//! /final     the container root: overlay of upper over rootfs, or rootfs itself
+//! /files     generated files (passwd, group, resolv.conf, hostname)
+//! /dirs      empty directories (--contain home and tmp, --scratch)
+//! ```
+//!
+//! Every step goes through the [`Sys`] seam and is unit-tested with `RecordingSys`.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::identity::{self, HostUser};
+use super::plan::{GeneratedFile, MountOp, MountSource, Plan, RootLayer};
+use super::sys::Sys;
+
+/// Where the supervisor first mounts the session tmpfs, before pivoting into it (the host's
+/// directory is uncovered again by the pivot).
+pub const SESSION_MOUNTPOINT: &str = "/tmp";
+
+/// Paths inside the session.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub session: PathBuf,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            session: PathBuf::from("/"),
+        }
+    }
+}
+
+impl Layout {
+    pub fn rootfs(&self) -> PathBuf {
+        self.session.join("rootfs")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.session.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.session.join("work")
+    }
+    pub fn final_root(&self) -> PathBuf {
+        self.session.join("final")
+    }
+    pub fn files(&self) -> PathBuf {
+        self.session.join("files")
+    }
+    pub fn dirs(&self) -> PathBuf {
+        self.session.join("dirs")
+    }
+}
+
+/// A failed setup step. Each variant names the step, as the jailer's errors do.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("cannot mount the session layer (overlay) on the image: {0}")]
+    Overlay(std::io::Error),
+    #[error("cannot create {what} {path}: {err}")]
+    Create {
+        what: &'static str,
+        path: PathBuf,
+        err: std::io::Error,
+    },
+    #[error("cannot mount {why} on {dest}: {err}")]
+    Mount {
+        why: &'static str,
+        dest: PathBuf,
+        err: std::io::Error,
+    },
+    #[error(
+        "cannot mount {why} on {dest}: the destination does not exist in the image and \
+         the image has no writable layer to create it in (remove the bind, or use a \
+         destination that exists)"
+    )]
+    MissingTarget { why: &'static str, dest: PathBuf },
+    #[error("cannot read {path} in the image: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("cannot enter the container root ({step}): {err}")]
+    Pivot {
+        step: &'static str,
+        err: std::io::Error,
+    },
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// Flags every mount gets.
+fn base_flags(allow_dev: bool) -> MsFlags {
+    if allow_dev {
+        MsFlags::MS_NOSUID
+    } else {
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+    }
+}
+
+/// Builds the container root in `layout.final_root()` and returns the warnings produced.
+/// The image is already mounted at `layout.rootfs()`.
+pub fn build_root(
+    sys: &dyn Sys,
+    plan: &Plan,
+    layout: &Layout,
+    user: &HostUser,
+) -> Result<Vec<String>, RootfsError> {
+    let mut warnings = Vec::new();
+    let final_root = layout.final_root();
+    let mk = |p: PathBuf, what: &'static str| {
+        sys.mkdir_all(&p, 0o755)
+            .map_err(|err| RootfsError::Create { what, path: p, err })
+    };
+    mk(layout.files(), "session directory")?;
+    mk(layout.dirs(), "session directory")?;
+
+    // 1. The root: an overlay session layer over the image, or the image itself. Mount
+    //    points the image lacks are created in the upper layer first (see
+    //    `Sys::create_in_upper` on why not through the overlay).
+    let mut layer = plan.layer;
+    if layer != RootLayer::Direct {
+        mk(layout.upper(), "session directory")?;
+        mk(layout.work(), "session directory")?;
+        mk(final_root.clone(), "session directory")?;
+        for (i, op) in plan.mounts.iter().enumerate() {
+            if enclosing(&plan.mounts[..i], &op.dest).is_some() {
+                continue;
+            }
+            let exists = sys
+                .resolve_in_root(&layout.rootfs(), &op.dest, None)
+                .map_err(|err| RootfsError::Create {
+                    what: "mount point",
+                    path: op.dest.clone(),
+                    err,
+                })?
+                .is_some();
+            if !exists
+                && let Err(err) =
+                    sys.create_in_upper(&layout.rootfs(), &layout.upper(), &op.dest, op.target)
+            {
+                let e = RootfsError::Create {
+                    what: "mount point",
+                    path: op.dest.clone(),
+                    err,
+                };
+                if !op.optional {
+                    return Err(e);
+                }
+                warnings.push(format!("skipping {}: {e}", op.why));
+            }
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={},userxattr",
+            layout.rootfs().display(),
+            layout.upper().display(),
+            layout.work().display()
+        );
+        if let Err(err) = sys.mount(
+            Some(Path::new("overlay")),
+            &final_root,
+            Some("overlay"),
+            base_flags(false),
+            Some(&data),
+        ) {
+            if layer == RootLayer::WritableTmpfs {
+                return Err(RootfsError::Overlay(err));
+            }
+            warnings.push(format!(
+                "overlay session layer unavailable ({err}); bind destinations must exist in \
+                 the image"
+            ));
+            layer = RootLayer::Direct;
+        }
+    }
+    let root = if layer == RootLayer::Direct {
+        layout.rootfs()
+    } else {
+        final_root
+    };
+
+    // 2. The mounts, in plan order.
+    for (i, op) in plan.mounts.iter().enumerate() {
+        // A destination inside an earlier mount can be created only if that mount is one of
+        // sifr's own directories, never inside a host directory or /proc.
+        let create = match enclosing(&plan.mounts[..i], &op.dest) {
+            Some(outer) => matches!(
+                outer.source,
+                MountSource::SessionDir(_) | MountSource::Tmpfs { .. }
+            ),
+            None => layer == RootLayer::Direct && plan.writable,
+        };
+        match mount_one(sys, layout, &root, create, op, user) {
+            Ok(()) => {}
+            Err(e) if op.optional => warnings.push(format!("skipping {}: {e}", op.why)),
+            Err(e) => return Err(e),
+        }
+    }
+
+    // 3. The session layer goes back to read-only once the mount points exist.
+    if layer == RootLayer::Session {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | base_flags(false);
+        sys.mount(None, &root, None, flags, None)
+            .map_err(|err| RootfsError::Mount {
+                why: "the read-only root",
+                dest: PathBuf::from("/"),
+                err,
+            })?;
+    }
+
+    // 4. Enter it: pivot_root(".", ".") stacks the old root on top of the new one; a lazy
+    //    unmount then drops it (and the session mounts with it) from this namespace.
+    sys.chdir(&root)
+        .map_err(|err| RootfsError::Pivot { step: "chdir", err })?;
+    sys.pivot_root(Path::new("."), Path::new("."))
+        .map_err(|err| RootfsError::Pivot {
+            step: "pivot_root",
+            err,
+        })?;
+    sys.umount(Path::new("."), MntFlags::MNT_DETACH)
+        .map_err(|err| RootfsError::Pivot {
+            step: "detach the old root",
+            err,
+        })?;
+    sys.chdir(Path::new("/"))
+        .map_err(|err| RootfsError::Pivot {
+            step: "chdir /",
+            err,
+        })?;
+    Ok(warnings)
+}
+
+/// Bind-mounts `source` on `target` (the destination `op.dest` inside `root`), then remounts
+/// it with the wanted flags: a bind mount ignores every flag but MS_REC on the first call. The
+/// flags the kernel locked on the source mount are kept, or the remount fails with EPERM in a
+/// user namespace.
+///
+/// `target` is a `/proc/self/fd/N` name of the mount point; following it does not cross the
+/// mount just made, so the destination is resolved again to reach the new mount.
+fn bind(
+    sys: &dyn Sys,
+    root: &Path,
+    source: &Path,
+    target: &Path,
+    op: &MountOp,
+) -> std::io::Result<()> {
+    let mut flags = MsFlags::MS_BIND;
+    if op.recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    sys.mount(Some(source), target, None, flags, None)?;
+    let mounted = sys
+        .resolve_in_root(root, &op.dest, None)?
+        .unwrap_or_else(|| target.to_path_buf());
+    if op.recursive {
+        // Restrict the whole tree, submounts included (a plain remount only reaches the top).
+        let mut attrs = MOUNT_ATTR_NOSUID;
+        if !op.allow_dev {
+            attrs |= MOUNT_ATTR_NODEV;
+        }
+        if op.readonly {
+            attrs |= MOUNT_ATTR_RDONLY;
+        }
+        match sys.restrict_recursive(&mounted, attrs) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            Err(e) if op.readonly => return Err(e),
+            Err(e) => {
+                log::debug!(
+                    "recursive restriction of {} not applied: {e}",
+                    op.dest.display()
+                );
+            }
+        }
+    }
+    let locked = sys.locked_flags(&mounted)?;
+    let mut re = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | base_flags(op.allow_dev) | locked;
+    if op.readonly {
+        re |= MsFlags::MS_RDONLY;
+    }
+    match sys.mount(None, &mounted, None, re, None) {
+        Ok(()) => Ok(()),
+        // Adding nosuid/nodev can be refused on some mounts; read-only must not be lost.
+        Err(e) if !op.readonly => {
+            log::debug!("remount of {} not applied: {e}", op.dest.display());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The last earlier mount whose destination contains `dest` (a nested mount point).
+fn enclosing<'a>(earlier: &'a [MountOp], dest: &Path) -> Option<&'a MountOp> {
+    earlier
+        .iter()
+        .rev()
+        .find(|m| dest != m.dest && dest.starts_with(&m.dest))
+}
+
+fn mount_one(
+    sys: &dyn Sys,
+    layout: &Layout,
+    root: &Path,
+    create: bool,
+    op: &MountOp,
+    user: &HostUser,
+) -> Result<(), RootfsError> {
+    let mount_err = |err| RootfsError::Mount {
+        why: op.why,
+        dest: op.dest.clone(),
+        err,
+    };
+    let create = create.then_some(op.target);
+    let target = sys
+        .resolve_in_root(root, &op.dest, create)
+        .map_err(|err| RootfsError::Create {
+            what: "mount point",
+            path: op.dest.clone(),
+            err,
+        })?
+        .ok_or_else(|| RootfsError::MissingTarget {
+            why: op.why,
+            dest: op.dest.clone(),
+        })?;
+
+    match &op.source {
+        MountSource::Host(path) => {
+            let src = sys.host_source(path);
+            bind(sys, root, &src, &target, op).map_err(mount_err)?;
+        }
+        MountSource::SessionDir(name) => {
+            let dir = layout.dirs().join(name);
+            sys.mkdir_all(&dir, 0o755)
+                .map_err(|err| RootfsError::Create {
+                    what: "session directory",
+                    path: dir.clone(),
+                    err,
+                })?;
+            bind(sys, root, &dir, &target, op).map_err(mount_err)?;
+        }
+        MountSource::Generated(file) => {
+            let (name, contents) = generate(sys, root, file, user)?;
+            let path = layout.files().join(name);
+            sys.write_file(&path, contents.as_bytes(), 0o644)
+                .map_err(|err| RootfsError::Create {
+                    what: "session file",
+                    path: path.clone(),
+                    err,
+                })?;
+            bind(sys, root, &path, &target, op).map_err(mount_err)?;
+        }
+        MountSource::Proc => {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            if let Err(e) = sys.mount(Some(Path::new("proc")), &target, Some("proc"), flags, None) {
+                // A fresh procfs is refused when the host's /proc is partly masked (a
+                // container host); bind the host's instead, as Apptainer does.
+                log::debug!("new procfs refused ({e}); binding the host's /proc");
+                let src = sys.host_source(Path::new("/proc"));
+                let bind_op = MountOp {
+                    recursive: true,
+                    ..op.clone()
+                };
+                bind(sys, root, &src, &target, &bind_op).map_err(mount_err)?;
+            }
+        }
+        MountSource::Tmpfs { size_mb, mode } => {
+            let data = format!("size={size_mb}m,mode={mode:o}");
+            sys.mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                base_flags(op.allow_dev),
+                Some(&data),
+            )
+            .map_err(mount_err)?;
+        }
+        MountSource::MinimalDev { devpts, mqueue } => {
+            minimal_dev(sys, root, &op.dest, &target, *devpts, *mqueue).map_err(mount_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Contents of a generated session file.
+fn generate(
+    sys: &dyn Sys,
+    root: &Path,
+    file: &GeneratedFile,
+    user: &HostUser,
+) -> Result<(String, String), RootfsError> {
+    let read = |rel: &str| -> Result<String, RootfsError> {
+        let bytes = sys
+            .read_in_root(root, Path::new(rel))
+            .map_err(|err| RootfsError::Read {
+                path: PathBuf::from(rel),
+                err,
+            })?
+            .unwrap_or_default();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    Ok(match file {
+        GeneratedFile::Passwd { uid, home } => (
+            "passwd".into(),
+            identity::passwd_with_user(&read("/etc/passwd")?, *uid, user, home),
+        ),
+        GeneratedFile::Group => (
+            "group".into(),
+            identity::group_with_user(&read("/etc/group")?, user),
+        ),
+        GeneratedFile::Literal { name, contents } => (name.clone(), contents.clone()),
+    })
+}
+
+/// A minimal /dev: a tmpfs with the host's harmless device nodes bound in, the standard
+/// links, a private devpts and a /dev/shm.
+fn minimal_dev(
+    sys: &dyn Sys,
+    root: &Path,
+    dest: &Path,
+    mountpoint: &Path,
+    devpts: bool,
+    mqueue: bool,
+) -> std::io::Result<()> {
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        mountpoint,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("size=1m,mode=755"),
+    )?;
+    // Reach the new tmpfs (see `bind` on why the mount point's name does not).
+    let target = sys
+        .resolve_in_root(root, dest, None)?
+        .unwrap_or_else(|| mountpoint.to_path_buf());
+    let target = target.as_path();
+    // Device nodes cannot be created in a user namespace: bind the host's.
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let dest = target.join(node);
+        sys.write_file(&dest, b"", 0o666)?;
+        let src = sys.host_source(&Path::new("/dev").join(node));
+        sys.mount(Some(&src), &dest, None, MsFlags::MS_BIND, None)?;
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        sys.symlink(Path::new(to), &target.join(link))?;
+    }
+    let shm = target.join("shm");
+    sys.mkdir_all(&shm, 0o1777)?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    if devpts {
+        let pts = target.join("pts");
+        sys.mkdir_all(&pts, 0o755)?;
+        sys.mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )?;
+        sys.symlink(Path::new("pts/ptmx"), &target.join("ptmx"))?;
+    }
+    if mqueue {
+        let mq = target.join("mqueue");
+        sys.mkdir_all(&mq, 0o755)?;
+        if let Err(e) = sys.mount(
+            Some(Path::new("mqueue")),
+            &mq,
+            Some("mqueue"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ) {
+            log::debug!("mqueue not mounted: {e}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::plan::*;
+    use crate::launch::sys::RecordingSys;
+
+    fn user() -> HostUser {
+        HostUser {
+            uid: 1000,
+            gid: 1000,
+            name: "u".into(),
+            gecos: String::new(),
+            home: "/home/u".into(),
+            shell: "/bin/sh".into(),
+            groups: vec![(1000, "u".into())],
+        }
+    }
+
+    fn op(source: MountSource, dest: &str, why: &'static str) -> MountOp {
+        MountOp {
+            source,
+            dest: dest.into(),
+            target: TargetKind::Dir,
+            readonly: false,
+            recursive: true,
+            allow_dev: false,
+            optional: false,
+            why,
+        }
+    }
+
+    fn plan(layer: RootLayer, mounts: Vec<MountOp>) -> Plan {
+        Plan {
+            image_display: "/i.sif".into(),
+            root: RootSource::Directory { path: "/sb".into() },
+            layer,
+            writable: false,
+            ids: IdMapPlan::single(1000, 1000),
+            namespaces: NamespacePlan::default(),
+            session: SessionPlan {
+                size_mb: 64,
+                fstype: "tmpfs".into(),
+            },
+            mounts,
+            process: ProcessPlan {
+                action: Action::Exec,
+                args: vec![],
+                env: vec![],
+                inject: vec![],
+                evaluate: true,
+                cwd: "/".into(),
+                cwd_required: false,
+                home: "/home/u".into(),
+                umask: None,
+                app: None,
+                shell: None,
+            },
+            security: SecurityPlan {
+                no_new_privs: true,
+                keep_userns_caps: false,
+                emulate_root: false,
+                mknod_noop: false,
+            },
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn test_session_layer_sequence() {
+        let sys = RecordingSys {
+            missing: vec![PathBuf::from("/home/u"), PathBuf::from("/data")],
+            ..Default::default()
+        };
+        let p = plan(
+            RootLayer::Session,
+            vec![
+                op(MountSource::Host("/proc".into()), "/proc", "/proc"),
+                op(
+                    MountSource::Host("/home/u".into()),
+                    "/home/u",
+                    "home directory",
+                ),
+                op(MountSource::Host("/srv/data".into()), "/data", "user bind"),
+                MountOp {
+                    readonly: true,
+                    ..op(MountSource::Host("/srv/ro".into()), "/data/ro", "user bind")
+                },
+            ],
+        );
+        let warnings = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let calls = sys.calls.borrow().join("\n");
+        // Missing mount points are created in the upper layer before the overlay exists;
+        // the nested /data/ro is not (it lives in the host's /srv/data).
+        let upper_home = calls.find("upper Dir /home/u").expect("home created");
+        let upper_data = calls.find("upper Dir /data").expect("data created");
+        let overlay = calls.find("mount overlay /final").expect("overlay");
+        assert!(upper_home < overlay && upper_data < overlay);
+        assert!(!calls.contains("upper Dir /data/ro"));
+        let mounts = sys.mounts.borrow();
+        let ov = mounts
+            .iter()
+            .find(|m| m.fstype.as_deref() == Some("overlay"))
+            .expect("ov");
+        assert!(ov.data.as_deref().expect("data").contains("userxattr"));
+        assert!(ov.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV));
+        // Host paths come from the host's root under /oldroot.
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.source.as_deref() == Some("/oldroot/srv/data")
+                    && m.target == "/final/data")
+        );
+        // The root goes back to read-only, then pivot_root and detach.
+        let ro = calls.find("mount - /final").expect("ro remount");
+        let pivot = calls.find("pivot_root . .").expect("pivot");
+        assert!(ro < pivot);
+        assert!(calls.ends_with("pivot_root . .\numount .\nchdir /"));
+        // Recursive binds are restricted recursively, read-only ones included.
+        assert!(calls.contains("restrict -R /final/data/ro 0x7"));
+        assert!(calls.contains("restrict -R /final/proc 0x6"));
+    }
+
+    #[test]
+    fn test_direct_layer_missing_target_is_an_error() {
+        let sys = RecordingSys {
+            missing: vec![PathBuf::from("/data")],
+            ..Default::default()
+        };
+        let p = plan(
+            RootLayer::Direct,
+            vec![op(MountSource::Host("/srv".into()), "/data", "user bind")],
+        );
+        let e = build_root(&sys, &p, &Layout::default(), &user()).expect_err("missing");
+        assert!(matches!(e, RootfsError::MissingTarget { .. }), "{e}");
+        assert!(e.to_string().contains("/data"));
+    }
+
+    #[test]
+    fn test_optional_failure_is_a_warning() {
+        let sys = RecordingSys {
+            fail_mounts: vec!["/etc/localtime".into()],
+            ..Default::default()
+        };
+        let p = plan(
+            RootLayer::Session,
+            vec![MountOp {
+                optional: true,
+                target: TargetKind::File,
+                recursive: false,
+                ..op(
+                    MountSource::Host("/etc/localtime".into()),
+                    "/etc/localtime",
+                    "configured bind path",
+                )
+            }],
+        );
+        let w = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("configured bind path"), "{w:?}");
+    }
+
+    #[test]
+    fn test_overlay_failure_falls_back_to_direct() {
+        let sys = RecordingSys {
+            fail_mounts: vec!["/final".into()],
+            ..Default::default()
+        };
+        let p = plan(
+            RootLayer::Session,
+            vec![op(MountSource::Host("/proc".into()), "/proc", "/proc")],
+        );
+        let w = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        assert!(w[0].contains("overlay session layer unavailable"));
+        let calls = sys.calls.borrow().join("\n");
+        assert!(calls.contains("chdir /rootfs"), "{calls}");
+    }
+
+    #[test]
+    fn test_generated_files_and_minimal_dev() {
+        let mut files = std::collections::BTreeMap::new();
+        files.insert(
+            PathBuf::from("/etc/passwd"),
+            b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+        );
+        let sys = RecordingSys {
+            files,
+            ..Default::default()
+        };
+        let p = plan(
+            RootLayer::Session,
+            vec![
+                MountOp {
+                    allow_dev: true,
+                    ..op(
+                        MountSource::MinimalDev {
+                            devpts: true,
+                            mqueue: false,
+                        },
+                        "/dev",
+                        "minimal /dev",
+                    )
+                },
+                MountOp {
+                    target: TargetKind::File,
+                    recursive: false,
+                    ..op(
+                        MountSource::Generated(GeneratedFile::Passwd {
+                            uid: 1000,
+                            home: "/home/u".into(),
+                        }),
+                        "/etc/passwd",
+                        "/etc/passwd",
+                    )
+                },
+            ],
+        );
+        build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        let calls = sys.calls.borrow().join("\n");
+        assert!(calls.contains("write /files/passwd"));
+        assert!(calls.contains("mount devpts /final/dev/pts"));
+        assert!(calls.contains("symlink pts/ptmx /final/dev/ptmx"));
+        assert!(calls.contains("mount /oldroot/dev/null /final/dev/null"));
+    }
+}

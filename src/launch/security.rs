@@ -1,0 +1,90 @@
+//! The payload's last steps before `execve`: descriptors, signal state, privileges.
+//!
+//! Order matters and is the same every time:
+//! 1. every descriptor above stderr becomes close-on-exec (nothing of sifr's leaks in);
+//! 2. signal mask and dispositions are reset (sifr blocks signals for its signalfd);
+//! 3. PR_SET_NO_NEW_PRIVS, so no setuid binary or file capability can raise privileges;
+//! 4. capabilities: dropped entirely for a normal run (the payload is an ordinary user in
+//!    its namespace); kept for fakeroot, where they only mean anything inside the user
+//!    namespace sifr created, never on the host.
+
+use std::io;
+
+use caps::CapSet;
+
+/// Marks every descriptor >= 3 close-on-exec.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: walk /proc/self/fd instead.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|fd| *fd >= first as i32) {
+        // SAFETY: F_SETFD on a descriptor number; a stale number just returns EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Unblocks every signal and restores default dispositions (the mask survives execve).
+pub fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
+        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+    }
+    Ok(())
+}
+
+/// PR_SET_NO_NEW_PRIVS.
+pub fn no_new_privs() -> io::Result<()> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| io::Error::from_raw_os_error(e as i32))
+}
+
+/// Drops every capability: bounding set, ambient, inheritable, permitted, effective.
+pub fn drop_all_caps() -> io::Result<()> {
+    let to_io = |e: caps::errors::CapsError| io::Error::other(e.to_string());
+    for cap in caps::all() {
+        // A capability unknown to the running kernel cannot be dropped; skip it.
+        if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(to_io)?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(to_io)?;
+    caps::clear(None, CapSet::Inheritable).map_err(to_io)?;
+    caps::clear(None, CapSet::Effective).map_err(to_io)?;
+    caps::clear(None, CapSet::Permitted).map_err(to_io)?;
+    Ok(())
+}
+
+/// True when the calling process holds no capability in any set.
+pub fn holds_no_caps() -> bool {
+    [
+        CapSet::Effective,
+        CapSet::Permitted,
+        CapSet::Inheritable,
+        CapSet::Ambient,
+    ]
+    .iter()
+    .all(|set| {
+        caps::read(None, *set)
+            .map(|s| s.is_empty())
+            .unwrap_or(false)
+    })
+}
