@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod cmd;
 pub mod compat;
+pub mod config;
 pub mod image;
 pub mod log;
