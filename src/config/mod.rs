@@ -30,19 +30,31 @@
 //! - [`directives`]: the table of sifr.conf directives and their value types.
 //! - [`conf`]: the `Config` struct, its line parser and loader.
 //! - [`policy`]: what the launch code asks of `Config`: may this image run, where is program X.
+//! - [`nvliblist`], [`capability`], [`cgroups`], [`ecl`], [`seccomp`]: the other admin files,
+//!   parsed and validated (enforcement lives in the launch code).
 
+pub mod capability;
+pub mod cgroups;
 pub mod conf;
 pub mod directives;
+pub mod ecl;
+pub mod nvliblist;
 pub mod paths;
 pub mod policy;
+pub mod seccomp;
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+pub use capability::CapabilityConfig;
+pub use cgroups::CgroupsConfig;
 pub use conf::{Config, DirectiveError};
+pub use ecl::EclConfig;
+pub use nvliblist::GpuLibList;
 pub use paths::{SystemFile, SystemPaths};
 pub use policy::{BinaryError, ContainerKind, PolicyError};
+pub use seccomp::SeccompProfile;
 
 /// Where a configuration text came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +139,32 @@ pub(crate) fn line_of(text: &[u8], offset: usize) -> usize {
     text[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
+/// Turns a TOML deserialization error into a one-line error with the line number.
+pub(crate) fn toml_error(text: &str, origin: &Source, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| line_of(text.as_bytes(), s.start))
+        .unwrap_or(1);
+    ConfigError::Syntax {
+        origin: origin.clone(),
+        line,
+        message: one_line(e.message()),
+    }
+}
+
+/// Turns a JSON deserialization error into a one-line error with the line number.
+pub(crate) fn json_error(origin: &Source, e: &serde_json::Error) -> ConfigError {
+    // serde_json appends " at line L column C"; the line goes in front instead.
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    ConfigError::Syntax {
+        origin: origin.clone(),
+        line: e.line().max(1),
+        message: one_line(message),
+    }
+}
+
 /// True when `path` is absolute and in canonical form: no `.` or `..` parts, no doubled or
 /// trailing `/` (`/` itself is fine). Checked on the text: `Path::components` hides `.`.
 pub(crate) fn is_clean_absolute(path: &std::path::Path) -> bool {
@@ -141,6 +179,11 @@ pub(crate) fn is_clean_absolute(path: &std::path::Path) -> bool {
             .all(|part| !part.is_empty() && part != b"." && part != b".."),
         None => false,
     }
+}
+
+/// Collapses a possibly multi-line message onto one line.
+pub(crate) fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -186,5 +229,10 @@ mod tests {
         ] {
             assert!(!is_clean_absolute(Path::new(bad)), "{bad}");
         }
+    }
+
+    #[test]
+    fn test_one_line() {
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
     }
 }
