@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod compat;
+pub mod config;
 pub mod image;
 pub mod launch;
 pub mod log;
