@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 
 use super::Context;
 use crate::cli::action::ActionArgs;
+use crate::config::{Config, ContainerKind, SystemPaths};
 use crate::image::{self, ImageKind};
 use crate::launch::identity::HostUser;
 use crate::launch::mounter::Mounter;
@@ -14,16 +15,49 @@ use crate::launch::planner::{self, HostFacts, LaunchPolicy, Request};
 use crate::launch::process::{self, Launch, Outcome};
 use crate::launch::sys::LinuxSys;
 
+/// Loads the system configuration (sifr.conf next to the install, or `-c FILE`).
+pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
+    let paths = SystemPaths::detect()?;
+    let cfg = Config::load(&paths, ctx.global.config.as_deref())?;
+    cfg.log_debug();
+    Ok(cfg)
+}
+
+/// Refuses what the administrator forbids before anything is mounted.
+fn enforce_image_policy(cfg: &Config, kind: ImageKind, path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !cfg.allow_user_ns {
+        bail!(
+            "sifr needs user namespaces, which the administrator disabled (sifr.conf: allow \
+             user ns = no)"
+        );
+    }
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let canonical = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve image path {}", path.display()))?;
+    let ckind = match kind {
+        ImageKind::Sif => ContainerKind::Sif,
+        ImageKind::Squashfs => ContainerKind::Squashfs,
+        ImageKind::Ext => ContainerKind::Extfs,
+        ImageKind::Sandbox => ContainerKind::Sandbox,
+    };
+    cfg.allows_container_path(&canonical, ckind, meta.uid(), meta.gid())?;
+    Ok(())
+}
+
 /// Runs an action and returns sifr's exit status.
 pub fn run_action(
-    _ctx: &Context,
+    ctx: &Context,
     action: Action,
     image_arg: &str,
     args: Vec<String>,
     flags: ActionArgs,
     shell: Option<String>,
 ) -> anyhow::Result<i32> {
-    let (image_display, root) = resolve_image(image_arg)?;
+    let cfg = load_config(ctx)?;
+    let (image_display, kind, root) = resolve_image(image_arg)?;
+    enforce_image_policy(&cfg, kind, &image_display)?;
     let user = HostUser::current()?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let host = HostFacts {
@@ -55,7 +89,7 @@ pub fn run_action(
         env_files,
         ids: IdMapPlan::single(user.uid, user.gid),
     };
-    let mut plan = planner::plan(&req, &LaunchPolicy::default(), &host)?;
+    let mut plan = planner::plan(&req, &LaunchPolicy::from(&cfg), &host)?;
     canonicalize_sources(&mut plan);
     for w in &plan.warnings {
         log::warn!("{w}");
@@ -80,7 +114,7 @@ pub fn run_action(
 }
 
 /// The image path as the container sees it, and its root filesystem.
-fn resolve_image(arg: &str) -> anyhow::Result<(PathBuf, RootSource)> {
+fn resolve_image(arg: &str) -> anyhow::Result<(PathBuf, ImageKind, RootSource)> {
     if let Some((scheme, _)) = arg.split_once("://") {
         bail!(
             "{arg}: {scheme}:// images are not supported yet; pull the image to a local SIF \
@@ -110,7 +144,7 @@ fn resolve_image(arg: &str) -> anyhow::Result<(PathBuf, RootSource)> {
         },
         ImageKind::Sif => bail!("{}: SIF images are not supported yet", abs.display()),
     };
-    Ok((abs, root))
+    Ok((abs, kind, root))
 }
 
 /// Replaces every host path the plan mounts by its canonical form: the supervisor reaches

@@ -12,23 +12,8 @@ use super::environ::{self, EnvError, EnvInputs};
 use super::identity::HostUser;
 use super::plan::*;
 use crate::cli::action::ActionArgs;
-
-/// `mount dev` in sifr.conf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DevMode {
-    Yes,
-    No,
-    Minimal,
-}
-
-/// `enable overlay` in sifr.conf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverlayMode {
-    Yes,
-    No,
-    Try,
-    Driver,
-}
+use crate::config::Config;
+use crate::config::directives::{EnableOverlay, MemoryFsType, MountDev};
 
 /// The part of the configuration the planner needs (see `config`), with Apptainer's
 /// defaults.
@@ -36,7 +21,7 @@ pub enum OverlayMode {
 pub struct LaunchPolicy {
     pub mount_proc: bool,
     pub mount_sys: bool,
-    pub mount_dev: DevMode,
+    pub mount_dev: MountDev,
     pub mount_devpts: bool,
     pub mount_home: bool,
     pub mount_tmp: bool,
@@ -47,7 +32,7 @@ pub struct LaunchPolicy {
     pub config_passwd: bool,
     pub config_group: bool,
     pub config_resolv_conf: bool,
-    pub enable_overlay: OverlayMode,
+    pub enable_overlay: EnableOverlay,
     pub sessiondir_max_size_mb: u64,
     pub memory_fs_type: String,
     pub allow_pid_ns: bool,
@@ -57,28 +42,9 @@ pub struct LaunchPolicy {
 }
 
 impl Default for LaunchPolicy {
+    /// Apptainer's defaults, as sifr's built-in configuration has them.
     fn default() -> Self {
-        LaunchPolicy {
-            mount_proc: true,
-            mount_sys: true,
-            mount_dev: DevMode::Yes,
-            mount_devpts: true,
-            mount_home: true,
-            mount_tmp: true,
-            mount_hostfs: false,
-            bind_paths: vec!["/etc/localtime".into(), "/etc/hosts".into()],
-            user_bind_control: true,
-            config_passwd: true,
-            config_group: true,
-            config_resolv_conf: true,
-            enable_overlay: OverlayMode::Try,
-            sessiondir_max_size_mb: 64,
-            memory_fs_type: "tmpfs".into(),
-            allow_pid_ns: true,
-            allow_ipc_ns: true,
-            allow_uts_ns: true,
-            allow_net_ns: true,
-        }
+        LaunchPolicy::from(&Config::default())
     }
 }
 
@@ -107,6 +73,45 @@ impl HostFacts {
             return p.exists();
         }
         self.existing.iter().any(|e| e == p)
+    }
+}
+
+impl From<&Config> for LaunchPolicy {
+    fn from(c: &Config) -> LaunchPolicy {
+        LaunchPolicy {
+            mount_proc: c.mount_proc,
+            mount_sys: c.mount_sys,
+            mount_dev: c.mount_dev,
+            mount_devpts: c.mount_devpts,
+            mount_home: c.mount_home,
+            mount_tmp: c.mount_tmp,
+            mount_hostfs: c.mount_hostfs,
+            bind_paths: c
+                .bind_path
+                .iter()
+                .map(|b| {
+                    let mut s = format!("{}:{}", b.source.display(), b.dest.display());
+                    if b.read_only {
+                        s.push_str(":ro");
+                    }
+                    s
+                })
+                .collect(),
+            user_bind_control: c.user_bind_control,
+            config_passwd: c.config_passwd,
+            config_group: c.config_group,
+            config_resolv_conf: c.config_resolv_conf,
+            enable_overlay: c.enable_overlay,
+            sessiondir_max_size_mb: c.sessiondir_max_size,
+            memory_fs_type: match c.memory_fs_type {
+                MemoryFsType::Ramfs => "ramfs".into(),
+                _ => "tmpfs".into(),
+            },
+            allow_pid_ns: c.allow_pid_ns,
+            allow_ipc_ns: c.allow_ipc_ns,
+            allow_uts_ns: c.allow_uts_ns,
+            allow_net_ns: true,
+        }
     }
 }
 
@@ -266,11 +271,11 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
     let layer = if f.writable {
         RootLayer::Direct
     } else if f.writable_tmpfs {
-        if policy.enable_overlay == OverlayMode::No {
+        if policy.enable_overlay == EnableOverlay::No {
             return Err(PlanError::OverlayDisabled("--writable-tmpfs"));
         }
         RootLayer::WritableTmpfs
-    } else if policy.enable_overlay == OverlayMode::No {
+    } else if policy.enable_overlay == EnableOverlay::No {
         RootLayer::Direct
     } else {
         RootLayer::Session
@@ -315,18 +320,18 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
         mounts.push(sys_op(MountSource::Host("/sys".into()), "/sys", "/sys"));
     }
     // /dev: the host's whole /dev, or a minimal one with --contain.
-    let dev_mode = if f.contain && policy.mount_dev == DevMode::Yes {
-        DevMode::Minimal
+    let dev_mode = if f.contain && policy.mount_dev == MountDev::Yes {
+        MountDev::Minimal
     } else {
         policy.mount_dev
     };
     if !skip("dev") {
         match dev_mode {
-            DevMode::Yes => mounts.push(MountOp {
+            MountDev::Yes => mounts.push(MountOp {
                 allow_dev: true,
                 ..sys_op(MountSource::Host("/dev".into()), "/dev", "/dev")
             }),
-            DevMode::Minimal => mounts.push(MountOp {
+            MountDev::Minimal => mounts.push(MountOp {
                 allow_dev: true,
                 ..sys_op(
                     MountSource::MinimalDev {
@@ -337,7 +342,7 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
                     "minimal /dev",
                 )
             }),
-            DevMode::No => {}
+            MountDev::No => {}
         }
     }
     // Host filesystems (`mount hostfs = yes`).
@@ -786,6 +791,14 @@ mod tests {
     }
 
     #[test]
+    fn test_policy_from_builtin_config_equals_default() {
+        assert_eq!(
+            LaunchPolicy::from(&Config::builtin().expect("builtin config")),
+            LaunchPolicy::default()
+        );
+    }
+
+    #[test]
     fn test_default_mounts_in_apptainer_order() {
         let p = plan(
             &req(ActionArgs::default()),
@@ -964,7 +977,7 @@ mod tests {
             Err(PlanError::NoMount(_))
         ));
         let policy = LaunchPolicy {
-            mount_dev: DevMode::No,
+            mount_dev: MountDev::No,
             mount_home: false,
             config_passwd: false,
             ..Default::default()
@@ -1002,7 +1015,7 @@ mod tests {
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
         assert!(p.namespaces.net);
         let policy = LaunchPolicy {
-            enable_overlay: OverlayMode::No,
+            enable_overlay: EnableOverlay::No,
             ..Default::default()
         };
         let p = plan(&req(ActionArgs::default()), &policy, &host()).expect("ok");

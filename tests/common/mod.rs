@@ -125,3 +125,63 @@ pub fn assert_one_line_error(out: &Output, needle: &str) {
         lines[0]
     );
 }
+
+/// Runs sifr in a session of its own and returns its output and the session id, so a test
+/// can check afterwards that no process of that session is left.
+pub fn sifr_in_new_session<I, S>(args: I) -> (Output, i32)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(sifr_bin());
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn sifr");
+    let sid = child.id() as i32;
+    let out = child.wait_with_output().expect("wait sifr");
+    (out, sid)
+}
+
+/// Asserts that no process of session `sid` is alive (after a short grace period).
+pub fn assert_session_empty(sid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let mut left = Vec::new();
+        for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command: state ppid pgrp session ...
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.get(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid) && f[0] != "Z" {
+                left.push(pid);
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes of session {sid} left behind: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
