@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod action;
+pub mod inspect;
 
 /// Global flags, accepted before the verb as Apptainer takes them. They are not accepted after
 /// the verb: `-c` and `-s` mean `--contain` and `--shell` there, as in Apptainer.
@@ -69,6 +70,10 @@ pub enum Command {
     Shell(action::ShellArgs),
     /// Run the user-defined tests within a container
     Test(action::TestArgs),
+    /// Show metadata for an image
+    Inspect(inspect::InspectArgs),
+    /// Show the user-defined help for an image
+    RunHelp(inspect::RunHelpArgs),
     /// Show the version number
     Version,
 }

@@ -11,6 +11,7 @@ use crate::cli::{Cli, Command, GlobalArgs};
 use crate::launch::plan::Action;
 
 pub mod action;
+pub mod inspect;
 use crate::compat::{self, Persona};
 use crate::log::{self as sylog, Verbosity};
 
@@ -103,6 +104,8 @@ pub fn main() -> i32 {
         Some(Command::Test(a)) => {
             action::run_action(&ctx, Action::Test, &a.image, a.args, a.action, None)
         }
+        Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
+        Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Version) => {
             println!("{}", compat::SIFR_VERSION);
             Ok(0)

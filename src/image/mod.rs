@@ -3,6 +3,9 @@
 //! Formats are detected by content, never by file name (workflow tools store SIFs as
 //! `.simg` and `.img`).
 
+pub mod files;
+pub mod inspect;
+
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
