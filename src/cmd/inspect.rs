@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 
 use super::Context;
 use crate::cli::inspect::{InspectArgs, RunHelpArgs};
-use crate::image::files::{ImageFiles, SandboxFiles};
+use crate::image::files::{ImageFiles, SandboxFiles, SquashFiles};
 use crate::image::inspect::{self, Selection};
 use crate::image::{self, ImageKind};
 
@@ -16,6 +16,13 @@ pub fn open_files(arg: &str) -> anyhow::Result<(PathBuf, Box<dyn ImageFiles>)> {
     let kind = image::detect(&path)?;
     match kind {
         ImageKind::Sandbox => Ok((path.clone(), Box::new(SandboxFiles::new(&path)))),
+        ImageKind::Squashfs => {
+            let f = std::fs::File::open(&path)
+                .with_context(|| format!("cannot open image {}", path.display()))?;
+            let files = SquashFiles::open(f, 0)
+                .with_context(|| format!("cannot read image {}", path.display()))?;
+            Ok((path, Box::new(files)))
+        }
         other => bail!(
             "{}: reading files of a {} image is not supported yet",
             path.display(),

@@ -83,3 +83,167 @@ impl ImageFiles for SandboxFiles {
         Ok(out)
     }
 }
+
+/// Files of a squashfs filesystem (a bare image or a SIF partition), read in-process with
+/// sifr-fuse's reader: no mount, no container.
+pub struct SquashFiles {
+    fs: sifr_fuse::squashfs::SquashFs,
+}
+
+/// Symbolic links followed while resolving one path, as the kernel's limit.
+const MAX_LINKS: usize = 40;
+
+fn sq_err(e: sifr_fuse::squashfs::SqfsError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl SquashFiles {
+    /// Opens the squashfs filesystem at `offset` in `file`.
+    pub fn open(
+        file: std::fs::File,
+        offset: u64,
+    ) -> Result<SquashFiles, sifr_fuse::squashfs::SqfsError> {
+        Ok(SquashFiles {
+            fs: sifr_fuse::squashfs::SquashFs::open(file, offset)?,
+        })
+    }
+
+    /// Resolves an absolute path inside the image to an inode, following symbolic links
+    /// (confined to the image: `..` at the root stays at the root).
+    fn resolve(&self, path: &str) -> std::io::Result<Option<u32>> {
+        use sifr_fuse::squashfs::FileType;
+        let root = self.fs.root();
+        let mut pending: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(str::to_string)
+            .collect();
+        let mut stack: Vec<u32> = vec![root];
+        let mut links = 0;
+        while let Some(comp) = pending.pop() {
+            let dir = *stack.last().unwrap_or(&root);
+            match comp.as_str() {
+                "." => continue,
+                ".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(ino) = self.fs.lookup(dir, comp.as_bytes()).map_err(sq_err)? else {
+                return Ok(None);
+            };
+            let attr = self.fs.stat(ino).map_err(sq_err)?;
+            if attr.kind == FileType::Symlink {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target =
+                    String::from_utf8_lossy(&self.fs.readlink(ino).map_err(sq_err)?).into_owned();
+                if target.starts_with('/') {
+                    stack.truncate(1);
+                }
+                pending.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(str::to_string),
+                );
+                continue;
+            }
+            stack.push(ino);
+        }
+        Ok(stack.last().copied())
+    }
+}
+
+impl ImageFiles for SquashFiles {
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        use sifr_fuse::squashfs::FileType;
+        let Some(ino) = self.resolve(path)? else {
+            return Ok(None);
+        };
+        let attr = self.fs.stat(ino).map_err(sq_err)?;
+        if attr.kind != FileType::Regular {
+            return Ok(None);
+        }
+        let len = attr.size.min(MAX_READ) as usize;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self
+                .fs
+                .read(ino, done as u64, &mut buf[done..])
+                .map_err(sq_err)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(Some(buf))
+    }
+
+    fn list(&self, dir: &str) -> std::io::Result<Vec<String>> {
+        use sifr_fuse::squashfs::FileType;
+        let Some(ino) = self.resolve(dir)? else {
+            return Ok(vec![]);
+        };
+        if self.fs.stat(ino).map_err(sq_err)?.kind != FileType::Directory {
+            return Ok(vec![]);
+        }
+        let mut names = Vec::new();
+        self.fs
+            .readdir(ino, 0, &mut |e| {
+                names.push(String::from_utf8_lossy(e.name).into_owned());
+                true
+            })
+            .map_err(sq_err)?;
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busybox() -> Option<SquashFiles> {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sif/busybox_amd64.sif");
+        let f = std::fs::File::open(p).ok()?;
+        SquashFiles::open(f, 45056).ok()
+    }
+
+    #[test]
+    fn test_squash_files_read_list_and_symlinks() {
+        let Some(fs) = busybox() else {
+            eprintln!("SKIP: busybox fixture not found");
+            return;
+        };
+        let labels = fs
+            .read("/.singularity.d/labels.json")
+            .expect("read")
+            .expect("exists");
+        assert!(String::from_utf8_lossy(&labels).contains("org.label-schema"));
+        // /singularity is a symlink to .singularity.d/runscript.
+        let run = fs.read("/singularity").expect("read").expect("exists");
+        assert!(run.starts_with(b"#!/bin/sh"));
+        assert_eq!(
+            fs.read("/../../.singularity.d/runscript").expect("read"),
+            Some(run)
+        );
+        assert!(fs.read("/no/such").expect("read").is_none());
+        assert!(
+            fs.read("/bin").expect("read").is_none(),
+            "a directory is not a file"
+        );
+        let env = fs.list("/.singularity.d/env").expect("list");
+        assert!(env.contains(&"90-environment.sh".to_string()));
+    }
+}
