@@ -1,1 +1,25 @@
 //! sifr-idmap: /etc/subuid and /etc/subgid parsing, id-map planning and writing.
+//!
+//! What the launcher calls:
+//! - [`plan_fakeroot`] (with a [`FakerootRequest`]) → [`FakerootPlan`]: the subordinate-id
+//!   mapping when the caller has a usable range, else a root-mapped plan with a one-line
+//!   reason. [`IdMaps::single`] is the plan for non-fakeroot runs.
+//! - [`write_maps`]`(pid, &plan)`: applies a plan to a child that has unshared its user
+//!   namespace, through /proc or newuidmap/newgidmap, and verifies the result.
+//! - [`diagnose_userns`]: which sysctl, if any, stops unprivileged user namespaces.
+//!
+//! What `sifr config fakeroot` calls: [`edit_fakeroot`].
+//!
+//! Modules: `subid` (file parser), `user` (user lookup), `hostids` (ids of host accounts),
+//! `select` (range choice and diagnostics), `plan` (plans), `write` (applying plans),
+//! `userns` (sysctl diagnosis), `edit` (the locked, atomic editor).
+
+pub mod hostids;
+pub mod select;
+pub mod subid;
+pub mod user;
+
+pub use hostids::HostIds;
+pub use select::{FAKEROOT_IDS, IdKind, NoRange, SubidRange, select_range};
+pub use subid::{Diagnostic, LineProblem, SubidEntry, SubidError, SubidFile};
+pub use user::{UserError, UserRef};
