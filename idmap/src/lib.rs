@@ -15,11 +15,17 @@
 //! `userns` (sysctl diagnosis), `edit` (the locked, atomic editor).
 
 pub mod hostids;
+pub mod plan;
 pub mod select;
 pub mod subid;
 pub mod user;
+pub mod userns;
+pub mod write;
 
 pub use hostids::HostIds;
+pub use plan::{FakerootMode, FakerootPlan, FakerootRequest, IdMapping, IdMaps, plan_fakeroot};
 pub use select::{FAKEROOT_IDS, IdKind, NoRange, SubidRange, select_range};
 pub use subid::{Diagnostic, LineProblem, SubidEntry, SubidError, SubidFile};
 pub use user::{UserError, UserRef};
+pub use userns::{UsernsBlocker, UsernsDiagnosis, diagnose_userns, diagnose_userns_in};
+pub use write::{MapError, Pid, find_helper, write_maps, write_maps_with};
