@@ -14,6 +14,7 @@
 //! `select` (range choice and diagnostics), `plan` (plans), `write` (applying plans),
 //! `userns` (sysctl diagnosis), `edit` (the locked, atomic editor).
 
+pub mod edit;
 pub mod hostids;
 pub mod plan;
 pub mod select;
@@ -22,6 +23,7 @@ pub mod user;
 pub mod userns;
 pub mod write;
 
+pub use edit::{Change, EditError, EditPaths, FakerootEdit, FileChange, ShadowLock, edit_fakeroot};
 pub use hostids::HostIds;
 pub use plan::{FakerootMode, FakerootPlan, FakerootRequest, IdMapping, IdMaps, plan_fakeroot};
 pub use select::{FAKEROOT_IDS, IdKind, NoRange, SubidRange, select_range};
