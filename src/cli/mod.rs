@@ -2,9 +2,13 @@
 //!
 //! Nothing here touches the system. `cmd` turns the parsed values into actions.
 
+pub mod config;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use config::{ConfigArgs, ConfigCommand, FakerootArgs};
 
 /// Global flags, accepted before the verb as Apptainer takes them.
 #[derive(Debug, Args, Clone, Default)]
@@ -64,6 +68,8 @@ pub struct Cli {
 /// Every verb.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Manage sifr's system configuration (fakeroot mappings)
+    Config(ConfigArgs),
     /// Show the version number
     Version,
 }
