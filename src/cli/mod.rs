@@ -2,12 +2,16 @@
 //!
 //! Nothing here touches the system. `cmd` turns the parsed values into actions.
 
+pub mod config;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 pub mod action;
 pub mod inspect;
+
+pub use config::{ConfigArgs, ConfigCommand, FakerootArgs};
 
 /// Global flags, accepted before the verb as Apptainer takes them. They are not accepted after
 /// the verb: `-c` and `-s` mean `--contain` and `--shell` there, as in Apptainer.
@@ -74,6 +78,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Show the user-defined help for an image
     RunHelp(inspect::RunHelpArgs),
+    /// Manage sifr's system configuration (fakeroot mappings)
+    Config(ConfigArgs),
     /// Show the version number
     Version,
 }

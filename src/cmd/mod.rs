@@ -3,6 +3,8 @@
 //! `main` here owns the process-level contract: env aliases, logging, exit codes
 //! (sifr's own fatal errors exit 255, as Apptainer's do).
 
+pub mod config;
+
 use std::ffi::OsString;
 
 use clap::Parser;
@@ -52,10 +54,19 @@ pub fn main() -> i32 {
                 // Help goes to stdout.
                 let _ = e.print();
             } else {
-                // Usage errors get one line, like every other bad input.
+                // Usage errors get one line, like every other bad input: clap's first
+                // paragraph (which may list the missing arguments on indented lines).
                 let rendered = e.render().to_string();
-                let first = rendered.lines().next().unwrap_or("invalid command line");
-                let first = first.strip_prefix("error: ").unwrap_or(first);
+                let paragraph: Vec<&str> = rendered
+                    .lines()
+                    .map(str::trim)
+                    .take_while(|l| !l.is_empty())
+                    .collect();
+                let first = match paragraph.join(" ") {
+                    p if p.is_empty() => "invalid command line".to_owned(),
+                    p => p,
+                };
+                let first = first.strip_prefix("error: ").unwrap_or(&first);
                 sylog::fatal(&format!(
                     "{first} (see '{} --help')",
                     persona.command_name()
@@ -106,6 +117,7 @@ pub fn main() -> i32 {
         }
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
+        Some(Command::Config(args)) => config::run(&ctx, &args),
         Some(Command::Version) => {
             println!("{}", compat::SIFR_VERSION);
             Ok(0)
