@@ -13,6 +13,7 @@ use crate::launch::mounter::Mounter;
 use crate::launch::plan::{Action, IdMapPlan, MountSource, Plan, RootSource};
 use crate::launch::planner::{self, HostFacts, LaunchPolicy, Request};
 use crate::launch::process::{self, Launch, Outcome};
+use crate::launch::seccomp::Emulation;
 use crate::launch::sys::LinuxSys;
 
 /// Loads the system configuration (sifr.conf next to the install, or `-c FILE`).
@@ -79,6 +80,7 @@ pub fn run_action(
         env_files.push((f.display().to_string(), text));
     }
     let writable = flags.writable;
+    let (ids, emulation) = identity_plan(&user, &flags);
     let req = Request {
         action,
         args,
@@ -87,7 +89,8 @@ pub fn run_action(
         image_display,
         root,
         env_files,
-        ids: IdMapPlan::single(user.uid, user.gid),
+        ids,
+        emulation,
     };
     let mut plan = planner::plan(&req, &LaunchPolicy::from(&cfg), &host)?;
     canonicalize_sources(&mut plan);
@@ -101,16 +104,80 @@ pub fn run_action(
         sys,
         user,
         mounter: Box::new(Mounter { writable }),
-        write_maps: Box::new(process::write_single_maps),
+        write_maps: Box::new(|pid, ids| {
+            let maps = sifr_idmap::IdMaps {
+                uid_map: ids
+                    .uid_map
+                    .iter()
+                    .map(|&(i, o, c)| mapping(i, o, c))
+                    .collect(),
+                gid_map: ids
+                    .gid_map
+                    .iter()
+                    .map(|&(i, o, c)| mapping(i, o, c))
+                    .collect(),
+            };
+            sifr_idmap::write_maps(pid, &maps).map_err(|e| e.to_string())
+        }),
         explain_userns: Box::new(|e| {
-            format!(
-                "cannot create a user namespace: {e} (unprivileged user namespaces may be \
-                 disabled: check the sysctls user.max_user_namespaces, \
-                 kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns)"
-            )
+            let diag = sifr_idmap::diagnose_userns();
+            if diag.is_blocked() {
+                format!("cannot create a user namespace: {e}: {diag}")
+            } else {
+                format!("cannot create a user namespace: {e} ({diag})")
+            }
         }),
     })?;
     Ok(exit_status(outcome))
+}
+
+fn mapping(inside: u32, outside: u32, count: u32) -> sifr_idmap::IdMapping {
+    sifr_idmap::IdMapping {
+        inside,
+        outside,
+        count,
+    }
+}
+
+/// The user-namespace mapping and the root emulation: the caller only, or with
+/// `--fakeroot` the subordinate-id mapping (falling back to root-mapped with a notice).
+fn identity_plan(user: &HostUser, flags: &ActionArgs) -> (IdMapPlan, Option<Emulation>) {
+    if !flags.fakeroot {
+        return (IdMapPlan::single(user.uid, user.gid), None);
+    }
+    let fk = if flags.ignore_subuid {
+        sifr_idmap::FakerootPlan {
+            mode: sifr_idmap::FakerootMode::RootMapped {
+                reason: "--ignore-subuid given".into(),
+            },
+            maps: sifr_idmap::IdMaps::root_mapped(user.uid, user.gid),
+            warnings: vec![],
+        }
+    } else {
+        sifr_idmap::plan_fakeroot(&sifr_idmap::FakerootRequest::for_current_process())
+    };
+    for w in &fk.warnings {
+        log::warn!("{w}");
+    }
+    let tuple = |m: &sifr_idmap::IdMapping| (m.inside, m.outside, m.count);
+    let (notice, emulation) = match &fk.mode {
+        sifr_idmap::FakerootMode::Subid { .. } => (None, Emulation::MknodOnly),
+        sifr_idmap::FakerootMode::RootMapped { reason } => (
+            Some(format!(
+                "fakeroot: using a root-mapped user namespace with root emulation ({reason})"
+            )),
+            Emulation::RootMapped,
+        ),
+    };
+    let ids = IdMapPlan {
+        uid_map: fk.maps.uid_map.iter().map(tuple).collect(),
+        gid_map: fk.maps.gid_map.iter().map(tuple).collect(),
+        needs_helpers: matches!(fk.mode, sifr_idmap::FakerootMode::Subid { .. }),
+        uid: 0,
+        gid: 0,
+        notice,
+    };
+    (ids, Some(emulation))
 }
 
 /// The image path as the container sees it, and its root filesystem.

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod planner;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod shenv;
 pub mod sys;

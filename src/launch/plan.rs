@@ -65,6 +65,9 @@ pub enum GeneratedFile {
     Passwd { uid: u32, home: PathBuf },
     /// The container's /etc/group plus the caller's groups.
     Group,
+    /// APT configuration for root-mapped fakeroot: APT cannot switch to its `_apt` sandbox
+    /// user in a namespace that maps only root, so it is told to stay root.
+    AptSandboxRoot,
     /// Literal contents (resolv.conf with `--dns`, /etc/hostname).
     Literal { name: String, contents: String },
 }
@@ -74,6 +77,9 @@ pub enum GeneratedFile {
 pub enum TargetKind {
     Dir,
     File,
+    /// A file, mounted only when its directory exists in the image (skipped quietly
+    /// otherwise): configuration for a tool the image may not have.
+    FileIfDirExists,
 }
 
 /// One mount inside the container.

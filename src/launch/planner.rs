@@ -11,6 +11,7 @@ use super::binds::{BindError, BindSpec};
 use super::environ::{self, EnvError, EnvInputs};
 use super::identity::HostUser;
 use super::plan::*;
+use super::seccomp::Emulation;
 use crate::cli::action::ActionArgs;
 use crate::config::Config;
 use crate::config::directives::{EnableOverlay, MemoryFsType, MountDev};
@@ -128,6 +129,8 @@ pub struct Request {
     /// `--env-file` contents, read by the caller: (path, contents).
     pub env_files: Vec<(String, String)>,
     pub ids: IdMapPlan,
+    /// Root emulation for fakeroot (`None` without `--fakeroot`).
+    pub emulation: Option<Emulation>,
 }
 
 /// A request that cannot be planned. Each message says what to change.
@@ -544,7 +547,8 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
             "/etc/passwd",
         ));
     }
-    if policy.config_group && !own_files && !skip_dest(Path::new("/etc/group")) {
+    // Under fakeroot the caller's host groups are not mapped: the image's group file stays.
+    if policy.config_group && !fakeroot_uid0 && !skip_dest(Path::new("/etc/group")) {
         mounts.push(file_op(
             MountSource::Generated(GeneratedFile::Group),
             "/etc/group",
@@ -585,6 +589,19 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
                 }),
                 "/etc/hostname",
                 "/etc/hostname",
+            )
+        });
+    }
+
+    // Root-mapped fakeroot: APT must not try to switch to its `_apt` user.
+    if req.emulation == Some(Emulation::RootMapped) {
+        mounts.push(MountOp {
+            optional: true,
+            target: TargetKind::FileIfDirExists,
+            ..file_op(
+                MountSource::Generated(GeneratedFile::AptSandboxRoot),
+                "/etc/apt/apt.conf.d/00sifr-fakeroot",
+                "fakeroot APT configuration",
             )
         });
     }
@@ -698,8 +715,8 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
         security: SecurityPlan {
             no_new_privs: true,
             keep_userns_caps: fakeroot_uid0,
-            emulate_root: false,
-            mknod_noop: false,
+            emulate_root: req.emulation == Some(Emulation::RootMapped),
+            mknod_noop: req.emulation == Some(Emulation::MknodOnly),
         },
         warnings,
     })
@@ -780,6 +797,7 @@ mod tests {
             },
             env_files: vec![],
             ids: IdMapPlan::single(1000, 1000),
+            emulation: None,
         }
     }
 
@@ -1020,6 +1038,46 @@ mod tests {
         };
         let p = plan(&req(ActionArgs::default()), &policy, &host()).expect("ok");
         assert_eq!(p.layer, RootLayer::Direct);
+    }
+
+    #[test]
+    fn test_fakeroot_root_mapped() {
+        let mut r = req(ActionArgs {
+            writable: true,
+            ..Default::default()
+        });
+        r.root = RootSource::Directory { path: "/sb".into() };
+        r.ids = IdMapPlan {
+            uid_map: vec![(0, 1000, 1)],
+            gid_map: vec![(0, 1000, 1)],
+            needs_helpers: false,
+            uid: 0,
+            gid: 0,
+            notice: Some("fakeroot: root-mapped".into()),
+        };
+        r.emulation = Some(Emulation::RootMapped);
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(p.security.emulate_root && !p.security.mknod_noop);
+        assert!(p.security.keep_userns_caps);
+        assert_eq!(p.process.home, PathBuf::from("/root"));
+        let home = p
+            .mounts
+            .iter()
+            .find(|m| m.why == "home directory")
+            .expect("home");
+        assert_eq!(home.source, MountSource::Host("/home/u".into()));
+        assert_eq!(home.dest, PathBuf::from("/root"));
+        // Root on a writable sandbox uses the image's own passwd and group.
+        let d = dests(&p);
+        assert!(!d.contains(&"/etc/passwd".to_string()));
+        assert!(!d.contains(&"/etc/group".to_string()));
+        let apt = p
+            .mounts
+            .iter()
+            .find(|m| m.source == MountSource::Generated(GeneratedFile::AptSandboxRoot))
+            .expect("apt conf");
+        assert_eq!(apt.target, TargetKind::FileIfDirExists);
+        assert_eq!(p.warnings[0], "fakeroot: root-mapped");
     }
 
     #[test]

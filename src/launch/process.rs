@@ -36,6 +36,7 @@ use super::action::{self, RootFiles};
 use super::identity::HostUser;
 use super::plan::{IdMapPlan, Plan, RootSource};
 use super::rootfs::{self, Layout};
+use super::seccomp::{self, Emulation};
 use super::security;
 use super::sys::{HOST_ROOT, LinuxSys, Sys};
 
@@ -453,12 +454,18 @@ fn supervisor(
             child_fail(&err, &msg);
         }
     };
+    // Mount points for sifr's own files must not stay behind in a writable sandbox: create
+    // them here, and remove them when the container ends.
+    let ephemeral = create_ephemeral_mountpoints(plan, sys, &layout);
     send(&go.w, b"G");
     drop(go.w);
     drop(err);
 
     // 6. Relay signals until the payload ends, then stop the server.
     let outcome = wait_relaying(payload, relay_terminal);
+    for p in ephemeral {
+        let _ = std::fs::remove_file(p);
+    }
     mounted.stop();
     let st = match outcome {
         Ok(Outcome::Exited(c)) => format!("E{c}"),
@@ -468,6 +475,43 @@ fn supervisor(
     send(&status, st.as_bytes());
     // SAFETY: _exit in a forked child.
     unsafe { libc::_exit(0) }
+}
+
+/// In a writable sandbox without a session layer, creates the (empty) mount points of
+/// sifr's own generated files that the image lacks, and returns them for removal.
+fn create_ephemeral_mountpoints(plan: &Plan, sys: &LinuxSys, layout: &Layout) -> Vec<PathBuf> {
+    use super::plan::{GeneratedFile, MountSource, RootLayer};
+    let mut created = Vec::new();
+    if !(plan.writable && plan.layer == RootLayer::Direct) {
+        return created;
+    }
+    for op in &plan.mounts {
+        if op.source != MountSource::Generated(GeneratedFile::AptSandboxRoot) {
+            continue;
+        }
+        let parent = op.dest.parent().unwrap_or(Path::new("/"));
+        let Ok(Some(dir)) = sys.resolve_in_root(&layout.rootfs(), parent, None) else {
+            continue;
+        };
+        let Some(name) = op.dest.file_name() else {
+            continue;
+        };
+        // `dir` names the resolved directory; create the file there only if it is new.
+        let path = dir.join(name);
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .is_ok()
+        {
+            // Remember it by a stable path: the descriptor name dies with `release`.
+            if let Ok(real) = std::fs::canonicalize(&path) {
+                created.push(real);
+            }
+        }
+    }
+    sys.release();
+    created
 }
 
 /// D: builds the root and becomes the payload (or its init). Never returns.
@@ -575,6 +619,19 @@ fn exec_payload(plan: &Plan, err: OwnedFd) -> ! {
         && let Err(e) = security::no_new_privs()
     {
         child_fail(&err, &format!("cannot set no_new_privs: {e}"));
+    }
+    // Root emulation for fakeroot (after no_new_privs, which unprivileged seccomp needs).
+    let emulation = if plan.security.emulate_root {
+        Some(Emulation::RootMapped)
+    } else if plan.security.mknod_noop {
+        Some(Emulation::MknodOnly)
+    } else {
+        None
+    };
+    if let Some(em) = emulation
+        && let Err(e) = seccomp::compile(em).and_then(|p| seccomp::install(&p))
+    {
+        child_fail(&err, &e.to_string());
     }
     if !plan.security.keep_userns_caps
         && let Err(e) = security::drop_all_caps()

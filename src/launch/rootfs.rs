@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use super::identity::{self, HostUser};
-use super::plan::{GeneratedFile, MountOp, MountSource, Plan, RootLayer};
+use super::plan::{GeneratedFile, MountOp, MountSource, Plan, RootLayer, TargetKind};
 use super::sys::Sys;
 
 /// Where the supervisor first mounts the session tmpfs, before pivoting into it (the host's
@@ -135,7 +135,9 @@ pub fn build_root(
         mk(layout.work(), "session directory")?;
         mk(final_root.clone(), "session directory")?;
         for (i, op) in plan.mounts.iter().enumerate() {
-            if enclosing(&plan.mounts[..i], &op.dest).is_some() {
+            if enclosing(&plan.mounts[..i], &op.dest).is_some()
+                || !parent_required_and_present(sys, &layout.rootfs(), op)?
+            {
                 continue;
             }
             let exists = sys
@@ -300,6 +302,26 @@ fn bind(
     }
 }
 
+/// False when `op` wants its directory to exist already and it does not.
+fn parent_required_and_present(
+    sys: &dyn Sys,
+    root: &Path,
+    op: &MountOp,
+) -> Result<bool, RootfsError> {
+    if op.target != TargetKind::FileIfDirExists {
+        return Ok(true);
+    }
+    let parent = op.dest.parent().unwrap_or(Path::new("/"));
+    Ok(sys
+        .resolve_in_root(root, parent, None)
+        .map_err(|err| RootfsError::Create {
+            what: "mount point",
+            path: op.dest.clone(),
+            err,
+        })?
+        .is_some())
+}
+
 /// The last earlier mount whose destination contains `dest` (a nested mount point).
 fn enclosing<'a>(earlier: &'a [MountOp], dest: &Path) -> Option<&'a MountOp> {
     earlier
@@ -321,6 +343,9 @@ fn mount_one(
         dest: op.dest.clone(),
         err,
     };
+    if !parent_required_and_present(sys, root, op)? {
+        return Ok(());
+    }
     let create = create.then_some(op.target);
     let target = sys
         .resolve_in_root(root, &op.dest, create)
@@ -419,6 +444,13 @@ fn generate(
             identity::group_with_user(&read("/etc/group")?, user),
         ),
         GeneratedFile::Literal { name, contents } => (name.clone(), contents.clone()),
+        GeneratedFile::AptSandboxRoot => (
+            "apt-fakeroot.conf".into(),
+            "// sifr --fakeroot (root-mapped): only root is mapped, so APT cannot switch to\n\
+             // its _apt sandbox user; it downloads as root instead.\n\
+             APT::Sandbox::User \"root\";\n"
+                .into(),
+        ),
     })
 }
 

@@ -270,7 +270,7 @@ impl Sys for LinuxSys {
                     .map_err(errno)?
             };
             let name = Path::new(comp.as_os_str());
-            if i + 1 == comps.len() && kind == TargetKind::File {
+            if i + 1 == comps.len() && kind != TargetKind::Dir {
                 match nix::fcntl::openat(
                     &parent_fd,
                     name,
@@ -350,7 +350,7 @@ impl Sys for LinuxSys {
         for (i, c) in comps[existing..].iter().enumerate() {
             up.push(c.as_os_str());
             let last = existing + i + 1 == comps.len();
-            let r = if last && kind == TargetKind::File {
+            let r = if last && kind != TargetKind::Dir {
                 std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
