@@ -1,3 +1,13 @@
-//! sifr-fuse: the in-process FUSE image driver (squashfs and ext3 readers, FUSE server).
+//! sifr-fuse: the in-process FUSE image driver: a lazy squashfs reader (`squashfs`), the
+//! `ImageBackend` interface (`backend`), the read-only FUSE filesystem over it (`server`) and
+//! mounting without fusermount (`mount`).
 
+pub mod backend;
+pub mod mount;
+pub mod server;
 pub mod squashfs;
+
+pub use backend::{BackendError, BackendResult, FsStats, ImageBackend};
+pub use mount::{MountError, MountHandle, MountOptions, mount_image};
+pub use server::ImageFs;
+pub use squashfs::{Attr, DirEntry, FileType, SquashFs};

@@ -297,6 +297,11 @@ impl SquashFs {
         self.sb.block_size
     }
 
+    /// Bytes the filesystem occupies.
+    pub fn bytes_used(&self) -> u64 {
+        self.sb.bytes_used
+    }
+
     /// Number of inodes in the image.
     pub fn inode_count(&self) -> u32 {
         self.sb.inode_count

@@ -363,3 +363,72 @@ pub fn busybox_sif() -> Option<(PathBuf, u64)> {
     let p = base.join("sif/busybox_amd64.sif");
     p.exists().then_some((p, 45056))
 }
+
+/// Snapshot of an image through the reader (plain walk; the squashfs_tree tests add
+/// lookup/readdir-resume checks on top).
+pub fn reader_snapshot(fs: &sifr_fuse::SquashFs) -> Snapshot {
+    let mut out = Snapshot::new();
+    reader_walk(fs, fs.root(), PathBuf::new(), &mut out);
+    out
+}
+
+fn reader_walk(fs: &sifr_fuse::SquashFs, ino: u32, path: PathBuf, out: &mut Snapshot) {
+    use sifr_fuse::FileType;
+    let a = fs.stat(ino).expect("stat");
+    let data = match a.kind {
+        FileType::Regular => {
+            let mut d = vec![0u8; a.size as usize];
+            let n = fs.read(ino, 0, &mut d).expect("read");
+            assert_eq!(n as u64, a.size);
+            d
+        }
+        FileType::Symlink => fs.readlink(ino).expect("readlink"),
+        _ => vec![],
+    };
+    let dev = matches!(a.kind, FileType::BlockDevice | FileType::CharDevice).then(|| {
+        (
+            (a.rdev >> 8) & 0xfff,
+            (a.rdev & 0xff) | ((a.rdev >> 12) & 0xfff00),
+        )
+    });
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = fs
+        .listxattr(ino)
+        .expect("listxattr")
+        .into_iter()
+        .map(|n| {
+            let v = fs.getxattr(ino, &n).expect("getxattr").expect("value");
+            (n, v)
+        })
+        .collect();
+    xattrs.sort();
+    let size = if matches!(a.kind, FileType::Regular | FileType::Symlink) {
+        a.size
+    } else {
+        0
+    };
+    out.insert(
+        path.clone(),
+        Node {
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            size,
+            data,
+            dev,
+            xattrs,
+            ino: u64::from(ino),
+            nlink: a.nlink,
+        },
+    );
+    if a.kind == FileType::Directory {
+        let mut kids = Vec::new();
+        fs.readdir(ino, 0, &mut |e| {
+            kids.push((String::from_utf8_lossy(e.name).into_owned(), e.ino));
+            true
+        })
+        .expect("readdir");
+        for (name, child) in kids {
+            reader_walk(fs, child, path.join(name), out);
+        }
+    }
+}
