@@ -48,6 +48,11 @@ fn prefix(level: Level) -> (&'static str, &'static str) {
 
 impl Log for SyLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // Other crates' messages (e.g. the FUSE library's INFO chatter) only with --debug.
+        let ours = metadata.target().starts_with("sifr");
+        if !ours {
+            return log::max_level() >= LevelFilter::Trace;
+        }
         metadata.level() <= log::max_level()
     }
 

@@ -50,8 +50,32 @@ fn sifr_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// The busybox rootfs as a bare squashfs image (no SIF around it), made once per run.
+fn busybox_squashfs() -> PathBuf {
+    static IMG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let t = tempdir();
+        let img = t.path().join("busybox.img");
+        let out = Command::new("mksquashfs")
+            .arg(busybox_sandbox())
+            .arg(&img)
+            .args(["-noappend", "-quiet", "-comp", "gzip"])
+            .output()
+            .expect("run mksquashfs (squashfs-tools)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (t, img)
+    })
+    .1
+    .clone()
+}
+
+/// Every image kind the tests run: sandbox directory and bare squashfs (named `.img`, as
+/// workflow tools name images: the kind is detected by content).
 fn images() -> Vec<String> {
-    vec![busybox_sandbox().display().to_string()]
+    vec![
+        busybox_sandbox().display().to_string(),
+        busybox_squashfs().display().to_string(),
+    ]
 }
 
 #[test]

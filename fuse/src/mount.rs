@@ -32,6 +32,9 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Worker threads; None = number of CPUs, at least 2.
     pub threads: Option<usize>,
+    /// The FUSE device (a launcher that pivoted away from the host's root reaches it
+    /// elsewhere).
+    pub dev_fuse: PathBuf,
 }
 
 impl Default for MountOptions {
@@ -41,6 +44,7 @@ impl Default for MountOptions {
             subtype: "sifr".into(),
             allow_other: false,
             threads: None,
+            dev_fuse: PathBuf::from("/dev/fuse"),
         }
     }
 }
@@ -105,7 +109,7 @@ pub fn mount_image<B: ImageBackend>(
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/fuse")
+        .open(&opts.dev_fuse)
         .map_err(MountError::OpenDevFuse)?;
     fcntl(&file, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(MountError::Nonblock)?;
     let session_err = |msg: String| MountError::Session {

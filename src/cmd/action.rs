@@ -99,11 +99,19 @@ pub fn run_action(
     }
     log::debug!("launch plan: {plan:#?}");
     let sys = LinuxSys::new();
+    // The image is opened here, on the host, once: the same file is checked and served.
+    let image = match &plan.root {
+        RootSource::Squashfs { path, .. } | RootSource::Ext { path, .. } => Some(
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot open image {}", path.display()))?,
+        ),
+        RootSource::Directory { .. } => None,
+    };
     let outcome = process::run(Launch {
         plan,
         sys,
         user,
-        mounter: Box::new(Mounter { writable }),
+        mounter: Box::new(Mounter { writable, image }),
         write_maps: Box::new(|pid, ids| {
             let maps = sifr_idmap::IdMaps {
                 uid_map: ids

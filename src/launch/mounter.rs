@@ -1,7 +1,11 @@
 //! Mounting the container's root filesystem in the supervisor: a sandbox directory is a bind
 //! mount; squashfs and ext images are served by sifr's FUSE driver (`sifr-fuse`).
 
+use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
+
+use sifr_fuse::{MountHandle, MountOptions, SquashFs};
 
 use nix::mount::MsFlags;
 
@@ -13,12 +17,25 @@ use super::sys::Sys;
 pub struct Mounter {
     /// The root is writable (`--writable` sandbox).
     pub writable: bool,
+    /// The image file, opened by sifr on the host before any namespace was entered.
+    pub image: Option<File>,
 }
 
 struct Bound;
 
 impl MountedRoot for Bound {
     fn stop(self: Box<Self>) {}
+}
+
+/// A FUSE-served image; stopping unmounts it and joins the server threads.
+struct Served(MountHandle);
+
+impl MountedRoot for Served {
+    fn stop(self: Box<Self>) {
+        if let Err(e) = self.0.unmount_and_join() {
+            log::debug!("stopping the image server: {e}");
+        }
+    }
 }
 
 impl RootMounter for Mounter {
@@ -55,8 +72,28 @@ impl RootMounter for Mounter {
                 })?;
                 Ok(Box::new(Bound))
             }
-            RootSource::Squashfs { path, .. } | RootSource::Ext { path, .. } => Err(format!(
-                "{}: mounting images needs the FUSE driver, which this build lacks",
+            RootSource::Squashfs { path, offset, .. } => {
+                let file = self
+                    .image
+                    .take()
+                    .ok_or_else(|| format!("{}: image not opened", path.display()))?;
+                let fs = SquashFs::open(file, *offset).map_err(|e| {
+                    format!("cannot read the squashfs image {}: {e}", path.display())
+                })?;
+                let opts = MountOptions {
+                    fsname: path.display().to_string(),
+                    // Other ids of the namespace (fakeroot's mapped users) may read it too;
+                    // that never reaches beyond the container's own user namespace.
+                    allow_other: true,
+                    dev_fuse: sys.host_source(Path::new("/dev/fuse")),
+                    ..MountOptions::default()
+                };
+                let handle = sifr_fuse::mount_image(Arc::new(fs), target, &opts)
+                    .map_err(|e| format!("cannot mount {}: {e}", path.display()))?;
+                Ok(Box::new(Served(handle)))
+            }
+            RootSource::Ext { path, .. } => Err(format!(
+                "{}: ext2/3/4 images are not supported yet",
                 path.display()
             )),
         }
