@@ -171,7 +171,6 @@ impl<B: ImageBackend> FileSystem for ImageFs<B> {
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::CACHE_SYMLINKS
             | FsOptions::DO_READDIRPLUS
-            | FsOptions::READDIRPLUS_AUTO
             | FsOptions::MAX_PAGES;
         Ok(capable & want)
     }
