@@ -60,6 +60,9 @@ impl<B: ImageBackend> ImageFs<B> {
 
     fn dots(&self, dir: u64, offset: u64) -> Vec<(&'static [u8], u64, u64)> {
         // (name, image inode, next offset) for "." and ".." still to send.
+        if offset >= 2 {
+            return Vec::new();
+        }
         let parent = self.backend.parent(dir).unwrap_or(dir);
         [(&b"."[..], dir, 1), (&b".."[..], parent, 2)]
             .into_iter()
@@ -168,7 +171,6 @@ impl<B: ImageBackend> FileSystem for ImageFs<B> {
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::CACHE_SYMLINKS
             | FsOptions::DO_READDIRPLUS
-            | FsOptions::READDIRPLUS_AUTO
             | FsOptions::MAX_PAGES;
         Ok(capable & want)
     }

@@ -183,8 +183,22 @@ mod tests {
 
     #[test]
     fn test_from_id() {
-        assert_eq!(Compressor::from_id(1).ok(), Some(Compressor::Gzip));
-        assert_eq!(Compressor::from_id(6).ok(), Some(Compressor::Zstd));
+        if cfg!(feature = "gzip") {
+            assert_eq!(Compressor::from_id(1).ok(), Some(Compressor::Gzip));
+        } else {
+            assert!(matches!(
+                Compressor::from_id(1),
+                Err(SqfsError::CompressorDisabled("gzip"))
+            ));
+        }
+        if cfg!(feature = "zstd") {
+            assert_eq!(Compressor::from_id(6).ok(), Some(Compressor::Zstd));
+        } else {
+            assert!(matches!(
+                Compressor::from_id(6),
+                Err(SqfsError::CompressorDisabled("zstd"))
+            ));
+        }
         assert!(matches!(
             Compressor::from_id(0),
             Err(SqfsError::UnknownCompressor(0))

@@ -66,7 +66,7 @@ impl SquashFs {
         }
         let mut r = MetaReader::bounded(self, pos.0, pos.1, self.sb.dir_table)?;
         while at < k {
-            disk += u64::from(self.block_word(&mut r, ino)?.size);
+            disk = disk.saturating_add(u64::from(self.block_word(&mut r, ino)?.size));
             at += 1;
         }
         Ok((r, disk))
@@ -83,7 +83,7 @@ impl SquashFs {
                 if k % CHECKPOINT == 0 {
                     cps.push((r.position(), disk));
                 }
-                disk += u64::from(self.block_word(&mut r, ino)?.size);
+                disk = disk.saturating_add(u64::from(self.block_word(&mut r, ino)?.size));
             }
             Ok(Arc::new(BlockIndex(cps)))
         })
@@ -122,7 +122,7 @@ impl SquashFs {
                     w.size
                 )));
             }
-            return self.read_exact_at("data block", pos + skip as u64, out);
+            return self.read_exact_at("data block", pos.saturating_add(skip as u64), out);
         }
         let data = self.data_block(pos, w)?;
         if (data.len() as u64) < want {
@@ -196,7 +196,7 @@ impl SquashFs {
                 };
                 let w = self.block_word(r, ino)?;
                 let here = *disk;
-                *disk += u64::from(w.size);
+                *disk = disk.saturating_add(u64::from(w.size));
                 self.copy_block(here, w, want, skip, out)?;
             } else {
                 if f.frag == NONE32 {

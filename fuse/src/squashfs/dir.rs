@@ -209,6 +209,9 @@ impl SquashFs {
         } else {
             split_cookie(cookie)
         };
+        if start >= u64::from(d.size).saturating_sub(3) {
+            return Ok(()); // at or past the end (seekdir can send any offset)
+        }
         let mut l = Listing::open(self, dir_ino, d, start)?;
         let mut buf = Vec::with_capacity(MAX_NAME);
         while !l.at_end() {
