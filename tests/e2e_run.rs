@@ -62,7 +62,11 @@ fn busybox_squashfs() -> PathBuf {
             .args(["-noappend", "-quiet", "-comp", "gzip"])
             .output()
             .expect("run mksquashfs (squashfs-tools)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (t, img)
     })
     .1

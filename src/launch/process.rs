@@ -420,13 +420,6 @@ fn supervisor(
     if let Err(e) = sys.mkdir_all(&layout.rootfs(), 0o755) {
         child_fail(&err, &format!("cannot create the session root: {e}"));
     }
-    // With --pid the payload is PID 1 of a new PID namespace.
-    if ns.pid
-        && let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWPID)
-    {
-        child_fail(&err, &format!("cannot create the PID namespace: {e}"));
-    }
-
     // 4. Fork the payload now, while this process is still single-threaded; it waits
     //    until the image is mounted.
     let go = match Pipe::new() {
@@ -531,6 +524,51 @@ fn payload(
     }
     drop(go);
 
+    // With --pid, the container starts as PID 1 of a new PID namespace. The supervisor
+    // cannot create it for us: a process whose children go to another PID namespace may
+    // not start threads, and the supervisor runs the FUSE server's. So this process
+    // creates it, forks its PID 1, and relays signals and the exit status.
+    if plan.namespaces.pid {
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWPID) {
+            child_fail(&err, &format!("cannot create the PID namespace: {e}"));
+        }
+        // SAFETY: this process is single-threaded (forked from a single-threaded one).
+        match unsafe { fork() } {
+            Ok(ForkResult::Parent { child }) => {
+                drop(err);
+                let outcome = wait_relaying(child, true);
+                match outcome {
+                    Ok(Outcome::Signaled(sig)) => {
+                        // Die the same way, so the supervisor reports the signal.
+                        if let Ok(s) = Signal::try_from(sig) {
+                            let _ = security::reset_signals();
+                            let _ = kill(getpid(), s);
+                        }
+                        // SAFETY: _exit in a forked child.
+                        unsafe { libc::_exit(128 + sig) }
+                    }
+                    // SAFETY: _exit in a forked child.
+                    Ok(Outcome::Exited(c)) => unsafe { libc::_exit(c) },
+                    // SAFETY: _exit in a forked child.
+                    Err(_) => unsafe { libc::_exit(255) },
+                }
+            }
+            Ok(ForkResult::Child) => {}
+            Err(e) => child_fail(&err, &format!("cannot fork the container's PID 1: {e}")),
+        }
+    }
+    container_process(plan, sys, user, layout, err)
+}
+
+/// The container's first process (PID 1 with --pid): builds the root, then becomes the
+/// payload or its init. Never returns.
+fn container_process(
+    plan: &Plan,
+    sys: &LinuxSys,
+    user: &HostUser,
+    layout: &Layout,
+    err: OwnedFd,
+) -> ! {
     // 1. A mount namespace of its own: pivot_root must not move the supervisor's root.
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
         child_fail(
