@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod action;
 pub mod inspect;
+pub mod sif;
 
 /// Global flags, accepted before the verb as Apptainer takes them. They are not accepted after
 /// the verb: `-c` and `-s` mean `--contain` and `--shell` there, as in Apptainer.
@@ -74,6 +75,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Show the user-defined help for an image
     RunHelp(inspect::RunHelpArgs),
+    /// Manipulate Singularity Image Format (SIF) images
+    Sif(sif::SifArgs),
     /// Show the version number
     Version,
 }
