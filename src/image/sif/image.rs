@@ -613,3 +613,344 @@ fn validate_objects(
     }
     Ok(slots)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::image::sif::descriptor::{Extra, PartitionMeta};
+    use crate::image::sif::display;
+    use crate::image::sif::types::{Arch, FsType, PartType};
+    use crate::image::sif::writer::{CreateOptions, ObjectInput, When};
+
+    /// A deterministic image: object 1 = generic "abc" (group 1), object 2 = a 4-byte
+    /// squashfs PrimSys partition (group 1), object 3 = JSON `{}` named data.json, no group.
+    pub(crate) fn sample_bytes() -> Vec<u8> {
+        let mut img =
+            SifImage::create_in_memory("mem.sif", &CreateOptions::deterministic()).expect("create");
+        let mut data: &[u8] = b"abc";
+        img.add_object(ObjectInput::new(DataType::Generic, &mut data), When::Auto)
+            .expect("add 1");
+        let mut data: &[u8] = b"hsqs";
+        let mut input = ObjectInput::new(DataType::Partition, &mut data);
+        input.extra = Extra::Partition(PartitionMeta {
+            fs_type: FsType::Squashfs,
+            part_type: PartType::PrimSys,
+            arch_code: Arch::Amd64.code(),
+        });
+        img.add_object(input, When::Auto).expect("add 2");
+        let mut data: &[u8] = b"{}";
+        let mut input = ObjectInput::new(DataType::GenericJson, &mut data);
+        input.group = None;
+        input.name = b"data.json".to_vec();
+        img.add_object(input, When::Auto).expect("add 3");
+        img.as_bytes().expect("memory").to_vec()
+    }
+
+    fn load(bytes: Vec<u8>) -> Result<SifImage, ErrorKind> {
+        SifImage::from_bytes(bytes, "t.sif").map_err(|e| e.kind)
+    }
+
+    fn put_i64(b: &mut [u8], at: usize, v: i64) {
+        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn put_u32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Offset of field `at` of descriptor slot `slot`.
+    fn desc(slot: usize, at: usize) -> usize {
+        4096 + slot * DESCRIPTOR_LEN + at
+    }
+
+    /// Runs every query and formatter; must never panic.
+    pub(crate) fn exercise(img: &SifImage) {
+        let _ = display::header_text(img.header());
+        let _ = display::list_text(img);
+        for d in img.objects() {
+            let _ = display::info_text(img, d);
+            let _ = img.read_object(d, 1 << 16);
+            let mut buf = [0u8; 16];
+            let _ = img.read_object_at(d, 1, &mut buf);
+            let mut r = img.object_reader(d);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            let _ = img.descriptor_digest_input(d);
+            let _ = img.object(d.id);
+        }
+        let _ = img.object(0);
+        let _ = img.object(u32::MAX);
+        let _ = img.header_digest_input();
+        for g in img.group_ids() {
+            let _ = img.group_objects(g);
+        }
+        let _ = img.ungrouped_objects();
+        if let Ok(Some(p)) = img.primary_partition() {
+            let _ = img.check_partition_header(&p);
+        }
+        let _ = img.data_partitions();
+        let _ = img.overlay_partitions();
+        for p in img.partitions().collect::<Vec<_>>() {
+            let _ = img.fs_magic(&p);
+        }
+    }
+
+    fn fixture(name: &str) -> Option<Vec<u8>> {
+        let dir = std::env::var_os("SIFR_TESTDATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata"));
+        std::fs::read(dir.join("sif").join(name)).ok()
+    }
+
+    #[test]
+    fn test_sample_loads_and_queries() {
+        let img = load(sample_bytes()).expect("valid");
+        assert_eq!(img.object_count(), 3);
+        let ids: Vec<u32> = img.objects().map(|d| d.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        let d = img.object(1).expect("object 1");
+        assert_eq!(img.read_object(d, 3).expect("read"), b"abc");
+        assert!(matches!(
+            img.read_object(d, 2).map_err(|e| e.kind),
+            Err(ErrorKind::ObjectTooLarge { .. })
+        ));
+        let mut buf = [0u8; 8];
+        assert_eq!(img.read_object_at(d, 1, &mut buf).expect("read"), 2);
+        assert_eq!(&buf[..2], b"bc");
+        assert_eq!(img.read_object_at(d, 3, &mut buf).expect("read"), 0);
+        let mut r = img.object_reader(d);
+        r.seek(SeekFrom::End(-1)).expect("seek");
+        let mut s = Vec::new();
+        r.read_to_end(&mut s).expect("read");
+        assert_eq!(s, b"c");
+        assert!(r.seek(SeekFrom::Current(-5)).is_err());
+        assert_eq!(
+            img.find_object(DataType::GenericJson, "data.json")
+                .map(|d| d.id),
+            Some(3)
+        );
+        assert!(img.find_object(DataType::GenericJson, "nope").is_none());
+        assert_eq!(img.objects_of_type(DataType::Partition).count(), 1);
+        assert_eq!(img.group_ids(), [1]);
+        assert_eq!(img.group_objects(1).len(), 2);
+        assert_eq!(img.ungrouped_objects().len(), 1);
+        assert!(matches!(
+            img.object(0).map_err(|e| e.kind),
+            Err(ErrorKind::InvalidObjectId)
+        ));
+        assert!(matches!(
+            img.object(9).map_err(|e| e.kind),
+            Err(ErrorKind::ObjectNotFound { id: 9 })
+        ));
+    }
+
+    #[test]
+    fn test_relative_ids_and_digest_input() {
+        let img = load(sample_bytes()).expect("valid");
+        let d2 = img.object(2).expect("2");
+        let d3 = img.object(3).expect("3");
+        assert_eq!(img.relative_id(d2), 1);
+        assert_eq!(img.relative_id(d3), 0);
+        let input = img.descriptor_digest_input(d2);
+        assert_eq!(&input[5..9], &1u32.to_le_bytes());
+    }
+
+    #[test]
+    fn test_no_objects() {
+        let img =
+            SifImage::create_in_memory("e.sif", &CreateOptions::deterministic()).expect("create");
+        let img = load(img.as_bytes().expect("mem").to_vec()).expect("valid");
+        assert!(matches!(
+            img.object(1).map_err(|e| e.kind),
+            Err(ErrorKind::NoObjects)
+        ));
+    }
+
+    #[test]
+    fn test_truncated() {
+        let b = sample_bytes();
+        assert!(matches!(
+            load(b[..100].to_vec()),
+            Err(ErrorKind::Truncated { len: 100 })
+        ));
+        assert!(matches!(
+            load(Vec::new()),
+            Err(ErrorKind::Truncated { len: 0 })
+        ));
+        assert!(matches!(
+            load(b[..5000].to_vec()),
+            Err(ErrorKind::DescriptorTableOutside { .. })
+        ));
+        // Cut inside the last object's data.
+        let len = b.len();
+        assert!(matches!(
+            load(b[..len - 1].to_vec()),
+            Err(ErrorKind::ObjectOutOfRange { id: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn test_wrong_magic_and_version() {
+        let mut b = sample_bytes();
+        b[32] = b'X';
+        assert!(matches!(load(b), Err(ErrorKind::BadMagic { .. })));
+        let mut b = sample_bytes();
+        b[42..45].copy_from_slice(b"02\0");
+        assert!(matches!(load(b), Err(ErrorKind::UnsupportedVersion { .. })));
+    }
+
+    #[test]
+    fn test_absurd_counts_and_table_errors() {
+        for total in [1i64 << 40, -1, i64::MAX, i64::MIN, MAX_DESCRIPTORS + 1] {
+            let mut b = sample_bytes();
+            put_i64(&mut b, 88, total);
+            assert!(
+                matches!(load(b), Err(ErrorKind::AbsurdDescriptorCount { .. })),
+                "total {total}"
+            );
+        }
+        let mut b = sample_bytes();
+        put_i64(&mut b, 104, 585 * 48 + 1);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::DescriptorTableSize { .. })
+        ));
+        // A large but allowed count whose table does not fit in the file.
+        let mut b = sample_bytes();
+        put_i64(&mut b, 88, MAX_DESCRIPTORS);
+        put_i64(&mut b, 104, MAX_DESCRIPTORS * 585);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::DescriptorTableOutside { .. })
+        ));
+        let mut b = sample_bytes();
+        put_i64(&mut b, 96, i64::MAX - 10);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::DescriptorTableOutside { .. })
+        ));
+        let mut b = sample_bytes();
+        put_i64(&mut b, 96, 100);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::DescriptorTableOverlapsHeader { offset: 100 })
+        ));
+        for free in [49, -1] {
+            let mut b = sample_bytes();
+            put_i64(&mut b, 80, free);
+            assert!(matches!(load(b), Err(ErrorKind::FreeCount { .. })));
+        }
+    }
+
+    #[test]
+    fn test_bad_descriptors() {
+        let mut b = sample_bytes();
+        b[desc(1, 0)..desc(1, 4)].copy_from_slice(&0x4100i32.to_le_bytes());
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::UnknownDataType {
+                slot: 1,
+                id: 2,
+                raw: 0x4100
+            })
+        ));
+        let mut b = sample_bytes();
+        put_u32(&mut b, desc(0, 5), 0);
+        assert!(matches!(load(b), Err(ErrorKind::ZeroObjectId { slot: 0 })));
+        let mut b = sample_bytes();
+        put_u32(&mut b, desc(2, 5), 1);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::DuplicateObjectId { id: 1 })
+        ));
+        let mut b = sample_bytes();
+        let len = b.len() as i64;
+        put_i64(&mut b, desc(0, 17), len);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::ObjectOutOfRange { id: 1, .. })
+        ));
+        let mut b = sample_bytes();
+        put_i64(&mut b, desc(0, 25), -1);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::ObjectOutOfRange { id: 1, .. })
+        ));
+        let mut b = sample_bytes();
+        put_i64(&mut b, desc(0, 17), i64::MAX);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::ObjectOutOfRange { id: 1, .. })
+        ));
+        let mut b = sample_bytes();
+        put_i64(&mut b, desc(0, 17), 4096);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::ObjectOverlapsTable { id: 1, .. })
+        ));
+        // Object 3 moved onto object 2's data.
+        let mut b = sample_bytes();
+        let off2 = i64::from_le_bytes(b[desc(1, 17)..desc(1, 25)].try_into().expect("8"));
+        put_i64(&mut b, desc(2, 17), off2 + 1);
+        assert!(matches!(
+            load(b),
+            Err(ErrorKind::ObjectsOverlap { a: 2, b: 3 })
+        ));
+        // Empty objects overlap nothing.
+        let mut b = sample_bytes();
+        put_i64(&mut b, desc(2, 17), off2);
+        put_i64(&mut b, desc(2, 25), 0);
+        assert!(load(b).is_ok());
+    }
+
+    #[test]
+    fn test_free_slots_are_ignored_and_kept() {
+        let mut b = sample_bytes();
+        // Garbage in a free slot (used = 0), including an unknown data type.
+        b[desc(5, 0)..desc(6, 0)].fill(0xEE);
+        b[desc(5, 4)] = 0;
+        let mut img = load(b.clone()).expect("free slot garbage is ignored");
+        assert_eq!(img.object_count(), 3);
+        img.set_primary_partition(2, When::Auto)
+            .expect("no-op rewrite");
+        img.delete_object(3, Default::default(), When::Auto)
+            .expect("delete");
+        let out = img.as_bytes().expect("mem");
+        assert_eq!(&out[desc(5, 0)..desc(6, 0)], &b[desc(5, 0)..desc(6, 0)]);
+    }
+
+    #[test]
+    fn test_validation_errors_name_the_file() {
+        let e = SifImage::from_bytes(vec![0; 10], "/some/where.sif").expect_err("invalid");
+        assert!(e.to_string().contains("(/some/where.sif)"));
+        let e = SifImage::open("/nonexistent/x.sif").expect_err("missing");
+        assert!(
+            e.to_string()
+                .starts_with("cannot read SIF image (/nonexistent/x.sif): ")
+        );
+    }
+
+    #[test]
+    fn test_no_panic_on_any_truncation() {
+        let b = fixture("one-group-signed-pgp.sif").unwrap_or_else(sample_bytes);
+        for len in 0..=b.len() {
+            if let Ok(img) = SifImage::from_bytes(b[..len].to_vec(), "t.sif") {
+                exercise(&img);
+            }
+        }
+    }
+
+    #[test]
+    fn test_no_panic_on_corrupt_header_and_descriptor_bytes() {
+        let b = sample_bytes();
+        let fields: Vec<usize> = (0..HEADER_LEN).chain(desc(0, 0)..desc(2, 0)).collect();
+        for &i in &fields {
+            for v in [0x00, 0x01, 0x7F, 0x80, 0xFF] {
+                let mut c = b.clone();
+                c[i] = v;
+                if let Ok(img) = SifImage::from_bytes(c, "t.sif") {
+                    exercise(&img);
+                }
+            }
+        }
+    }
+}

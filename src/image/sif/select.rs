@@ -144,3 +144,112 @@ impl SifImage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::sif::descriptor::{Extra, PartitionMeta};
+    use crate::image::sif::types::DataType;
+    use crate::image::sif::writer::{CreateOptions, ObjectInput, When};
+
+    fn add(img: &mut SifImage, data: &[u8], fs: FsType, pt: PartType, group: Option<u32>) -> u32 {
+        let mut r = data;
+        let mut input = ObjectInput::new(DataType::Partition, &mut r);
+        input.group = group;
+        input.extra = Extra::Partition(PartitionMeta {
+            fs_type: fs,
+            part_type: pt,
+            arch_code: Arch::Amd64.code(),
+        });
+        img.add_object(input, When::Auto).expect("add")
+    }
+
+    fn image() -> SifImage {
+        SifImage::create_in_memory("s.sif", &CreateOptions::deterministic()).expect("create")
+    }
+
+    #[test]
+    fn test_primary_data_and_overlay_partitions() {
+        let mut img = image();
+        assert_eq!(img.primary_partition().expect("ok"), None);
+        assert!(img.overlay_partitions().expect("ok").is_empty());
+        let mut ext = vec![0u8; 2048];
+        ext[1080] = 0x53;
+        ext[1081] = 0xEF;
+        add(
+            &mut img,
+            b"hsqs-root",
+            FsType::Squashfs,
+            PartType::PrimSys,
+            Some(1),
+        );
+        add(&mut img, &ext, FsType::Ext3, PartType::Overlay, Some(1));
+        add(&mut img, &ext, FsType::Ext3, PartType::Overlay, Some(2));
+        add(&mut img, b"data", FsType::Raw, PartType::Data, Some(2));
+        add(&mut img, b"sys", FsType::Raw, PartType::System, Some(1));
+        let root = img.primary_partition().expect("ok").expect("root");
+        assert_eq!((root.id, root.offset, root.size), (1, 32768, 9));
+        assert_eq!(root.group(), Some(1));
+        assert_eq!(root.arch, Arch::Amd64);
+        img.check_partition_header(&root).expect("squashfs magic");
+        let overlays: Vec<u32> = img
+            .overlay_partitions()
+            .expect("ok")
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(overlays, [2]);
+        let ov = img.overlay_partitions().expect("ok")[0];
+        assert_eq!(img.fs_magic(&ov), FsMagic::Ext);
+        img.check_partition_header(&ov).expect("ext magic");
+        let data: Vec<u32> = img.data_partitions().iter().map(|p| p.id).collect();
+        assert_eq!(data, [4]);
+        // Raw partitions are accepted without a header check.
+        img.check_partition_header(&img.data_partitions()[0])
+            .expect("raw");
+    }
+
+    #[test]
+    fn test_partition_header_mismatch() {
+        let mut img = image();
+        add(
+            &mut img,
+            b"notsquash",
+            FsType::Squashfs,
+            PartType::PrimSys,
+            Some(1),
+        );
+        let root = img.primary_partition().expect("ok").expect("root");
+        assert_eq!(img.fs_magic(&root), FsMagic::Unrecognised);
+        let e = img.check_partition_header(&root).expect_err("mismatch");
+        assert!(e.to_string().contains("squashfs header"), "{e}");
+    }
+
+    #[test]
+    fn test_two_primary_partitions_are_an_error() {
+        let mut img = image();
+        add(
+            &mut img,
+            b"hsqs",
+            FsType::Squashfs,
+            PartType::PrimSys,
+            Some(1),
+        );
+        add(
+            &mut img,
+            b"hsqs",
+            FsType::Squashfs,
+            PartType::System,
+            Some(1),
+        );
+        // Make object 2 primary behind the library's back.
+        let mut bytes = img.as_bytes().expect("mem").to_vec();
+        let at = 4096 + 585 + 201 + 4;
+        bytes[at..at + 4].copy_from_slice(&2i32.to_le_bytes());
+        let img = SifImage::from_bytes(bytes, "s.sif").expect("loads");
+        assert!(matches!(
+            img.primary_partition().map_err(|e| e.kind),
+            Err(ErrorKind::MultiplePrimary { a: 1, b: 2 })
+        ));
+    }
+}

@@ -581,3 +581,379 @@ fn set_extra_bytes(extra: &mut [u8; EXTRA_LEN], bytes: &[u8]) {
     let n = bytes.len().min(EXTRA_LEN);
     extra[..n].copy_from_slice(&bytes[..n]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::sif::descriptor::PartitionMeta;
+    use crate::image::sif::types::FsType;
+
+    fn det() -> SifImage {
+        SifImage::create_in_memory("w.sif", &CreateOptions::deterministic()).expect("create")
+    }
+
+    fn partition(fs: FsType, pt: PartType, arch: Arch) -> Extra {
+        Extra::Partition(PartitionMeta {
+            fs_type: fs,
+            part_type: pt,
+            arch_code: arch.code(),
+        })
+    }
+
+    fn add(img: &mut SifImage, dt: DataType, data: &[u8], extra: Extra) -> Result<u32, ErrorKind> {
+        let mut r = data;
+        let mut input = ObjectInput::new(dt, &mut r);
+        input.extra = extra;
+        img.add_object(input, When::Auto).map_err(|e| e.kind)
+    }
+
+    fn reload(img: &SifImage) -> SifImage {
+        SifImage::from_bytes(img.as_bytes().expect("mem").to_vec(), "r.sif").expect("valid")
+    }
+
+    #[test]
+    fn test_next_aligned() {
+        assert_eq!(next_aligned(32176, 4096), Some(32768));
+        assert_eq!(next_aligned(32772, 4096), Some(36864));
+        assert_eq!(next_aligned(36864, 4096), Some(36864));
+        assert_eq!(next_aligned(5, 0), Some(5));
+        assert_eq!(next_aligned(5, 1), Some(5));
+        assert_eq!(next_aligned(5, -8), Some(5));
+        assert_eq!(next_aligned(10, 3), Some(12));
+        assert_eq!(next_aligned(i64::MAX - 1, 4096), None);
+    }
+
+    #[test]
+    fn test_create_defaults() {
+        let img = det();
+        let h = img.header();
+        assert_eq!(h.descriptors_total, 48);
+        assert_eq!(h.descriptors_free, 48);
+        assert_eq!(h.descriptors_offset, 4096);
+        assert_eq!(h.descriptors_size, 48 * 585);
+        assert_eq!(h.data_offset, 32176);
+        assert_eq!(h.data_size, 0);
+        assert_eq!(h.created_at, GO_ZERO_TIME);
+        assert_eq!(h.id, [0; 16]);
+        assert_eq!(img.as_bytes().map(<[u8]>::len), Some(32176));
+        let opts = CreateOptions {
+            launch_script: b"#!/usr/bin/env run-singularity\n".to_vec(),
+            time: When::At(1000),
+            ..CreateOptions::default()
+        };
+        let img = SifImage::create_in_memory("w.sif", &opts).expect("create");
+        assert_ne!(img.header().id, [0; 16]);
+        assert_eq!(img.header().created_at, 1000);
+        assert_eq!(
+            img.header().launch_script(),
+            b"#!/usr/bin/env run-singularity\n"
+        );
+        let opts = CreateOptions {
+            launch_script: vec![b'x'; 32],
+            ..CreateOptions::default()
+        };
+        assert!(matches!(
+            SifImage::create_in_memory("w.sif", &opts).map_err(|e| e.kind),
+            Err(ErrorKind::LaunchScriptTooLong { len: 32 })
+        ));
+        let opts = CreateOptions {
+            capacity: -1,
+            ..CreateOptions::default()
+        };
+        assert!(SifImage::create_in_memory("w.sif", &opts).is_err());
+    }
+
+    #[test]
+    fn test_placement_matches_go_library() {
+        // one-group.sif: a 4-byte partition at 32768 (padding 596), a 4096-byte one at 36864.
+        let mut img = det();
+        add(
+            &mut img,
+            DataType::Partition,
+            b"\xfa\xce\xfe\xed",
+            partition(FsType::Raw, PartType::System, Arch::I386),
+        )
+        .expect("add 1");
+        add(
+            &mut img,
+            DataType::Partition,
+            &[0u8; 4096],
+            partition(FsType::Squashfs, PartType::PrimSys, Arch::I386),
+        )
+        .expect("add 2");
+        let d: Vec<(i64, i64, i64)> = img
+            .objects()
+            .map(|d| (d.offset, d.size, d.size_with_padding))
+            .collect();
+        assert_eq!(d, [(32768, 4, 596), (36864, 4096, 8188)]);
+        assert_eq!(img.header().data_size, 8784);
+        assert_eq!(img.header().arch(), Arch::I386);
+        assert_eq!(img.header().descriptors_free, 46);
+        // A non-partition object is not aligned.
+        let id = add(&mut img, DataType::Generic, b"xyz", Extra::None).expect("add 3");
+        assert_eq!(img.object(id).expect("3").offset, 40960);
+        assert_eq!(reload(&img).object_count(), 3);
+    }
+
+    #[test]
+    fn test_alignment_override_and_times() {
+        let mut img = SifImage::create_in_memory(
+            "w.sif",
+            &CreateOptions {
+                time: When::At(5),
+                ..CreateOptions::default()
+            },
+        )
+        .expect("create");
+        let mut r: &[u8] = b"ab";
+        let mut input = ObjectInput::new(DataType::Generic, &mut r);
+        input.alignment = Some(100);
+        input.time = Some(7);
+        let id = img.add_object(input, When::At(9)).expect("add");
+        let d = img.object(id).expect("obj");
+        assert_eq!(d.offset, 32200);
+        assert_eq!(d.size_with_padding, 24 + 2);
+        assert_eq!((d.created_at, d.modified_at), (7, 7));
+        assert_eq!(img.header().modified_at, 9);
+        assert_eq!(img.header().created_at, 5);
+        // A deterministic image keeps the zero time on Auto.
+        let mut img = det();
+        add(&mut img, DataType::Generic, b"a", Extra::None).expect("add");
+        assert_eq!(img.header().modified_at, GO_ZERO_TIME);
+        assert_eq!(img.object(1).expect("1").created_at, GO_ZERO_TIME);
+    }
+
+    #[test]
+    fn test_add_rules() {
+        let mut img = det();
+        let sq = partition(FsType::Squashfs, PartType::PrimSys, Arch::Amd64);
+        add(&mut img, DataType::Partition, b"hsqs", sq.clone()).expect("primary");
+        assert_eq!(
+            add(&mut img, DataType::Partition, b"hsqs", sq).map_err(|e| e.to_string()),
+            Err("image already contains a primary partition".into())
+        );
+        assert!(matches!(
+            add(
+                &mut img,
+                DataType::Partition,
+                b"x",
+                partition(FsType::Raw, PartType::Data, Arch::Unknown)
+            ),
+            Err(ErrorKind::UnknownArch)
+        ));
+        assert!(matches!(
+            add(
+                &mut img,
+                DataType::Generic,
+                b"x",
+                partition(FsType::Raw, PartType::Data, Arch::I386)
+            ),
+            Err(ErrorKind::MetadataMismatch(_))
+        ));
+        let mut r: &[u8] = b"x";
+        let mut input = ObjectInput::new(DataType::Generic, &mut r);
+        input.name = vec![b'n'; 129];
+        assert!(matches!(
+            img.add_object(input, When::Auto).map_err(|e| e.kind),
+            Err(ErrorKind::NameTooLong { len: 129 })
+        ));
+        let mut r: &[u8] = b"x";
+        let mut input = ObjectInput::new(DataType::Generic, &mut r);
+        input.group = Some(0);
+        assert!(img.add_object(input, When::Auto).is_err());
+        let mut r: &[u8] = b"x";
+        let mut input = ObjectInput::new(DataType::Signature, &mut r);
+        input.link = Link::Group(1);
+        input.group = None;
+        let id = img.add_object(input, When::Auto).expect("signature");
+        let d = img.object(id).expect("sig");
+        assert_eq!((d.group(), d.link()), (None, Link::Group(1)));
+        assert_eq!(d.group_raw, GROUP_MASK);
+    }
+
+    #[test]
+    fn test_capacity_and_slot_reuse() {
+        let mut img = SifImage::create_in_memory(
+            "w.sif",
+            &CreateOptions {
+                capacity: 2,
+                ..CreateOptions::deterministic()
+            },
+        )
+        .expect("create");
+        assert_eq!(
+            add(&mut img, DataType::Generic, b"1", Extra::None).ok(),
+            Some(1)
+        );
+        assert_eq!(
+            add(&mut img, DataType::Generic, b"2", Extra::None).ok(),
+            Some(2)
+        );
+        assert!(matches!(
+            add(&mut img, DataType::Generic, b"3", Extra::None),
+            Err(ErrorKind::NoCapacity)
+        ));
+        img.delete_object(1, DeleteOptions::default(), When::Auto)
+            .expect("delete");
+        assert_eq!(img.header().descriptors_free, 1);
+        assert_eq!(
+            add(&mut img, DataType::Generic, b"3", Extra::None).ok(),
+            Some(1)
+        );
+        let r = reload(&img);
+        let d = r.object(1).expect("1");
+        assert_eq!(r.read_object(d, 10).expect("read"), b"3");
+        // Placed after the last object, not in the hole.
+        assert_eq!(d.offset, r.object(2).expect("2").offset + 1);
+    }
+
+    #[test]
+    fn test_delete_primary_zero_and_compact() {
+        let mut img = det();
+        add(&mut img, DataType::Generic, b"abc", Extra::None).expect("1");
+        add(
+            &mut img,
+            DataType::Partition,
+            b"hsqsdata",
+            partition(FsType::Squashfs, PartType::PrimSys, Arch::Arm64),
+        )
+        .expect("2");
+        assert_eq!(img.header().arch(), Arch::Arm64);
+        let end = img.file_len();
+        img.delete_object(
+            2,
+            DeleteOptions {
+                zero: true,
+                compact: false,
+            },
+            When::Auto,
+        )
+        .expect("delete");
+        assert_eq!(img.header().arch(), Arch::Unknown);
+        assert_eq!(img.file_len(), end);
+        let bytes = img.as_bytes().expect("mem");
+        assert_eq!(&bytes[32768..32776], &[0u8; 8]);
+        assert_eq!(&bytes[4096 + 585..4096 + 2 * 585], &[0u8; 585][..]);
+        img.delete_object(
+            1,
+            DeleteOptions {
+                zero: false,
+                compact: true,
+            },
+            When::Auto,
+        )
+        .expect("compact");
+        assert_eq!(img.header().data_size, 0);
+        assert_eq!(img.file_len(), 32176);
+        assert_eq!(img.as_bytes().map(<[u8]>::len), Some(32176));
+        assert!(matches!(
+            img.delete_object(1, DeleteOptions::default(), When::Auto)
+                .map_err(|e| e.kind),
+            Err(ErrorKind::NoObjects)
+        ));
+        let r = reload(&img);
+        assert_eq!(r.header().descriptors_free, 48);
+    }
+
+    #[test]
+    fn test_set_primary_partition_rules() {
+        let mut img = det();
+        add(
+            &mut img,
+            DataType::Partition,
+            b"a",
+            partition(FsType::Squashfs, PartType::PrimSys, Arch::I386),
+        )
+        .expect("1");
+        add(
+            &mut img,
+            DataType::Partition,
+            b"b",
+            partition(FsType::Ext3, PartType::System, Arch::Amd64),
+        )
+        .expect("2");
+        add(
+            &mut img,
+            DataType::Partition,
+            b"c",
+            partition(FsType::Ext3, PartType::Data, Arch::Amd64),
+        )
+        .expect("3");
+        add(&mut img, DataType::Generic, b"d", Extra::None).expect("4");
+        assert!(matches!(
+            img.set_primary_partition(4, When::Auto).map_err(|e| e.kind),
+            Err(ErrorKind::NotPartition { id: 4 })
+        ));
+        assert!(matches!(
+            img.set_primary_partition(3, When::Auto).map_err(|e| e.kind),
+            Err(ErrorKind::NotSystemPartition { id: 3 })
+        ));
+        img.set_primary_partition(1, When::At(77)).expect("no-op");
+        assert_eq!(img.header().modified_at, GO_ZERO_TIME);
+        img.set_primary_partition(2, When::At(77)).expect("setprim");
+        let r = reload(&img);
+        let p1 = r.object(1).expect("1");
+        let p2 = r.object(2).expect("2");
+        assert_eq!(p1.partition().map(|p| p.part_type), Some(PartType::System));
+        assert_eq!(p2.partition().map(|p| p.part_type), Some(PartType::PrimSys));
+        assert_eq!((p1.modified_at, p2.modified_at), (77, 77));
+        assert_eq!(r.header().arch(), Arch::Amd64);
+        assert_eq!(r.header().modified_at, 77);
+        assert_eq!(r.primary_partition().expect("one").map(|p| p.id), Some(2));
+    }
+
+    #[test]
+    fn test_oci_digest_computed_and_settable() {
+        let mut img = det();
+        let id = add(&mut img, DataType::OciBlob, b"{}", Extra::None).expect("blob");
+        // sha256("{}")
+        assert_eq!(
+            img.object(id).expect("blob").oci_digest(),
+            Some(&b"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"[..])
+        );
+        img.set_oci_digest(id, "sha256:00", When::Auto)
+            .expect("set");
+        assert_eq!(
+            img.object(id).expect("blob").oci_digest(),
+            Some(&b"sha256:00"[..])
+        );
+        let g = add(&mut img, DataType::Generic, b"x", Extra::None).expect("generic");
+        assert!(img.set_oci_digest(g, "sha256:00", When::Auto).is_err());
+    }
+
+    #[test]
+    fn test_read_only_image_refuses_writes() {
+        let bytes = det().as_bytes().expect("mem").to_vec();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ro.sif");
+        std::fs::write(&path, bytes).expect("write");
+        let mut img = SifImage::open(&path).expect("open");
+        assert!(matches!(
+            add(&mut img, DataType::Generic, b"x", Extra::None),
+            Err(ErrorKind::ReadOnly)
+        ));
+        let mut img = SifImage::open_rw(&path).expect("open rw");
+        add(&mut img, DataType::Generic, b"x", Extra::None).expect("add");
+        let again = SifImage::open(&path).expect("reopen");
+        assert_eq!(again.object_count(), 1);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 32177);
+    }
+
+    #[test]
+    fn test_bad_data_offset_refused() {
+        let mut b = det().as_bytes().expect("mem").to_vec();
+        b[112..120].copy_from_slice(&100i64.to_le_bytes());
+        let mut img = SifImage::from_bytes(b, "w.sif").expect("loads");
+        assert!(matches!(
+            add(&mut img, DataType::Generic, b"x", Extra::None),
+            Err(ErrorKind::BadDataOffset { data_offset: 100 })
+        ));
+        let mut b = det().as_bytes().expect("mem").to_vec();
+        b[112..120].copy_from_slice(&(1i64 << 50).to_le_bytes());
+        let mut img = SifImage::from_bytes(b, "w.sif").expect("loads");
+        assert!(matches!(
+            add(&mut img, DataType::Generic, b"x", Extra::None),
+            Err(ErrorKind::BadDataOffset { .. })
+        ));
+    }
+}
