@@ -618,7 +618,6 @@ fn validate_objects(
 pub(crate) mod tests {
     use super::*;
     use crate::image::sif::descriptor::{Extra, PartitionMeta};
-    use crate::image::sif::display;
     use crate::image::sif::types::{Arch, FsType, PartType};
     use crate::image::sif::writer::{CreateOptions, ObjectInput, When};
 
@@ -665,33 +664,7 @@ pub(crate) mod tests {
 
     /// Runs every query and formatter; must never panic.
     pub(crate) fn exercise(img: &SifImage) {
-        let _ = display::header_text(img.header());
-        let _ = display::list_text(img);
-        for d in img.objects() {
-            let _ = display::info_text(img, d);
-            let _ = img.read_object(d, 1 << 16);
-            let mut buf = [0u8; 16];
-            let _ = img.read_object_at(d, 1, &mut buf);
-            let mut r = img.object_reader(d);
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-            let _ = img.descriptor_digest_input(d);
-            let _ = img.object(d.id);
-        }
-        let _ = img.object(0);
-        let _ = img.object(u32::MAX);
-        let _ = img.header_digest_input();
-        for g in img.group_ids() {
-            let _ = img.group_objects(g);
-        }
-        let _ = img.ungrouped_objects();
-        if let Ok(Some(p)) = img.primary_partition() {
-            let _ = img.check_partition_header(&p);
-        }
-        let _ = img.data_partitions();
-        let _ = img.overlay_partitions();
-        for p in img.partitions().collect::<Vec<_>>() {
-            let _ = img.fs_magic(&p);
-        }
+        crate::image::sif::fuzzing::exercise(img);
     }
 
     fn fixture(name: &str) -> Option<Vec<u8>> {

@@ -23,6 +23,8 @@
 pub mod descriptor;
 pub mod display;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod image;
 pub mod select;
