@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod action;
 pub mod inspect;
+pub mod sif;
 
 pub use config::{ConfigArgs, ConfigCommand, FakerootArgs};
 
@@ -80,6 +81,8 @@ pub enum Command {
     RunHelp(inspect::RunHelpArgs),
     /// Manage sifr's system configuration (fakeroot mappings)
     Config(ConfigArgs),
+    /// Manipulate Singularity Image Format (SIF) images
+    Sif(sif::SifArgs),
     /// Show the version number
     Version,
 }

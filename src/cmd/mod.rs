@@ -14,6 +14,7 @@ use crate::launch::plan::Action;
 
 pub mod action;
 pub mod inspect;
+pub mod sif;
 use crate::compat::{self, Persona};
 use crate::log::{self as sylog, Verbosity};
 
@@ -118,6 +119,7 @@ pub fn main() -> i32 {
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Config(args)) => config::run(&ctx, &args),
+        Some(Command::Sif(a)) => sif::sif(&ctx, a),
         Some(Command::Version) => {
             println!("{}", compat::SIFR_VERSION);
             Ok(0)

@@ -5,6 +5,7 @@
 
 pub mod files;
 pub mod inspect;
+pub mod sif;
 
 use std::fs::File;
 use std::io::Read;

@@ -185,3 +185,40 @@ pub fn assert_session_empty(sid: i32) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The directory of images made by `ci/make-test-images` (`SIFR_TEST_IMAGES`), or `None`
+/// (with a visible reason) outside CI. In CI a missing directory fails the test.
+pub fn test_images() -> Option<PathBuf> {
+    let dir = std::env::var_os("SIFR_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/sifr-ci-images"));
+    if dir.join("debian.manifest").is_file() {
+        return Some(dir);
+    }
+    if in_ci() {
+        panic!(
+            "test images not found in {} (ci/make-test-images makes them)",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIP: test images not found in {} (run ci/make-test-images as root)",
+        dir.display()
+    );
+    None
+}
+
+/// The calling user's name.
+pub fn user_name() -> String {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}

@@ -1,0 +1,11 @@
+//! Fuzz target: loads arbitrary bytes as a SIF image and, when they load, runs every query
+//! and the `siftool` formatters (header, list, info). Nothing may panic, and every object
+//! read must stay inside its object (`sifr::image::sif::fuzzing`).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    sifr::image::sif::fuzzing::parse_and_exercise(data);
+});
