@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the SIF parser: ci/fuzz.sh [SECONDS]   (default 60)
 #
-# Builds the cargo-fuzz target fuzz/fuzz_targets/sif_parse.rs (stable Rust, with
-# RUSTC_BOOTSTRAP=1 for the sanitizer flags), seeds a scratch corpus with the SIF fixtures
+# Builds the libFuzzer target fuzz/fuzz_targets/sif_parse.rs with the coverage
+# instrumentation cargo-fuzz uses (plain cargo and stable rustc: no cargo-fuzz install, and no
+# AddressSanitizer, which safe Rust does not need), seeds a scratch corpus with the SIF fixtures
 # and tests/fuzz-regressions/sif/, and runs it for SECONDS. When libFuzzer finds a crash,
 # timeout or out-of-memory input, the input is copied into tests/fuzz-regressions/sif/
 # (so `cargo test --test sif_fuzz_regressions` replays it from then on) and the script fails.
@@ -17,15 +18,16 @@ max_len=${FUZZ_MAX_LEN:-65536}
 regress="$repo/tests/fuzz-regressions/sif"
 
 case "$secs" in ''|*[!0-9]*) echo "ci/fuzz.sh: SECONDS must be a whole number, got '$secs'" >&2; exit 2;; esac
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "ci/fuzz.sh: cargo-fuzz not found; install it with 'cargo install cargo-fuzz --locked'" >&2
-    exit 2
-fi
-# cargo-fuzz passes -Zsanitizer and friends; stable rustc accepts them with this.
-export RUSTC_BOOTSTRAP=1
-
 echo "building fuzz target sif_parse"
-cargo fuzz build sif_parse
+# An explicit --target keeps the instrumentation flags away from build scripts.
+host=$(rustc -vV | sed -n 's/^host: //p')
+# The flags cargo-fuzz passes (sanitizer coverage for libFuzzer), without a sanitizer;
+# debug assertions on, as cargo-fuzz builds.
+RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
+    cargo build --release --manifest-path fuzz/Cargo.toml --bin sif_parse --target "$host"
+fuzzer="$repo/fuzz/target/$host/release/sif_parse"
 
 work=$(mktemp -d /tmp/sifr-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -40,7 +42,7 @@ fi
 echo "fuzzing sif_parse for ${secs}s ($(ls "$work/corpus" | wc -l) seeds, max_len $max_len)"
 
 set +e
-cargo fuzz run sif_parse "$work/corpus" -- \
+"$fuzzer" "$work/corpus" \
     -max_total_time="$secs" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$work/artifacts/" -print_final_stats=1
 rc=$?
@@ -51,7 +53,7 @@ for a in "$work"/artifacts/*; do
     [ -f "$a" ] || continue
     name=$(basename "$a")
     cp "$a" "$regress/$name"
-    echo "ci/fuzz.sh: saved $regress/$name (replay: cargo fuzz run sif_parse $regress/$name)"
+    echo "ci/fuzz.sh: saved $regress/$name (replay: $fuzzer $regress/$name)"
     found=1
 done
 if [ $rc -ne 0 ] || [ $found -ne 0 ]; then

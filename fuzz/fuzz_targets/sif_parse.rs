@@ -6,6 +6,11 @@
 
 use libfuzzer_sys::fuzz_target;
 
+// The module itself, not the whole sifr crate (see fuzz/Cargo.toml).
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/image/sif/mod.rs"]
+mod sif;
+
 fuzz_target!(|data: &[u8]| {
-    sifr::image::sif::fuzzing::parse_and_exercise(data);
+    sif::fuzzing::parse_and_exercise(data);
 });

@@ -217,9 +217,52 @@ fn resolve_image(arg: &str) -> anyhow::Result<(PathBuf, ImageKind, RootSource)> 
             offset: 0,
             size: std::fs::metadata(&abs)?.len(),
         },
-        ImageKind::Sif => bail!("{}: SIF images are not supported yet", abs.display()),
+        ImageKind::Sif => sif_root(&abs)?,
     };
     Ok((abs, kind, root))
+}
+
+/// The root filesystem of a SIF: its primary system partition (Apptainer's rules).
+pub fn sif_root(path: &Path) -> anyhow::Result<RootSource> {
+    use crate::image::sif::{Arch, FsType, SifImage};
+    let img = SifImage::open(path)?;
+    let p = img.primary_partition()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: the SIF has no primary system partition, so there is nothing to run \
+             (a data container?)",
+            path.display()
+        )
+    })?;
+    img.check_partition_header(&p)?;
+    if p.arch != Arch::Unknown && p.arch != Arch::host() {
+        bail!(
+            "{}: the image is built for {}, this machine is {} (no emulation is set up)",
+            path.display(),
+            p.arch.go_name(),
+            Arch::host().go_name()
+        );
+    }
+    match p.fs_type {
+        FsType::Squashfs => Ok(RootSource::Squashfs {
+            path: path.to_path_buf(),
+            offset: p.offset,
+            size: p.size,
+        }),
+        FsType::Ext3 => Ok(RootSource::Ext {
+            path: path.to_path_buf(),
+            offset: p.offset,
+            size: p.size,
+        }),
+        FsType::EncryptedSquashfs => bail!(
+            "{}: reading a root-encrypted SIF requires root or a setuid installation",
+            path.display()
+        ),
+        other => bail!(
+            "{}: the primary partition is {}, which sifr cannot run",
+            path.display(),
+            other.label()
+        ),
+    }
 }
 
 /// Replaces every host path the plan mounts by its canonical form: the supervisor reaches

@@ -23,6 +23,22 @@ pub fn open_files(arg: &str) -> anyhow::Result<(PathBuf, Box<dyn ImageFiles>)> {
                 .with_context(|| format!("cannot read image {}", path.display()))?;
             Ok((path, Box::new(files)))
         }
+        ImageKind::Sif => {
+            let root = super::action::sif_root(&path)?;
+            match root {
+                crate::launch::plan::RootSource::Squashfs { offset, .. } => {
+                    let f = std::fs::File::open(&path)
+                        .with_context(|| format!("cannot open image {}", path.display()))?;
+                    let files = SquashFiles::open(f, offset)
+                        .with_context(|| format!("cannot read image {}", path.display()))?;
+                    Ok((path, Box::new(files)))
+                }
+                _ => bail!(
+                    "{}: reading files of an ext3 partition is not supported yet",
+                    path.display()
+                ),
+            }
+        }
         other => bail!(
             "{}: reading files of a {} image is not supported yet",
             path.display(),
@@ -49,14 +65,50 @@ pub fn inspect(_ctx: &Context, a: InspectArgs) -> anyhow::Result<i32> {
         sel.app = None;
     }
     let (path, files) = open_files(&a.image)?;
-    let m = inspect::from_files(&*files, &sel)
-        .with_context(|| format!("cannot inspect {}", path.display()))?;
+    let m = match sif_metadata(&path)? {
+        // A SIF built by Apptainer carries the answer as a JSON object.
+        Some(full) => inspect::select(&full, &sel),
+        None => inspect::from_files(&*files, &sel)
+            .with_context(|| format!("cannot inspect {}", path.display()))?,
+    };
     if json {
         println!("{}", inspect::to_go_json(&m));
     } else {
         print!("{}", inspect::to_text(&m, &sel));
     }
     Ok(0)
+}
+
+/// The `inspect-metadata.json` object of a SIF (what `apptainer build` writes), with the
+/// definition file object as the deffile; `None` for other images or older SIFs.
+fn sif_metadata(path: &Path) -> anyhow::Result<Option<inspect::Metadata>> {
+    use crate::image::sif::{DataType, SifImage};
+    if image::detect(path)? != ImageKind::Sif {
+        return Ok(None);
+    }
+    let img = SifImage::open(path)?;
+    let Some(d) = img.find_object(DataType::GenericJson, "inspect-metadata.json") else {
+        return Ok(None);
+    };
+    let bytes = img.read_object(d, 16 << 20)?;
+    match serde_json::from_slice::<inspect::Metadata>(&bytes) {
+        Ok(mut m) => {
+            if let Some(def) = img.objects_of_type(DataType::Deffile).next() {
+                let text = img.read_object(def, 16 << 20)?;
+                m.data.attributes.deffile = String::from_utf8_lossy(&text)
+                    .trim_end_matches('\n')
+                    .to_string();
+            }
+            Ok(Some(m))
+        }
+        Err(e) => {
+            log::warn!(
+                "Unable to read inspect-metadata.json SIF descriptor of {}: {e}",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 pub fn run_help(_ctx: &Context, a: RunHelpArgs) -> anyhow::Result<i32> {

@@ -28,10 +28,102 @@ pub struct Context {
     pub global: GlobalArgs,
 }
 
+/// Verbs whose arguments after the image belong to the container, as Apptainer parses them
+/// (no interspersed flags): `sifr run IMG -c x` passes `-c x` to the runscript.
+const IMAGE_VERBS: [&str; 4] = ["exec", "run", "shell", "test"];
+
+/// Inserts `--` right after the image argument of an action verb, so that nothing after it
+/// is taken for a sifr flag. Flags before the image, with or without values, are skipped
+/// using clap's own description of each verb.
+pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    // Skip argv[0] and the global flags to find the verb.
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "-c" || a == "--config" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let Some(verb) = args.get(i).map(|v| v.to_string_lossy().into_owned()) else {
+        return args;
+    };
+    if !IMAGE_VERBS.contains(&verb.as_str()) {
+        return args;
+    }
+    let Some(sub) = cmd.find_subcommand(&verb) else {
+        return args;
+    };
+    let takes_value = |a: &clap::Arg| {
+        matches!(
+            a.get_action(),
+            clap::ArgAction::Set | clap::ArgAction::Append
+        )
+    };
+    i += 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        if a == "--" {
+            return args;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (long, false),
+            };
+            let needs = sub
+                .get_arguments()
+                .find(|x| {
+                    x.get_long() == Some(name)
+                        || x.get_all_aliases().is_some_and(|al| al.contains(&name))
+                })
+                .is_some_and(&takes_value);
+            i += if needs && !inline { 2 } else { 1 };
+            continue;
+        }
+        if a.len() > 1 && a.starts_with('-') {
+            // A cluster of short flags; the first that takes a value consumes the rest of
+            // the token, or the next argument.
+            let chars: Vec<char> = a[1..].chars().collect();
+            let mut skip_next = false;
+            for (k, c) in chars.iter().enumerate() {
+                let needs = sub
+                    .get_arguments()
+                    .find(|x| x.get_short() == Some(*c))
+                    .is_some_and(&takes_value);
+                if needs {
+                    skip_next = k + 1 == chars.len();
+                    break;
+                }
+            }
+            i += if skip_next { 2 } else { 1 };
+            continue;
+        }
+        // The image.
+        if args.get(i + 1).is_some_and(|n| n != "--") {
+            args.insert(i + 1, OsString::from("--"));
+        }
+        return args;
+    }
+    args
+}
+
 /// Entry point: parses the command line, runs the verb and returns the exit status.
 pub fn main() -> i32 {
     // Must run before any thread starts: it may set environment variables.
     let alias_warnings = compat::apply_env_aliases();
+    // Writing to a closed pipe (`sifr inspect IMG | head`) ends sifr quietly, as it ends
+    // any Unix tool; Rust ignores SIGPIPE by default. The launch ignores it again while it
+    // talks to its children.
+    // SAFETY: restoring the default action of SIGPIPE installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let persona = args
         .first()
@@ -42,6 +134,7 @@ pub fn main() -> i32 {
         args.insert(1, OsString::from("run"));
     }
 
+    let args = end_options_after_image(args);
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -132,5 +225,67 @@ pub fn main() -> i32 {
             sylog::fatal(&format!("{e:#}"));
             EXIT_FATAL
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn test_end_options_after_image() {
+        assert_eq!(
+            end_options_after_image(v(&["sifr", "run", "img", "-c", "x"])),
+            v(&["sifr", "run", "img", "--", "-c", "x"])
+        );
+        assert_eq!(
+            end_options_after_image(v(&[
+                "sifr",
+                "-q",
+                "exec",
+                "-B",
+                "/a:/b",
+                "--env=X=1",
+                "--pwd",
+                "/",
+                "-ec",
+                "img",
+                "ls",
+                "-l"
+            ])),
+            v(&[
+                "sifr",
+                "-q",
+                "exec",
+                "-B",
+                "/a:/b",
+                "--env=X=1",
+                "--pwd",
+                "/",
+                "-ec",
+                "img",
+                "--",
+                "ls",
+                "-l"
+            ])
+        );
+        // Already ended, or no arguments after the image, or another verb: unchanged.
+        for a in [
+            v(&["sifr", "exec", "img", "--", "ls"]),
+            v(&["sifr", "shell", "img"]),
+            v(&["sifr", "inspect", "-r", "img"]),
+            v(&["sifr", "-c", "/etc/x.conf", "sif", "list", "img"]),
+        ] {
+            assert_eq!(end_options_after_image(a.clone()), a);
+        }
+        // A flag value that looks like an image is skipped.
+        assert_eq!(
+            end_options_after_image(v(&["sifr", "exec", "--home", "/h", "img", "-x"])),
+            v(&["sifr", "exec", "--home", "/h", "img", "--", "-x"])
+        );
     }
 }

@@ -192,6 +192,9 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
         explain_userns,
     } = launch;
     let relay_terminal = must_relay_terminal_signals();
+    // A child that died must surface as its error message, not as SIGPIPE on a write to it.
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 
     // Block relayed signals so they are read from a signalfd, never acted on by default.
     let mask = relay_mask();
