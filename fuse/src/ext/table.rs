@@ -2,8 +2,9 @@
 //! inode numbers, so numbers are handed out here, one per (parent, name) seen by `lookup` or
 //! `readdir`, in the order they are seen; the root is `ROOT`. A number never changes or goes
 //! away while the filesystem is open. Each node keeps its attributes (the image is
-//! immutable), so `stat` never goes back to the image. Memory grows by about 120 bytes plus
-//! the name for each entry seen, bounded by the number of entries in the image.
+//! immutable), so `stat` never goes back to the image. Memory grows with each entry seen (a
+//! few hundred bytes with the name and map slots: 5,639 entries took 1.6 MB of RSS), bounded
+//! by the number of entries in the image.
 
 use std::collections::HashMap;
 use std::sync::Arc;
