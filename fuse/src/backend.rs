@@ -1,6 +1,7 @@
 //! `ImageBackend`: the small, inode-keyed, read-only interface the FUSE server needs from an
-//! image reader (squashfs today, ext3 later), and its implementation for `SquashFs`.
+//! image reader, and its implementations for `SquashFs` and `ExtFs`.
 
+use crate::ext::{ExtError, ExtFs};
 use crate::squashfs::{Attr, DirEntry, SqfsError, SquashFs};
 
 /// An error from a backend: the errno to answer and a message for the log.
@@ -15,6 +16,15 @@ pub struct BackendError {
 
 impl From<SqfsError> for BackendError {
     fn from(e: SqfsError) -> Self {
+        BackendError {
+            errno: e.errno(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+impl From<ExtError> for BackendError {
+    fn from(e: ExtError) -> Self {
         BackendError {
             errno: e.errno(),
             msg: e.to_string(),
@@ -142,6 +152,64 @@ impl ImageBackend for SquashFs {
         FsStats {
             block_size: bs,
             blocks: self.bytes_used().div_ceil(u64::from(bs)),
+            files: u64::from(self.inode_count()),
+        }
+    }
+}
+
+impl ImageBackend for ExtFs {
+    fn root(&self) -> u64 {
+        u64::from(ExtFs::root(self))
+    }
+
+    fn stat(&self, ino: u64) -> BackendResult<Attr> {
+        Ok(ExtFs::stat(self, ino32(ino)?)?)
+    }
+
+    fn lookup(&self, dir: u64, name: &[u8]) -> BackendResult<Option<Attr>> {
+        Ok(self.lookup_attr(ino32(dir)?, name)?)
+    }
+
+    fn parent(&self, dir: u64) -> BackendResult<u64> {
+        Ok(u64::from(ExtFs::parent(self, ino32(dir)?)?))
+    }
+
+    fn readdir(
+        &self,
+        dir: u64,
+        cookie: u64,
+        with_attr: bool,
+        f: &mut dyn FnMut(DirEntry<'_>, Option<Attr>) -> bool,
+    ) -> BackendResult<()> {
+        // Attributes come from the table the listing fills, so they cost nothing extra.
+        Ok(ExtFs::readdir(self, ino32(dir)?, cookie, &mut |e, a| {
+            f(e, with_attr.then_some(*a))
+        })?)
+    }
+
+    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> BackendResult<usize> {
+        Ok(ExtFs::read(self, ino32(ino)?, offset, buf)?)
+    }
+
+    fn readlink(&self, ino: u64) -> BackendResult<Vec<u8>> {
+        Ok(ExtFs::readlink(self, ino32(ino)?)?)
+    }
+
+    /// ext4-view does not read xattrs: there are none.
+    fn listxattr(&self, ino: u64) -> BackendResult<Vec<Vec<u8>>> {
+        ExtFs::stat(self, ino32(ino)?)?;
+        Ok(Vec::new())
+    }
+
+    fn getxattr(&self, ino: u64, _name: &[u8]) -> BackendResult<Option<Vec<u8>>> {
+        ExtFs::stat(self, ino32(ino)?)?;
+        Ok(None)
+    }
+
+    fn stats(&self) -> FsStats {
+        FsStats {
+            block_size: self.block_size(),
+            blocks: self.blocks(),
             files: u64::from(self.inode_count()),
         }
     }

@@ -1,13 +1,15 @@
-//! sifr-fuse: the in-process FUSE image driver: a lazy squashfs reader (`squashfs`), the
-//! `ImageBackend` interface (`backend`), the read-only FUSE filesystem over it (`server`) and
-//! mounting without fusermount (`mount`).
+//! sifr-fuse: the in-process FUSE image driver: a lazy squashfs reader (`squashfs`), a
+//! read-only ext2/3/4 reader over ext4-view (`ext`), the `ImageBackend` interface (`backend`),
+//! the read-only FUSE filesystem over it (`server`) and mounting without fusermount (`mount`).
 
 pub mod backend;
+pub mod ext;
 pub mod mount;
 pub mod server;
 pub mod squashfs;
 
 pub use backend::{BackendError, BackendResult, FsStats, ImageBackend};
+pub use ext::ExtFs;
 pub use mount::{MountError, MountHandle, MountOptions, mount_image};
 pub use server::ImageFs;
 pub use squashfs::{Attr, DirEntry, FileType, SquashFs};

@@ -3,6 +3,8 @@
 //! walk (FUSE tests) are compared with.
 #![allow(dead_code)]
 
+pub mod userns;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
