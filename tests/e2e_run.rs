@@ -73,12 +73,39 @@ fn busybox_squashfs() -> PathBuf {
     .clone()
 }
 
-/// Every image kind the tests run: sandbox directory and bare squashfs (named `.img`, as
-/// workflow tools name images: the kind is detected by content).
+/// The busybox rootfs as an ext3 image file (`mke2fs -d`, no root needed).
+fn busybox_ext3() -> PathBuf {
+    static IMG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let t = tempdir();
+        let img = t.path().join("busybox.ext3");
+        let out = Command::new("mke2fs")
+            .args(["-q", "-t", "ext3", "-d"])
+            .arg(busybox_sandbox())
+            .arg(&img)
+            .arg("16M")
+            .output()
+            .expect("run mke2fs (e2fsprogs)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (t, img)
+    })
+    .1
+    .clone()
+}
+
+/// Every image kind the tests run: the SIF built by Apptainer, a sandbox directory, a bare
+/// squashfs (named `.img`, as workflow tools name images: the kind is detected by content)
+/// and an ext3 image file.
 fn images() -> Vec<String> {
     vec![
+        sif_fixture("busybox_amd64.sif").display().to_string(),
         busybox_sandbox().display().to_string(),
         busybox_squashfs().display().to_string(),
+        busybox_ext3().display().to_string(),
     ]
 }
 
@@ -399,4 +426,342 @@ fn test_bad_inputs_one_line_and_nothing_left() {
         assert_one_line_error(&out, needle);
         assert_session_empty(sid);
     }
+}
+
+#[test]
+fn test_inspect_json_of_apptainer_sif() {
+    // No container is started: no need for an unprivileged user, but CI runs it as one.
+    let img = sif_fixture("busybox_amd64.sif");
+    let out = sifr(["inspect", "--json", img.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["type"], "container");
+    let labels = &v["data"]["attributes"]["labels"];
+    assert_eq!(
+        labels["org.label-schema.usage.singularity.deffile.from"],
+        "busybox:1.33.1"
+    );
+    assert!(
+        v["data"]["attributes"].get("runscript").is_none(),
+        "only labels by default"
+    );
+    // spython's call.
+    let out = sifr([
+        "inspect",
+        "-e",
+        "-d",
+        "-l",
+        "-r",
+        "-H",
+        "-t",
+        "--json",
+        img.to_str().expect("utf8"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let a = &v["data"]["attributes"];
+    assert_eq!(a["deffile"], "BootStrap: docker\nFrom: busybox:1.33.1");
+    assert!(
+        a["runscript"]
+            .as_str()
+            .expect("runscript")
+            .starts_with("#!/bin/sh")
+    );
+    assert!(a["environment"]["/.singularity.d/env/90-environment.sh"].is_string());
+    // Text output, and the same data from every image kind.
+    for i in images() {
+        let out = sifr(["inspect", &i]);
+        assert!(
+            out.status.success(),
+            "{i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("org.label-schema.usage.singularity.version: 3.8.1\n"),
+            "{i}"
+        );
+        let out = sifr(["run-help", &i]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "No help sections were defined for this image\n"
+        );
+    }
+}
+
+/// An image with no /bin/sh: a static busybox as /busybox, and an environment file.
+fn shell_less_image() -> PathBuf {
+    static IMG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let t = tempdir();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join(".singularity.d/env")).expect("mkdir");
+        std::fs::create_dir_all(root.join("app/bin")).expect("mkdir");
+        std::fs::copy("/bin/busybox", root.join("app/bin/busybox")).expect("busybox-static");
+        std::fs::write(
+            root.join(".singularity.d/env/90-environment.sh"),
+            "#!/bin/sh\nexport PATH=\"/app/bin:$PATH\"\nexport GREETING=\"hello ${NAME:-world}\"\n",
+        )
+        .expect("write");
+        let img = t.path().join("noshell.sqfs");
+        let out = Command::new("mksquashfs")
+            .arg(&root)
+            .arg(&img)
+            .args(["-noappend", "-quiet"])
+            .output()
+            .expect("mksquashfs");
+        assert!(out.status.success());
+        (t, img)
+    })
+    .1
+    .clone()
+}
+
+#[test]
+fn test_exec_without_bin_sh() {
+    require_unprivileged();
+    let img = shell_less_image().display().to_string();
+    let out = Command::new(sifr_bin())
+        .args(["exec", &img, "busybox", "env"])
+        .env("APPTAINERENV_INJECTED", "yes")
+        .output()
+        .expect("sifr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(env.lines().any(|l| l == "GREETING=hello world"), "{env}");
+    assert!(env.lines().any(|l| l == "INJECTED=yes"), "{env}");
+    assert!(
+        env.lines().any(|l| l.starts_with("PATH=/app/bin:")),
+        "{env}"
+    );
+    let out = sifr(["exec", &img, "nonexistent"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "executable file not found");
+    let out = sifr(["shell", &img]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "/bin/sh");
+}
+
+#[test]
+fn test_scratch_workdir_pwd_no_mount() {
+    require_unprivileged();
+    let work = tempdir();
+    let w = work.path().display().to_string();
+    for img in images() {
+        let (code, out, err) = sifr_in(
+            Path::new("/"),
+            &[
+                "exec",
+                "--contain",
+                "--workdir",
+                &w,
+                "--scratch",
+                "/scratch",
+                "--pwd",
+                "/scratch",
+                &img,
+                "sh",
+                "-c",
+                "pwd; echo data > /scratch/f; echo t > /tmp/t; ls /scratch",
+            ],
+        );
+        assert_eq!(code, Some(0), "{img}: {err}");
+        assert_eq!(out, "/scratch\nf\n");
+        // --workdir holds /tmp and the scratch directories on the host.
+        assert_eq!(
+            std::fs::read_to_string(work.path().join("tmp/t")).expect("tmp"),
+            "t\n"
+        );
+        let (code, out, _) = sifr_in(
+            Path::new("/"),
+            &[
+                "exec",
+                "--no-mount",
+                "tmp,home",
+                &img,
+                "sh",
+                "-c",
+                "grep -c ' /tmp ' /proc/self/mountinfo || true",
+            ],
+        );
+        assert_eq!(code, Some(0));
+        assert_eq!(
+            out.trim(),
+            "0",
+            "{img}: /tmp mounted despite --no-mount tmp"
+        );
+    }
+}
+
+/// Runs sifr in a new session with `pre` applied in the child before exec; returns the
+/// output and session id.
+fn sifr_session_with(
+    args: &[&str],
+    pre: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> (std::process::Output, i32) {
+    use std::os::unix::process::CommandExt;
+    let mut pre = pre;
+    let mut cmd = Command::new(sifr_bin());
+    cmd.args(args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure only makes async-signal-safe calls (setsid, prctl, seccomp).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            pre()
+        });
+    }
+    let child = cmd.spawn().expect("spawn sifr");
+    let sid = child.id() as i32;
+    (child.wait_with_output().expect("wait"), sid)
+}
+
+#[test]
+fn test_corrupt_and_truncated_images() {
+    require_unprivileged();
+    let dir = tempdir();
+    // A squashfs whose superblock lies about its tables.
+    let bad = dir.path().join("corrupt.img");
+    let mut bytes = std::fs::read(busybox_squashfs()).expect("read");
+    for b in &mut bytes[40..96] {
+        *b = 0xff;
+    }
+    std::fs::write(&bad, &bytes).expect("write");
+    // A SIF cut short.
+    let cut = dir.path().join("truncated.sif");
+    let sif = std::fs::read(sif_fixture("busybox_amd64.sif")).expect("read");
+    std::fs::write(&cut, &sif[..100_000]).expect("write");
+    for img in [&bad, &cut] {
+        let s = img.display().to_string();
+        let (out, sid) = sifr_session_with(&["exec", &s, "true"], || Ok(()));
+        assert_eq!(out.status.code(), Some(255), "{s}");
+        assert_one_line_error(&out, &s);
+        assert_session_empty(sid);
+    }
+    // Damaged file data: the reader gets EIO, sifr passes its status on, nothing hangs.
+    let damaged = dir.path().join("damaged.img");
+    let mut bytes = std::fs::read(busybox_squashfs()).expect("read");
+    let len = bytes.len();
+    for b in &mut bytes[len / 8..len / 2] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&damaged, &bytes).expect("write");
+    let s = damaged.display().to_string();
+    let (out, sid) = sifr_session_with(&["exec", &s, "/bin/busybox", "true"], || Ok(()));
+    assert_ne!(out.status.code(), Some(0), "a damaged binary ran");
+    assert_session_empty(sid);
+}
+
+#[test]
+fn test_user_namespaces_disabled() {
+    require_unprivileged();
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    // The kernel refusing to create a user namespace, as a disabled sysctl makes it.
+    let rule = SeccompRule::new(vec![
+        SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(libc::CLONE_NEWUSER as u64),
+            libc::CLONE_NEWUSER as u64,
+        )
+        .expect("cond"),
+    ])
+    .expect("rule");
+    let mut rules = std::collections::BTreeMap::new();
+    rules.insert(libc::SYS_unshare, vec![rule.clone()]);
+    rules.insert(libc::SYS_clone, vec![rule]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().expect("arch"),
+    )
+    .expect("filter");
+    let prog: seccompiler::BpfProgram = filter.try_into().expect("bpf");
+    let img = sif_fixture("busybox_amd64.sif").display().to_string();
+    let (out, sid) = sifr_session_with(&["exec", &img, "true"], move || {
+        // SAFETY: prctl with constant arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        seccompiler::apply_filter(&prog).map_err(|e| std::io::Error::other(e.to_string()))
+    });
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "user namespace");
+    assert_session_empty(sid);
+}
+
+#[test]
+fn test_no_access_to_dev_fuse() {
+    require_unprivileged();
+    // A mount namespace where /dev/fuse is a file the user may not open (the host's
+    // /etc/shadow, whose owner the namespace does not map), made with util-linux unshare.
+    let img = sif_fixture("busybox_amd64.sif").display().to_string();
+    let script = format!(
+        "mount --bind /etc/shadow /dev/fuse && exec '{}' exec '{img}' true",
+        sifr_bin().display()
+    );
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare (util-linux)");
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_one_line_error(&out, "/dev/fuse");
+}
+
+#[test]
+fn test_config_file_is_enforced() {
+    require_unprivileged();
+    let dir = tempdir();
+    let img = sif_fixture("busybox_amd64.sif").display().to_string();
+    // An unknown directive: file and line.
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "mount proc = yes\nmount everything = yes\n").expect("write");
+    let out = sifr(["-c", bad.to_str().expect("utf8"), "exec", &img, "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "bad.conf:2");
+    // A policy: SIF images refused, with the directive named.
+    let deny = dir.path().join("deny.conf");
+    std::fs::write(&deny, "allow container sif = no\n").expect("write");
+    let out = sifr(["-c", deny.to_str().expect("utf8"), "exec", &img, "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "allow container sif");
+    // Mount directives apply.
+    let nohome = dir.path().join("nohome.conf");
+    std::fs::write(&nohome, "mount home = no\nmount tmp = no\n").expect("write");
+    // (Run from / so that the working directory is not bound either.)
+    let (code, out, err) = sifr_in(
+        Path::new("/"),
+        &[
+            "-c",
+            nohome.to_str().expect("utf8"),
+            "exec",
+            &img,
+            "sh",
+            "-c",
+            "grep -cE ' (/tmp|/home/[^ ]*) ' /proc/self/mountinfo || true",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "0");
 }

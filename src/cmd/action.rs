@@ -93,6 +93,14 @@ pub fn run_action(
         emulation,
     };
     let mut plan = planner::plan(&req, &LaunchPolicy::from(&cfg), &host)?;
+    for d in &plan.host_dirs {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+            .with_context(|| format!("cannot create {} in the --workdir", d.display()))?;
+    }
     canonicalize_sources(&mut plan);
     for w in &plan.warnings {
         log::warn!("{w}");

@@ -6,9 +6,10 @@ use anyhow::{Context as _, bail};
 
 use super::Context;
 use crate::cli::inspect::{InspectArgs, RunHelpArgs};
-use crate::image::files::{ImageFiles, SandboxFiles, SquashFiles};
+use crate::image::files::{BackendFiles, ImageFiles, SandboxFiles, SquashFiles};
 use crate::image::inspect::{self, Selection};
 use crate::image::{self, ImageKind};
+use crate::launch::plan::RootSource;
 
 /// Opens an image for reading its files.
 pub fn open_files(arg: &str) -> anyhow::Result<(PathBuf, Box<dyn ImageFiles>)> {
@@ -23,27 +24,32 @@ pub fn open_files(arg: &str) -> anyhow::Result<(PathBuf, Box<dyn ImageFiles>)> {
                 .with_context(|| format!("cannot read image {}", path.display()))?;
             Ok((path, Box::new(files)))
         }
+        ImageKind::Ext => {
+            let f = std::fs::File::open(&path)
+                .with_context(|| format!("cannot open image {}", path.display()))?;
+            let size = f.metadata()?.len();
+            let files = BackendFiles::open_ext(f, 0, size)
+                .with_context(|| format!("cannot read image {}", path.display()))?;
+            Ok((path, Box::new(files)))
+        }
         ImageKind::Sif => {
             let root = super::action::sif_root(&path)?;
+            let f = std::fs::File::open(&path)
+                .with_context(|| format!("cannot open image {}", path.display()))?;
             match root {
-                crate::launch::plan::RootSource::Squashfs { offset, .. } => {
-                    let f = std::fs::File::open(&path)
-                        .with_context(|| format!("cannot open image {}", path.display()))?;
+                RootSource::Squashfs { offset, .. } => {
                     let files = SquashFiles::open(f, offset)
                         .with_context(|| format!("cannot read image {}", path.display()))?;
                     Ok((path, Box::new(files)))
                 }
-                _ => bail!(
-                    "{}: reading files of an ext3 partition is not supported yet",
-                    path.display()
-                ),
+                RootSource::Ext { offset, size, .. } => {
+                    let files = BackendFiles::open_ext(f, offset, size)
+                        .with_context(|| format!("cannot read image {}", path.display()))?;
+                    Ok((path, Box::new(files)))
+                }
+                RootSource::Directory { .. } => bail!("{}: not a SIF", path.display()),
             }
         }
-        other => bail!(
-            "{}: reading files of a {} image is not supported yet",
-            path.display(),
-            other.name()
-        ),
     }
 }
 

@@ -5,6 +5,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use sifr_fuse::ImageBackend;
+
 /// Read access to the files of a container root filesystem. Paths are absolute paths inside
 /// the container; symbolic links resolve inside the container, never outside it.
 pub trait ImageFiles {
@@ -84,17 +86,20 @@ impl ImageFiles for SandboxFiles {
     }
 }
 
-/// Files of a squashfs filesystem (a bare image or a SIF partition), read in-process with
-/// sifr-fuse's reader: no mount, no container.
-pub struct SquashFiles {
-    fs: sifr_fuse::squashfs::SquashFs,
+/// Files of a filesystem image (squashfs, or ext2/3/4), read in-process with sifr-fuse's
+/// readers: no mount, no container.
+pub struct BackendFiles<B: ImageBackend> {
+    fs: B,
 }
+
+/// Squashfs files (a bare image or a SIF partition).
+pub type SquashFiles = BackendFiles<sifr_fuse::SquashFs>;
 
 /// Symbolic links followed while resolving one path, as the kernel's limit.
 const MAX_LINKS: usize = 40;
 
-fn sq_err(e: sifr_fuse::squashfs::SqfsError) -> std::io::Error {
-    std::io::Error::other(e.to_string())
+fn be_err(e: sifr_fuse::BackendError) -> std::io::Error {
+    std::io::Error::other(e.msg)
 }
 
 impl SquashFiles {
@@ -103,15 +108,34 @@ impl SquashFiles {
         file: std::fs::File,
         offset: u64,
     ) -> Result<SquashFiles, sifr_fuse::squashfs::SqfsError> {
-        Ok(SquashFiles {
-            fs: sifr_fuse::squashfs::SquashFs::open(file, offset)?,
+        Ok(BackendFiles {
+            fs: sifr_fuse::SquashFs::open(file, offset)?,
         })
     }
+}
 
+impl BackendFiles<sifr_fuse::ExtFs> {
+    /// Opens the ext2/3/4 filesystem of `size` bytes at `offset` in `file`.
+    pub fn open_ext(
+        file: std::fs::File,
+        offset: u64,
+        size: u64,
+    ) -> Result<Self, sifr_fuse::ext::ExtError> {
+        let opts = sifr_fuse::ext::Options {
+            size: Some(size),
+            threads: 1,
+        };
+        Ok(BackendFiles {
+            fs: sifr_fuse::ExtFs::open_with(file, offset, opts)?,
+        })
+    }
+}
+
+impl<B: ImageBackend> BackendFiles<B> {
     /// Resolves an absolute path inside the image to an inode, following symbolic links
     /// (confined to the image: `..` at the root stays at the root).
-    fn resolve(&self, path: &str) -> std::io::Result<Option<u32>> {
-        use sifr_fuse::squashfs::FileType;
+    fn resolve(&self, path: &str) -> std::io::Result<Option<u64>> {
+        use sifr_fuse::FileType;
         let root = self.fs.root();
         let mut pending: Vec<String> = path
             .split('/')
@@ -119,7 +143,7 @@ impl SquashFiles {
             .rev()
             .map(str::to_string)
             .collect();
-        let mut stack: Vec<u32> = vec![root];
+        let mut stack: Vec<u64> = vec![root];
         let mut links = 0;
         while let Some(comp) = pending.pop() {
             let dir = *stack.last().unwrap_or(&root);
@@ -133,17 +157,17 @@ impl SquashFiles {
                 }
                 _ => {}
             }
-            let Some(ino) = self.fs.lookup(dir, comp.as_bytes()).map_err(sq_err)? else {
+            let Some(attr) = self.fs.lookup(dir, comp.as_bytes()).map_err(be_err)? else {
                 return Ok(None);
             };
-            let attr = self.fs.stat(ino).map_err(sq_err)?;
+            let ino = u64::from(attr.ino);
             if attr.kind == FileType::Symlink {
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
                 }
                 let target =
-                    String::from_utf8_lossy(&self.fs.readlink(ino).map_err(sq_err)?).into_owned();
+                    String::from_utf8_lossy(&self.fs.readlink(ino).map_err(be_err)?).into_owned();
                 if target.starts_with('/') {
                     stack.truncate(1);
                 }
@@ -162,13 +186,13 @@ impl SquashFiles {
     }
 }
 
-impl ImageFiles for SquashFiles {
+impl<B: ImageBackend> ImageFiles for BackendFiles<B> {
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
-        use sifr_fuse::squashfs::FileType;
+        use sifr_fuse::FileType;
         let Some(ino) = self.resolve(path)? else {
             return Ok(None);
         };
-        let attr = self.fs.stat(ino).map_err(sq_err)?;
+        let attr = self.fs.stat(ino).map_err(be_err)?;
         if attr.kind != FileType::Regular {
             return Ok(None);
         }
@@ -179,7 +203,7 @@ impl ImageFiles for SquashFiles {
             let n = self
                 .fs
                 .read(ino, done as u64, &mut buf[done..])
-                .map_err(sq_err)?;
+                .map_err(be_err)?;
             if n == 0 {
                 break;
             }
@@ -190,20 +214,20 @@ impl ImageFiles for SquashFiles {
     }
 
     fn list(&self, dir: &str) -> std::io::Result<Vec<String>> {
-        use sifr_fuse::squashfs::FileType;
+        use sifr_fuse::FileType;
         let Some(ino) = self.resolve(dir)? else {
             return Ok(vec![]);
         };
-        if self.fs.stat(ino).map_err(sq_err)?.kind != FileType::Directory {
+        if self.fs.stat(ino).map_err(be_err)?.kind != FileType::Directory {
             return Ok(vec![]);
         }
         let mut names = Vec::new();
         self.fs
-            .readdir(ino, 0, &mut |e| {
+            .readdir(ino, 0, false, &mut |e: sifr_fuse::DirEntry<'_>, _| {
                 names.push(String::from_utf8_lossy(e.name).into_owned());
                 true
             })
-            .map_err(sq_err)?;
+            .map_err(be_err)?;
         names.sort();
         Ok(names)
     }

@@ -5,7 +5,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use sifr_fuse::{MountHandle, MountOptions, SquashFs};
+use sifr_fuse::ext::Options as ExtOptions;
+use sifr_fuse::{ExtFs, MountHandle, MountOptions, SquashFs};
 
 use nix::mount::MsFlags;
 
@@ -92,10 +93,32 @@ impl RootMounter for Mounter {
                     .map_err(|e| format!("cannot mount {}: {e}", path.display()))?;
                 Ok(Box::new(Served(handle)))
             }
-            RootSource::Ext { path, .. } => Err(format!(
-                "{}: ext2/3/4 images are not supported yet",
-                path.display()
-            )),
+            RootSource::Ext { path, offset, size } => {
+                let file = self
+                    .image
+                    .take()
+                    .ok_or_else(|| format!("{}: image not opened", path.display()))?;
+                // Opened here, in the process that serves the mount: its reader threads
+                // would not survive a fork.
+                let fs = ExtFs::open_with(
+                    file,
+                    *offset,
+                    ExtOptions {
+                        size: Some(*size),
+                        ..ExtOptions::default()
+                    },
+                )
+                .map_err(|e| format!("cannot read the ext image {}: {e}", path.display()))?;
+                let opts = MountOptions {
+                    fsname: path.display().to_string(),
+                    allow_other: true,
+                    dev_fuse: sys.host_source(Path::new("/dev/fuse")),
+                    ..MountOptions::default()
+                };
+                let handle = sifr_fuse::mount_image(Arc::new(fs), target, &opts)
+                    .map_err(|e| format!("cannot mount {}: {e}", path.display()))?;
+                Ok(Box::new(Served(handle)))
+            }
         }
     }
 }

@@ -224,6 +224,8 @@ pub struct Plan {
     pub mounts: Vec<MountOp>,
     pub process: ProcessPlan,
     pub security: SecurityPlan,
+    /// Host directories to create before starting (`--workdir` subdirectories).
+    pub host_dirs: Vec<PathBuf>,
     /// Messages to show before starting (one line each).
     pub warnings: Vec<String>,
 }

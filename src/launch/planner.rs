@@ -687,6 +687,18 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
         warnings.insert(0, n.clone());
     }
 
+    // --workdir subdirectories are created on the host before the start.
+    let host_dirs = mounts
+        .iter()
+        .filter_map(|m| match &m.source {
+            MountSource::Host(p) => f
+                .workdir
+                .as_ref()
+                .filter(|w| p.starts_with(w))
+                .map(|_| p.clone()),
+            _ => None,
+        })
+        .collect();
     Ok(Plan {
         image_display: req.image_display.clone(),
         root: req.root.clone(),
@@ -718,6 +730,7 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
             emulate_root: req.emulation == Some(Emulation::RootMapped),
             mknod_noop: req.emulation == Some(Emulation::MknodOnly),
         },
+        host_dirs,
         warnings,
     })
 }

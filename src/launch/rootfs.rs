@@ -592,6 +592,7 @@ mod tests {
                 emulate_root: false,
                 mknod_noop: false,
             },
+            host_dirs: vec![],
             warnings: vec![],
         }
     }
