@@ -48,10 +48,12 @@ fn prefix(level: Level) -> (&'static str, &'static str) {
 
 impl Log for SyLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // Other crates' messages (e.g. the FUSE library's INFO chatter) only with --debug.
+        // Other crates' messages (the FUSE library logs every request) only when asked for
+        // with SIFR_DEBUG_LIBS=1 on top of --debug.
         let ours = metadata.target().starts_with("sifr");
         if !ours {
-            return log::max_level() >= LevelFilter::Trace;
+            return log::max_level() >= LevelFilter::Trace
+                && std::env::var_os("SIFR_DEBUG_LIBS").is_some_and(|v| v == "1");
         }
         metadata.level() <= log::max_level()
     }
@@ -86,4 +88,20 @@ pub fn init(verbosity: Verbosity, color: bool) {
 pub fn fatal(msg: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "FATAL:   {msg}");
+}
+
+/// Milliseconds since sifr started, for `--debug` timing messages.
+pub fn since_start_ms() -> f64 {
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1000.0
+}
+
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Records sifr's start time (call first thing in `main`).
+pub fn mark_start() {
+    START.get_or_init(std::time::Instant::now);
 }

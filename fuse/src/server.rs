@@ -28,13 +28,22 @@ const MAX_READ: usize = 1 << 20;
 pub struct ImageFs<B: ImageBackend> {
     backend: Arc<B>,
     root: u64,
+    /// The kernel accepted FUSE_NO_OPEN_SUPPORT: open/opendir are answered ENOSYS once and
+    /// never sent again (the kernel then keeps the page and directory caches itself).
+    no_open: std::sync::atomic::AtomicBool,
+    no_opendir: std::sync::atomic::AtomicBool,
 }
 
 impl<B: ImageBackend> ImageFs<B> {
     /// Wraps `backend`.
     pub fn new(backend: Arc<B>) -> Self {
         let root = backend.root();
-        ImageFs { backend, root }
+        ImageFs {
+            backend,
+            root,
+            no_open: std::sync::atomic::AtomicBool::new(false),
+            no_opendir: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// FUSE node id -> image inode number (1 and the image root are swapped).
@@ -171,8 +180,21 @@ impl<B: ImageBackend> FileSystem for ImageFs<B> {
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::CACHE_SYMLINKS
             | FsOptions::DO_READDIRPLUS
-            | FsOptions::MAX_PAGES;
-        Ok(capable & want)
+            | FsOptions::MAX_PAGES
+            | FsOptions::ZERO_MESSAGE_OPEN
+            | FsOptions::ZERO_MESSAGE_OPENDIR;
+        let got = capable & want;
+        // Every open costs a round trip to this server for nothing: the image is read-only
+        // (the mount is MS_RDONLY, so the kernel refuses writes itself) and has no handles.
+        self.no_open.store(
+            got.contains(FsOptions::ZERO_MESSAGE_OPEN),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.no_opendir.store(
+            got.contains(FsOptions::ZERO_MESSAGE_OPENDIR),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(got)
     }
 
     fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
@@ -214,6 +236,9 @@ impl<B: ImageBackend> FileSystem for ImageFs<B> {
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         if flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32 {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if self.no_open.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
         Ok((None, OpenOptions::KEEP_CACHE, None))
     }
@@ -319,6 +344,9 @@ impl<B: ImageBackend> FileSystem for ImageFs<B> {
         let a = self.backend.stat(self.to_image(inode)).map_err(errno)?;
         if a.kind != FileType::Directory {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        if self.no_opendir.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
         Ok((None, OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR))
     }

@@ -36,8 +36,7 @@ const IMAGE_VERBS: [&str; 4] = ["exec", "run", "shell", "test"];
 /// is taken for a sifr flag. Flags before the image, with or without values, are skipped
 /// using clap's own description of each verb.
 pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
-    use clap::CommandFactory;
-    let cmd = Cli::command();
+    use clap::Args;
     // Skip argv[0] and the global flags to find the verb.
     let mut i = 1;
     while i < args.len() {
@@ -58,8 +57,13 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
     if !IMAGE_VERBS.contains(&verb.as_str()) {
         return args;
     }
-    let Some(sub) = cmd.find_subcommand(&verb) else {
-        return args;
+    // Only this verb's flags (building the whole command tree would cost more than the
+    // rest of a container start's argument handling).
+    let sub = match verb.as_str() {
+        "exec" => crate::cli::action::ExecArgs::augment_args(clap::Command::new("exec")),
+        "run" => crate::cli::action::RunArgs::augment_args(clap::Command::new("run")),
+        "shell" => crate::cli::action::ShellArgs::augment_args(clap::Command::new("shell")),
+        _ => crate::cli::action::TestArgs::augment_args(clap::Command::new("test")),
     };
     let takes_value = |a: &clap::Arg| {
         matches!(
@@ -117,6 +121,7 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
 
 /// Entry point: parses the command line, runs the verb and returns the exit status.
 pub fn main() -> i32 {
+    sylog::mark_start();
     // Must run before any thread starts: it may set environment variables.
     let alias_warnings = compat::apply_env_aliases();
     // Writing to a closed pipe (`sifr inspect IMG | head`) ends sifr quietly, as it ends

@@ -255,6 +255,7 @@ fn parent_side(
     write_maps: &dyn Fn(Pid, &IdMapPlan) -> Result<(), String>,
     relay_terminal: bool,
 ) -> Result<Outcome, LaunchError> {
+    log::debug!("{:.1} ms: supervisor started", crate::log::since_start_ms());
     // 1. Wait for the supervisor's user namespace, then give it its identity.
     if recv_byte(&from_c) == Some(b'U') {
         match write_maps(child, &plan.ids) {
@@ -336,6 +337,10 @@ fn supervisor(
         child_fail(&err, &explain_userns(e));
     }
     send(&to_p, b"U");
+    log::debug!(
+        "{:.1} ms: supervisor: user namespace created",
+        crate::log::since_start_ms()
+    );
     if recv_byte(&from_p) != Some(b'M') {
         // P reported the mapping error itself.
         // SAFETY: _exit in a forked child.
@@ -442,6 +447,10 @@ fn supervisor(
     drop(go.r);
 
     // 5. Mount the image; the server threads start here.
+    log::debug!(
+        "{:.1} ms: supervisor: session ready, mounting the image",
+        crate::log::since_start_ms()
+    );
     let mounted = match mounter.mount(&plan.root, &layout.rootfs(), sys) {
         Ok(m) => m,
         Err(msg) => {
@@ -454,6 +463,10 @@ fn supervisor(
     // them here, and remove them when the container ends.
     let ephemeral = create_ephemeral_mountpoints(plan, sys, &layout);
     send(&go.w, b"G");
+    log::debug!(
+        "{:.1} ms: supervisor: image mounted",
+        crate::log::since_start_ms()
+    );
     drop(go.w);
     drop(err);
 
@@ -580,6 +593,10 @@ fn container_process(
         );
     }
     // 2. The container root, then pivot_root into it.
+    log::debug!(
+        "{:.1} ms: container: building the root",
+        crate::log::since_start_ms()
+    );
     match rootfs::build_root(sys, plan, layout, user) {
         Ok(warnings) => {
             for w in warnings {
@@ -636,6 +653,10 @@ fn exec_payload(plan: &Plan, err: OwnedFd) -> ! {
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
+    log::debug!(
+        "{:.1} ms: container: root ready",
+        crate::log::since_start_ms()
+    );
     let exec = if Path::new("/bin/sh").exists() {
         action::with_shell(p)
     } else {
@@ -690,6 +711,11 @@ fn exec_payload(plan: &Plan, err: OwnedFd) -> ! {
         .iter()
         .filter_map(|(k, v)| to_c(&format!("{k}={v}")))
         .collect();
+    log::debug!(
+        "{:.1} ms: container: exec {}",
+        crate::log::since_start_ms(),
+        exec.path.display()
+    );
     let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
     child_fail(
         &err,

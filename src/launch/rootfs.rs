@@ -163,6 +163,10 @@ pub fn build_root(
                 warnings.push(format!("skipping {}: {e}", op.why));
             }
         }
+        log::trace!(
+            "{:.1} ms: mounting the overlay",
+            crate::log::since_start_ms()
+        );
         let data = format!(
             "lowerdir={},upperdir={},workdir={},userxattr",
             layout.rootfs().display(),
@@ -203,6 +207,11 @@ pub fn build_root(
             ),
             None => layer == RootLayer::Direct && plan.writable,
         };
+        log::trace!(
+            "{:.1} ms: mount {}",
+            crate::log::since_start_ms(),
+            op.dest.display()
+        );
         match mount_one(sys, layout, &root, create, op, user) {
             Ok(()) => {}
             Err(e) if op.optional => warnings.push(format!("skipping {}: {e}", op.why)),
