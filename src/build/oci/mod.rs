@@ -4,11 +4,14 @@
 //!
 //! Modules: `reference` (source strings), `digest` (content digests, verifying reads),
 //! `spec` (manifests, indexes, configs, platform choice), `auth` (credentials, challenges),
-//! `registry` (the distribution-API client), `cache` (the content-addressed blob cache).
+//! `registry` (the distribution-API client), `cache` (the content-addressed blob cache),
+//! `inroot` (path resolution confined to a root), `apply` (layer tarballs onto a directory).
 
+pub mod apply;
 pub mod auth;
 pub mod cache;
 pub mod digest;
+pub mod inroot;
 pub mod reference;
 pub mod registry;
 pub mod spec;
