@@ -8,7 +8,7 @@
 //! kept for later requests and renewed the same way when they expire.
 //!
 //! HTTP goes through `ureq` (blocking, small, rustls for TLS with the system's trust store);
-//! `--no-https` ([`RegistryOptions::plain_http`]) talks plain HTTP for local registries.
+//! `--no-https` ([`FetchOptions::plain_http`]) talks plain HTTP for local registries.
 //! Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
 
 use std::path::PathBuf;
@@ -33,9 +33,10 @@ const MAX_ERROR_BYTES: u64 = 64 << 10;
 /// Indexes may point at indexes; more levels than this is a loop or an attack.
 const MAX_INDEX_DEPTH: usize = 4;
 
-/// How to talk to a registry.
+/// How to fetch an image: how to talk to a registry, and which platform to pick from an
+/// image index (for local layouts too).
 #[derive(Debug, Clone)]
-pub struct RegistryOptions {
+pub struct FetchOptions {
     /// `--no-https`: plain HTTP instead of HTTPS.
     pub plain_http: bool,
     /// Credentials, already looked up (see [`super::auth::CredentialQuery`]).
@@ -44,9 +45,9 @@ pub struct RegistryOptions {
     pub platform: PlatformSpec,
 }
 
-impl Default for RegistryOptions {
+impl Default for FetchOptions {
     fn default() -> Self {
-        RegistryOptions {
+        FetchOptions {
             plain_http: false,
             credentials: None,
             platform: PlatformSpec::host(),
@@ -157,12 +158,12 @@ pub struct RegistryClient {
     agent: ureq::Agent,
     base: String,
     image: ImageRef,
-    options: RegistryOptions,
+    options: FetchOptions,
     auth: Authorization,
 }
 
 impl RegistryClient {
-    pub fn new(image: &ImageRef, options: RegistryOptions) -> RegistryClient {
+    pub fn new(image: &ImageRef, options: FetchOptions) -> RegistryClient {
         let scheme = if options.plain_http { "http" } else { "https" };
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::PlatformVerifier)
@@ -674,8 +675,8 @@ mod tests {
         ImageRef::parse(&format!("{base}/test/img:v1")).expect("ref")
     }
 
-    fn options(creds: Option<(&str, &str)>) -> RegistryOptions {
-        RegistryOptions {
+    fn options(creds: Option<(&str, &str)>) -> FetchOptions {
+        FetchOptions {
             plain_http: true,
             credentials: creds.map(|(u, p)| {
                 (

@@ -1,0 +1,446 @@
+//! An OCI image config turned into Apptainer's container metadata:
+//!
+//! - `/.singularity.d/runscript`: runs ENTRYPOINT and CMD with Apptainer's rules. By default
+//!   the command line is evaluated by the shell (arguments given to `run` are double-quoted
+//!   and `eval`ed, so `$VAR` in them expands); with `SINGULARITY_NO_EVAL` (set by `--no-eval`
+//!   and `--compat`) ENTRYPOINT, CMD and the arguments are exec'd exactly, as Docker does.
+//!   Arguments replace CMD; ENTRYPOINT is always kept. The values are also stored in
+//!   `OCI_ENTRYPOINT` / `OCI_CMD`, as Apptainer's runscript stores them.
+//! - `/.singularity.d/env/10-docker2singularity.sh`: the image's `ENV`. `PATH` is set as is;
+//!   every other variable only if not already set (`export X="${X:-value}"`), so values
+//!   injected with `--env` win. Values with quotes, `$`, backslashes, backquotes or `}` go
+//!   through a single-quoted helper variable, because quoting inside `${X:-...}` is not
+//!   portable. Names that are not shell identifiers are skipped.
+//! - `/.singularity.d/labels.json`: the image's labels (tab-indented JSON).
+//! - `oci-config.json`: the config's runtime section as JSON, which Apptainer stores in a
+//!   SIF descriptor of that name.
+//!
+//! `WORKDIR` and `USER` are not applied, as in Apptainer's native mode (the container starts
+//! in the caller's working directory, as the caller); both stay in `oci-config.json`.
+
+use std::ffi::OsStr;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use super::inroot::mkdir_all_in_root;
+use super::spec::ContainerConfig;
+
+/// The runscript, relative to the root filesystem.
+pub const RUNSCRIPT_PATH: &str = ".singularity.d/runscript";
+/// The environment file for OCI images.
+pub const ENV_SCRIPT_PATH: &str = ".singularity.d/env/10-docker2singularity.sh";
+/// The labels file.
+pub const LABELS_PATH: &str = ".singularity.d/labels.json";
+/// The name of the SIF descriptor holding the OCI config.
+pub const OCI_CONFIG_DESCRIPTOR: &str = "oci-config.json";
+
+/// The metadata generated for one image config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerMetadata {
+    pub runscript: String,
+    pub env_script: String,
+    pub labels_json: String,
+    pub oci_config_json: String,
+    /// ENV entries left out (invalid names), one line each.
+    pub notes: Vec<String>,
+}
+
+impl ContainerMetadata {
+    pub fn from_config(config: &ContainerConfig) -> ContainerMetadata {
+        let (env_script, notes) = env_script(config);
+        ContainerMetadata {
+            runscript: runscript(config),
+            env_script,
+            labels_json: labels_json(config),
+            oci_config_json: oci_config_json(config),
+            notes,
+        }
+    }
+
+    /// Writes the runscript, the environment file and `labels.json` into `rootfs`,
+    /// creating `/.singularity.d/env` as needed. Paths are resolved inside `rootfs`, so a
+    /// symlink in the image cannot redirect the writes outside it, and an existing file of
+    /// the same name (or a symlink in its place) is replaced.
+    pub fn write_into(&self, rootfs: &Path) -> io::Result<()> {
+        write_in_root(rootfs, RUNSCRIPT_PATH, self.runscript.as_bytes(), 0o755)?;
+        write_in_root(rootfs, ENV_SCRIPT_PATH, self.env_script.as_bytes(), 0o755)?;
+        write_in_root(rootfs, LABELS_PATH, self.labels_json.as_bytes(), 0o644)
+    }
+}
+
+/// Escapes text for the inside of a shell double-quoted string.
+fn dq_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '"' | '`' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// True if `v` can go between double quotes, inside `${X:-...}`, as it is.
+fn plain(v: &str) -> bool {
+    !v.chars()
+        .any(|c| matches!(c, '"' | '\\' | '$' | '`' | '}' | '\'' | '\n'))
+}
+
+/// A shell single-quoted word.
+fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r#"'"'"'"#))
+}
+
+/// Arguments as one string of double-quoted, escaped words: what `OCI_ENTRYPOINT` and
+/// `OCI_CMD` hold, ready for `eval "set -- $OCI_CMD"`.
+fn quoted_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| format!("\"{}\"", dq_escape(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `set -- 'a' 'b' "$@"`: puts `args` in front of the positional parameters.
+fn prepend(args: &[String]) -> String {
+    if args.is_empty() {
+        return ":".into();
+    }
+    let words: Vec<String> = args.iter().map(|a| sq(a)).collect();
+    format!("set -- {} \"$@\"", words.join(" "))
+}
+
+/// The runscript for an image config.
+pub fn runscript(config: &ContainerConfig) -> String {
+    let ep = &config.entrypoint;
+    let cmd = &config.cmd;
+    let mut s = String::from("#!/bin/sh\n");
+    s.push_str("# Generated by sifr from the image's ENTRYPOINT and CMD.\n");
+    s.push_str(&format!("OCI_ENTRYPOINT={}\n", sq(&quoted_words(ep))));
+    s.push_str(&format!("OCI_CMD={}\n", sq(&quoted_words(cmd))));
+    s.push_str(&format!(
+        r#"
+# --no-eval / --compat: exec ENTRYPOINT + (arguments, or else CMD) exactly, as Docker does.
+if [ -n "${{SINGULARITY_NO_EVAL:-}}${{APPTAINER_NO_EVAL:-}}" ]; then
+    if [ $# -eq 0 ]; then
+        {cmd}
+    fi
+    {ep}
+    exec "$@"
+fi
+
+# Default: the same command line, evaluated by the shell. Arguments are double-quoted
+# (not escaped), so variables in them expand, as in Apptainer.
+SIFR_OCI_ARGS=""
+for arg in "$@"; do
+    SIFR_OCI_ARGS="${{SIFR_OCI_ARGS}} \"${{arg}}\""
+done
+if [ $# -gt 0 ]; then
+    SIFR_OCI_RUN="${{OCI_ENTRYPOINT}} ${{SIFR_OCI_ARGS}}"
+else
+    SIFR_OCI_RUN="${{OCI_ENTRYPOINT}} ${{OCI_CMD}}"
+fi
+eval "set -- ${{SIFR_OCI_RUN}}"
+if [ $# -eq 0 ]; then
+    exit 0
+fi
+exec "$@"
+"#,
+        cmd = prepend(cmd),
+        ep = prepend(ep),
+    ));
+    s
+}
+
+/// True for a portable shell variable name.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// The `10-docker2singularity.sh` script for an image config, and notes about skipped
+/// entries.
+pub fn env_script(config: &ContainerConfig) -> (String, Vec<String>) {
+    let mut s = String::from("#!/bin/sh\n");
+    let mut notes = Vec::new();
+    for entry in &config.env {
+        let (name, value) = match entry.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (entry.as_str(), None),
+        };
+        if !is_identifier(name) {
+            notes.push(format!(
+                "image ENV entry {entry:?} skipped: {name:?} is not a valid variable name"
+            ));
+            continue;
+        }
+        match value {
+            None => s.push_str(&format!("export {name}=\"${{{name}:-}}\"\n")),
+            Some(v) if name == "PATH" && plain(v) => s.push_str(&format!("export PATH=\"{v}\"\n")),
+            Some(v) if name == "PATH" => s.push_str(&format!("export PATH={}\n", sq(v))),
+            Some(v) if plain(v) => s.push_str(&format!("export {name}=\"${{{name}:-{v}}}\"\n")),
+            Some(v) => {
+                // Quoting inside `${X:-...}` differs between shells; a value with quotes,
+                // `$`, `\\`, `` ` `` or `}}` goes through a single-quoted helper instead.
+                s.push_str(&format!(
+                    "SIFR_ENV_VALUE={}\nexport {name}=\"${{{name}:-$SIFR_ENV_VALUE}}\"\nunset SIFR_ENV_VALUE\n",
+                    sq(v)
+                ));
+            }
+        }
+    }
+    (s, notes)
+}
+
+/// `labels.json`: the labels as tab-indented JSON (`{}` when there are none).
+pub fn labels_json(config: &ContainerConfig) -> String {
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    if serde::Serialize::serialize(&config.labels, &mut ser).is_err() {
+        return "{}".into();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| "{}".into())
+}
+
+/// `oci-config.json`: the runtime config as compact JSON.
+pub fn oci_config_json(config: &ContainerConfig) -> String {
+    serde_json::to_string(config).unwrap_or_else(|_| "{}".into())
+}
+
+/// Writes `data` to `rel` under `rootfs` (resolved inside it), replacing what is there.
+fn write_in_root(rootfs: &Path, rel: &str, data: &[u8], mode: u32) -> io::Result<()> {
+    let root = std::fs::File::open(rootfs)?;
+    let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let mut mkdir =
+        |d: std::os::fd::BorrowedFd<'_>, n: &OsStr| mkdirat(d, n, Mode::from_bits_truncate(0o755));
+    let dirfd =
+        mkdir_all_in_root(root.as_fd(), dir.as_bytes(), &mut mkdir).map_err(io::Error::from)?;
+    let n = OsStr::new(name);
+    match fstatat(&dirfd, n, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory in the image", rel),
+            ));
+        }
+        Ok(_) => unlinkat(&dirfd, n, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from)?,
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = openat(
+        &dirfd,
+        n,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(io::Error::from)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(data)?;
+    nix::sys::stat::fchmod(&f, Mode::from_bits_truncate(mode)).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn config(ep: &[&str], cmd: &[&str], env: &[&str]) -> ContainerConfig {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        ContainerConfig {
+            entrypoint: v(ep),
+            cmd: v(cmd),
+            env: v(env),
+            ..ContainerConfig::default()
+        }
+    }
+
+    /// Runs a runscript with /bin/sh, with `$@` set to `args`, in a tiny fake container
+    /// where `exec` is replaced by a function printing each argument on a line.
+    fn run(script: &str, args: &[&str], no_eval: bool) -> String {
+        let body = script.replace("exec \"$@\"", "printf '[%s]\\n' \"$@\"; exit 0");
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(&body).arg("runscript").args(args);
+        c.env_remove("SINGULARITY_NO_EVAL")
+            .env_remove("APPTAINER_NO_EVAL");
+        c.env("HOME", "/home/test");
+        if no_eval {
+            c.env("SINGULARITY_NO_EVAL", "1");
+        }
+        let out = c.output().expect("run /bin/sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    #[test]
+    fn test_runscript_cmd_and_entrypoint_combinations() {
+        let both = runscript(&config(&["/bin/echo", "ep"], &["default", "cmd"], &[]));
+        for no_eval in [false, true] {
+            assert_eq!(
+                run(&both, &[], no_eval),
+                "[/bin/echo]\n[ep]\n[default]\n[cmd]\n"
+            );
+            assert_eq!(
+                run(&both, &["a b", "c"], no_eval),
+                "[/bin/echo]\n[ep]\n[a b]\n[c]\n"
+            );
+        }
+        let cmd_only = runscript(&config(&[], &["sh", "-c", "echo hi"], &[]));
+        for no_eval in [false, true] {
+            assert_eq!(run(&cmd_only, &[], no_eval), "[sh]\n[-c]\n[echo hi]\n");
+            assert_eq!(run(&cmd_only, &["ls", "/"], no_eval), "[ls]\n[/]\n");
+        }
+        let ep_only = runscript(&config(&["/entry"], &[], &[]));
+        for no_eval in [false, true] {
+            assert_eq!(run(&ep_only, &[], no_eval), "[/entry]\n");
+            assert_eq!(run(&ep_only, &["x"], no_eval), "[/entry]\n[x]\n");
+        }
+        let neither = runscript(&config(&[], &[], &[]));
+        assert_eq!(run(&neither, &[], false), "");
+        assert_eq!(run(&neither, &["true"], true), "[true]\n");
+    }
+
+    #[test]
+    fn test_runscript_quoting() {
+        // Image values are literal in both modes, quotes, dollars and backslashes included.
+        let tricky = ["it's", "\"q\"", "$HOME", "a\\b", "`x`", ""];
+        let s = runscript(&config(&["/e"], &tricky, &[]));
+        let want = "[/e]\n[it's]\n[\"q\"]\n[$HOME]\n[a\\b]\n[`x`]\n[]\n";
+        assert_eq!(run(&s, &[], false), want);
+        assert_eq!(run(&s, &[], true), want);
+        // Arguments are evaluated by default (Apptainer's rule) and exact with --no-eval.
+        assert_eq!(run(&s, &["$HOME"], false), "[/e]\n[/home/test]\n");
+        assert_eq!(run(&s, &["$HOME"], true), "[/e]\n[$HOME]\n");
+        assert!(s.contains("OCI_CMD='\"it'\"'\"'s\""), "{s}");
+    }
+
+    #[test]
+    fn test_env_script() {
+        let c = config(
+            &[],
+            &[],
+            &[
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                "LANG=C.UTF-8",
+                "TRICKY=a \"b\" $c `d` \\e",
+                "EMPTY=",
+                "NOVALUE",
+                "BAD NAME=x",
+                "1X=y",
+                "$(reboot)=z",
+            ],
+        );
+        let (script, notes) = env_script(&c);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(
+            script.contains("export PATH=\"/usr/local/bin:/usr/bin:/bin\"\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains("export LANG=\"${LANG:-C.UTF-8}\"\n"),
+            "{script}"
+        );
+        assert!(!script.contains("reboot"));
+        // Evaluate with the real /bin/sh: values are literal; set variables win except PATH.
+        let probe = format!(
+            "{script}\nprintf '%s|' \"$PATH\" \"$LANG\" \"$TRICKY\" \"$EMPTY\" \"${{NOVALUE-unset}}\""
+        );
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&probe)
+            .env_clear()
+            .env("LANG", "fr_FR.UTF-8")
+            .env("PATH", "/host/bin")
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/usr/local/bin:/usr/bin:/bin|fr_FR.UTF-8|a \"b\" $c `d` \\e|||"
+        );
+        // And with sifr's own evaluator, used for images without a shell.
+        let mut e = crate::launch::shenv::ShellEnv::from_env([("LANG", "en_US.UTF-8")]);
+        let notes = e.eval(&script);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(e.get("LANG"), Some("en_US.UTF-8"));
+        assert_eq!(e.get("TRICKY"), Some("a \"b\" $c `d` \\e"));
+        assert_eq!(e.get("PATH"), Some("/usr/local/bin:/usr/bin:/bin"));
+    }
+
+    #[test]
+    fn test_labels_and_oci_config() {
+        let mut c = config(&["/e"], &["x"], &["A=1"]);
+        assert_eq!(labels_json(&c), "{}");
+        c.labels
+            .insert("org.opencontainers.image.title".into(), "t".into());
+        c.labels.insert("a".into(), "b\"".into());
+        assert_eq!(
+            labels_json(&c),
+            "{\n\t\"a\": \"b\\\"\",\n\t\"org.opencontainers.image.title\": \"t\"\n}"
+        );
+        c.working_dir = "/work".into();
+        c.user = "1000:1000".into();
+        c.other.insert("StopSignal".into(), "SIGINT".into());
+        let j: serde_json::Value = serde_json::from_str(&oci_config_json(&c)).expect("json");
+        assert_eq!(j["Entrypoint"][0], "/e");
+        assert_eq!(j["WorkingDir"], "/work");
+        assert_eq!(j["User"], "1000:1000");
+        assert_eq!(j["StopSignal"], "SIGINT");
+        assert!(j.get("Volumes").is_none(), "empty fields are omitted");
+    }
+
+    #[test]
+    fn test_write_into_stays_inside_the_root() {
+        let outer = tempfile::tempdir().expect("tempdir");
+        let root = outer.path().join("root");
+        let victim = outer.path().join("victim");
+        std::fs::create_dir_all(&victim).expect("mkdir");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        // A hostile image: /.singularity.d points outside, and labels.json is a symlink.
+        std::os::unix::fs::symlink(&victim, root.join(".singularity.d")).expect("symlink");
+        let m = ContainerMetadata::from_config(&config(&["/e"], &[], &["A=1"]));
+        m.write_into(&root).expect("write");
+        assert_eq!(
+            std::fs::read_dir(&victim).expect("list").count(),
+            0,
+            "nothing written outside"
+        );
+        // The absolute symlink resolved inside the root.
+        let inside = root.join(victim.strip_prefix("/").expect("abs"));
+        let rs = std::fs::read_to_string(inside.join("runscript")).expect("runscript");
+        assert!(rs.starts_with("#!/bin/sh\n"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(inside.join("env/10-docker2singularity.sh"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // A symlink where a file goes is replaced, not followed.
+        let plain = outer.path().join("plain");
+        std::fs::create_dir_all(plain.join(".singularity.d")).expect("mkdir");
+        std::fs::write(outer.path().join("target"), b"keep").expect("write");
+        std::os::unix::fs::symlink(
+            outer.path().join("target"),
+            plain.join(".singularity.d/labels.json"),
+        )
+        .expect("symlink");
+        m.write_into(&plain).expect("write");
+        assert_eq!(
+            std::fs::read(outer.path().join("target")).expect("read"),
+            b"keep"
+        );
+        assert_eq!(
+            std::fs::read_to_string(plain.join(".singularity.d/labels.json")).expect("read"),
+            "{}"
+        );
+    }
+}
