@@ -3,6 +3,7 @@
 //! Formats are detected by content, never by file name (workflow tools store SIFs as
 //! `.simg` and `.img`).
 
+pub mod extract;
 pub mod files;
 pub mod inspect;
 pub mod sif;

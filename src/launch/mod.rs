@@ -20,3 +20,4 @@ pub mod seccomp;
 pub mod security;
 pub mod shenv;
 pub mod sys;
+pub mod userns;

@@ -1,0 +1,4 @@
+//! `sifr build`: definition files, bootstrap sources, running the sections under fakeroot,
+//! and writing sandboxes and SIF images.
+
+pub mod baseenv;
