@@ -12,3 +12,4 @@ pub mod config;
 pub mod image;
 pub mod launch;
 pub mod log;
+pub mod sign;
