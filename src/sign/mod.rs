@@ -10,4 +10,6 @@ pub mod error;
 pub mod metadata;
 pub mod pem;
 pub mod pgp;
+pub mod signer;
+pub mod verify;
 pub mod x509;

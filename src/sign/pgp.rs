@@ -328,17 +328,19 @@ impl Keyring {
         self.entries.is_empty()
     }
 
+    /// True when the keyring from `source` holds the key with primary fingerprint `fp`.
+    pub fn has(&self, fp: &[u8], source: KeySource) -> bool {
+        self.entries
+            .iter()
+            .any(|(k, s)| *s == source && k.fingerprint().as_bytes() == fp)
+    }
+
     /// Where the key with primary fingerprint `fp` is, the global keyring first (as
     /// Apptainer reports `[GLOBAL]` before `[LOCAL]`).
     pub fn source_of(&self, fp: &[u8]) -> Option<KeySource> {
-        let has = |src| {
-            self.entries
-                .iter()
-                .any(|(k, s)| *s == src && k.fingerprint().as_bytes() == fp)
-        };
         [KeySource::Global, KeySource::Local]
             .into_iter()
-            .find(|&s| has(s))
+            .find(|&s| self.has(fp, s))
     }
 
     /// Verifies a clear-signed message the way go-crypto's `CheckDetachedSignatureAndHash`
