@@ -693,6 +693,18 @@ fn test_gpg_exported_keys() {
         eprintln!("SKIP: gpg not installed");
         return;
     };
+    // Stops the gpg-agent this test starts, however the test ends.
+    struct Agent<'a>(&'a Path);
+    impl Drop for Agent<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("gpgconf")
+                .arg("--homedir")
+                .arg(self.0)
+                .args(["--kill", "all"])
+                .output();
+        }
+    }
+    let _agent = Agent(&home);
     for (algo, uid) in [
         ("ed25519", "Gpg Ed <ged@example.com>"),
         ("rsa2048", "Gpg Rsa <grsa@example.com>"),

@@ -880,6 +880,72 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn test_corrupt_signature_bytes_fail_without_panic() {
+        let (Some(s), Some(ed)) = (keyring("keys/private.asc"), pem("ed25519")) else {
+            eprintln!("SKIP: fixtures not found");
+            return;
+        };
+        let keys = KeyMaterial {
+            pgp: Some(&s),
+            dsse: std::slice::from_ref(&ed),
+        };
+        for image in ["one-group-signed-pgp.sif", "one-group-signed-dsse.sif"] {
+            let bytes = read_fixture(image).expect("fixture");
+            let img = SifImage::from_bytes(bytes.clone(), image).expect("load");
+            let sig = img.object(3).expect("signature").range();
+            let mut accepted = Vec::new();
+            for at in sig.clone() {
+                for flip in [0xFFu8, 0x20] {
+                    let mut b = bytes.clone();
+                    let i = usize::try_from(at).expect("offset");
+                    b[i] ^= flip;
+                    let img = SifImage::from_bytes(b, image).expect("load");
+                    let report = verify(&img, &keys, &Selection::default());
+                    if report.outcome.is_ok() {
+                        accepted.push((at - sig.start, flip));
+                    }
+                }
+            }
+            // Only bytes no signature covers may change: the case of the armor's hash name,
+            // and the informational DSSE key IDs.
+            let data = &bytes[usize::try_from(sig.start).expect("start")..];
+            let ignorable = |off: u64| -> bool {
+                let off = usize::try_from(off).expect("offset");
+                let line_start = data[..off]
+                    .iter()
+                    .rposition(|&c| c == b'\n')
+                    .map_or(0, |p| p + 1);
+                if data[line_start..].starts_with(b"Hash: ") {
+                    return true;
+                }
+                // Inside `"keyid":"<value>"` (the key's case does not matter to decoders).
+                let text = String::from_utf8_lossy(data);
+                let keyids: Vec<usize> =
+                    text.match_indices("\"keyid\":\"").map(|(k, _)| k).collect();
+                let in_keyid = keyids.iter().any(|&k| {
+                    let v = k + 9;
+                    let value_end = text[v..].find('"').map_or(v, |e| v + e);
+                    (k..value_end).contains(&off)
+                });
+                // The second DSSE signature is the RSA one; the Ed25519 key needs only its own
+                // (threshold 1).
+                in_keyid || keyids.get(1).is_some_and(|&second| off >= second)
+            };
+            for (off, flip) in &accepted {
+                assert!(ignorable(*off), "{image}: byte {off} ^ {flip:#x} accepted");
+            }
+            // Truncated signatures.
+            for cut in [1u64, 10, 100, 500] {
+                let mut b = bytes.clone();
+                let i = usize::try_from(sig.end - cut).expect("offset");
+                b[i..usize::try_from(sig.end).expect("end")].fill(0);
+                let img = SifImage::from_bytes(b, image).expect("load");
+                let _ = verify(&img, &keys, &Selection::default());
+            }
+        }
+    }
+
+    #[test]
     fn test_signed_by_all() {
         let (Some(s), Some(img)) = (
             keyring("keys/private.asc"),
