@@ -209,8 +209,9 @@ pub struct OpenedImage {
 /// Applies the execution control list (ecl.toml) to the opened image, before anything is
 /// mounted: a SIF file is judged by the directory of the open file and by its signatures
 /// checked with the global keyring; when the list is activated, other kinds of image are
-/// refused (see `sign::ecl`).
-fn enforce_ecl(paths: &SystemPaths, image: &OpenedImage) -> anyhow::Result<()> {
+/// refused (see `sign::ecl`). Every verb that starts a container from an image calls it
+/// after [`resolve_image`] (an `instance start` verb must too).
+pub fn enforce_ecl(paths: &SystemPaths, image: &OpenedImage) -> anyhow::Result<()> {
     let ecl = EclConfig::load(paths)?;
     if !ecl.value.activated {
         return Ok(());
@@ -253,7 +254,7 @@ fn enforce_ecl(paths: &SystemPaths, image: &OpenedImage) -> anyhow::Result<()> {
 }
 
 /// Opens the image once and finds its root filesystem.
-fn resolve_image(arg: &str) -> anyhow::Result<OpenedImage> {
+pub fn resolve_image(arg: &str) -> anyhow::Result<OpenedImage> {
     if let Some((scheme, _)) = arg.split_once("://") {
         bail!(
             "{arg}: {scheme}:// images are not supported yet; pull the image to a local SIF \

@@ -232,7 +232,7 @@ fn text_report(report: &Report, color: bool) -> String {
         }
         if let Some(e) = &r.error {
             s.push_str(&format!(
-                "\nError encountered during signature verification: integrity: {e}\n"
+                "\nError encountered during signature verification: {e}\n"
             ));
         }
     }
