@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod action;
 pub mod inspect;
+pub mod key;
 pub mod sif;
+pub mod sign;
 
 pub use config::{ConfigArgs, ConfigCommand, FakerootArgs};
 
@@ -83,6 +85,13 @@ pub enum Command {
     Config(ConfigArgs),
     /// Manipulate Singularity Image Format (SIF) images
     Sif(sif::SifArgs),
+    /// Manage OpenPGP keys
+    #[command(visible_alias = "keys")]
+    Key(key::KeyArgs),
+    /// Add digital signature(s) to an image
+    Sign(sign::SignArgs),
+    /// Verify digital signature(s) within an image
+    Verify(sign::VerifyArgs),
     /// Show the version number
     Version,
 }

@@ -14,7 +14,9 @@ use crate::launch::plan::Action;
 
 pub mod action;
 pub mod inspect;
+pub mod key;
 pub mod sif;
+pub mod sign;
 use crate::compat::{self, Persona};
 use crate::log::{self as sylog, Verbosity};
 
@@ -218,6 +220,9 @@ pub fn main() -> i32 {
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Config(args)) => config::run(&ctx, &args),
         Some(Command::Sif(a)) => sif::sif(&ctx, a),
+        Some(Command::Key(a)) => key::key(&ctx, a),
+        Some(Command::Sign(a)) => sign::sign(&ctx, a),
+        Some(Command::Verify(a)) => sign::verify(&ctx, a),
         Some(Command::Version) => {
             println!("{}", compat::SIFR_VERSION);
             Ok(0)
