@@ -56,6 +56,7 @@ pub(crate) struct DataStats {
 }
 
 /// Result of the data phase.
+#[derive(Debug)]
 pub(crate) struct DataOut {
     /// Indexed by the tree's file index.
     pub files: Vec<FileData>,
@@ -312,15 +313,23 @@ impl Producer<'_> {
         if size == 0 {
             return Ok(());
         }
+        // O_NOFOLLOW and O_NONBLOCK: something swapped in since the scan (a symlink, a
+        // fifo) must neither be followed nor block the build; it fails the checks below.
         let mut f = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| WriteError::source(path, "open", e))?;
-        let now = f
+        let md = f
             .metadata()
-            .map_err(|e| WriteError::source(path, "stat", e))?
-            .size();
+            .map_err(|e| WriteError::source(path, "stat", e))?;
+        if !md.is_file() {
+            return Err(WriteError::Unsupported {
+                path: path.to_path_buf(),
+                what: "is no longer a regular file (the tree changed during the build)".into(),
+            });
+        }
+        let now = md.size();
         if now != size {
             return Err(WriteError::Changed {
                 path: path.to_path_buf(),
@@ -558,6 +567,82 @@ fn write_ordered(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::squashfs::write::{WriteOptions, XattrMode, tree};
+
+    fn params() -> Params {
+        Params {
+            comp: Compressor::Gzip,
+            level: 9,
+            block_size: 4096,
+            threads: 2,
+            fragments: true,
+            tail_ends: false,
+            duplicates: true,
+            sparse: true,
+        }
+    }
+
+    /// Scans a tree, lets `change` modify it, then writes the data.
+    fn write_after(change: impl FnOnce(&Path)) -> WriteResult<DataOut> {
+        let d = tempfile::tempdir().expect("tempdir");
+        let src = d.path().join("t");
+        std::fs::create_dir(&src).expect("mkdir");
+        std::fs::write(src.join("a"), vec![7u8; 10000]).expect("write");
+        std::fs::write(src.join("b"), b"bee").expect("write");
+        let opts = WriteOptions {
+            xattrs: XattrMode::None,
+            ..WriteOptions::default()
+        };
+        let t = tree::scan(&src, &opts, None).expect("scan");
+        change(&src);
+        let out = File::create(d.path().join("img")).expect("create");
+        write(&t, &src, &out, 0, 96, &params())
+    }
+
+    #[test]
+    fn test_data_layout() {
+        let d = write_after(|_| {}).expect("write");
+        // a: 3 blocks (10000 bytes, no tail packing), b: a 3-byte fragment.
+        let blocks: Vec<usize> = d.files.iter().map(|f| f.words.len()).collect();
+        assert!(blocks.contains(&3) && blocks.contains(&0), "{blocks:?}");
+        assert_eq!(d.fragments.len(), 1);
+        assert_eq!(d.files.iter().filter(|f| f.frag.is_some()).count(), 1);
+        assert_eq!(d.stats.data_bytes, 10003);
+        assert!(d.end > 96);
+    }
+
+    #[test]
+    fn test_file_changed_during_build() {
+        let e = write_after(|src| {
+            std::fs::write(src.join("a"), b"shorter").expect("write");
+        })
+        .expect_err("changed file");
+        assert!(
+            matches!(
+                e,
+                WriteError::Changed {
+                    was: 10000,
+                    now: 7,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // A fifo swapped in for a file neither blocks nor gets read.
+        let e = write_after(|src| {
+            std::fs::remove_file(src.join("b")).expect("rm");
+            let c = std::ffi::CString::new(src.join("b").as_os_str().as_bytes()).expect("path");
+            // SAFETY: valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        })
+        .expect_err("fifo");
+        assert!(e.to_string().contains("no longer a regular file"), "{e}");
+        let e = write_after(|src| {
+            std::fs::remove_file(src.join("b")).expect("rm");
+        })
+        .expect_err("removed file");
+        assert!(matches!(e, WriteError::Source { op: "open", .. }), "{e:?}");
+    }
 
     #[test]
     fn test_is_zero() {
