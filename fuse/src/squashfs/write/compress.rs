@@ -2,6 +2,18 @@
 //! feature as its decompressor, plus the compressor-options block mksquashfs writes.
 //! One `Encoder` per thread: it keeps the library's context between blocks.
 
+// A build without any compressor can write nothing; keep it compiling quietly.
+#![cfg_attr(
+    not(any(
+        feature = "gzip",
+        feature = "xz",
+        feature = "zstd",
+        feature = "lz4",
+        feature = "lzo"
+    )),
+    allow(unused, unreachable_code)
+)]
+
 use super::error::{WriteError, WriteResult};
 use crate::squashfs::Compressor;
 
@@ -114,22 +126,31 @@ enum State {
     Lz4,
     #[cfg(feature = "lzo")]
     Lzo(Box<lzokay::compress::Dict>),
+    /// Keeps the enum inhabited when every compressor is compiled out (never built).
+    #[allow(dead_code)]
+    Disabled,
+}
+
+fn failed(comp: Compressor, reason: impl std::fmt::Display) -> WriteError {
+    WriteError::Compress {
+        comp: comp.name(),
+        reason: reason.to_string(),
+    }
 }
 
 impl Encoder {
     /// An encoder for `comp` at `level` (already resolved) for blocks up to `block_size`.
+    #[cfg_attr(
+        not(all(feature = "gzip", feature = "xz", feature = "zstd")),
+        allow(unused_variables)
+    )]
     pub(crate) fn new(comp: Compressor, level: u32, block_size: u32) -> WriteResult<Self> {
         check_enabled(comp)?;
-        let fail = |reason: String| WriteError::Compress {
-            comp: comp.name(),
-            reason,
-        };
-        let _ = (&fail, level, block_size);
         let state = match comp {
             #[cfg(feature = "gzip")]
             Compressor::Gzip => {
                 let lvl = libdeflater::CompressionLvl::new(level as i32)
-                    .map_err(|e| fail(format!("level {level}: {e:?}")))?;
+                    .map_err(|e| failed(comp, format!("level {level}: {e:?}")))?;
                 State::Gzip(libdeflater::Compressor::new(lvl))
             }
             #[cfg(feature = "xz")]
@@ -138,9 +159,9 @@ impl Encoder {
                 dict: block_size,
             },
             #[cfg(feature = "zstd")]
-            Compressor::Zstd => State::Zstd(
-                zstd::bulk::Compressor::new(level as i32).map_err(|e| fail(e.to_string()))?,
-            ),
+            Compressor::Zstd => {
+                State::Zstd(zstd::bulk::Compressor::new(level as i32).map_err(|e| failed(comp, e))?)
+            }
             #[cfg(feature = "lz4")]
             Compressor::Lz4 => State::Lz4,
             #[cfg(feature = "lzo")]
@@ -158,10 +179,6 @@ impl Encoder {
         }
         dst.resize(output_bound(self.comp, src.len()), 0);
         let comp = self.comp;
-        let fail = |reason: String| WriteError::Compress {
-            comp: comp.name(),
-            reason,
-        };
         let n = match &mut self.state {
             #[cfg(feature = "gzip")]
             State::Gzip(c) => match c.zlib_compress(src, dst) {
@@ -169,10 +186,12 @@ impl Encoder {
                 Err(libdeflater::CompressionError::InsufficientSpace) => return Ok(None),
             },
             #[cfg(feature = "xz")]
-            State::Xz { preset, dict } => match xz(src, dst, *preset, *dict).map_err(fail)? {
-                Some(n) => n,
-                None => return Ok(None),
-            },
+            State::Xz { preset, dict } => {
+                match xz(src, dst, *preset, *dict).map_err(|e| failed(comp, e))? {
+                    Some(n) => n,
+                    None => return Ok(None),
+                }
+            }
             #[cfg(feature = "zstd")]
             State::Zstd(c) => match c.compress_to_buffer(src, dst.as_mut_slice()) {
                 Ok(n) => n,
@@ -180,12 +199,11 @@ impl Encoder {
                 Err(_) => return Ok(None),
             },
             #[cfg(feature = "lz4")]
-            State::Lz4 => {
-                lz4_flex::block::compress_into(src, dst).map_err(|e| fail(e.to_string()))?
-            }
+            State::Lz4 => lz4_flex::block::compress_into(src, dst).map_err(|e| failed(comp, e))?,
             #[cfg(feature = "lzo")]
             State::Lzo(dict) => lzokay::compress::compress_no_alloc(src, dst, dict)
-                .map_err(|e| fail(format!("{e:?}")))?,
+                .map_err(|e| failed(comp, format!("{e:?}")))?,
+            State::Disabled => return Err(WriteError::CompressorDisabled(comp.name())),
         };
         Ok((n < src.len()).then_some(n))
     }
