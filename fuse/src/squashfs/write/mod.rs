@@ -19,6 +19,7 @@ pub use error::{WriteError, WriteResult};
 pub use xattr::XattrMode;
 
 use super::Compressor;
+use super::meta::META_SIZE;
 use super::superblock::{
     FLAG_ALWAYS_FRAGMENTS, FLAG_COMPRESSOR_OPTIONS, FLAG_DUPLICATES, FLAG_EXPORTABLE,
     FLAG_NO_FRAGMENTS, FLAG_NO_XATTRS, MAGIC, NO_TABLE, SUPERBLOCK_SIZE,
@@ -217,7 +218,8 @@ impl Writer {
         };
         let data = data::write(&tree, src, out, offset, data_start, &params)?;
 
-        let mut enc = Encoder::new(o.compressor, self.level, o.block_size)?;
+        // Metadata blocks are 8 KiB: a dictionary of that size (xz) is all they can use.
+        let mut enc = Encoder::new(o.compressor, self.level, META_SIZE as u32)?;
         let tables = inode::build(&tree, &data.files, o.block_size, &mut enc)?;
         let put = |pos: u64, bytes: &[u8]| -> WriteResult<u64> {
             out.write_all_at(bytes, offset + pos)
