@@ -11,6 +11,7 @@ mod inode;
 mod meta;
 mod superblock;
 mod tables;
+pub mod write;
 mod xattr;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use std::sync::{Arc, RwLock};
 
 pub use compress::Compressor;
 pub use error::{Result, SqfsError};
+pub use write::{WriteError, WriteOptions, WriteStats, Writer, XattrMode};
 pub use xattr::XattrPolicy;
 
 use cache::ByteCache;
