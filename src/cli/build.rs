@@ -59,7 +59,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "USER", env = "SIFR_DOCKER_USERNAME")]
     pub docker_username: Option<String>,
     /// specify a password for docker:// registries
-    #[arg(long, value_name = "PASSWORD", env = "SIFR_DOCKER_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "SIFR_DOCKER_PASSWORD",
+        hide_env_values = true
+    )]
     pub docker_password: Option<String>,
     /// do not clean up the build sandbox on failure (for debugging)
     #[arg(long)]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod action;
+pub mod build;
 pub mod inspect;
 pub mod key;
 pub mod sif;
@@ -77,6 +78,8 @@ pub enum Command {
     Shell(action::ShellArgs),
     /// Run the user-defined tests within a container
     Test(action::TestArgs),
+    /// Build a container image (SIF or sandbox)
+    Build(build::BuildArgs),
     /// Show metadata for an image
     Inspect(inspect::InspectArgs),
     /// Show the user-defined help for an image

@@ -11,11 +11,11 @@ use crate::config::{Config, ContainerKind, EclConfig, SystemPaths};
 use crate::image::sif::SifImage;
 use crate::image::{self, ImageKind};
 use crate::launch::identity::HostUser;
+use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
 use crate::launch::plan::{Action, IdMapPlan, MountSource, Plan, RootSource};
 use crate::launch::planner::{self, HostFacts, LaunchPolicy, Request};
 use crate::launch::process::{self, Launch, Outcome};
-use crate::launch::seccomp::Emulation;
 use crate::launch::sys::LinuxSys;
 use crate::sign::ecl::{self as sifr_ecl, Enforcer};
 use crate::sign::keyring::GlobalKeyring;
@@ -96,7 +96,12 @@ pub fn run_action(
         env_files.push((f.display().to_string(), text));
     }
     let writable = flags.writable;
-    let (ids, emulation) = identity_plan(&user, &flags);
+    let (ids, emulation) = if flags.fakeroot {
+        let (ids, em) = idplan::fakeroot(&user, flags.ignore_subuid);
+        (ids, Some(em))
+    } else {
+        (IdMapPlan::single(user.uid, user.gid), None)
+    };
     let req = Request {
         action,
         args,
@@ -128,80 +133,10 @@ pub fn run_action(
         sys,
         user,
         mounter: Box::new(Mounter { writable, image }),
-        write_maps: Box::new(|pid, ids| {
-            let maps = sifr_idmap::IdMaps {
-                uid_map: ids
-                    .uid_map
-                    .iter()
-                    .map(|&(i, o, c)| mapping(i, o, c))
-                    .collect(),
-                gid_map: ids
-                    .gid_map
-                    .iter()
-                    .map(|&(i, o, c)| mapping(i, o, c))
-                    .collect(),
-            };
-            sifr_idmap::write_maps(pid, &maps).map_err(|e| e.to_string())
-        }),
-        explain_userns: Box::new(|e| {
-            let diag = sifr_idmap::diagnose_userns();
-            if diag.is_blocked() {
-                format!("cannot create a user namespace: {e}: {diag}")
-            } else {
-                format!("cannot create a user namespace: {e} ({diag})")
-            }
-        }),
+        write_maps: Box::new(idplan::write_maps),
+        explain_userns: Box::new(idplan::explain_userns),
     })?;
     Ok(exit_status(outcome))
-}
-
-fn mapping(inside: u32, outside: u32, count: u32) -> sifr_idmap::IdMapping {
-    sifr_idmap::IdMapping {
-        inside,
-        outside,
-        count,
-    }
-}
-
-/// The user-namespace mapping and the root emulation: the caller only, or with
-/// `--fakeroot` the subordinate-id mapping (falling back to root-mapped with a notice).
-fn identity_plan(user: &HostUser, flags: &ActionArgs) -> (IdMapPlan, Option<Emulation>) {
-    if !flags.fakeroot {
-        return (IdMapPlan::single(user.uid, user.gid), None);
-    }
-    let fk = if flags.ignore_subuid {
-        sifr_idmap::FakerootPlan {
-            mode: sifr_idmap::FakerootMode::RootMapped {
-                reason: "--ignore-subuid given".into(),
-            },
-            maps: sifr_idmap::IdMaps::root_mapped(user.uid, user.gid),
-            warnings: vec![],
-        }
-    } else {
-        sifr_idmap::plan_fakeroot(&sifr_idmap::FakerootRequest::for_current_process())
-    };
-    for w in &fk.warnings {
-        log::warn!("{w}");
-    }
-    let tuple = |m: &sifr_idmap::IdMapping| (m.inside, m.outside, m.count);
-    let (notice, emulation) = match &fk.mode {
-        sifr_idmap::FakerootMode::Subid { .. } => (None, Emulation::MknodOnly),
-        sifr_idmap::FakerootMode::RootMapped { reason } => (
-            Some(format!(
-                "fakeroot: using a root-mapped user namespace with root emulation ({reason})"
-            )),
-            Emulation::RootMapped,
-        ),
-    };
-    let ids = IdMapPlan {
-        uid_map: fk.maps.uid_map.iter().map(tuple).collect(),
-        gid_map: fk.maps.gid_map.iter().map(tuple).collect(),
-        needs_helpers: matches!(fk.mode, sifr_idmap::FakerootMode::Subid { .. }),
-        uid: 0,
-        gid: 0,
-        notice,
-    };
-    (ids, Some(emulation))
 }
 
 /// An image opened for a launch: its path as the container sees it, its kind, its root

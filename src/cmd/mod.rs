@@ -13,6 +13,7 @@ use crate::cli::{Cli, Command, GlobalArgs};
 use crate::launch::plan::Action;
 
 pub mod action;
+pub mod build;
 pub mod inspect;
 pub mod key;
 pub mod sif;
@@ -216,6 +217,7 @@ pub fn main() -> i32 {
         Some(Command::Test(a)) => {
             action::run_action(&ctx, Action::Test, &a.image, a.args, a.action, None)
         }
+        Some(Command::Build(a)) => build::build(&ctx, a),
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Config(args)) => config::run(&ctx, &args),

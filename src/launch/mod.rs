@@ -11,6 +11,7 @@ pub mod action;
 pub mod binds;
 pub mod environ;
 pub mod identity;
+pub mod idplan;
 pub mod mounter;
 pub mod plan;
 pub mod planner;
