@@ -125,6 +125,11 @@ pub fn files() -> Vec<(&'static str, u32, String)> {
             0o755,
             "#!/bin/sh\n# Custom environment shell code should follow\n\n".into(),
         ),
+        (
+            ".singularity.d/env/91-environment.sh",
+            0o755,
+            "#!/bin/sh\n# Custom environment shell code should follow\n\n".into(),
+        ),
         (".singularity.d/env/95-apps.sh", 0o755, apps),
         (".singularity.d/env/99-base.sh", 0o755, base99),
         (".singularity.d/env/99-runtimevars.sh", 0o755, runtimevars),
@@ -163,9 +168,19 @@ pub const LINKS: [(&str, &str); 7] = [
     ("environment", ".singularity.d/env/90-environment.sh"),
 ];
 
-/// Creates the skeleton in `root` (an unpacked root filesystem). Existing files of the
-/// skeleton are replaced, as Apptainer does; `/etc/hosts` and `/etc/resolv.conf` are
-/// created empty when missing (they are mount points at run time).
+/// Files an image built on another keeps: its environment and scripts carry on into the new
+/// image (a definition's own sections then extend or replace them).
+const KEPT: [&str; 4] = [
+    ".singularity.d/env/90-environment.sh",
+    ".singularity.d/env/91-environment.sh",
+    ".singularity.d/runscript",
+    ".singularity.d/startscript",
+];
+
+/// Creates the skeleton in `root` (an unpacked root filesystem). The standard files are
+/// (re)written; the environment files and scripts of a base image are kept (`KEPT`);
+/// `/etc/hosts` and `/etc/resolv.conf` are created empty when missing (they are mount points
+/// at run time).
 pub fn write(root: &Path) -> std::io::Result<()> {
     for d in DIRS {
         std::fs::create_dir_all(root.join(d))?;
@@ -185,6 +200,9 @@ pub fn write(root: &Path) -> std::io::Result<()> {
     }
     for (path, mode, contents) in files() {
         let p = root.join(path);
+        if KEPT.contains(&path) && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
         if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
             std::fs::remove_file(&p)?;
         }
