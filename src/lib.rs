@@ -5,6 +5,7 @@
 //! `image` (SIF, squashfs, ext3, sandbox) → `launch` (namespaces, mounts, identity,
 //! environment, security) → the `sifr-fuse` and `sifr-idmap` crates.
 
+pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod compat;
