@@ -804,7 +804,7 @@ fn test_error_messages() {
         ),
         (
             "Bootstrap: docker\nStage: a b\n",
-            "t.def:2: stage name `a b` must be one word without `#` (it is used as `%files from NAME`)",
+            "t.def:2: stage name `a b` must be one word (it is used as `%files from NAME`)",
         ),
         (
             "Bootstrap: docker\n%enviroment\n",

@@ -86,11 +86,6 @@ pub enum Problem {
     MissingBootstrap,
 
     #[error(
-        "this stage has no `Bootstrap:` header; every stage of a multi-stage definition needs one"
-    )]
-    StageWithoutBootstrap,
-
-    #[error(
         "{what} comes before the first `Bootstrap:` line, so it belongs to no stage; \
          move it below `Bootstrap:`"
     )]
@@ -128,7 +123,7 @@ pub enum Problem {
     )]
     DuplicateHeaderKey { key: String, first_line: usize },
 
-    #[error("stage name `{name}` must be one word without `#` (it is used as `%files from NAME`)")]
+    #[error("stage name `{name}` must be one word (it is used as `%files from NAME`)")]
     BadStageName { name: String },
 
     #[error(

@@ -7,7 +7,8 @@
 //!   newline), until a blank or comment line.
 //!
 //! Stricter than Apptainer: a key given twice is an error (Apptainer keeps the last value
-//! silently), and `Bootstrap` must name a known agent here rather than at build time.
+//! silently), `Bootstrap` must name a known agent here rather than at build time (in any case;
+//! Apptainer wants lower case), and `Stage` must be one word.
 
 use super::error::{Problem, closest};
 use super::{Ctx, DefError, Line};
@@ -414,7 +415,7 @@ mod tests {
         );
         assert_eq!(
             err("Bootstrap: docker\nStage: my stage\n"),
-            "h.def:2: stage name `my stage` must be one word without `#` (it is used as `%files from NAME`)"
+            "h.def:2: stage name `my stage` must be one word (it is used as `%files from NAME`)"
         );
         assert!(err("Bootstrap: docker\nStage:\n").contains("stage name ``"));
         assert!(err(": x\n").contains("unknown header key ``"));

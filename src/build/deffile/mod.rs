@@ -347,13 +347,10 @@ fn check_stages(stages: &[Stage], options: &ParseOptions, ctx: &Ctx) -> Result<(
             problem: Problem::Empty,
         });
     };
-    if first.agent.is_none() && !(options.update && stages.len() == 1) {
-        let problem = if stages.len() == 1 {
-            Problem::MissingBootstrap
-        } else {
-            Problem::StageWithoutBootstrap
-        };
-        return Err(ctx.at(first.line, problem));
+    // Only a stage-less first chunk can lack an agent, and only when it is the whole file
+    // (otherwise parse_str has already rejected it).
+    if first.agent.is_none() && !options.update {
+        return Err(ctx.at(first.line, Problem::MissingBootstrap));
     }
     for (index, stage) in stages.iter().enumerate() {
         let earlier = &stages[..index];
