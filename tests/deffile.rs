@@ -935,6 +935,35 @@ fn test_render_round_trip() {
     );
 }
 
+/// Parsing the rendered definition gives the same stages again.
+fn assert_round_trip(def: &Definition, options: &ParseOptions) {
+    let rendered = render_definition(def);
+    let again = parse_with(&rendered, options).unwrap_or_else(|e| {
+        panic!(
+            "rendered text does not parse: {e}\n{rendered:?}\nfrom {:?}",
+            def.text
+        )
+    });
+    assert_eq!(def.stages.len(), again.stages.len(), "{rendered}");
+    for (a, b) in def.stages.iter().zip(&again.stages) {
+        let entries = |s: &Stage| {
+            let mut e: Vec<_> = s
+                .header
+                .entries()
+                .iter()
+                .map(|e| (e.key.clone(), e.written.clone(), e.value.clone()))
+                .collect();
+            e.sort();
+            e
+        };
+        assert_eq!(entries(a), entries(b), "{rendered}");
+        assert_eq!(a.agent, b.agent);
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.app_order, b.app_order, "{rendered}");
+        assert_eq!(strip_lines(a), strip_lines(b), "{rendered}");
+    }
+}
+
 /// A stage's sections and apps with line numbers zeroed, for comparing re-parsed text.
 fn strip_lines(stage: &Stage) -> String {
     let mut s = stage.clone();
@@ -1038,7 +1067,9 @@ fn test_mangled_input_never_panics() {
         match parse_with(&text, &options) {
             Ok(def) => {
                 outcomes[0] += 1;
-                let _ = render_definition(&def);
+                if !text.contains("{{") {
+                    assert_round_trip(&def, &options);
+                }
             }
             Err(e) => {
                 outcomes[1] += 1;

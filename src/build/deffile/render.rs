@@ -1,7 +1,8 @@
 //! Writing parsed stages back as definition-file text (Apptainer's `populateRaw`), e.g. for a
 //! definition built from a URI or to show what was parsed. Parsing the output gives the same
-//! header, sections and apps again. Unlike Apptainer's writer, this one keeps the header order
-//! and key spelling, writes SCIF apps, and quotes paths that hold spaces.
+//! header, sections and apps again (as long as no filled-in value holds `{{ }}` itself).
+//! Unlike Apptainer's writer, this one keeps the header order (after `Bootstrap`) and key
+//! spelling, writes SCIF apps, and quotes paths that hold spaces.
 //!
 //! For the definition stored in an image, prefer [`super::Definition::text`]: the user's own
 //! text with build variables filled, comments included.
@@ -21,7 +22,13 @@ pub fn render_definition(definition: &Definition) -> String {
 /// One stage as definition text.
 pub fn render_stage(stage: &Stage) -> String {
     let mut out = String::new();
-    for entry in stage.header.entries() {
+    // `Bootstrap` first: a stage starts at its `Bootstrap:` line.
+    let (boot, rest): (Vec<_>, Vec<_>) = stage
+        .header
+        .entries()
+        .iter()
+        .partition(|e| e.key == "bootstrap");
+    for entry in boot.into_iter().chain(rest) {
         let value = entry.value.replace('\n', "\\n\\\n");
         let _ = writeln!(out, "{}: {value}", entry.written);
     }
@@ -57,6 +64,11 @@ pub fn render_stage(stage: &Stage) -> String {
 }
 
 fn render_app(out: &mut String, name: &str, app: &App) {
+    if *app == App::default() {
+        // The app comes only from empty sections; one keeps it.
+        let _ = writeln!(out, "%applabels {name}");
+        return;
+    }
     script(out, &format!("appinstall {name}"), app.install.as_ref());
     if !app.files.is_empty() {
         let _ = writeln!(out, "%appfiles {name}");
@@ -108,10 +120,11 @@ fn labels(out: &mut String, keyword: &str, labels: &std::collections::BTreeMap<S
     }
 }
 
-/// A path as a files line word: quoted when it holds spaces or quotes or starts a comment.
+/// A path as a files line word: quoted when it holds spaces or quotes, or starts a comment or
+/// (as the first word of a line) a section.
 fn quote(path: &str) -> String {
     let plain = !path.is_empty()
-        && !path.starts_with('#')
+        && !path.starts_with(['#', '%'])
         && !path.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'');
     if plain {
         path.to_string()
@@ -131,6 +144,7 @@ mod tests {
         assert_eq!(quote("/a/b"), "/a/b");
         assert_eq!(quote("a b"), "\"a b\"");
         assert_eq!(quote("#x"), "\"#x\"");
+        assert_eq!(quote("%post"), "\"%post\"");
         assert_eq!(quote("say \"hi\""), "'say \"hi\"'");
         assert_eq!(quote("it's"), "\"it's\"");
     }
