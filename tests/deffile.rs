@@ -584,10 +584,14 @@ From: alpine  # the image
 #[test]
 fn test_multistage_rules() {
     let ok = "Bootstrap: docker\nFrom: golang\nStage: build\n%post\n  go build\n\
-              Bootstrap: docker\nFrom: alpine\nStage: run\n%files from build\n  /go/bin/app /usr/bin/app\n\
+              Bootstrap: docker\nFrom: alpine\nStage: run\n%files FROM build\n  /go/bin/app /usr/bin/app\n\
               bootstrap: scratch\n%files from run\n  /usr/bin/app\n%files from build\n  /x\n";
     let def = parse(ok);
     assert_eq!(def.stages.len(), 3);
+    assert_eq!(
+        files(&def.stages[1]),
+        [(Some("build"), vec![("/go/bin/app", Some("/usr/bin/app"))])]
+    );
     assert_eq!(def.stages[2].name, None);
     assert_eq!(def.stages[2].line, 11);
     assert_eq!(

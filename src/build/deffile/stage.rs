@@ -196,7 +196,7 @@ fn add_section(stage: &mut Stage, head: &Line, body: &[Line], ctx: &Ctx) -> Resu
         Section::Files => {
             let from_stage = match line.rest.split_whitespace().collect::<Vec<_>>()[..] {
                 [] => None,
-                ["from", name] => Some(name.to_string()),
+                [from, name] if from.eq_ignore_ascii_case("from") => Some(name.to_string()),
                 _ => {
                     return Err(ctx.at(
                         head.no,
