@@ -1,6 +1,13 @@
 //! `sifr build`: definition files, bootstrap sources, running the sections under fakeroot,
 //! and writing sandboxes and SIF images.
+//!
+//! - `deffile`: parses and validates definition files (runs nothing).
+//! - `stage`: builds one stage: bootstrap, then the sections, as fakeroot root.
+//! - `baseenv`: the `/.singularity.d` skeleton; `assemble`: squashfs and SIF output;
+//!   `workdir`: the build's scratch directory and interrupts.
 
 pub mod assemble;
 pub mod baseenv;
+pub mod deffile;
+pub mod stage;
 pub mod workdir;

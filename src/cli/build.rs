@@ -11,7 +11,7 @@ pub struct BuildArgs {
     #[arg(short = 's', long)]
     pub sandbox: bool,
     /// overwrite an image file if it exists
-    #[arg(short = 'F', long, env = "SIFR_FORCE")]
+    #[arg(short = 'F', long, env = "SIFR_FORCE", value_parser = clap::builder::BoolishValueParser::new())]
     pub force: bool,
     /// run definition over existing container (skips header)
     #[arg(short = 'u', long)]
@@ -70,7 +70,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cleanup: bool,
     /// hidden: do not use the subuid/subgid mapping for fakeroot
-    #[arg(long, hide = true, env = "SIFR_IGNORE_SUBUID")]
+    #[arg(long, hide = true, env = "SIFR_IGNORE_SUBUID", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_subuid: bool,
 
     /// the image to write: a SIF file, or a directory with --sandbox

@@ -22,23 +22,23 @@ pub use config::{ConfigArgs, ConfigCommand, FakerootArgs};
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// print debugging information (highest verbosity)
-    #[arg(short = 'd', long, env = "SIFR_DEBUG")]
+    #[arg(short = 'd', long, env = "SIFR_DEBUG", value_parser = clap::builder::BoolishValueParser::new())]
     pub debug: bool,
 
     /// suppress normal output
-    #[arg(short = 'q', long, env = "SIFR_QUIET")]
+    #[arg(short = 'q', long, env = "SIFR_QUIET", value_parser = clap::builder::BoolishValueParser::new())]
     pub quiet: bool,
 
     /// only print errors
-    #[arg(short = 's', long, env = "SIFR_SILENT")]
+    #[arg(short = 's', long, env = "SIFR_SILENT", value_parser = clap::builder::BoolishValueParser::new())]
     pub silent: bool,
 
     /// print additional information
-    #[arg(short = 'v', long, env = "SIFR_VERBOSE")]
+    #[arg(short = 'v', long, env = "SIFR_VERBOSE", value_parser = clap::builder::BoolishValueParser::new())]
     pub verbose: bool,
 
     /// print without color output
-    #[arg(long, env = "SIFR_NOCOLOR")]
+    #[arg(long, env = "SIFR_NOCOLOR", value_parser = clap::builder::BoolishValueParser::new())]
     pub nocolor: bool,
 
     /// specify a configuration file (for root or unprivileged installation only)

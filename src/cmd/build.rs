@@ -114,14 +114,74 @@ pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
             sif_metadata_of(&path, kind)
         }
         Source::Definition(path) => {
-            bail!(
-                "{}: building from a definition file is not supported yet",
-                path.display()
-            );
+            let def = build_definition(&a, &b, &bd, &path, &rootfs)?;
+            (Some(def), None)
         }
     };
+    if a.update && a.sandbox {
+        // Built in place.
+        return Ok(0);
+    }
     finish(&a, &b, &bd, &rootfs, deffile, metadata)?;
     Ok(0)
+}
+
+/// Builds every stage of a definition file; the last one ends in `rootfs`. Returns the
+/// definition text (for the SIF's definition object).
+fn build_definition(
+    a: &BuildArgs,
+    b: &Build,
+    bd: &BuildDir,
+    path: &Path,
+    rootfs: &Path,
+) -> anyhow::Result<String> {
+    use crate::build::deffile::{self, BuildArgs as DefArgs, ParseOptions, SectionFilter};
+    use crate::build::stage::{StageEnv, build_stage};
+    let opts = ParseOptions {
+        build_args: DefArgs::from_cli(&a.build_arg, a.build_arg_file.as_deref())?,
+        update: a.update,
+    };
+    let def = deffile::parse_file(path, &opts)?;
+    if let Err(e) = def.check_unused_build_args() {
+        if a.warn_unused_build_args {
+            log::warn!("{e}");
+        } else {
+            return Err(e.into());
+        }
+    }
+    let filter = SectionFilter::parse(&a.section)?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut built: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    let n = def.stages.len();
+    for (i, stage) in def.stages.iter().enumerate() {
+        let last = i + 1 == n;
+        // --update builds the last stage over the existing sandbox.
+        let dir = if last && a.update {
+            a.dest.clone()
+        } else if last {
+            rootfs.to_path_buf()
+        } else {
+            bd.path().join(format!("stage-{i}"))
+        };
+        let env = StageEnv {
+            build: b,
+            filter: &filter,
+            notest: a.notest,
+            binds: &a.bind,
+            cwd: &cwd,
+            stages: &built,
+            ignore_subuid: a.ignore_subuid,
+            update: last && a.update,
+        };
+        if let Some(name) = &stage.name {
+            log::info!("Building stage {name}");
+        }
+        build_stage(&def, stage, &dir, &env)?;
+        if let Some(name) = &stage.name {
+            built.insert(name.clone(), dir.clone());
+        }
+    }
+    Ok(def.text.clone())
 }
 
 /// Unpacks (or copies) an image's root filesystem into `rootfs` as fakeroot.
