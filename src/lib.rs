@@ -13,3 +13,4 @@ pub mod config;
 pub mod image;
 pub mod launch;
 pub mod log;
+pub mod sign;

@@ -1,4 +1,15 @@
-//! Building images: turning image sources (OCI registries, OCI layouts and archives,
-//! definition files) into a root filesystem plus Apptainer's container metadata.
+//! `sifr build`: definition files, bootstrap sources, running the sections under fakeroot,
+//! and writing sandboxes and SIF images.
+//!
+//! - `deffile`: parses and validates definition files (runs nothing).
+//! - `stage`: builds one stage: bootstrap, then the sections, as fakeroot root.
+//! - `baseenv`: the `/.singularity.d` skeleton; `assemble`: squashfs and SIF output;
+//!   `workdir`: the build's scratch directory and interrupts.
+//! - `oci`: OCI sources (registries, layouts, archives): fetch, unpack layers, metadata.
 
+pub mod assemble;
+pub mod baseenv;
+pub mod deffile;
 pub mod oci;
+pub mod stage;
+pub mod workdir;

@@ -28,16 +28,16 @@ pub struct ActionArgs {
     pub home: Option<String>,
 
     /// do not mount the user's home directory
-    #[arg(long, env = "SIFR_NO_HOME")]
+    #[arg(long, env = "SIFR_NO_HOME", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_home: bool,
 
     /// use minimal /dev and empty other directories (e.g. /tmp and $HOME) instead of
     /// sharing filesystems from the host
-    #[arg(short = 'c', long, env = "SIFR_CONTAIN")]
+    #[arg(short = 'c', long, env = "SIFR_CONTAIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub contain: bool,
 
     /// contain not only file systems, but also PID, IPC, and environment
-    #[arg(short = 'C', long, env = "SIFR_CONTAINALL")]
+    #[arg(short = 'C', long, env = "SIFR_CONTAINALL", value_parser = clap::builder::BoolishValueParser::new())]
     pub containall: bool,
 
     /// working directory to be used for /tmp, /var/tmp and $HOME (with --contain)
@@ -61,12 +61,12 @@ pub struct ActionArgs {
     pub no_mount: Vec<String>,
 
     /// by default all images are read-only; this makes a sandbox writable
-    #[arg(short = 'w', long, env = "SIFR_WRITABLE")]
+    #[arg(short = 'w', long, env = "SIFR_WRITABLE", value_parser = clap::builder::BoolishValueParser::new())]
     pub writable: bool,
 
     /// makes the file system accessible as read-write with non-persistent data (with
     /// overlay support only)
-    #[arg(long, env = "SIFR_WRITABLE_TMPFS")]
+    #[arg(long, env = "SIFR_WRITABLE_TMPFS", value_parser = clap::builder::BoolishValueParser::new())]
     pub writable_tmpfs: bool,
 
     /// use an overlayFS image or directory for persistent data changes
@@ -75,12 +75,12 @@ pub struct ActionArgs {
     pub overlay: Vec<String>,
 
     /// extract the squashfs image to a temporary sandbox instead of mounting it
-    #[arg(long, env = "SIFR_UNSQUASH")]
+    #[arg(long, env = "SIFR_UNSQUASH", value_parser = clap::builder::BoolishValueParser::new())]
     pub unsquash: bool,
 
     // --- environment -----------------------------------------------------------------------
     /// clean environment before running container
-    #[arg(short = 'e', long, env = "SIFR_CLEANENV")]
+    #[arg(short = 'e', long, env = "SIFR_CLEANENV", value_parser = clap::builder::BoolishValueParser::new())]
     pub cleanenv: bool,
 
     /// pass environment variable to contained process: K=V; repeatable and comma-separated
@@ -97,16 +97,16 @@ pub struct ActionArgs {
     pub no_env: Vec<String>,
 
     /// do not shell-evaluate environment variables or OCI container CMD/ENTRYPOINT
-    #[arg(long, env = "SIFR_NO_EVAL")]
+    #[arg(long, env = "SIFR_NO_EVAL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_eval: bool,
 
     /// do not propagate the umask to the container; set the default 0022 umask
-    #[arg(long, env = "SIFR_NO_UMASK")]
+    #[arg(long, env = "SIFR_NO_UMASK", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_umask: bool,
 
     /// apply settings for increased OCI/Docker compatibility (--containall --no-init
     /// --no-umask --no-eval --writable-tmpfs)
-    #[arg(long, env = "SIFR_COMPAT")]
+    #[arg(long, env = "SIFR_COMPAT", value_parser = clap::builder::BoolishValueParser::new())]
     pub compat: bool,
 
     /// set an application to run inside a container
@@ -115,19 +115,19 @@ pub struct ActionArgs {
 
     // --- namespaces --------------------------------------------------------------------------
     /// run container in a new PID namespace
-    #[arg(short = 'p', long, env = "SIFR_PID")]
+    #[arg(short = 'p', long, env = "SIFR_PID", value_parser = clap::builder::BoolishValueParser::new())]
     pub pid: bool,
 
     /// do not run container in a new PID namespace
-    #[arg(long, env = "SIFR_NO_PID")]
+    #[arg(long, env = "SIFR_NO_PID", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_pid: bool,
 
     /// run container in a new IPC namespace
-    #[arg(short = 'i', long, env = "SIFR_IPC")]
+    #[arg(short = 'i', long, env = "SIFR_IPC", value_parser = clap::builder::BoolishValueParser::new())]
     pub ipc: bool,
 
     /// run container in a new UTS namespace
-    #[arg(long, env = "SIFR_UTS")]
+    #[arg(long, env = "SIFR_UTS", value_parser = clap::builder::BoolishValueParser::new())]
     pub uts: bool,
 
     /// set container hostname (implies --uts)
@@ -135,11 +135,11 @@ pub struct ActionArgs {
     pub hostname: Option<String>,
 
     /// run container in a new user namespace (always the case with sifr)
-    #[arg(short = 'u', long, env = "SIFR_USERNS")]
+    #[arg(short = 'u', long, env = "SIFR_USERNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub userns: bool,
 
     /// run container in a new network namespace (loopback only without privileges)
-    #[arg(short = 'n', long, env = "SIFR_NET")]
+    #[arg(short = 'n', long, env = "SIFR_NET", value_parser = clap::builder::BoolishValueParser::new())]
     pub net: bool,
 
     /// specify desired network type(s): none is the only type available rootless
@@ -155,20 +155,20 @@ pub struct ActionArgs {
     pub dns: Option<String>,
 
     /// do not run the small init process as PID 1 with a PID namespace
-    #[arg(long, env = "SIFR_NO_INIT")]
+    #[arg(long, env = "SIFR_NO_INIT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_init: bool,
 
     // --- identity and security -----------------------------------------------------------------
     /// run container with the appearance of running as root
-    #[arg(short = 'f', long, env = "SIFR_FAKEROOT")]
+    #[arg(short = 'f', long, env = "SIFR_FAKEROOT", value_parser = clap::builder::BoolishValueParser::new())]
     pub fakeroot: bool,
 
     /// drop all privileges from root user in container
-    #[arg(long, env = "SIFR_NO_PRIVS")]
+    #[arg(long, env = "SIFR_NO_PRIVS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_privs: bool,
 
     /// let root user keep privileges in container (root only)
-    #[arg(long, env = "SIFR_KEEP_PRIVS")]
+    #[arg(long, env = "SIFR_KEEP_PRIVS", value_parser = clap::builder::BoolishValueParser::new())]
     pub keep_privs: bool,
 
     /// a comma-separated capability list to add
@@ -186,20 +186,20 @@ pub struct ActionArgs {
     pub security: Vec<String>,
 
     /// allow setuid binaries in container (root only)
-    #[arg(long, env = "SIFR_ALLOW_SETUID")]
+    #[arg(long, env = "SIFR_ALLOW_SETUID", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_setuid: bool,
 
     // --- GPUs ----------------------------------------------------------------------------------
     /// enable Nvidia support
-    #[arg(long, env = "SIFR_NV")]
+    #[arg(long, env = "SIFR_NV", value_parser = clap::builder::BoolishValueParser::new())]
     pub nv: bool,
 
     /// use nvidia-container-cli for GPU setup (experimental)
-    #[arg(long, env = "SIFR_NVCCLI")]
+    #[arg(long, env = "SIFR_NVCCLI", value_parser = clap::builder::BoolishValueParser::new())]
     pub nvccli: bool,
 
     /// enable experimental Rocm support
-    #[arg(long, env = "SIFR_ROCM")]
+    #[arg(long, env = "SIFR_ROCM", value_parser = clap::builder::BoolishValueParser::new())]
     pub rocm: bool,
 
     /// contain libraries from the host (only with --nv/--rocm)
@@ -225,7 +225,7 @@ pub struct ActionArgs {
 
     // --- OCI mode (SingularityCE flags passed by Nextflow) ------------------------------------
     /// launch container with OCI runtime (not supported by sifr)
-    #[arg(long, env = "SIFR_OCI")]
+    #[arg(long, env = "SIFR_OCI", value_parser = clap::builder::BoolishValueParser::new())]
     pub oci: bool,
 
     /// launch container with the native runtime (the default)
@@ -238,11 +238,11 @@ pub struct ActionArgs {
     pub tmpdir: Option<PathBuf>,
 
     /// share namespaces and image mounts between processes started from the same parent
-    #[arg(long, env = "SIFR_SHARENS")]
+    #[arg(long, env = "SIFR_SHARENS", value_parser = clap::builder::BoolishValueParser::new())]
     pub sharens: bool,
 
     /// hidden: do not use the subuid/subgid mapping for --fakeroot
-    #[arg(long, hide = true, env = "SIFR_IGNORE_SUBUID")]
+    #[arg(long, hide = true, env = "SIFR_IGNORE_SUBUID", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_subuid: bool,
 
     /// hidden: ignore the fakeroot command (sifr never uses it)

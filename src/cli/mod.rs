@@ -9,8 +9,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod action;
+pub mod build;
 pub mod inspect;
+pub mod key;
 pub mod sif;
+pub mod sign;
 
 pub use config::{ConfigArgs, ConfigCommand, FakerootArgs};
 
@@ -19,23 +22,23 @@ pub use config::{ConfigArgs, ConfigCommand, FakerootArgs};
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// print debugging information (highest verbosity)
-    #[arg(short = 'd', long, env = "SIFR_DEBUG")]
+    #[arg(short = 'd', long, env = "SIFR_DEBUG", value_parser = clap::builder::BoolishValueParser::new())]
     pub debug: bool,
 
     /// suppress normal output
-    #[arg(short = 'q', long, env = "SIFR_QUIET")]
+    #[arg(short = 'q', long, env = "SIFR_QUIET", value_parser = clap::builder::BoolishValueParser::new())]
     pub quiet: bool,
 
     /// only print errors
-    #[arg(short = 's', long, env = "SIFR_SILENT")]
+    #[arg(short = 's', long, env = "SIFR_SILENT", value_parser = clap::builder::BoolishValueParser::new())]
     pub silent: bool,
 
     /// print additional information
-    #[arg(short = 'v', long, env = "SIFR_VERBOSE")]
+    #[arg(short = 'v', long, env = "SIFR_VERBOSE", value_parser = clap::builder::BoolishValueParser::new())]
     pub verbose: bool,
 
     /// print without color output
-    #[arg(long, env = "SIFR_NOCOLOR")]
+    #[arg(long, env = "SIFR_NOCOLOR", value_parser = clap::builder::BoolishValueParser::new())]
     pub nocolor: bool,
 
     /// specify a configuration file (for root or unprivileged installation only)
@@ -75,6 +78,8 @@ pub enum Command {
     Shell(action::ShellArgs),
     /// Run the user-defined tests within a container
     Test(action::TestArgs),
+    /// Build a container image (SIF or sandbox)
+    Build(build::BuildArgs),
     /// Show metadata for an image
     Inspect(inspect::InspectArgs),
     /// Show the user-defined help for an image
@@ -83,6 +88,13 @@ pub enum Command {
     Config(ConfigArgs),
     /// Manipulate Singularity Image Format (SIF) images
     Sif(sif::SifArgs),
+    /// Manage OpenPGP keys
+    #[command(visible_alias = "keys")]
+    Key(key::KeyArgs),
+    /// Add digital signature(s) to an image
+    Sign(sign::SignArgs),
+    /// Verify digital signature(s) within an image
+    Verify(sign::VerifyArgs),
     /// Show the version number
     Version,
 }

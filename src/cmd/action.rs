@@ -1,20 +1,25 @@
 //! `exec`, `run`, `shell`, `test`: resolve the image, gather host facts, plan, launch.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
 use super::Context;
 use crate::cli::action::ActionArgs;
-use crate::config::{Config, ContainerKind, SystemPaths};
+use crate::config::{Config, ContainerKind, EclConfig, SystemPaths};
+use crate::image::sif::SifImage;
 use crate::image::{self, ImageKind};
 use crate::launch::identity::HostUser;
+use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
 use crate::launch::plan::{Action, IdMapPlan, MountSource, Plan, RootSource};
 use crate::launch::planner::{self, HostFacts, LaunchPolicy, Request};
 use crate::launch::process::{self, Launch, Outcome};
-use crate::launch::seccomp::Emulation;
 use crate::launch::sys::LinuxSys;
+use crate::sign::ecl::{self as sifr_ecl, Enforcer};
+use crate::sign::keyring::GlobalKeyring;
+use crate::sign::pgp::{KeySource, Keyring};
 
 /// Loads the system configuration (sifr.conf next to the install, or `-c FILE`).
 pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
@@ -57,8 +62,19 @@ pub fn run_action(
     shell: Option<String>,
 ) -> anyhow::Result<i32> {
     let cfg = load_config(ctx)?;
-    let (image_display, kind, root) = resolve_image(image_arg)?;
-    enforce_image_policy(&cfg, kind, &image_display)?;
+    // The image is opened here, on the host, once: the same file is checked (policy, ECL)
+    // and served.
+    let opened = resolve_image(image_arg)?;
+    enforce_image_policy(&cfg, opened.kind, &opened.path)?;
+    enforce_ecl(&SystemPaths::detect()?, &opened)?;
+    let OpenedImage {
+        path: image_display,
+        root,
+        sif,
+        file,
+        ..
+    } = opened;
+    let image = sif.and_then(SifImage::into_file).or(file);
     let user = HostUser::current()?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let host = HostFacts {
@@ -80,7 +96,12 @@ pub fn run_action(
         env_files.push((f.display().to_string(), text));
     }
     let writable = flags.writable;
-    let (ids, emulation) = identity_plan(&user, &flags);
+    let (ids, emulation) = if flags.fakeroot {
+        let (ids, em) = idplan::fakeroot(&user, flags.ignore_subuid);
+        (ids, Some(em))
+    } else {
+        (IdMapPlan::single(user.uid, user.gid), None)
+    };
     let req = Request {
         action,
         args,
@@ -107,97 +128,76 @@ pub fn run_action(
     }
     log::debug!("launch plan: {plan:#?}");
     let sys = LinuxSys::new();
-    // The image is opened here, on the host, once: the same file is checked and served.
-    let image = match &plan.root {
-        RootSource::Squashfs { path, .. } | RootSource::Ext { path, .. } => Some(
-            std::fs::File::open(path)
-                .with_context(|| format!("cannot open image {}", path.display()))?,
-        ),
-        RootSource::Directory { .. } => None,
-    };
     let outcome = process::run(Launch {
         plan,
         sys,
         user,
         mounter: Box::new(Mounter { writable, image }),
-        write_maps: Box::new(|pid, ids| {
-            let maps = sifr_idmap::IdMaps {
-                uid_map: ids
-                    .uid_map
-                    .iter()
-                    .map(|&(i, o, c)| mapping(i, o, c))
-                    .collect(),
-                gid_map: ids
-                    .gid_map
-                    .iter()
-                    .map(|&(i, o, c)| mapping(i, o, c))
-                    .collect(),
-            };
-            sifr_idmap::write_maps(pid, &maps).map_err(|e| e.to_string())
-        }),
-        explain_userns: Box::new(|e| {
-            let diag = sifr_idmap::diagnose_userns();
-            if diag.is_blocked() {
-                format!("cannot create a user namespace: {e}: {diag}")
-            } else {
-                format!("cannot create a user namespace: {e} ({diag})")
-            }
-        }),
+        write_maps: Box::new(idplan::write_maps),
+        explain_userns: Box::new(idplan::explain_userns),
     })?;
     Ok(exit_status(outcome))
 }
 
-fn mapping(inside: u32, outside: u32, count: u32) -> sifr_idmap::IdMapping {
-    sifr_idmap::IdMapping {
-        inside,
-        outside,
-        count,
-    }
+/// An image opened for a launch: its path as the container sees it, its kind, its root
+/// filesystem, and the open file (as a loaded SIF for SIF images).
+pub struct OpenedImage {
+    pub path: PathBuf,
+    pub kind: ImageKind,
+    pub root: RootSource,
+    pub sif: Option<SifImage>,
+    pub file: Option<File>,
 }
 
-/// The user-namespace mapping and the root emulation: the caller only, or with
-/// `--fakeroot` the subordinate-id mapping (falling back to root-mapped with a notice).
-fn identity_plan(user: &HostUser, flags: &ActionArgs) -> (IdMapPlan, Option<Emulation>) {
-    if !flags.fakeroot {
-        return (IdMapPlan::single(user.uid, user.gid), None);
+/// Applies the execution control list (ecl.toml) to the opened image, before anything is
+/// mounted: a SIF file is judged by the directory of the open file and by its signatures
+/// checked with the global keyring; when the list is activated, other kinds of image are
+/// refused (see `sign::ecl`). Every verb that starts a container from an image calls it
+/// after [`resolve_image`] (an `instance start` verb must too).
+pub fn enforce_ecl(paths: &SystemPaths, image: &OpenedImage) -> anyhow::Result<()> {
+    let ecl = EclConfig::load(paths)?;
+    if !ecl.value.activated {
+        return Ok(());
     }
-    let fk = if flags.ignore_subuid {
-        sifr_idmap::FakerootPlan {
-            mode: sifr_idmap::FakerootMode::RootMapped {
-                reason: "--ignore-subuid given".into(),
-            },
-            maps: sifr_idmap::IdMaps::root_mapped(user.uid, user.gid),
-            warnings: vec![],
+    let global = GlobalKeyring::new(paths.clone());
+    let mut keyring = Keyring::new();
+    for k in global.public_keys()? {
+        keyring.add(k, KeySource::Global);
+    }
+    let enforcer = Enforcer {
+        ecl: &ecl.value,
+        source: &ecl.source,
+        global: &keyring,
+        global_path: &global.path(),
+    };
+    match &image.sif {
+        Some(img) => {
+            let file = img
+                .file()
+                .ok_or_else(|| anyhow::anyhow!("{}: image not opened", image.path.display()))?;
+            let dir = sifr_ecl::directory_of(file).with_context(|| {
+                format!(
+                    "{}: cannot find the directory of the opened image for the execution control list",
+                    image.path.display()
+                )
+            })?;
+            enforcer.check_sif(&image.path, img, &dir)?;
         }
-    } else {
-        sifr_idmap::plan_fakeroot(&sifr_idmap::FakerootRequest::for_current_process())
-    };
-    for w in &fk.warnings {
-        log::warn!("{w}");
+        None => {
+            let kind = match image.kind {
+                ImageKind::Sandbox => "sandbox directory",
+                ImageKind::Squashfs => "squashfs",
+                ImageKind::Ext => "ext2/3/4",
+                ImageKind::Sif => "SIF",
+            };
+            enforcer.check_not_sif(&image.path, kind)?;
+        }
     }
-    let tuple = |m: &sifr_idmap::IdMapping| (m.inside, m.outside, m.count);
-    let (notice, emulation) = match &fk.mode {
-        sifr_idmap::FakerootMode::Subid { .. } => (None, Emulation::MknodOnly),
-        sifr_idmap::FakerootMode::RootMapped { reason } => (
-            Some(format!(
-                "fakeroot: using a root-mapped user namespace with root emulation ({reason})"
-            )),
-            Emulation::RootMapped,
-        ),
-    };
-    let ids = IdMapPlan {
-        uid_map: fk.maps.uid_map.iter().map(tuple).collect(),
-        gid_map: fk.maps.gid_map.iter().map(tuple).collect(),
-        needs_helpers: matches!(fk.mode, sifr_idmap::FakerootMode::Subid { .. }),
-        uid: 0,
-        gid: 0,
-        notice,
-    };
-    (ids, Some(emulation))
+    Ok(())
 }
 
-/// The image path as the container sees it, and its root filesystem.
-fn resolve_image(arg: &str) -> anyhow::Result<(PathBuf, ImageKind, RootSource)> {
+/// Opens the image once and finds its root filesystem.
+pub fn resolve_image(arg: &str) -> anyhow::Result<OpenedImage> {
     if let Some((scheme, _)) = arg.split_once("://") {
         bail!(
             "{arg}: {scheme}:// images are not supported yet; pull the image to a local SIF \
@@ -212,28 +212,61 @@ fn resolve_image(arg: &str) -> anyhow::Result<(PathBuf, ImageKind, RootSource)> 
             .context("cannot read the current directory")?
             .join(path)
     };
-    let kind = image::detect(&abs)?;
-    let root = match kind {
-        ImageKind::Sandbox => RootSource::Directory { path: abs.clone() },
-        ImageKind::Squashfs => RootSource::Squashfs {
-            path: abs.clone(),
-            offset: 0,
-            size: std::fs::metadata(&abs)?.len(),
-        },
-        ImageKind::Ext => RootSource::Ext {
-            path: abs.clone(),
-            offset: 0,
-            size: std::fs::metadata(&abs)?.len(),
-        },
-        ImageKind::Sif => sif_root(&abs)?,
+    let (kind, file) = image::open(&abs)?;
+    let len = |f: &Option<File>| -> anyhow::Result<u64> {
+        match f {
+            Some(f) => Ok(f
+                .metadata()
+                .with_context(|| format!("cannot read image {}", abs.display()))?
+                .len()),
+            None => Ok(0),
+        }
     };
-    Ok((abs, kind, root))
+    let (root, sif, file) = match kind {
+        ImageKind::Sandbox => (RootSource::Directory { path: abs.clone() }, None, None),
+        ImageKind::Squashfs => (
+            RootSource::Squashfs {
+                path: abs.clone(),
+                offset: 0,
+                size: len(&file)?,
+            },
+            None,
+            file,
+        ),
+        ImageKind::Ext => (
+            RootSource::Ext {
+                path: abs.clone(),
+                offset: 0,
+                size: len(&file)?,
+            },
+            None,
+            file,
+        ),
+        ImageKind::Sif => {
+            let file =
+                file.ok_or_else(|| anyhow::anyhow!("{}: image not opened", abs.display()))?;
+            let img = SifImage::from_file(file, &abs)?;
+            (sif_root_of(&img, &abs)?, Some(img), None)
+        }
+    };
+    Ok(OpenedImage {
+        path: abs,
+        kind,
+        root,
+        sif,
+        file,
+    })
 }
 
-/// The root filesystem of a SIF: its primary system partition (Apptainer's rules).
+/// The root filesystem of the SIF at `path`: its primary system partition.
 pub fn sif_root(path: &Path) -> anyhow::Result<RootSource> {
-    use crate::image::sif::{Arch, FsType, SifImage};
     let img = SifImage::open(path)?;
+    sif_root_of(&img, path)
+}
+
+/// The root filesystem of a loaded SIF: its primary system partition (Apptainer's rules).
+pub fn sif_root_of(img: &SifImage, path: &Path) -> anyhow::Result<RootSource> {
+    use crate::image::sif::{Arch, FsType};
     let p = img.primary_partition()?.ok_or_else(|| {
         anyhow::anyhow!(
             "{}: the SIF has no primary system partition, so there is nothing to run \

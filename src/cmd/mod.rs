@@ -13,8 +13,11 @@ use crate::cli::{Cli, Command, GlobalArgs};
 use crate::launch::plan::Action;
 
 pub mod action;
+pub mod build;
 pub mod inspect;
+pub mod key;
 pub mod sif;
+pub mod sign;
 use crate::compat::{self, Persona};
 use crate::log::{self as sylog, Verbosity};
 
@@ -214,10 +217,14 @@ pub fn main() -> i32 {
         Some(Command::Test(a)) => {
             action::run_action(&ctx, Action::Test, &a.image, a.args, a.action, None)
         }
+        Some(Command::Build(a)) => build::build(&ctx, a),
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Config(args)) => config::run(&ctx, &args),
         Some(Command::Sif(a)) => sif::sif(&ctx, a),
+        Some(Command::Key(a)) => key::key(&ctx, a),
+        Some(Command::Sign(a)) => sign::sign(&ctx, a),
+        Some(Command::Verify(a)) => sign::verify(&ctx, a),
         Some(Command::Version) => {
             println!("{}", compat::SIFR_VERSION);
             Ok(0)

@@ -3,6 +3,7 @@
 //! Formats are detected by content, never by file name (workflow tools store SIFs as
 //! `.simg` and `.img`).
 
+pub mod extract;
 pub mod files;
 pub mod inspect;
 pub mod sif;
@@ -70,6 +71,12 @@ pub fn probe_fs(file: &File, offset: u64) -> Option<ImageKind> {
 
 /// Detects the kind of the image at `path`.
 pub fn detect(path: &Path) -> Result<ImageKind, ImageError> {
+    open(path).map(|(kind, _)| kind)
+}
+
+/// Opens the image at `path` once and detects its kind from that open file, which is
+/// returned (`None` for a sandbox directory) so that what is checked is what is served.
+pub fn open(path: &Path) -> Result<(ImageKind, Option<File>), ImageError> {
     let meta = std::fs::metadata(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => ImageError::NotFound(path.to_path_buf()),
         _ => ImageError::Open {
@@ -78,7 +85,7 @@ pub fn detect(path: &Path) -> Result<ImageKind, ImageError> {
         },
     })?;
     if meta.is_dir() {
-        return Ok(ImageKind::Sandbox);
+        return Ok((ImageKind::Sandbox, None));
     }
     let file = File::open(path).map_err(|err| ImageError::Open {
         path: path.to_path_buf(),
@@ -89,7 +96,10 @@ pub fn detect(path: &Path) -> Result<ImageKind, ImageError> {
     let n = (&file).take(2048).read(&mut head).unwrap_or(0);
     head.truncate(n);
     if head.windows(9).any(|w| w == b"SIF_MAGIC") {
-        return Ok(ImageKind::Sif);
+        return Ok((ImageKind::Sif, Some(file)));
     }
-    probe_fs(&file, 0).ok_or_else(|| ImageError::Unknown(path.to_path_buf()))
+    match probe_fs(&file, 0) {
+        Some(kind) => Ok((kind, Some(file))),
+        None => Err(ImageError::Unknown(path.to_path_buf())),
+    }
 }

@@ -10,7 +10,7 @@ use super::inode::{FileInode, NONE32};
 use super::meta::MetaReader;
 
 /// Bit of a block-size word that marks an uncompressed block.
-const UNCOMPRESSED: u32 = 1 << 24;
+pub(crate) const UNCOMPRESSED: u32 = 1 << 24;
 /// Blocks between two checkpoints of a file's block index.
 pub(crate) const CHECKPOINT: u64 = 1024;
 

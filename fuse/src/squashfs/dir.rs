@@ -9,9 +9,9 @@ use super::meta::{META_SIZE, MetaReader};
 use super::{DirEntry, FileType, SquashFs};
 
 /// Entries per listing header, at most (SQUASHFS_DIR_COUNT).
-const MAX_HEADER_ENTRIES: u32 = 256;
+pub(crate) const MAX_HEADER_ENTRIES: u32 = 256;
 /// Longest name (SQUASHFS_NAME_LEN).
-const MAX_NAME: usize = 256;
+pub(crate) const MAX_NAME: usize = 256;
 const HEADER_SIZE: u64 = 12;
 const ENTRY_SIZE: u64 = 8;
 

@@ -5,12 +5,22 @@ use super::error::{Result, SqfsError, corrupt};
 /// Size of the on-disk superblock.
 pub(crate) const SUPERBLOCK_SIZE: usize = 96;
 /// "hsqs" little-endian.
-const MAGIC: u32 = 0x7371_7368;
+pub(crate) const MAGIC: u32 = 0x7371_7368;
 /// Table pointer meaning "this table is absent".
 pub(crate) const NO_TABLE: u64 = u64::MAX;
 
-/// Superblock flag: a compressor-options metadata block follows the superblock.
+/// Superblock flag: no fragments are used.
+pub(crate) const FLAG_NO_FRAGMENTS: u16 = 0x0010;
+/// Superblock flag: tail ends of files larger than a block are packed into fragments too.
+pub(crate) const FLAG_ALWAYS_FRAGMENTS: u16 = 0x0020;
+/// Superblock flag: duplicate files were stored once.
+pub(crate) const FLAG_DUPLICATES: u16 = 0x0040;
+/// Superblock flag: the image has an export (inode lookup) table.
+pub(crate) const FLAG_EXPORTABLE: u16 = 0x0080;
+/// Superblock flag: xattrs were not stored.
 pub(crate) const FLAG_NO_XATTRS: u16 = 0x0200;
+/// Superblock flag: a compressor-options metadata block follows the superblock.
+pub(crate) const FLAG_COMPRESSOR_OPTIONS: u16 = 0x0400;
 
 /// The fields of the superblock that the reader uses.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ const MAX_VALUE: u32 = 65536;
 /// Largest name accepted (XATTR_NAME_MAX).
 const MAX_NAME: u16 = 255;
 /// Type flag: the value is a reference to a value stored elsewhere.
-const OUT_OF_LINE: u16 = 0x100;
+pub(crate) const OUT_OF_LINE: u16 = 0x100;
 
 /// Which xattr namespaces the reader exposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

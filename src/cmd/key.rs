@@ -1,0 +1,432 @@
+//! `key newpair|list|import|export|remove`: the user's and the global keyrings, with
+//! Apptainer's output lines.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use super::Context;
+use crate::cli::key::{
+    ExportArgs, ImportArgs, KeyAlgorithm, KeyArgs, KeyCommand, KeysDirArg, ListArgs, NewpairArgs,
+    RemoveArgs,
+};
+use crate::config::SystemPaths;
+use crate::sign::keyring::{
+    GlobalKeyring, LocalKeyring, RemoveWhich, default_keys_dir, parse_fingerprint, read_key_file,
+};
+use crate::sign::password::{self, PasswordSources};
+use crate::sign::pgp::{self, KeyInfo, NewKeyType};
+
+/// Runs one `key` sub-command.
+pub fn key(_ctx: &Context, a: KeyArgs) -> anyhow::Result<i32> {
+    match a.command {
+        KeyCommand::Newpair(n) => newpair(&n),
+        KeyCommand::List(l) => list(&l),
+        KeyCommand::Import(i) => import(&i),
+        KeyCommand::Export(e) => export(&e),
+        KeyCommand::Remove(r) => remove(&r),
+    }?;
+    Ok(0)
+}
+
+/// The user's keyring: `--keysdir`/`SIFR_KEYSDIR`, else under the XDG data home.
+pub fn local_keyring(dir: Option<&Path>) -> anyhow::Result<LocalKeyring> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => default_keys_dir(|k| std::env::var_os(k))?,
+    };
+    Ok(LocalKeyring::new(dir))
+}
+
+fn local(k: &KeysDirArg) -> anyhow::Result<LocalKeyring> {
+    local_keyring(k.keysdir.as_deref())
+}
+
+/// The install's global keyring.
+pub fn global_keyring() -> anyhow::Result<GlobalKeyring> {
+    Ok(GlobalKeyring::new(SystemPaths::detect()?))
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Creation time as Go prints a UTC `time.Time`.
+fn created(secs: u32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(secs), 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// The `key list` entries, aligned as Apptainer's tabwriter does.
+pub fn entries_text(keys: &[KeyInfo]) -> String {
+    let mut out = String::new();
+    for (i, k) in keys.iter().enumerate() {
+        let index = format!("{i})");
+        let first = index.len() + 2;
+        let mut rows: Vec<(String, &str, String)> = Vec::new();
+        let users = if k.user_ids.is_empty() {
+            vec![String::new()]
+        } else {
+            k.user_ids.clone()
+        };
+        for (j, u) in users.into_iter().enumerate() {
+            let idx = if j == 0 { index.clone() } else { String::new() };
+            rows.push((idx, "User:", u));
+        }
+        rows.push((String::new(), "Creation time:", created(k.created)));
+        rows.push((String::new(), "Fingerprint:", k.fingerprint.clone()));
+        rows.push((String::new(), "Length (in bits):", k.bits.to_string()));
+        for (idx, label, value) in rows {
+            out.push_str(&format!("{idx:<first$}{label:<19}{value}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The short listing shown when choosing a key (Apptainer's `printEntityAtIndex`).
+fn choice_text(keys: &[KeyInfo]) -> String {
+    let mut out = String::new();
+    for (i, k) in keys.iter().enumerate() {
+        for u in &k.user_ids {
+            out.push_str(&format!("{i}) U: {u}\n"));
+        }
+        out.push_str(&format!("   C: {}\n", created(k.created)));
+        out.push_str(&format!("   F: {}\n", k.fingerprint));
+        out.push_str(&format!("   L: {}\n", k.bits));
+        out.push_str("   --------\n");
+    }
+    out
+}
+
+/// Picks a key: `keyidx` if given, the only key if there is one, else asks on the terminal.
+/// `what` names the keyring file in messages.
+pub fn choose_key(keys: &[KeyInfo], keyidx: Option<usize>, what: &Path) -> anyhow::Result<usize> {
+    if keys.is_empty() {
+        bail!(
+            "keyring is empty: no key in {}; create one with 'key newpair' or add one with 'key import'",
+            what.display()
+        );
+    }
+    if let Some(i) = keyidx {
+        if i >= keys.len() {
+            bail!(
+                "index out of range: key {i} requested, but {} holds {} key(s) (see 'key list')",
+                what.display(),
+                keys.len()
+            );
+        }
+        return Ok(i);
+    }
+    if keys.len() == 1 {
+        return Ok(0);
+    }
+    if !password::has_terminal() {
+        bail!(
+            "{} holds {} keys; choose one with --keyidx N (see 'key list')",
+            what.display(),
+            keys.len()
+        );
+    }
+    print!("{}", choice_text(keys));
+    let _ = std::io::stdout().flush();
+    let prompt = format!("Enter # of key to use (0-{}) : ", keys.len() - 1);
+    let answer = password::ask(&prompt, true)?.unwrap_or_default();
+    match answer.trim().parse::<usize>() {
+        Ok(i) if i < keys.len() => Ok(i),
+        _ => bail!(
+            "\"{}\" is not a key number from 0 to {}",
+            answer.trim(),
+            keys.len() - 1
+        ),
+    }
+}
+
+/// A value from its flag, else asked on the terminal.
+fn flag_or_ask(value: &Option<String>, prompt: &str, flag: &str) -> anyhow::Result<String> {
+    if let Some(v) = value {
+        return Ok(v.clone());
+    }
+    password::ask(prompt, true)?.ok_or_else(|| anyhow!("no terminal to ask on: give {flag}"))
+}
+
+fn newpair(a: &NewpairArgs) -> anyhow::Result<()> {
+    if a.push {
+        bail!(
+            "--push is not supported: sifr talks to no keyserver; export the key with 'key export --armor' and publish it yourself"
+        );
+    }
+    let kr = local(&a.keysdir)?;
+    let name = flag_or_ask(&a.name, "Enter your name (e.g., John Doe) : ", "--name")?;
+    let email = flag_or_ask(
+        &a.email,
+        "Enter your email address (e.g., john.doe@example.com) : ",
+        "--email",
+    )?;
+    let comment = flag_or_ask(
+        &a.comment,
+        "Enter optional comment (e.g., development keys) : ",
+        "--comment",
+    )?;
+    if name.trim().is_empty() {
+        bail!("the key owner name is empty; give it with --name");
+    }
+    let password = match &a.password {
+        Some(p) => p.clone(),
+        None => {
+            let sources = PasswordSources::from_process(a.password_file.clone());
+            match sources.obtain("Enter a passphrase : ", true)? {
+                Some(p) if p.is_empty() && sources.file.is_none() && sources.env.is_none() => {
+                    let yn = password::ask(
+                        "WARNING: if there is no password set, your key is not secure. Do you want to continue? [y/n] ",
+                        true,
+                    )?
+                    .unwrap_or_default();
+                    if !yn.trim().eq_ignore_ascii_case("y") {
+                        bail!("empty passphrase");
+                    }
+                    p
+                }
+                Some(p) => p,
+                None => bail!(
+                    "no terminal to ask for a password: give one with --password, --password-file FILE or SIFR_KEY_PASSWORD (--password '' creates a key without password)"
+                ),
+            }
+        }
+    };
+    let mut uid = name.trim().to_string();
+    if !comment.trim().is_empty() {
+        uid.push_str(&format!(" ({})", comment.trim()));
+    }
+    if !email.trim().is_empty() {
+        uid.push_str(&format!(" <{}>", email.trim()));
+    }
+    let kind = match a.algorithm {
+        KeyAlgorithm::Rsa => NewKeyType::Rsa(a.bit_length),
+        KeyAlgorithm::Ed25519 => NewKeyType::Ed25519,
+    };
+    print!("Generating Entity and OpenPGP Key Pair... ");
+    let _ = std::io::stdout().flush();
+    let key = match pgp::generate_key(&uid, kind, &password) {
+        Ok(k) => k,
+        Err(e) => {
+            println!();
+            bail!("creating newpair failed: {e}");
+        }
+    };
+    kr.add_pair(&key)
+        .with_context(|| format!("creating newpair failed (keyring {})", kr.dir().display()))?;
+    println!("done");
+    log::debug!(
+        "key pair {} added to {}",
+        pgp::secret_info(&key).fingerprint,
+        kr.dir().display()
+    );
+    Ok(())
+}
+
+fn list(a: &ListArgs) -> anyhow::Result<()> {
+    if a.global {
+        if a.secret {
+            bail!("the global keyring holds public keys only; list it without --secret");
+        }
+        let g = global_keyring()?;
+        let keys: Vec<KeyInfo> = g.public_keys()?.iter().map(pgp::public_info).collect();
+        print!(
+            "Public key listing ({}):\n\n{}",
+            g.path().display(),
+            entries_text(&keys)
+        );
+        return Ok(());
+    }
+    let kr = local(&a.keysdir)?;
+    if a.secret {
+        let keys: Vec<KeyInfo> = kr
+            .secret_keys()
+            .context("could not list private keys")?
+            .iter()
+            .map(pgp::secret_info)
+            .collect();
+        print!(
+            "Private key listing ({}):\n\n{}",
+            kr.secret_path().display(),
+            entries_text(&keys)
+        );
+    } else {
+        let keys: Vec<KeyInfo> = kr
+            .public_keys()
+            .context("could not list public keys")?
+            .iter()
+            .map(pgp::public_info)
+            .collect();
+        print!(
+            "Public key listing ({}):\n\n{}",
+            kr.public_path().display(),
+            entries_text(&keys)
+        );
+    }
+    Ok(())
+}
+
+fn import(a: &ImportArgs) -> anyhow::Result<()> {
+    if a.new_password {
+        bail!("--new-password is not supported: keys are imported with the password they have");
+    }
+    let keys = read_key_file(&a.file).context("key import command failed")?;
+    let (added, ring) = if a.global {
+        let g = global_keyring()?;
+        (
+            g.import(&keys, euid())
+                .context("key import command failed")?,
+            "global public",
+        )
+    } else {
+        let kr = local(&a.keysdir)?;
+        (kr.import(&keys).context("key import command failed")?, "")
+    };
+    for k in added {
+        let which = match (k.secret, ring) {
+            (true, _) => "private",
+            (false, "") => "public",
+            (false, r) => r,
+        };
+        println!(
+            "Key with fingerprint {} successfully added to the {which} keyring",
+            k.fingerprint
+        );
+    }
+    Ok(())
+}
+
+/// Creates `path` for an exported key (0600 for secret keys).
+fn create_export(path: &Path, secret: bool) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("unable to create file {}", path.display()))
+}
+
+fn export(a: &ExportArgs) -> anyhow::Result<()> {
+    use ::pgp::composed::ArmorOptions;
+    let fail = "key export command failed";
+    let (bytes, fp, what) = if a.secret {
+        if a.global {
+            bail!("{fail}: the global keyring holds public keys only");
+        }
+        let kr = local(&a.keysdir)?;
+        let keys = kr.secret_keys().context(fail)?;
+        let infos: Vec<KeyInfo> = keys.iter().map(pgp::secret_info).collect();
+        let i = choose_key(&infos, a.keyidx, &kr.secret_path()).context(fail)?;
+        let bytes = if a.armor {
+            keys[i]
+                .to_armored_bytes(ArmorOptions::default())
+                .map_err(|e| e.to_string())
+        } else {
+            pgp::to_binary(std::slice::from_ref(&keys[i]))
+        }
+        .map_err(|e| anyhow!("{fail}: {e}"))?;
+        (bytes, infos[i].fingerprint.clone(), "Private")
+    } else {
+        let (keys, path): (_, PathBuf) = if a.global {
+            let g = global_keyring()?;
+            (g.public_keys().context(fail)?, g.path())
+        } else {
+            let kr = local(&a.keysdir)?;
+            (kr.public_keys().context(fail)?, kr.public_path())
+        };
+        let infos: Vec<KeyInfo> = keys.iter().map(pgp::public_info).collect();
+        let i = choose_key(&infos, a.keyidx, &path).context(fail)?;
+        let bytes = if a.armor {
+            keys[i]
+                .to_armored_bytes(ArmorOptions::default())
+                .map_err(|e| e.to_string())
+        } else {
+            pgp::to_binary(std::slice::from_ref(&keys[i]))
+        }
+        .map_err(|e| anyhow!("{fail}: {e}"))?;
+        (bytes, infos[i].fingerprint.clone(), "Public")
+    };
+    let mut f = create_export(&a.file, a.secret).context(fail)?;
+    f.write_all(&bytes)
+        .with_context(|| format!("{fail}: writing {}", a.file.display()))?;
+    println!(
+        "{what} key with fingerprint {fp} correctly exported to file: {}",
+        a.file.display()
+    );
+    Ok(())
+}
+
+fn remove(a: &RemoveArgs) -> anyhow::Result<()> {
+    let fp = parse_fingerprint(&a.fingerprint).context("Unable to remove public key")?;
+    if a.global {
+        if a.private || a.both {
+            bail!("the global keyring holds public keys only; remove without --private/--both");
+        }
+        let g = global_keyring()?;
+        g.remove(&fp, euid())
+            .context("Unable to remove public key")?;
+        return Ok(());
+    }
+    let which = if a.both {
+        RemoveWhich::Both
+    } else if a.private {
+        RemoveWhich::Private
+    } else {
+        RemoveWhich::Public
+    };
+    let kr = local(&a.keysdir)?;
+    let what = match which {
+        RemoveWhich::Public => "Unable to remove public key",
+        RemoveWhich::Private => "Unable to remove private key",
+        RemoveWhich::Both => "Unable to remove key",
+    };
+    kr.remove(&fp, which).context(what)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(users: &[&str]) -> KeyInfo {
+        KeyInfo {
+            user_ids: users.iter().map(|u| u.to_string()).collect(),
+            fingerprint: "12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84".into(),
+            created: 1_588_023_280,
+            bits: 2048,
+            encrypted: false,
+        }
+    }
+
+    #[test]
+    fn test_entries_text_layout() {
+        let text = entries_text(&[info(&["Unit Test <unit@test.com>", "Alias <a@b>"])]);
+        assert_eq!(
+            text,
+            "0)  User:              Unit Test <unit@test.com>\n\
+             \x20   User:              Alias <a@b>\n\
+             \x20   Creation time:     2020-04-27 21:34:40 +0000 UTC\n\
+             \x20   Fingerprint:       12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84\n\
+             \x20   Length (in bits):  2048\n\n"
+        );
+        assert_eq!(entries_text(&[]), "");
+    }
+
+    #[test]
+    fn test_choose_key_rules() {
+        let p = Path::new("/k/pgp-secret");
+        let err = choose_key(&[], None, p).expect_err("empty");
+        assert!(err.to_string().starts_with("keyring is empty"), "{err}");
+        assert_eq!(choose_key(&[info(&["a"])], None, p).expect("only"), 0);
+        let two = [info(&["a"]), info(&["b"])];
+        assert_eq!(choose_key(&two, Some(1), p).expect("index"), 1);
+        let err = choose_key(&two, Some(2), p).expect_err("out of range");
+        assert!(err.to_string().starts_with("index out of range"), "{err}");
+    }
+}

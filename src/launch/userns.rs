@@ -1,0 +1,150 @@
+//! Running work as root of a fakeroot user namespace, without a container: what `build`
+//! needs to unpack images and copy files so that ownership inside the image is right
+//! (root-owned files stay root-owned; with subordinate ids, other owners keep their ids).
+//!
+//! The work runs in a forked child that unshares its user and mount namespaces; this process
+//! writes the id maps from outside (newuidmap/newgidmap need the parent namespace) and waits.
+//! The child's result comes back over a pipe as one line (success or the error message).
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+
+use super::plan::IdMapPlan;
+
+/// A failure of the work or of the namespace set-up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsernsError(pub String);
+
+fn write_all(fd: &OwnedFd, bytes: &[u8]) {
+    if let Ok(dup) = fd.try_clone() {
+        let _ = std::fs::File::from(dup).write_all(bytes);
+    }
+}
+
+/// Runs `work` as uid 0 of a new user namespace mapped by `ids` (with its own mount
+/// namespace), in a child process; `write_maps` applies the maps from this process.
+///
+/// Must be called while the process is single-threaded (it forks).
+pub fn run_as_fakeroot<F>(
+    ids: &IdMapPlan,
+    write_maps: &dyn Fn(nix::unistd::Pid, &IdMapPlan) -> Result<(), String>,
+    work: F,
+) -> Result<(), UsernsError>
+where
+    F: FnOnce() -> Result<(), String>,
+{
+    let pipe = |what: &str| {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| UsernsError(format!("cannot create a pipe for {what}: {e}")))
+    };
+    let (ready_r, ready_w) = pipe("the namespace handshake")?;
+    let (go_r, go_w) = pipe("the namespace handshake")?;
+    let (res_r, res_w) = pipe("the result")?;
+    // SAFETY: the caller guarantees a single-threaded process.
+    match unsafe { fork() }.map_err(|e| UsernsError(format!("cannot fork: {e}")))? {
+        ForkResult::Child => {
+            drop((ready_r, go_w, res_r));
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            let fail = |msg: String| -> ! {
+                write_all(&res_w, format!("E{}\n", msg.replace('\n', " ")).as_bytes());
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(1) }
+            };
+            if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+            {
+                fail(format!("cannot create a user namespace: {e}"));
+            }
+            write_all(&ready_w, b"U");
+            drop(ready_w);
+            let mut b = [0u8; 1];
+            if std::fs::File::from(go_r).read_exact(&mut b).is_err() || b[0] != b'M' {
+                // The parent reported the mapping error.
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(1) }
+            }
+            match work() {
+                Ok(()) => {
+                    write_all(&res_w, b"O\n");
+                    // SAFETY: ends the forked child.
+                    unsafe { libc::_exit(0) }
+                }
+                Err(msg) => fail(msg),
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop((ready_w, go_r, res_w));
+            let mut b = [0u8; 1];
+            let ready = std::fs::File::from(ready_r).read_exact(&mut b).is_ok() && b[0] == b'U';
+            let mut result = String::new();
+            if ready {
+                if let Err(msg) = write_maps(child, ids) {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    return Err(UsernsError(msg));
+                }
+                write_all(&go_w, b"M");
+            }
+            drop(go_w);
+            let _ = std::fs::File::from(res_r).read_to_string(&mut result);
+            let status = waitpid(child, None)
+                .map_err(|e| UsernsError(format!("cannot wait for the namespace child: {e}")))?;
+            match (result.chars().next(), status) {
+                (Some('O'), WaitStatus::Exited(_, 0)) => Ok(()),
+                (Some('E'), _) => Err(UsernsError(result[1..].trim_end().to_string())),
+                (_, st) => Err(UsernsError(format!(
+                    "the fakeroot namespace child ended unexpectedly ({st:?})"
+                ))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::process::write_single_maps;
+
+    #[test]
+    fn test_work_runs_as_root_of_the_namespace() {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let ids = IdMapPlan {
+            uid_map: vec![(0, uid, 1)],
+            gid_map: vec![(0, gid, 1)],
+            needs_helpers: false,
+            uid: 0,
+            gid: 0,
+            notice: None,
+        };
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("made-as-root");
+        let f2 = f.clone();
+        let r = run_as_fakeroot(&ids, &write_single_maps, move || {
+            // SAFETY: getuid cannot fail.
+            if unsafe { libc::getuid() } != 0 {
+                return Err("not root in the namespace".into());
+            }
+            std::fs::write(&f2, b"x").map_err(|e| e.to_string())
+        });
+        match r {
+            Ok(()) => {
+                use std::os::unix::fs::MetadataExt;
+                assert_eq!(std::fs::metadata(&f).expect("file").uid(), uid);
+            }
+            // Where user namespaces are unavailable (some CI sandboxes) say so.
+            Err(e) if e.0.contains("user namespace") => eprintln!("SKIP: {e}"),
+            Err(e) => panic!("{e}"),
+        }
+        let err = run_as_fakeroot(&ids, &write_single_maps, || Err("work failed: x".into()))
+            .expect_err("fails");
+        assert!(
+            err.0 == "work failed: x" || err.0.contains("user namespace"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! Signing and verifying SIF images, the PGP keyrings, and the execution control list.
+//!
+//! - [`metadata`], [`digest`]: what a current-format signature covers (spec §9.1).
+//! - [`pgp`]: OpenPGP keys and clear-signed messages (rpgp).
+//! - [`pem`], [`dsse`], [`x509`]: PEM keys, DSSE envelopes, certificate chains.
+//! - [`signer`]: adding signature objects to an image.
+//! - [`verify`]: checking them (current and legacy formats); [`error`]: why they fail.
+//! - [`keyring`]: the user's and the install's keyrings on disk; [`password`]: key passwords.
+//! - [`ecl`]: enforcing ecl.toml before a container is mounted.
+
+pub mod digest;
+pub mod dsse;
+pub mod ecl;
+pub mod error;
+pub mod keyring;
+pub mod metadata;
+pub mod password;
+pub mod pem;
+pub mod pgp;
+pub mod signer;
+pub mod verify;
+pub mod x509;
