@@ -83,8 +83,11 @@ fn make_image(dir: &Path) -> PathBuf {
     std::fs::set_permissions(r.join("bin/hello"), std::fs::Permissions::from_mode(0o755))
         .expect("chmod");
     std::fs::write(r.join("usr/lib/data"), "secret").expect("write");
-    std::fs::set_permissions(r.join("usr/lib/data"), std::fs::Permissions::from_mode(0o600))
-        .expect("chmod");
+    std::fs::set_permissions(
+        r.join("usr/lib/data"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
     std::fs::hard_link(r.join("usr/lib/data"), r.join("usr/lib/data-link")).expect("link");
     std::os::unix::fs::symlink("usr/lib", r.join("lib")).expect("symlink");
     umoci(&["repack", "--image", "L:v1", "B1"]);
@@ -168,18 +171,34 @@ fn fetch_and_check(source: &str, dir: &Path, label: &str, cache: &BlobCache, opt
     let report = image
         .unpack(&root, &ApplyOptions::default())
         .unwrap_or_else(|e| panic!("{source}: {e}"));
-    assert!(report.whiteouts >= 1 && report.opaque_dirs == 1, "{source}: {report:?}");
+    assert!(
+        report.whiteouts >= 1 && report.opaque_dirs == 1,
+        "{source}: {report:?}"
+    );
 
-    assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).expect("hostname"), "sifr-test\n");
-    assert!(!root.join("etc/remove-me").exists(), "{source}: whiteout not applied");
-    assert_eq!(names(&root.join("opt/dir")), vec!["c"], "{source}: opaque dir not applied");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).expect("hostname"),
+        "sifr-test\n"
+    );
+    assert!(
+        !root.join("etc/remove-me").exists(),
+        "{source}: whiteout not applied"
+    );
+    assert_eq!(
+        names(&root.join("opt/dir")),
+        vec!["c"],
+        "{source}: opaque dir not applied"
+    );
     let hello = std::fs::metadata(root.join("bin/hello")).expect("hello");
     assert_eq!(hello.permissions().mode() & 0o777, 0o755);
     let data = std::fs::metadata(root.join("usr/lib/data")).expect("data");
     let link = std::fs::metadata(root.join("usr/lib/data-link")).expect("data-link");
     assert_eq!(data.permissions().mode() & 0o777, 0o600);
     assert_eq!(data.ino(), link.ino(), "{source}: hard link lost");
-    assert_eq!(std::fs::read_link(root.join("lib")).expect("lib"), Path::new("usr/lib"));
+    assert_eq!(
+        std::fs::read_link(root.join("lib")).expect("lib"),
+        Path::new("usr/lib")
+    );
     if report.chown_failed == 0 {
         assert_eq!(data.uid(), 0, "umoci records root ownership");
     }
@@ -193,11 +212,19 @@ fn fetch_and_check(source: &str, dir: &Path, label: &str, cache: &BlobCache, opt
             .args(args)
             .output()
             .expect("run runscript");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf8")
     };
     assert_eq!(run(&[]), "from-entrypoint from-cmd\n", "{source}");
-    assert_eq!(run(&["other", "args"]), "from-entrypoint other args\n", "{source}");
+    assert_eq!(
+        run(&["other", "args"]),
+        "from-entrypoint other args\n",
+        "{source}"
+    );
     let env = std::fs::read_to_string(root.join(".singularity.d/env/10-docker2singularity.sh"))
         .expect("env file");
     assert!(env.contains("export PATH=\"/usr/bin:/bin\"\n"), "{env}");
@@ -217,15 +244,54 @@ fn test_oci_layout_archives_and_zstd() {
     let d = t.path();
     let layout = make_image(d);
     let cache = BlobCache::open(d.join("cache")).expect("cache");
-    fetch_and_check(&format!("oci:{}:v3", layout.display()), d, "from-layout", &cache, &options());
-
-    tool(d, "skopeo", &["--insecure-policy", "copy", "oci:L:v3", "oci-archive:img.tar:v3"]);
-    fetch_and_check(&format!("oci-archive:{}", d.join("img.tar").display()), d, "from-oci-archive", &cache, &options());
-
-    tool(d, "skopeo", &["--insecure-policy", "copy", "oci:L:v3", "docker-archive:save.tar:test/img:v3"]);
-    fetch_and_check(&format!("docker-archive:{}", d.join("save.tar").display()), d, "from-docker-archive", &cache, &options());
     fetch_and_check(
-        &format!("docker-archive:{}:test/img:v3", d.join("save.tar").display()),
+        &format!("oci:{}:v3", layout.display()),
+        d,
+        "from-layout",
+        &cache,
+        &options(),
+    );
+
+    tool(
+        d,
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "oci:L:v3",
+            "oci-archive:img.tar:v3",
+        ],
+    );
+    fetch_and_check(
+        &format!("oci-archive:{}", d.join("img.tar").display()),
+        d,
+        "from-oci-archive",
+        &cache,
+        &options(),
+    );
+
+    tool(
+        d,
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "oci:L:v3",
+            "docker-archive:save.tar:test/img:v3",
+        ],
+    );
+    fetch_and_check(
+        &format!("docker-archive:{}", d.join("save.tar").display()),
+        d,
+        "from-docker-archive",
+        &cache,
+        &options(),
+    );
+    fetch_and_check(
+        &format!(
+            "docker-archive:{}:test/img:v3",
+            d.join("save.tar").display()
+        ),
         d,
         "from-docker-archive-named",
         &cache,
@@ -245,14 +311,27 @@ fn test_oci_layout_archives_and_zstd() {
         ],
     );
     let zl = std::fs::read_to_string(d.join("Z/index.json")).expect("index");
-    let zimg = fetch(&Source::parse(&format!("oci:{}:v3", d.join("Z").display())).expect("src"), &cache, &options())
-        .expect("zstd layout");
+    let zimg = fetch(
+        &Source::parse(&format!("oci:{}:v3", d.join("Z").display())).expect("src"),
+        &cache,
+        &options(),
+    )
+    .expect("zstd layout");
     assert!(
         zimg.layers.iter().all(|l| l.media_type.ends_with("+zstd")),
         "skopeo wrote zstd layers: {:?} ({zl})",
-        zimg.layers.iter().map(|l| &l.media_type).collect::<Vec<_>>()
+        zimg.layers
+            .iter()
+            .map(|l| &l.media_type)
+            .collect::<Vec<_>>()
     );
-    fetch_and_check(&format!("oci:{}:v3", d.join("Z").display()), d, "from-zstd", &cache, &options());
+    fetch_and_check(
+        &format!("oci:{}:v3", d.join("Z").display()),
+        d,
+        "from-zstd",
+        &cache,
+        &options(),
+    );
 }
 
 #[test]
@@ -265,7 +344,8 @@ fn test_bad_local_sources_give_one_line_errors() {
         format!("oci-archive:{}", d.join("missing.tar").display()),
         format!("docker-archive:{}", d.join("missing.tar").display()),
     ] {
-        let err = fetch(&Source::parse(&src).expect("parse"), &cache, &options()).expect_err("missing");
+        let err =
+            fetch(&Source::parse(&src).expect("parse"), &cache, &options()).expect_err("missing");
         let msg = err.to_string();
         assert!(msg.contains("missing"), "{msg}");
         assert!(!msg.contains('\n'), "one line: {msg}");
@@ -286,7 +366,10 @@ impl Registry {
             .expect("free port")
             .port();
         let auth = htpasswd.map_or(String::new(), |p| {
-            format!("auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n", p.display())
+            format!(
+                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+                p.display()
+            )
         });
         let config = dir.join(format!("registry-{port}.yml"));
         std::fs::write(
@@ -342,7 +425,11 @@ fn cache_blobs(cache: &BlobCache) -> Vec<(String, u64, i64)> {
         .map(|e| {
             let e = e.expect("entry");
             let m = e.metadata().expect("stat");
-            (e.file_name().to_string_lossy().into_owned(), m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.ino(),
+                m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            )
         })
         .collect();
     v.sort();
@@ -370,27 +457,50 @@ fn test_registry_pull_over_plain_http_and_cache_reuse() {
         ],
     );
     let cache = BlobCache::open(d.join("cache")).expect("cache");
-    fetch_and_check(&format!("docker://{}", reg.image()), d, "pulled", &cache, &options());
+    fetch_and_check(
+        &format!("docker://{}", reg.image()),
+        d,
+        "pulled",
+        &cache,
+        &options(),
+    );
     let first = cache_blobs(&cache);
     // manifest + config + 3 layers
     assert_eq!(first.len(), 5, "{first:?}");
-    fetch_and_check(&format!("docker://{}", reg.image()), d, "pulled-again", &cache, &options());
-    assert_eq!(cache_blobs(&cache), first, "the second pull reused the cached blobs");
+    fetch_and_check(
+        &format!("docker://{}", reg.image()),
+        d,
+        "pulled-again",
+        &cache,
+        &options(),
+    );
+    assert_eq!(
+        cache_blobs(&cache),
+        first,
+        "the second pull reused the cached blobs"
+    );
 
     // HTTPS against a plain-HTTP registry: one line, suggesting --no-https.
     let https = FetchOptions {
         plain_http: false,
         ..options()
     };
-    let err = fetch(&Source::parse(&format!("docker://{}", reg.image())).expect("src"), &cache, &https)
-        .expect_err("https to an http registry");
+    let err = fetch(
+        &Source::parse(&format!("docker://{}", reg.image())).expect("src"),
+        &cache,
+        &https,
+    )
+    .expect_err("https to an http registry");
     let msg = err.to_string();
     assert!(msg.contains("--no-https") && !msg.contains('\n'), "{msg}");
 
     let missing = format!("docker://127.0.0.1:{}/test/nothing:v1", reg.port);
     let err = fetch(&Source::parse(&missing).expect("src"), &cache, &options()).expect_err("404");
     let msg = err.to_string();
-    assert!(msg.contains("not found") && msg.contains("test/nothing"), "{msg}");
+    assert!(
+        msg.contains("not found") && msg.contains("test/nothing"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -428,7 +538,10 @@ fn test_registry_basic_auth() {
     let err = fetch(&src, &cache, &options()).expect_err("anonymous");
     let msg = err.to_string();
     assert!(matches!(err, OciError::Registry(_)), "{msg}");
-    assert!(msg.contains("requires authentication") && msg.contains("--docker-username"), "{msg}");
+    assert!(
+        msg.contains("requires authentication") && msg.contains("--docker-username"),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'), "{msg}");
 
     let wrong = Credentials {
@@ -442,12 +555,17 @@ fn test_registry_basic_auth() {
         env: &|_| None,
     };
     let opts = FetchOptions {
-        credentials: q.find(&format!("127.0.0.1:{}", reg.port), "test/img").expect("creds"),
+        credentials: q
+            .find(&format!("127.0.0.1:{}", reg.port), "test/img")
+            .expect("creds"),
         ..options()
     };
     let err = fetch(&src, &cache, &opts).expect_err("wrong password");
     let msg = err.to_string();
-    assert!(msg.contains("rejected") && msg.contains("alice") && msg.contains("127.0.0.1"), "{msg}");
+    assert!(
+        msg.contains("rejected") && msg.contains("alice") && msg.contains("127.0.0.1"),
+        "{msg}"
+    );
     assert!(!msg.contains("wrong-pw") && !msg.contains('\n'), "{msg}");
 
     // The right password, from a docker-style auth file.
@@ -467,9 +585,17 @@ fn test_registry_basic_auth() {
         env: &|_| None,
     };
     let opts = FetchOptions {
-        credentials: q.find(&format!("127.0.0.1:{}", reg.port), "test/img").expect("creds"),
+        credentials: q
+            .find(&format!("127.0.0.1:{}", reg.port), "test/img")
+            .expect("creds"),
         ..options()
     };
     assert!(opts.credentials.is_some());
-    fetch_and_check(&format!("docker://{}", reg.image()), d, "authenticated", &cache, &opts);
+    fetch_and_check(
+        &format!("docker://{}", reg.image()),
+        d,
+        "authenticated",
+        &cache,
+        &opts,
+    );
 }

@@ -520,10 +520,15 @@ impl RegistryClient {
     }
 
     fn connect_error(&self, url: &str, err: ureq::Error) -> RegistryError {
+        // A plain-HTTP server answering a TLS handshake shows up as a TLS error or as an
+        // I/O error wrapping rustls' "corrupt message"; either way HTTP may be the cure.
+        let text = err.to_string().to_ascii_lowercase();
         let tls = matches!(
             err,
             ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_)
-        ) || err.to_string().to_ascii_lowercase().contains("tls");
+        ) || text.contains("tls")
+            || text.contains("corrupt message")
+            || text.contains("invalidcontenttype");
         let hint = if tls && !self.options.plain_http {
             " (if this registry speaks plain HTTP, use --no-https)"
         } else {
