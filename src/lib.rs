@@ -13,4 +13,5 @@ pub mod config;
 pub mod image;
 pub mod launch;
 pub mod log;
+pub mod progress;
 pub mod sign;

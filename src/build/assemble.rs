@@ -158,6 +158,7 @@ pub fn write_squashfs(
         path: out.to_path_buf(),
         err,
     })?;
+    let _progress = crate::progress::Progress::watch_file("Writing squashfs", out.to_path_buf());
     writer
         .write_dir(root, &mut f)
         .map_err(|e| AssembleError::Squash {

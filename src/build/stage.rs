@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 
 use super::baseenv;
 use super::deffile::{Agent, AppPart, Definition, FileCopy, Script, Section, SectionFilter, Stage};
-use crate::cmd::build::{Build, unpack_image};
+use crate::cmd::build::{Build, fetch_oci, unpack_image, unpack_oci};
 use crate::image::{self, extract};
 
 /// What a stage build needs besides the definition.
@@ -442,13 +442,60 @@ fn bootstrap(stage: &Stage, rootfs: &Path, env: &StageEnv<'_>) -> anyhow::Result
             std::fs::create_dir_all(rootfs)?;
             host_command(b, "debootstrap", argv, vec![], env.cwd.to_path_buf())
         }
+        Some(a @ (Agent::Docker | Agent::Oci | Agent::OciArchive | Agent::DockerArchive)) => {
+            let from =
+                from.with_context(|| format!("Bootstrap: {} needs a From: image", a.name()))?;
+            let source = oci_source(stage, a, from, env.cwd)?;
+            let image = fetch_oci(&source, &b.access)?;
+            unpack_oci(b, &image, rootfs).map(|_| ())
+        }
         Some(a) => bail!(
-            "Bootstrap: {} is not supported by sifr yet (supported: localimage, scratch, \
-             debootstrap)",
+            "Bootstrap: {} is not supported by sifr (supported: localimage, scratch, \
+             debootstrap, docker, oci, oci-archive, docker-archive)",
             a.name()
         ),
         None => bail!("the definition has no Bootstrap: header"),
     }
+}
+
+/// The OCI source a `Bootstrap: docker|oci|oci-archive|docker-archive` header names:
+/// `Registry:` and `Namespace:` complete a docker name; relative paths are taken from the
+/// directory the build runs in.
+fn oci_source(
+    stage: &Stage,
+    agent: Agent,
+    from: &str,
+    cwd: &Path,
+) -> anyhow::Result<crate::build::oci::Source> {
+    use crate::build::oci::Source;
+    let mut from = from.to_string();
+    if agent == Agent::Docker {
+        let first = from.split('/').next().unwrap_or("");
+        let has_registry = from.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        if !has_registry {
+            if let Some(ns) = stage
+                .header
+                .get("namespace")
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                && !from.contains('/')
+            {
+                from = format!("{}/{from}", ns.trim_end_matches('/'));
+            }
+            if let Some(reg) = stage
+                .header
+                .get("registry")
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+            {
+                from = format!("{}/{from}", reg.trim_end_matches('/'));
+            }
+        }
+    } else if !from.starts_with('/') {
+        from = cwd.join(&from).display().to_string();
+    }
+    Ok(Source::from_bootstrap(agent.name(), &from)?)
 }
 
 fn build_app(

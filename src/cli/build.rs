@@ -66,6 +66,9 @@ pub struct BuildArgs {
         hide_env_values = true
     )]
     pub docker_password: Option<String>,
+    /// the docker config.json-style file holding registry credentials
+    #[arg(long, value_name = "FILE", env = "SIFR_AUTHFILE")]
+    pub authfile: Option<PathBuf>,
     /// do not clean up the build sandbox on failure (for debugging)
     #[arg(long)]
     pub no_cleanup: bool,

@@ -12,6 +12,7 @@ pub mod action;
 pub mod build;
 pub mod inspect;
 pub mod key;
+pub mod pull;
 pub mod sif;
 pub mod sign;
 
@@ -80,6 +81,8 @@ pub enum Command {
     Test(action::TestArgs),
     /// Build a container image (SIF or sandbox)
     Build(build::BuildArgs),
+    /// Pull an image from a URI (docker://, oci:, oci-archive:, docker-archive:) into a SIF
+    Pull(pull::PullArgs),
     /// Show metadata for an image
     Inspect(inspect::InspectArgs),
     /// Show the user-defined help for an image

@@ -62,6 +62,29 @@ pub fn run_action(
     shell: Option<String>,
 ) -> anyhow::Result<i32> {
     let cfg = load_config(ctx)?;
+    // An OCI source (docker://...) runs from the SIF it converts to, kept in the cache (or
+    // removed after the run with --disable-cache).
+    let (converted, _remove_after) = if crate::build::oci::Source::is_oci_source(image_arg) {
+        let source = super::pull::parse_uri(image_arg)?;
+        let conv = super::pull::Conversion {
+            access: super::build::RegistryAccess {
+                no_https: flags.no_https,
+                username: flags.docker_username.clone(),
+                password: flags.docker_password.clone(),
+                authfile: flags.authfile.clone(),
+            },
+            tmpdir: flags.tmpdir.clone(),
+            ignore_subuid: flags.ignore_subuid,
+        };
+        let (sif, tmp) = super::pull::converted_sif(ctx, &source, &conv, !flags.disable_cache)?;
+        (Some(sif), tmp)
+    } else {
+        (None, None)
+    };
+    let image_arg = match &converted {
+        Some(p) => p.to_str().context("the image cache path is not UTF-8")?,
+        None => image_arg,
+    };
     // The image is opened here, on the host, once: the same file is checked (policy, ECL)
     // and served.
     let opened = resolve_image(image_arg)?;

@@ -10,6 +10,8 @@ use anyhow::{Context as _, bail};
 
 use super::Context;
 use crate::build::assemble::{self, SifContents, SquashSettings};
+use crate::build::baseenv;
+use crate::build::oci;
 use crate::build::workdir::{self, BuildDir};
 use crate::cli::build::BuildArgs;
 use crate::image::extract;
@@ -25,17 +27,17 @@ use crate::launch::userns::run_as_fakeroot;
 enum Source {
     Image(PathBuf, ImageKind),
     Definition(PathBuf),
+    Oci(oci::Source),
 }
 
 fn classify(spec: &str) -> anyhow::Result<Source> {
-    if let Some((scheme, _)) = spec.split_once("://").or_else(|| {
-        ["oci:", "oci-archive:", "docker-archive:"]
-            .iter()
-            .find(|p| spec.starts_with(**p))
-            .map(|p| (&p[..p.len() - 1], ""))
-    }) {
+    if oci::Source::is_oci_source(spec) {
+        return Ok(Source::Oci(oci::Source::parse(spec)?));
+    }
+    if let Some((scheme, _)) = spec.split_once("://") {
         bail!(
-            "{spec}: {scheme} sources are not supported yet; build from a local image or a definition file"
+            "{spec}: {scheme}:// sources are not supported by sifr (supported: docker://, oci:, \
+             oci-archive:, docker-archive:, a local image or a definition file)"
         );
     }
     let path = PathBuf::from(spec);
@@ -46,9 +48,101 @@ fn classify(spec: &str) -> anyhow::Result<Source> {
     }
 }
 
+/// How to reach registries and archives: `--no-https`, `--docker-username/-password`,
+/// `--authfile` (else the environment and docker config files; see `oci::auth`).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAccess {
+    pub no_https: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub authfile: Option<PathBuf>,
+}
+
+impl RegistryAccess {
+    /// The fetch options for `source`, credentials looked up for its registry.
+    pub fn fetch_options(&self, source: &oci::Source) -> anyhow::Result<oci::FetchOptions> {
+        let explicit = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => Some(oci::Credentials {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            (Some(u), None) => bail!(
+                "--docker-username {u} was given without a password: add --docker-password \
+                 or set SIFR_DOCKER_PASSWORD"
+            ),
+            (None, Some(_)) => bail!("--docker-password was given without --docker-username"),
+            (None, None) => None,
+        };
+        let credentials = match source {
+            oci::Source::Registry(r) => {
+                let home = oci::home_dir();
+                oci::CredentialQuery {
+                    explicit: explicit.as_ref(),
+                    authfile: self.authfile.as_deref(),
+                    home: home.as_deref(),
+                    env: &|k| std::env::var(k).ok(),
+                }
+                .find(r.registry(), r.repository())?
+            }
+            _ => None,
+        };
+        Ok(oci::FetchOptions {
+            plain_http: self.no_https,
+            credentials,
+            platform: oci::PlatformSpec::host(),
+        })
+    }
+}
+
+/// Gets an OCI image as the calling user: a registry image is downloaded into the blob
+/// cache (blobs already there are reused); local layouts and archives are read in place.
+pub fn fetch_oci(source: &oci::Source, access: &RegistryAccess) -> anyhow::Result<oci::OciImage> {
+    let options = access.fetch_options(source)?;
+    let cache = oci::BlobCache::from_env()?;
+    log::debug!("fetching OCI image {source}");
+    Ok(oci::fetch(source, &cache, &options)?)
+}
+
+/// Applies an OCI image's layers to `rootfs` as root of the fakeroot namespace (owners
+/// from the layers), then writes the `/.singularity.d` skeleton and the runscript,
+/// environment file and labels made from the image config.
+pub fn unpack_oci(
+    b: &Build,
+    image: &oci::OciImage,
+    rootfs: &Path,
+) -> anyhow::Result<oci::ContainerMetadata> {
+    let meta = image.metadata();
+    for n in &meta.notes {
+        log::warn!("{n}");
+    }
+    let (dest, m) = (rootfs.to_path_buf(), meta.clone());
+    b.as_root(move || {
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        let report = image
+            .unpack(&dest, &oci::ApplyOptions::default())
+            .map_err(|e| e.to_string())?;
+        for n in &report.notes {
+            log::info!("{n}");
+        }
+        log::debug!(
+            "{} entries, {} whiteouts, {} opaque directories applied",
+            report.entries,
+            report.whiteouts,
+            report.opaque_dirs
+        );
+        baseenv::write(&dest).map_err(|e| format!("cannot write /.singularity.d: {e}"))?;
+        m.write_into(&dest)
+            .map_err(|e| format!("cannot write the image metadata: {e}"))
+    })?;
+    Ok(meta)
+}
+
 /// Settings shared by the build steps.
 pub struct Build {
     pub ids: IdMapPlan,
+    /// Registry access for OCI sources.
+    pub access: RegistryAccess,
     pub squash: SquashSettings,
     /// `SOURCE_DATE_EPOCH` or `--reproducible`.
     pub epoch: Option<i64>,
@@ -102,12 +196,24 @@ pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
     }
     let epoch = epoch(a.reproducible)?;
     squash.fixed_time = epoch.map(|e| e.clamp(0, u32::MAX as i64) as u32);
-    let b = Build { ids, squash, epoch };
+    let access = RegistryAccess {
+        no_https: a.no_https,
+        username: a.docker_username.clone(),
+        password: a.docker_password.clone(),
+        authfile: a.authfile.clone(),
+    };
+    let b = Build {
+        ids,
+        access,
+        squash,
+        epoch,
+    };
     let mut bd = BuildDir::create(a.tmpdir.as_deref(), b.ids.clone())
         .context("cannot create the build directory")?;
     bd.keep = a.no_cleanup;
     let rootfs = bd.path().join("rootfs");
 
+    let mut extra_json = vec![];
     let (deffile, metadata) = match source {
         Source::Image(path, kind) => {
             unpack_image(&b, &path, kind, &rootfs)?;
@@ -117,13 +223,35 @@ pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
             let def = build_definition(&a, &b, &bd, &path, &rootfs)?;
             (Some(def), None)
         }
+        Source::Oci(src) => {
+            let image = fetch_oci(&src, &b.access)?;
+            let meta = unpack_oci(&b, &image, &rootfs)?;
+            extra_json.push((
+                oci::metadata::OCI_CONFIG_DESCRIPTOR.to_string(),
+                meta.oci_config_json,
+            ));
+            (Some(bootstrap_deffile(&src)), None)
+        }
     };
     if a.update && a.sandbox {
         // Built in place.
         return Ok(0);
     }
-    finish(&a, &b, &bd, &rootfs, deffile, metadata)?;
+    finish(&a, &b, &bd, &rootfs, deffile, metadata, extra_json)?;
     Ok(0)
+}
+
+/// The definition Apptainer stores for an image built straight from an OCI source.
+fn bootstrap_deffile(src: &oci::Source) -> String {
+    let text = src.to_string();
+    let (agent, from) = match text.split_once("://") {
+        Some((a, f)) => (a.to_string(), f.to_string()),
+        None => match text.split_once(':') {
+            Some((a, f)) => (a.to_string(), f.to_string()),
+            None => ("oci".to_string(), text.clone()),
+        },
+    };
+    format!("bootstrap: {agent}\nfrom: {from}\n")
 }
 
 /// Builds every stage of a definition file; the last one ends in `rootfs`. Returns the
@@ -269,6 +397,7 @@ pub fn finish(
     rootfs: &Path,
     deffile: Option<String>,
     metadata: Option<String>,
+    extra_json: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
     let dest = &a.dest;
     if std::fs::symlink_metadata(dest).is_ok() && !a.update {
@@ -327,7 +456,7 @@ pub fn finish(
         &SifContents {
             deffile,
             metadata_json: metadata,
-            extra_json: vec![],
+            extra_json,
             reproducible: b.epoch,
         },
     )?;

@@ -16,6 +16,7 @@ pub mod action;
 pub mod build;
 pub mod inspect;
 pub mod key;
+pub mod pull;
 pub mod sif;
 pub mod sign;
 use crate::compat::{self, Persona};
@@ -218,6 +219,7 @@ pub fn main() -> i32 {
             action::run_action(&ctx, Action::Test, &a.image, a.args, a.action, None)
         }
         Some(Command::Build(a)) => build::build(&ctx, a),
+        Some(Command::Pull(a)) => pull::pull(&ctx, a),
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Config(args)) => config::run(&ctx, &args),

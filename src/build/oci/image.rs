@@ -213,7 +213,7 @@ impl OciImage {
             .as_ref()
             .or(layer.diff_id.as_ref())
             .map_or_else(|| layer.member.clone(), |d| d.to_string());
-        let (reader, _) = self
+        let (reader, size) = self
             .store
             .open(&layer.member)
             .map_err(|err| ImageError::Read {
@@ -221,6 +221,11 @@ impl OciImage {
                 image: self.source.clone(),
                 err,
             })?;
+        let progress = crate::progress::Progress::bytes(
+            &format!("Unpacking layer {}/{}", index + 1, self.layers.len()),
+            Some(size),
+        );
+        let reader = progress.reader(reader);
         let what = format!("layer {label}");
         let result = match (&layer.digest, &layer.diff_id) {
             (Some(d), _) => {

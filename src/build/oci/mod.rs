@@ -88,6 +88,16 @@ pub fn fetch(
     })
 }
 
+/// The digest of the manifest a registry serves for `image` (for a multi-platform image,
+/// the manifest of the chosen platform): one or two small requests, no layers.
+pub fn manifest_digest(
+    image: &ImageRef,
+    options: &FetchOptions,
+) -> Result<digest::Digest, OciError> {
+    let mut client = registry::RegistryClient::new(image, options.clone());
+    Ok(client.resolve()?.digest)
+}
+
 /// Pulls an image from a registry into the cache: manifest, config, then every layer not
 /// cached yet, each verified by digest.
 pub fn pull(

@@ -286,7 +286,11 @@ impl RegistryClient {
         let what = format!("blob {} of {}", d.digest, self.image);
         let url = self.blob_url(&d.digest);
         let resp = self.get(&url, None, &what)?;
-        let mut reader = resp.into_body().into_reader();
+        let progress = crate::progress::Progress::bytes(
+            &format!("Copying blob {}", d.digest.short()),
+            Some(d.size),
+        );
+        let mut reader = progress.reader(resp.into_body().into_reader());
         match cache.store(&d.digest, Some(d.size), &mut reader, &what) {
             Ok(p) => Ok(p),
             Err(CacheError::Read { err, .. }) => Err(RegistryError::Transfer {

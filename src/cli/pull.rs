@@ -1,0 +1,49 @@
+//! `pull` flags (Apptainer's `pull` command, for OCI sources).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// `pull [flags] [OUTPUT] URI`
+#[derive(Debug, Args, Clone)]
+pub struct PullArgs {
+    /// name of the image file to write (the default is NAME_TAG.sif from the URI)
+    #[arg(long, value_name = "FILE")]
+    pub name: Option<PathBuf>,
+    /// download the image into this directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// overwrite an image file if it exists
+    #[arg(short = 'F', long, env = "SIFR_FORCE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub force: bool,
+    /// do not keep the converted image in the cache (blobs are still cached)
+    #[arg(long, env = "SIFR_DISABLE_CACHE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub disable_cache: bool,
+    /// do not use HTTPS with the docker:// transport (insecure registries)
+    #[arg(long, alias = "nohttps")]
+    pub no_https: bool,
+    /// specify a username for docker:// registries
+    #[arg(long, value_name = "USER", env = "SIFR_DOCKER_USERNAME")]
+    pub docker_username: Option<String>,
+    /// specify a password for docker:// registries
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "SIFR_DOCKER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub docker_password: Option<String>,
+    /// the docker config.json-style file holding registry credentials
+    #[arg(long, value_name = "FILE", env = "SIFR_AUTHFILE")]
+    pub authfile: Option<PathBuf>,
+    /// specify a temporary directory to use for the conversion
+    #[arg(long, value_name = "DIR", env = "SIFR_TMPDIR")]
+    pub tmpdir: Option<PathBuf>,
+    /// hidden: do not use the subuid/subgid mapping for fakeroot
+    #[arg(long, hide = true, env = "SIFR_IGNORE_SUBUID", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ignore_subuid: bool,
+
+    /// the output file, then the URI; or only the URI
+    #[arg(value_name = "[OUTPUT] URI", num_args = 1..=2, required = true)]
+    pub args: Vec<String>,
+}

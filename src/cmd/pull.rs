@@ -1,0 +1,210 @@
+//! `pull`, and the cache behind `exec docker://...`: an OCI source is converted once into a
+//! SIF kept in the cache (`<cache>/oci-tmp/<manifest digest>.sif`), as Apptainer does; later
+//! pulls and runs of the same image reuse it, and layers already downloaded are reused by
+//! the conversion of a new tag that shares them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args as _, FromArgMatches as _};
+
+use super::Context;
+use super::build::{RegistryAccess, fetch_oci};
+use crate::build::oci::{self, Source};
+use crate::cli::build::BuildArgs;
+use crate::cli::pull::PullArgs;
+
+/// How a conversion is done.
+#[derive(Debug, Clone, Default)]
+pub struct Conversion {
+    pub access: RegistryAccess,
+    pub tmpdir: Option<PathBuf>,
+    pub ignore_subuid: bool,
+}
+
+/// Parses an image URI that is not a local path, with one clear line for schemes sifr does
+/// not handle.
+pub fn parse_uri(uri: &str) -> anyhow::Result<Source> {
+    if Source::is_oci_source(uri) {
+        return Ok(Source::parse(uri)?);
+    }
+    match uri.split_once("://").map(|(s, _)| s) {
+        Some(s @ ("library" | "shub" | "oras" | "http" | "https")) => bail!(
+            "{uri}: {s}:// images are not supported by sifr; use docker://, oci:, oci-archive: \
+             or docker-archive:, or download the SIF file yourself"
+        ),
+        _ => bail!(
+            "{uri}: not an image URI (expected docker://NAME[:TAG], oci:DIR[:REF], \
+             oci-archive:FILE[:REF] or docker-archive:FILE)"
+        ),
+    }
+}
+
+/// The SIF converted from `source`, from the cache when it is there, else built into it.
+/// With `keep == false` the SIF is built into a temporary file that the caller removes
+/// (returned as the second value).
+pub fn converted_sif(
+    ctx: &Context,
+    source: &Source,
+    conv: &Conversion,
+    keep: bool,
+) -> anyhow::Result<(PathBuf, Option<TempFile>)> {
+    let cache = oci::BlobCache::from_env()?;
+    // The image's identity first: for a registry only its manifest is asked for.
+    let (key, spec) = match source {
+        Source::Registry(r) => {
+            let options = conv.access.fetch_options(source)?;
+            let digest = oci::manifest_digest(r, &options)?;
+            // Build from the digest just resolved, so a tag moved meanwhile cannot mix
+            // images; the tag stays in the name for the metadata.
+            let pinned = match r.tag() {
+                Some(t) => format!("docker://{}/{}:{t}@{digest}", r.registry(), r.repository()),
+                None => format!("docker://{}/{}@{digest}", r.registry(), r.repository()),
+            };
+            (digest, pinned)
+        }
+        _ => (
+            fetch_oci(source, &conv.access)?.cache_key().clone(),
+            source.to_string(),
+        ),
+    };
+    let cached = cache.converted_sif_path(&key);
+    if keep && cached.is_file() {
+        log::info!("Using cached SIF image");
+        return Ok((cached, None));
+    }
+    let dir = if keep {
+        cached
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| cache.root().to_path_buf())
+    } else {
+        conv.tmpdir
+            .clone()
+            .or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+    };
+    let tmp = TempFile(dir.join(format!(
+        ".sifr-convert-{}-{}.sif",
+        key.short(),
+        std::process::id()
+    )));
+    log::info!("Converting OCI blobs to SIF format");
+    build_sif(ctx, &spec, &tmp.0, conv)?;
+    if !keep {
+        let path = tmp.0.clone();
+        return Ok((path, Some(tmp)));
+    }
+    std::fs::rename(&tmp.0, &cached).with_context(|| {
+        format!(
+            "cannot move the converted image into the cache at {}",
+            cached.display()
+        )
+    })?;
+    std::mem::forget(tmp);
+    Ok((cached, None))
+}
+
+/// Builds `spec` into the SIF `dest` with the build command's defaults.
+fn build_sif(ctx: &Context, spec: &str, dest: &Path, conv: &Conversion) -> anyhow::Result<()> {
+    let cmd = BuildArgs::augment_args(clap::Command::new("build").no_binary_name(true));
+    let matches = cmd
+        .try_get_matches_from([dest.as_os_str(), std::ffi::OsStr::new(spec)])
+        .context("internal error: build arguments for the conversion")?;
+    let mut a = BuildArgs::from_arg_matches(&matches)
+        .context("internal error: build arguments for the conversion")?;
+    a.force = false;
+    a.no_https = conv.access.no_https;
+    a.docker_username = conv.access.username.clone();
+    a.docker_password = conv.access.password.clone();
+    a.authfile = conv.access.authfile.clone();
+    a.tmpdir = conv.tmpdir.clone().or(a.tmpdir);
+    a.ignore_subuid |= conv.ignore_subuid;
+    super::build::build(ctx, a).map(|_| ())
+}
+
+/// A file removed when dropped (a partial or temporary conversion).
+#[derive(Debug)]
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The file name `pull` writes by default: `NAME_TAG.sif` for a registry image, the
+/// archive's or layout's name otherwise.
+fn default_name(source: &Source) -> PathBuf {
+    let stem = match source {
+        Source::Registry(r) => r.default_file_stem(),
+        Source::OciLayout { dir: p, .. }
+        | Source::OciArchive { file: p, .. }
+        | Source::DockerArchive { file: p, .. } => {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into());
+            name.split('.').next().unwrap_or("image").to_string()
+        }
+    };
+    PathBuf::from(format!("{stem}.sif"))
+}
+
+pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
+    crate::build::workdir::catch_interrupts();
+    let (output, uri) = match a.args.as_slice() {
+        [uri] => (None, uri),
+        [output, uri] => (Some(PathBuf::from(output)), uri),
+        _ => bail!("pull takes [OUTPUT] URI"),
+    };
+    let source = parse_uri(uri)?;
+    let name = a
+        .name
+        .clone()
+        .or(output)
+        .unwrap_or_else(|| default_name(&source));
+    let dest = match &a.dir {
+        Some(d) if name.is_relative() => d.join(&name),
+        _ => name,
+    };
+    if std::fs::symlink_metadata(&dest).is_ok() && !a.force {
+        bail!(
+            "{} already exists: use --force to overwrite it",
+            dest.display()
+        );
+    }
+    if dest.is_dir() {
+        bail!(
+            "{} is a directory: give the file to write with --name",
+            dest.display()
+        );
+    }
+    let conv = Conversion {
+        access: RegistryAccess {
+            no_https: a.no_https,
+            username: a.docker_username.clone(),
+            password: a.docker_password.clone(),
+            authfile: a.authfile.clone(),
+        },
+        tmpdir: a.tmpdir.clone(),
+        ignore_subuid: a.ignore_subuid,
+    };
+    let (sif, _tmp) = converted_sif(ctx, &source, &conv, !a.disable_cache)?;
+    // Copy next to the destination, then rename: an interrupted pull leaves no partial image.
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let part = TempFile(parent.join(format!(
+        ".{}.sifr-pull-{}",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    )));
+    std::fs::copy(&sif, &part.0).with_context(|| format!("cannot write {}", part.0.display()))?;
+    std::fs::rename(&part.0, &dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    std::mem::forget(part);
+    Ok(0)
+}
