@@ -83,6 +83,13 @@ pub trait ImageBackend: Send + Sync + 'static {
     fn getxattr(&self, ino: u64, name: &[u8]) -> BackendResult<Option<Vec<u8>>>;
     /// Numbers for statfs.
     fn stats(&self) -> FsStats;
+    /// False when the image holds no extended attributes at all: the server then answers
+    /// getxattr with ENOSYS once and the kernel stops asking (every exec asks for
+    /// security.capability, overlayfs for its own attributes); readers see EOPNOTSUPP, as
+    /// on a filesystem without xattrs. listxattr still answers (an empty list).
+    fn has_xattrs(&self) -> bool {
+        true
+    }
 }
 
 fn ino32(ino: u64) -> BackendResult<u32> {
@@ -147,6 +154,10 @@ impl ImageBackend for SquashFs {
         Ok(SquashFs::getxattr(self, ino32(ino)?, name)?)
     }
 
+    fn has_xattrs(&self) -> bool {
+        SquashFs::has_xattrs(self)
+    }
+
     fn stats(&self) -> FsStats {
         let bs = self.block_size();
         FsStats {
@@ -204,6 +215,10 @@ impl ImageBackend for ExtFs {
     fn getxattr(&self, ino: u64, _name: &[u8]) -> BackendResult<Option<Vec<u8>>> {
         ExtFs::stat(self, ino32(ino)?)?;
         Ok(None)
+    }
+
+    fn has_xattrs(&self) -> bool {
+        false
     }
 
     fn stats(&self) -> FsStats {

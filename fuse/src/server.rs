@@ -302,6 +302,9 @@ impl<B: ImageBackend> FileSystem for ImageFs<B> {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
+        if !self.backend.has_xattrs() {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
         let v = self
             .backend
             .getxattr(self.to_image(inode), cstr_bytes(name))

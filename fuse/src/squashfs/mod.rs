@@ -504,6 +504,11 @@ impl SquashFs {
     }
 
     /// Names of the visible xattrs of `ino` (only names `getxattr` returns).
+    /// True if the image has an xattr table (some inode may have attributes).
+    pub fn has_xattrs(&self) -> bool {
+        self.xattrs.is_some()
+    }
+
     pub fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>> {
         let i = self.inode(ino)?;
         self.xattr_names(i.xattr)
