@@ -26,8 +26,10 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
-    cargo build --release --manifest-path fuzz/Cargo.toml --bin sif_parse --target "$host"
+    cargo build --release --manifest-path fuzz/Cargo.toml --bin sif_parse --target "$host" \
+    --target-dir "$repo/fuzz/target"
 fuzzer="$repo/fuzz/target/$host/release/sif_parse"
+[ -x "$fuzzer" ] || { echo "ci/fuzz.sh: FAILED: the fuzz target was not built at $fuzzer" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/sifr-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -32,6 +32,34 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// A reader that fails once the user interrupted the build, so that downloads and layer
+/// unpacking stop at the next read instead of running to the end (the signal handler is
+/// installed with SA_RESTART, so blocking reads are not cut short by the signal itself).
+pub struct Interruptible<R> {
+    inner: R,
+    flag: &'static AtomicBool,
+}
+
+impl<R> Interruptible<R> {
+    /// Wraps `inner`, watching the build's interrupt flag.
+    pub fn new(inner: R) -> Interruptible<R> {
+        Interruptible {
+            inner,
+            flag: &INTERRUPTED,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Interruptible<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.flag.load(Ordering::SeqCst) {
+            // Not ErrorKind::Interrupted: io::copy and read_to_end retry those.
+            return Err(std::io::Error::other("build interrupted"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// The scratch directory; removed when dropped (unless kept for debugging).
 pub struct BuildDir {
     path: PathBuf,
@@ -110,5 +138,27 @@ impl Drop for BuildDir {
         if let Err(e) = BuildDir::remove_tree(&self.ids, &self.path) {
             log::warn!("could not remove the build directory: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn test_interruptible_stops_reading_once_flagged() {
+        static FLAG: AtomicBool = AtomicBool::new(false);
+        let mut r = Interruptible {
+            inner: &b"abcdef"[..],
+            flag: &FLAG,
+        };
+        let mut buf = [0u8; 3];
+        assert_eq!(r.read(&mut buf).expect("read"), 3);
+        FLAG.store(true, Ordering::SeqCst);
+        let err = r.read(&mut buf).expect_err("interrupted");
+        assert_eq!(err.kind(), std::io::ErrorKind::Other);
+        // io::copy gives up instead of retrying.
+        assert!(std::io::copy(&mut r, &mut std::io::sink()).is_err());
     }
 }

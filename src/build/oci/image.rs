@@ -225,7 +225,7 @@ impl OciImage {
             &format!("Unpacking layer {}/{}", index + 1, self.layers.len()),
             Some(size),
         );
-        let reader = progress.reader(reader);
+        let reader = progress.reader(crate::build::workdir::Interruptible::new(reader));
         let what = format!("layer {label}");
         let result = match (&layer.digest, &layer.diff_id) {
             (Some(d), _) => {

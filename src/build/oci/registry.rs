@@ -290,7 +290,9 @@ impl RegistryClient {
             &format!("Copying blob {}", d.digest.short()),
             Some(d.size),
         );
-        let mut reader = progress.reader(resp.into_body().into_reader());
+        let mut reader = progress.reader(crate::build::workdir::Interruptible::new(
+            resp.into_body().into_reader(),
+        ));
         match cache.store(&d.digest, Some(d.size), &mut reader, &what) {
             Ok(p) => Ok(p),
             Err(CacheError::Read { err, .. }) => Err(RegistryError::Transfer {
