@@ -87,7 +87,26 @@ pub fn init(verbosity: Verbosity, color: bool) {
 /// Prints a fatal error the way Apptainer does (`FATAL:   ...`), whatever the verbosity.
 pub fn fatal(msg: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "FATAL:   {msg}");
+    let _ = writeln!(err, "FATAL:   {}", one_line(msg));
+}
+
+/// A fatal error is one line: line breaks and other control characters (which may come
+/// from a damaged file quoted in a message) become spaces, runs of them one space.
+fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut space = false;
+    for c in msg.trim_end().chars() {
+        if c.is_control() {
+            if !space {
+                out.push(' ');
+                space = true;
+            }
+        } else {
+            out.push(c);
+            space = false;
+        }
+    }
+    out
 }
 
 /// Milliseconds since sifr started, for `--debug` timing messages.
@@ -104,4 +123,15 @@ static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new
 /// Records sifr's start time (call first thing in `main`).
 pub fn mark_start() {
     START.get_or_init(std::time::Instant::now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_fatal_messages_are_one_line() {
+        assert_eq!(one_line("a\nb\r\n\tc\n"), "a b c");
+        assert_eq!(one_line("plain: text"), "plain: text");
+    }
 }

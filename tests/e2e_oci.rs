@@ -361,6 +361,15 @@ fn test_build_from_oci_and_docker_archives() {
     ok(&sifr_at(d, &["build", "--sandbox", "sb", "oci:L:v3"], &[]));
     let out = ok(&sifr_at(d, &["exec", "sb", "ls", "/opt/dir"], &[]));
     assert_eq!(out, "c\n");
+    // A text file given as an archive: one line, even though the tar reader quotes it.
+    std::fs::write(d.join("notes.tar"), "login: x\nsecond line\nthird\n").expect("write");
+    let out = sifr_at(
+        d,
+        &["pull", "--name", "n.sif", "oci-archive:notes.tar"],
+        &[],
+    );
+    assert_one_line_error(&out, "not a tar archive");
+    assert!(!d.join("n.sif").exists());
     // A layout with no such tag: one line.
     let out = sifr_at(d, &["build", "x.sif", "oci:L:nope"], &[]);
     assert_one_line_error(&out, "nope");

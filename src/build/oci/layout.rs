@@ -494,11 +494,25 @@ fn index_tar(file: &Path) -> Result<Store, LocalError> {
     let mut archive = tar::Archive::new(f);
     let mut members: HashMap<String, (u64, u64)> = HashMap::new();
     let mut links: Vec<(String, String)> = Vec::new();
-    let entries = archive
-        .entries_with_seek()
-        .map_err(|e| read_err("the archive's entries", e))?;
+    // The tar crate's messages may quote header bytes (newlines included): keep the first
+    // line of it, short.
+    let not_tar = |e: std::io::Error| {
+        let text = e.to_string();
+        let first: String = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect();
+        read_err(
+            "the archive's entries (not a tar archive, or a damaged one)",
+            std::io::Error::new(e.kind(), first),
+        )
+    };
+    let entries = archive.entries_with_seek().map_err(not_tar)?;
     for entry in entries {
-        let entry = entry.map_err(|e| read_err("the archive's entries", e))?;
+        let entry = entry.map_err(not_tar)?;
         let name = normalize_member(&String::from_utf8_lossy(&entry.path_bytes()));
         let kind = entry.header().entry_type();
         if kind.is_file() || kind.is_contiguous() {
