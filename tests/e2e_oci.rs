@@ -17,7 +17,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::oci::{Registry, have_tools, tool};
+use common::oci::{Registry, add_whiteout_opaque_and_config, have_tools, tool};
 use common::*;
 
 /// Runs sifr in `cwd` with its own cache directory.
@@ -80,51 +80,7 @@ fn make_image(dir: &Path) {
     std::fs::write(r.join("etc/hostname"), "from-oci\n").expect("write");
     umoci(&["repack", "--image", "L:v1", "B1"]);
 
-    umoci(&["unpack", "--rootless", "--image", "L:v1", "B2"]);
-    std::fs::remove_file(dir.join("B2/rootfs/etc/remove-me")).expect("rm");
-    umoci(&["repack", "--image", "L:v2", "B2"]);
-
-    let mut b = tar::Builder::new(Vec::new());
-    let mut dirh = tar::Header::new_ustar();
-    dirh.set_entry_type(tar::EntryType::Directory);
-    dirh.set_mode(0o755);
-    dirh.set_size(0);
-    b.append_data(&mut dirh, "opt/dir/", std::io::empty())
-        .expect("append");
-    for (name, data) in [("opt/dir/.wh..wh..opq", &b""[..]), ("opt/dir/c", &b"c"[..])] {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, data).expect("append");
-    }
-    std::fs::write(dir.join("layer3.tar"), b.into_inner().expect("tar")).expect("write");
-    umoci(&[
-        "raw",
-        "add-layer",
-        "--image",
-        "L:v2",
-        "--tag",
-        "v3",
-        "layer3.tar",
-    ]);
-    umoci(&[
-        "config",
-        "--image",
-        "L:v3",
-        "--config.entrypoint",
-        "/bin/echo",
-        "--config.entrypoint",
-        "from-entrypoint",
-        "--config.cmd",
-        "from-cmd",
-        "--config.env",
-        "PATH=/bin",
-        "--config.env",
-        "FOO=bar baz",
-        "--config.label",
-        "org.sifr.test=yes",
-    ]);
+    add_whiteout_opaque_and_config(dir, "/bin", &[]);
 }
 
 fn push(dir: &Path, reg: &Registry, creds: Option<&str>) {

@@ -19,7 +19,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::oci::{Registry, have_tools, tool};
+use common::oci::{Registry, add_whiteout_opaque_and_config, have_tools, tool};
 
 use sifr::build::oci::{
     ApplyOptions, BlobCache, CredentialQuery, Credentials, FetchOptions, OciError, PlatformSpec,
@@ -55,55 +55,7 @@ fn make_image(dir: &Path) -> PathBuf {
     std::os::unix::fs::symlink("usr/lib", r.join("lib")).expect("symlink");
     umoci(&["repack", "--image", "L:v1", "B1"]);
 
-    // Layer 2, made by umoci: a whiteout for the deleted file.
-    umoci(&["unpack", "--rootless", "--image", "L:v1", "B2"]);
-    std::fs::remove_file(dir.join("B2/rootfs/etc/remove-me")).expect("rm");
-    umoci(&["repack", "--image", "L:v2", "B2"]);
-
-    // Layer 3, made by hand: opt/dir replaced (opaque), with new content.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut dirh = tar::Header::new_ustar();
-    dirh.set_entry_type(tar::EntryType::Directory);
-    dirh.set_mode(0o755);
-    dirh.set_size(0);
-    b.append_data(&mut dirh, "opt/dir/", std::io::empty())
-        .expect("append");
-    for (name, data) in [("opt/dir/.wh..wh..opq", &b""[..]), ("opt/dir/c", &b"c"[..])] {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, data).expect("append");
-    }
-    std::fs::write(dir.join("layer3.tar"), b.into_inner().expect("tar")).expect("write");
-    umoci(&[
-        "raw",
-        "add-layer",
-        "--image",
-        "L:v2",
-        "--tag",
-        "v3",
-        "layer3.tar",
-    ]);
-    umoci(&[
-        "config",
-        "--image",
-        "L:v3",
-        "--config.entrypoint",
-        "/bin/echo",
-        "--config.entrypoint",
-        "from-entrypoint",
-        "--config.cmd",
-        "from-cmd",
-        "--config.env",
-        "PATH=/usr/bin:/bin",
-        "--config.env",
-        "FOO=bar baz",
-        "--config.workingdir",
-        "/opt",
-        "--config.label",
-        "org.sifr.test=yes",
-    ]);
+    add_whiteout_opaque_and_config(dir, "/usr/bin:/bin", &["--config.workingdir", "/opt"]);
     dir.join("L")
 }
 

@@ -24,6 +24,63 @@ pub fn have_tools(tools: &[&str]) -> bool {
     false
 }
 
+/// Adds layers 2 and 3 of the test image on top of `L:v1` in `dir` and tags the result
+/// `L:v3`: layer 2, made by umoci, deletes /etc/remove-me (a whiteout); layer 3, made by
+/// hand, replaces /opt/dir by an opaque directory holding only `c`. Then sets the config:
+/// ENTRYPOINT `/bin/echo from-entrypoint`, CMD `from-cmd`, ENV `PATH=<path>` and
+/// `FOO=bar baz`, the label `org.sifr.test=yes`, and `extra` umoci config flags.
+pub fn add_whiteout_opaque_and_config(dir: &Path, path: &str, extra: &[&str]) {
+    let umoci = |args: &[&str]| tool(dir, "umoci", args);
+    umoci(&["unpack", "--rootless", "--image", "L:v1", "B2"]);
+    std::fs::remove_file(dir.join("B2/rootfs/etc/remove-me")).expect("rm");
+    umoci(&["repack", "--image", "L:v2", "B2"]);
+
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirh = tar::Header::new_ustar();
+    dirh.set_entry_type(tar::EntryType::Directory);
+    dirh.set_mode(0o755);
+    dirh.set_size(0);
+    b.append_data(&mut dirh, "opt/dir/", std::io::empty())
+        .expect("append");
+    for (name, data) in [("opt/dir/.wh..wh..opq", &b""[..]), ("opt/dir/c", &b"c"[..])] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).expect("append");
+    }
+    std::fs::write(dir.join("layer3.tar"), b.into_inner().expect("tar")).expect("write");
+    umoci(&[
+        "raw",
+        "add-layer",
+        "--image",
+        "L:v2",
+        "--tag",
+        "v3",
+        "layer3.tar",
+    ]);
+    let env_path = format!("PATH={path}");
+    let mut config = vec![
+        "config",
+        "--image",
+        "L:v3",
+        "--config.entrypoint",
+        "/bin/echo",
+        "--config.entrypoint",
+        "from-entrypoint",
+        "--config.cmd",
+        "from-cmd",
+        "--config.env",
+        &env_path,
+        "--config.env",
+        "FOO=bar baz",
+        "--config.label",
+        "org.sifr.test=yes",
+    ];
+    config.extend_from_slice(extra);
+    umoci(&config);
+}
+
 /// Runs a tool; panics with its output if it fails.
 pub fn tool(dir: &Path, program: &str, args: &[&str]) {
     let out = Command::new(program)
