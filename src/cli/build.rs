@@ -52,23 +52,8 @@ pub struct BuildArgs {
     /// a user-bind path specification for %post: src[:dest[:opts]]
     #[arg(short = 'B', long = "bind", value_delimiter = ',', action = clap::ArgAction::Append)]
     pub bind: Vec<String>,
-    /// do not use HTTPS with the docker:// transport (insecure registries)
-    #[arg(long, alias = "nohttps")]
-    pub no_https: bool,
-    /// specify a username for docker:// registries
-    #[arg(long, value_name = "USER", env = "SIFR_DOCKER_USERNAME")]
-    pub docker_username: Option<String>,
-    /// specify a password for docker:// registries
-    #[arg(
-        long,
-        value_name = "PASSWORD",
-        env = "SIFR_DOCKER_PASSWORD",
-        hide_env_values = true
-    )]
-    pub docker_password: Option<String>,
-    /// the docker config.json-style file holding registry credentials
-    #[arg(long, value_name = "FILE", env = "SIFR_AUTHFILE")]
-    pub authfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
     /// do not clean up the build sandbox on failure (for debugging)
     #[arg(long)]
     pub no_cleanup: bool,

@@ -13,6 +13,7 @@ pub mod build;
 pub mod inspect;
 pub mod key;
 pub mod pull;
+pub mod registry;
 pub mod sif;
 pub mod sign;
 

@@ -19,23 +19,8 @@ pub struct PullArgs {
     /// do not keep the converted image in the cache (blobs are still cached)
     #[arg(long, env = "SIFR_DISABLE_CACHE", value_parser = clap::builder::BoolishValueParser::new())]
     pub disable_cache: bool,
-    /// do not use HTTPS with the docker:// transport (insecure registries)
-    #[arg(long, alias = "nohttps")]
-    pub no_https: bool,
-    /// specify a username for docker:// registries
-    #[arg(long, value_name = "USER", env = "SIFR_DOCKER_USERNAME")]
-    pub docker_username: Option<String>,
-    /// specify a password for docker:// registries
-    #[arg(
-        long,
-        value_name = "PASSWORD",
-        env = "SIFR_DOCKER_PASSWORD",
-        hide_env_values = true
-    )]
-    pub docker_password: Option<String>,
-    /// the docker config.json-style file holding registry credentials
-    #[arg(long, value_name = "FILE", env = "SIFR_AUTHFILE")]
-    pub authfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
     /// specify a temporary directory to use for the conversion
     #[arg(long, value_name = "DIR", env = "SIFR_TMPDIR")]
     pub tmpdir: Option<PathBuf>,

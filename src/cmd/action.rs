@@ -67,12 +67,7 @@ pub fn run_action(
     let (converted, _remove_after) = if crate::build::oci::Source::is_oci_source(image_arg) {
         let source = super::pull::parse_uri(image_arg)?;
         let conv = super::pull::Conversion {
-            access: super::build::RegistryAccess {
-                no_https: flags.no_https,
-                username: flags.docker_username.clone(),
-                password: flags.docker_password.clone(),
-                authfile: flags.authfile.clone(),
-            },
+            access: super::build::RegistryAccess::from_args(&flags.registry),
             tmpdir: flags.tmpdir.clone(),
             ignore_subuid: flags.ignore_subuid,
         };

@@ -59,6 +59,16 @@ pub struct RegistryAccess {
 }
 
 impl RegistryAccess {
+    /// From the command line's registry flags.
+    pub fn from_args(a: &crate::cli::registry::RegistryArgs) -> RegistryAccess {
+        RegistryAccess {
+            no_https: a.no_https,
+            username: a.docker_username.clone(),
+            password: a.docker_password.clone(),
+            authfile: a.authfile.clone(),
+        }
+    }
+
     /// The fetch options for `source`, credentials looked up for its registry.
     pub fn fetch_options(&self, source: &oci::Source) -> anyhow::Result<oci::FetchOptions> {
         let explicit = match (&self.username, &self.password) {
@@ -196,12 +206,7 @@ pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
     }
     let epoch = epoch(a.reproducible)?;
     squash.fixed_time = epoch.map(|e| e.clamp(0, u32::MAX as i64) as u32);
-    let access = RegistryAccess {
-        no_https: a.no_https,
-        username: a.docker_username.clone(),
-        password: a.docker_password.clone(),
-        authfile: a.authfile.clone(),
-    };
+    let access = RegistryAccess::from_args(&a.registry);
     let b = Build {
         ids,
         access,

@@ -114,10 +114,12 @@ fn build_sif(ctx: &Context, spec: &str, dest: &Path, conv: &Conversion) -> anyho
     let mut a = BuildArgs::from_arg_matches(&matches)
         .context("internal error: build arguments for the conversion")?;
     a.force = false;
-    a.no_https = conv.access.no_https;
-    a.docker_username = conv.access.username.clone();
-    a.docker_password = conv.access.password.clone();
-    a.authfile = conv.access.authfile.clone();
+    a.registry = crate::cli::registry::RegistryArgs {
+        no_https: conv.access.no_https,
+        docker_username: conv.access.username.clone(),
+        docker_password: conv.access.password.clone(),
+        authfile: conv.access.authfile.clone(),
+    };
     a.tmpdir = conv.tmpdir.clone().or(a.tmpdir);
     a.ignore_subuid |= conv.ignore_subuid;
     super::build::build(ctx, a).map(|_| ())
@@ -181,12 +183,7 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
         );
     }
     let conv = Conversion {
-        access: RegistryAccess {
-            no_https: a.no_https,
-            username: a.docker_username.clone(),
-            password: a.docker_password.clone(),
-            authfile: a.authfile.clone(),
-        },
+        access: RegistryAccess::from_args(&a.registry),
         tmpdir: a.tmpdir.clone(),
         ignore_subuid: a.ignore_subuid,
     };
