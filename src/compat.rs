@@ -115,6 +115,13 @@ pub fn normalize_env(
 ///
 /// Must be called at the very start of `main`, while the process has a single thread.
 pub fn apply_env_aliases() -> Vec<String> {
+    // An empty control variable means "not set", as in Apptainer (spython exports
+    // SINGULARITY_PULLFOLDER=""; batch scripts clear SINGULARITY_TMPDIR= or _BIND=); left in
+    // place, clap would take it for an option given without its value.
+    for k in empty_control_vars(std::env::vars_os()) {
+        // SAFETY: as below, before any thread exists.
+        unsafe { std::env::remove_var(k) };
+    }
     let (set, warnings) = normalize_env(std::env::vars_os());
     for (k, v) in set {
         // SAFETY: called at the start of main, before any thread exists, so no other thread
@@ -122,6 +129,21 @@ pub fn apply_env_aliases() -> Vec<String> {
         unsafe { std::env::set_var(k, v) };
     }
     warnings
+}
+
+/// The names of the `SIFR_*`, `APPTAINER_*` and `SINGULARITY_*` variables set to "".
+pub fn empty_control_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<OsString> {
+    vars.into_iter()
+        .filter(|(k, v)| {
+            v.is_empty()
+                && k.to_str().is_some_and(|k| {
+                    ["SIFR_", "APPTAINER_", "SINGULARITY_"]
+                        .iter()
+                        .any(|p| k.starts_with(p))
+                })
+        })
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// Reads a runtime control variable by its suffix (`"BIND"` → `SIFR_BIND`, after
@@ -139,6 +161,28 @@ mod tests {
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))
             .collect()
+    }
+
+    #[test]
+    fn test_empty_control_vars_are_unset() {
+        let v = os(&[
+            ("SINGULARITY_PULLFOLDER", ""),
+            ("APPTAINER_TMPDIR", ""),
+            ("SIFR_BIND", ""),
+            ("SINGULARITYENV_FOO", ""),
+            ("SINGULARITY_BIND", "/x"),
+            ("HOME", ""),
+        ]);
+        let mut got = empty_control_vars(v);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                OsString::from("APPTAINER_TMPDIR"),
+                OsString::from("SIFR_BIND"),
+                OsString::from("SINGULARITY_PULLFOLDER"),
+            ]
+        );
     }
 
     #[test]

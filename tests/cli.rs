@@ -45,3 +45,52 @@ fn test_unknown_verb_is_one_line_fatal_255() {
     assert_eq!(out.status.code(), Some(255));
     assert_one_line_error(&out, "no-such-verb");
 }
+
+/// spython lists instances with `instance list --json` and stops them with the legacy
+/// `instance.stop --all`; sifr runs none, and says so in Apptainer's formats.
+#[test]
+fn test_instance_verbs_report_none() {
+    let out = sifr(["instance", "list", "--json"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\n\t\"instances\": []\n}\n"
+    );
+    assert!(out.stderr.is_empty());
+    let out = sifr(["-q", "instance.list", "-j"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"instances\": []"));
+    let out = sifr(["instance", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "INSTANCE NAME    PID    IP    IMAGE\n"
+    );
+    let out = sifr(["instance.stop", "--all"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty());
+    assert_one_line_error(&sifr(["instance", "stop", "web1"]), "no instance found");
+    let out = sifr(["instance", "start", "img.sif", "web1"]);
+    assert_one_line_error(&out, "not supported");
+    assert_eq!(out.status.code(), Some(255));
+}
+
+/// An empty control variable is unset, as in Apptainer: spython exports
+/// SINGULARITY_PULLFOLDER="", batch scripts clear SINGULARITY_CONFIG= or SINGULARITY_TMPDIR=.
+#[test]
+fn test_empty_control_variables_mean_unset() {
+    let fixture = sif_fixture("busybox_amd64.sif");
+    let out = std::process::Command::new(sifr_bin())
+        .args(["sif", "list"])
+        .arg(&fixture)
+        .env("SINGULARITY_CONFIG", "")
+        .env("APPTAINER_TMPDIR", "")
+        .env("SIFR_BIND", "")
+        .output()
+        .expect("run sifr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+}

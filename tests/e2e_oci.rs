@@ -152,6 +152,24 @@ fn test_pull_exec_and_build_from_a_loopback_registry() {
         std::fs::read(d.join("img.sif")).expect("img"),
         std::fs::read(d.join("again.sif")).expect("again")
     );
+    // --dir (SINGULARITY_PULLFOLDER) and the default name; an empty folder means the
+    // current directory, as spython sets it.
+    std::fs::create_dir(d.join("sub")).expect("mkdir");
+    ok(&sifr_at(
+        d,
+        &["pull", "--no-https", "--dir", "sub", &uri],
+        &[],
+    ));
+    assert!(d.join("sub/img_v3.sif").is_file());
+    ok(&sifr_at(
+        d,
+        &["pull", "--no-https", &uri],
+        &[("SINGULARITY_PULLFOLDER", "")],
+    ));
+    assert!(
+        d.join("img_v3.sif").is_file(),
+        "an empty pull folder means the cwd"
+    );
     // An existing file is kept without --force.
     let out = sifr_at(d, &["pull", "--no-https", "--name", "img.sif", &uri], &[]);
     assert_one_line_error(&out, "already exists");

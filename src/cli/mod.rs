@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod action;
 pub mod build;
 pub mod inspect;
+pub mod instance;
 pub mod key;
 pub mod pull;
 pub mod registry;
@@ -84,6 +85,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Pull an image from a URI (docker://, oci:, oci-archive:, docker-archive:) into a SIF
     Pull(pull::PullArgs),
+    /// Manage containers running as services (sifr: none can be started yet)
+    Instance(instance::InstanceArgs),
     /// Show metadata for an image
     Inspect(inspect::InspectArgs),
     /// Show the user-defined help for an image

@@ -10,7 +10,8 @@ pub struct PullArgs {
     /// name of the image file to write (the default is NAME_TAG.sif from the URI)
     #[arg(long, value_name = "FILE")]
     pub name: Option<PathBuf>,
-    /// download the image into this directory
+    /// download the image into this directory [env: SIFR_PULLFOLDER; empty: the current
+    /// directory]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// overwrite an image file if it exists

@@ -15,6 +15,7 @@ use crate::launch::plan::Action;
 pub mod action;
 pub mod build;
 pub mod inspect;
+pub mod instance;
 pub mod key;
 pub mod pull;
 pub mod sif;
@@ -32,16 +33,26 @@ pub struct Context {
     pub global: GlobalArgs,
 }
 
-/// Verbs whose arguments after the image belong to the container, as Apptainer parses them
-/// (no interspersed flags): `sifr run IMG -c x` passes `-c x` to the runscript.
-const IMAGE_VERBS: [&str; 4] = ["exec", "run", "shell", "test"];
+/// `instance.start`, `instance.stop`, `instance.list`: Singularity 2's spelling, which
+/// spython still sends (`instance.stop --all`) when the version string lacks "version 3".
+pub fn legacy_instance_verbs(mut args: Vec<OsString>) -> Vec<OsString> {
+    let Some(i) = verb_index(&args) else {
+        return args;
+    };
+    if let Some(verb) = args[i]
+        .to_str()
+        .and_then(|v| v.strip_prefix("instance."))
+        .filter(|v| matches!(*v, "start" | "stop" | "list"))
+        .map(str::to_string)
+    {
+        args[i] = OsString::from("instance");
+        args.insert(i + 1, OsString::from(verb));
+    }
+    args
+}
 
-/// Inserts `--` right after the image argument of an action verb, so that nothing after it
-/// is taken for a sifr flag. Flags before the image, with or without values, are skipped
-/// using clap's own description of each verb.
-pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
-    use clap::Args;
-    // Skip argv[0] and the global flags to find the verb.
+/// Where the verb is: the first argument after argv[0] and the global flags.
+fn verb_index(args: &[OsString]) -> Option<usize> {
     let mut i = 1;
     while i < args.len() {
         let a = args[i].to_string_lossy();
@@ -53,11 +64,25 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
             i += 1;
             continue;
         }
-        break;
+        return Some(i);
     }
-    let Some(verb) = args.get(i).map(|v| v.to_string_lossy().into_owned()) else {
+    None
+}
+
+/// Verbs whose arguments after the image belong to the container, as Apptainer parses them
+/// (no interspersed flags): `sifr run IMG -c x` passes `-c x` to the runscript.
+const IMAGE_VERBS: [&str; 4] = ["exec", "run", "shell", "test"];
+
+/// Inserts `--` right after the image argument of an action verb, so that nothing after it
+/// is taken for a sifr flag. Flags before the image, with or without values, are skipped
+/// using clap's own description of each verb.
+pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
+    use clap::Args;
+    // Skip argv[0] and the global flags to find the verb.
+    let Some(mut i) = verb_index(&args) else {
         return args;
     };
+    let verb = args[i].to_string_lossy().into_owned();
     if !IMAGE_VERBS.contains(&verb.as_str()) {
         return args;
     }
@@ -143,7 +168,7 @@ pub fn main() -> i32 {
         args.insert(1, OsString::from("run"));
     }
 
-    let args = end_options_after_image(args);
+    let args = end_options_after_image(legacy_instance_verbs(args));
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -220,6 +245,7 @@ pub fn main() -> i32 {
         }
         Some(Command::Build(a)) => build::build(&ctx, a),
         Some(Command::Pull(a)) => pull::pull(&ctx, a),
+        Some(Command::Instance(a)) => instance::instance(&ctx, a),
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Config(args)) => config::run(&ctx, &args),
@@ -248,6 +274,16 @@ mod tests {
 
     fn v(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn test_legacy_instance_verbs() {
+        assert_eq!(
+            legacy_instance_verbs(v(&["singularity", "-q", "instance.stop", "--all"])),
+            v(&["singularity", "-q", "instance", "stop", "--all"])
+        );
+        let exec = v(&["sifr", "exec", "img", "echo", "instance.stop"]);
+        assert_eq!(legacy_instance_verbs(exec.clone()), exec);
     }
 
     #[test]

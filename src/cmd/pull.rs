@@ -166,7 +166,14 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
         .clone()
         .or(output)
         .unwrap_or_else(|| default_name(&source));
-    let dest = match &a.dir {
+    // SIFR_PULLFOLDER (or APPTAINER_/SINGULARITY_PULLFOLDER) is read here rather than by
+    // clap: spython sets it to the empty string to mean "not set".
+    let folder = a.dir.clone().or_else(|| {
+        std::env::var_os("SIFR_PULLFOLDER")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    });
+    let dest = match folder.as_ref().filter(|d| !d.as_os_str().is_empty()) {
         Some(d) if name.is_relative() => d.join(&name),
         _ => name,
     };
