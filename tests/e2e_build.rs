@@ -165,6 +165,20 @@ fn test_build_sandbox_and_reproducible() {
     require_unprivileged();
     let p = project();
     let d = p.path();
+    // A TMPDIR of this test's own: other tests build at the same time, and the check at
+    // the end must see only this test's build directories.
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir tmp");
+    let sifr_at = |cwd: &Path, args: &[&str]| {
+        Command::new(sifr_bin())
+            .args(args)
+            .current_dir(cwd)
+            .env("TMPDIR", &tmp)
+            .env_remove("SIFR_TMPDIR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sifr")
+    };
     ok(&sifr_at(d, &["build", "--sandbox", "sb", "img.def"]));
     assert!(d.join("sb/opt/t/post.txt").is_file());
     assert!(d.join("sb/.singularity.d/Singularity").is_file());
@@ -193,7 +207,6 @@ fn test_build_sandbox_and_reproducible() {
     assert_eq!(o.status.code(), Some(255));
     assert_one_line_error(&o, "--force");
     // No build directory is left behind.
-    let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
     let left: Vec<PathBuf> = std::fs::read_dir(&tmp)
         .expect("tmp")
         .flatten()
