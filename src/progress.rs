@@ -28,10 +28,7 @@ impl Progress {
         if !enabled() {
             return Progress { bar: None };
         }
-        let bar = match total {
-            Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-        };
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
         let template = if total.is_some() {
             "{msg:30!} {wide_bar} {bytes:>10}/{total_bytes:<10} {elapsed:>4}"
         } else {

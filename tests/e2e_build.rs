@@ -19,17 +19,6 @@ fn sifr_at(cwd: &Path, args: &[&str]) -> Output {
         .expect("run sifr")
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 const DEF: &str = r#"Bootstrap: localimage
 From: {{ base }}
 

@@ -35,17 +35,6 @@ fn sifr_at(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("run sifr")
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The test image in `dir/L:v3`: busybox files (layer 1), /etc/remove-me deleted by a
 /// whiteout (layer 2), /opt/dir replaced by an opaque directory (layer 3).
 fn make_image(dir: &Path) {
@@ -238,14 +227,7 @@ fn test_pull_with_basic_auth() {
     let t = tempdir();
     let d = t.path();
     make_image(d);
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", "alice", "s3cret-pw"])
-        .output()
-        .expect("htpasswd");
-    assert!(out.status.success());
-    let htpasswd = d.join("htpasswd");
-    std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
-    let reg = Registry::start(d, Some(&htpasswd));
+    let reg = Registry::start_with_basic_auth(d, "alice", "s3cret-pw");
     push(d, &reg, Some("alice:s3cret-pw"));
     let uri = format!("docker://{}", reg.image());
 

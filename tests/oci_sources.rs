@@ -361,14 +361,7 @@ fn test_registry_basic_auth() {
     let t = common::tempdir();
     let d = t.path();
     make_image(d);
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", "alice", "s3cret-pw"])
-        .output()
-        .expect("htpasswd");
-    assert!(out.status.success());
-    let htpasswd = d.join("htpasswd");
-    std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
-    let reg = Registry::start(d, Some(&htpasswd));
+    let reg = Registry::start_with_basic_auth(d, "alice", "s3cret-pw");
     tool(
         d,
         "skopeo",

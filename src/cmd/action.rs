@@ -67,7 +67,7 @@ pub fn run_action(
     let (converted, _remove_after) = if crate::build::oci::Source::is_oci_source(image_arg) {
         let source = super::pull::parse_uri(image_arg)?;
         let conv = super::pull::Conversion {
-            access: super::build::RegistryAccess::from_args(&flags.registry),
+            access: flags.registry.clone(),
             tmpdir: flags.tmpdir.clone(),
             ignore_subuid: flags.ignore_subuid,
         };

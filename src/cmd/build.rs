@@ -14,6 +14,7 @@ use crate::build::baseenv;
 use crate::build::oci;
 use crate::build::workdir::{self, BuildDir};
 use crate::cli::build::BuildArgs;
+use crate::cli::registry::RegistryArgs;
 use crate::image::extract;
 use crate::image::files::SandboxFiles;
 use crate::image::inspect::{self, Selection};
@@ -48,66 +49,49 @@ fn classify(spec: &str) -> anyhow::Result<Source> {
     }
 }
 
-/// How to reach registries and archives: `--no-https`, `--docker-username/-password`,
-/// `--authfile` (else the environment and docker config files; see `oci::auth`).
-#[derive(Debug, Clone, Default)]
-pub struct RegistryAccess {
-    pub no_https: bool,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub authfile: Option<PathBuf>,
-}
-
-impl RegistryAccess {
-    /// From the command line's registry flags.
-    pub fn from_args(a: &crate::cli::registry::RegistryArgs) -> RegistryAccess {
-        RegistryAccess {
-            no_https: a.no_https,
-            username: a.docker_username.clone(),
-            password: a.docker_password.clone(),
-            authfile: a.authfile.clone(),
-        }
-    }
-
-    /// The fetch options for `source`, credentials looked up for its registry.
-    pub fn fetch_options(&self, source: &oci::Source) -> anyhow::Result<oci::FetchOptions> {
-        let explicit = match (&self.username, &self.password) {
-            (Some(u), Some(p)) => Some(oci::Credentials {
-                username: u.clone(),
-                password: p.clone(),
-            }),
-            (Some(u), None) => bail!(
-                "--docker-username {u} was given without a password: add --docker-password \
+/// The fetch options for `source`: `--no-https`, and credentials for its registry from
+/// `--docker-username/-password`, `--authfile`, the environment or docker config files
+/// (see `oci::auth`).
+pub fn fetch_options(
+    access: &RegistryArgs,
+    source: &oci::Source,
+) -> anyhow::Result<oci::FetchOptions> {
+    let explicit = match (&access.docker_username, &access.docker_password) {
+        (Some(u), Some(p)) => Some(oci::Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        (Some(u), None) => bail!(
+            "--docker-username {u} was given without a password: add --docker-password \
                  or set SIFR_DOCKER_PASSWORD"
-            ),
-            (None, Some(_)) => bail!("--docker-password was given without --docker-username"),
-            (None, None) => None,
-        };
-        let credentials = match source {
-            oci::Source::Registry(r) => {
-                let home = oci::home_dir();
-                oci::CredentialQuery {
-                    explicit: explicit.as_ref(),
-                    authfile: self.authfile.as_deref(),
-                    home: home.as_deref(),
-                    env: &|k| std::env::var(k).ok(),
-                }
-                .find(r.registry(), r.repository())?
+        ),
+        (None, Some(_)) => bail!("--docker-password was given without --docker-username"),
+        (None, None) => None,
+    };
+    let credentials = match source {
+        oci::Source::Registry(r) => {
+            let home = oci::home_dir();
+            oci::CredentialQuery {
+                explicit: explicit.as_ref(),
+                authfile: access.authfile.as_deref(),
+                home: home.as_deref(),
+                env: &|k| std::env::var(k).ok(),
             }
-            _ => None,
-        };
-        Ok(oci::FetchOptions {
-            plain_http: self.no_https,
-            credentials,
-            platform: oci::PlatformSpec::host(),
-        })
-    }
+            .find(r.registry(), r.repository())?
+        }
+        _ => None,
+    };
+    Ok(oci::FetchOptions {
+        plain_http: access.no_https,
+        credentials,
+        platform: oci::PlatformSpec::host(),
+    })
 }
 
 /// Gets an OCI image as the calling user: a registry image is downloaded into the blob
 /// cache (blobs already there are reused); local layouts and archives are read in place.
-pub fn fetch_oci(source: &oci::Source, access: &RegistryAccess) -> anyhow::Result<oci::OciImage> {
-    let options = access.fetch_options(source)?;
+pub fn fetch_oci(source: &oci::Source, access: &RegistryArgs) -> anyhow::Result<oci::OciImage> {
+    let options = fetch_options(access, source)?;
     let cache = oci::BlobCache::from_env()?;
     log::debug!("fetching OCI image {source}");
     Ok(oci::fetch(source, &cache, &options)?)
@@ -152,7 +136,7 @@ pub fn unpack_oci(
 pub struct Build {
     pub ids: IdMapPlan,
     /// Registry access for OCI sources.
-    pub access: RegistryAccess,
+    pub access: RegistryArgs,
     pub squash: SquashSettings,
     /// `SOURCE_DATE_EPOCH` or `--reproducible`.
     pub epoch: Option<i64>,
@@ -206,7 +190,7 @@ pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
     }
     let epoch = epoch(a.reproducible)?;
     squash.fixed_time = epoch.map(|e| e.clamp(0, u32::MAX as i64) as u32);
-    let access = RegistryAccess::from_args(&a.registry);
+    let access = a.registry.clone();
     let b = Build {
         ids,
         access,

@@ -7,17 +7,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Args as _, FromArgMatches as _};
+use tempfile::TempPath;
 
 use super::Context;
-use super::build::{RegistryAccess, fetch_oci};
+use super::build::{fetch_oci, fetch_options};
 use crate::build::oci::{self, Source};
 use crate::cli::build::BuildArgs;
 use crate::cli::pull::PullArgs;
+use crate::cli::registry::RegistryArgs;
 
 /// How a conversion is done.
 #[derive(Debug, Clone, Default)]
 pub struct Conversion {
-    pub access: RegistryAccess,
+    pub access: RegistryArgs,
     pub tmpdir: Option<PathBuf>,
     pub ignore_subuid: bool,
 }
@@ -48,12 +50,12 @@ pub fn converted_sif(
     source: &Source,
     conv: &Conversion,
     keep: bool,
-) -> anyhow::Result<(PathBuf, Option<TempFile>)> {
+) -> anyhow::Result<(PathBuf, Option<TempPath>)> {
     let cache = oci::BlobCache::from_env()?;
     // The image's identity first: for a registry only its manifest is asked for.
     let (key, spec) = match source {
         Source::Registry(r) => {
-            let options = conv.access.fetch_options(source)?;
+            let options = fetch_options(&conv.access, source)?;
             let digest = oci::manifest_digest(r, &options)?;
             // Build from the digest just resolved, so a tag moved meanwhile cannot mix
             // images; the tag stays in the name for the metadata.
@@ -84,24 +86,24 @@ pub fn converted_sif(
             .or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/tmp"))
     };
-    let tmp = TempFile(dir.join(format!(
+    // Removed when dropped: on any failure, and after the run without the cache.
+    let tmp = TempPath::try_from_path(dir.join(format!(
         ".sifr-convert-{}-{}.sif",
         key.short(),
         std::process::id()
-    )));
+    )))
+    .context("cannot read the current directory")?;
     log::info!("Converting OCI blobs to SIF format");
-    build_sif(ctx, &spec, &tmp.0, conv)?;
+    build_sif(ctx, &spec, &tmp, conv)?;
     if !keep {
-        let path = tmp.0.clone();
-        return Ok((path, Some(tmp)));
+        return Ok((tmp.to_path_buf(), Some(tmp)));
     }
-    std::fs::rename(&tmp.0, &cached).with_context(|| {
+    tmp.persist(&cached).map_err(|e| e.error).with_context(|| {
         format!(
             "cannot move the converted image into the cache at {}",
             cached.display()
         )
     })?;
-    std::mem::forget(tmp);
     Ok((cached, None))
 }
 
@@ -114,25 +116,10 @@ fn build_sif(ctx: &Context, spec: &str, dest: &Path, conv: &Conversion) -> anyho
     let mut a = BuildArgs::from_arg_matches(&matches)
         .context("internal error: build arguments for the conversion")?;
     a.force = false;
-    a.registry = crate::cli::registry::RegistryArgs {
-        no_https: conv.access.no_https,
-        docker_username: conv.access.username.clone(),
-        docker_password: conv.access.password.clone(),
-        authfile: conv.access.authfile.clone(),
-    };
+    a.registry = conv.access.clone();
     a.tmpdir = conv.tmpdir.clone().or(a.tmpdir);
     a.ignore_subuid |= conv.ignore_subuid;
     super::build::build(ctx, a).map(|_| ())
-}
-
-/// A file removed when dropped (a partial or temporary conversion).
-#[derive(Debug)]
-pub struct TempFile(pub PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The file name `pull` writes by default: `NAME_TAG.sif` for a registry image, the
@@ -190,7 +177,7 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
         );
     }
     let conv = Conversion {
-        access: RegistryAccess::from_args(&a.registry),
+        access: a.registry.clone(),
         tmpdir: a.tmpdir.clone(),
         ignore_subuid: a.ignore_subuid,
     };
@@ -200,15 +187,17 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let part = TempFile(parent.join(format!(
+    let part = TempPath::try_from_path(parent.join(format!(
         ".{}.sifr-pull-{}",
         dest.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         std::process::id()
-    )));
-    std::fs::copy(&sif, &part.0).with_context(|| format!("cannot write {}", part.0.display()))?;
-    std::fs::rename(&part.0, &dest).with_context(|| format!("cannot write {}", dest.display()))?;
-    std::mem::forget(part);
+    )))
+    .context("cannot read the current directory")?;
+    std::fs::copy(&sif, &part).with_context(|| format!("cannot write {}", part.display()))?;
+    part.persist(&dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(0)
 }

@@ -111,6 +111,18 @@ where
         .unwrap_or_else(|e| panic!("run {}: {e}", Path::new(program).display()))
 }
 
+/// Asserts that a command succeeded (showing its output if not) and returns its stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Asserts that a command failed the way sifr's bad-input contract requires: non-zero exit
 /// and exactly one line on stderr, which contains `needle`.
 pub fn assert_one_line_error(out: &Output, needle: &str) {

@@ -152,6 +152,18 @@ impl Registry {
         reg
     }
 
+    /// A registry that wants `user`/`password` (htpasswd file made with Debian's htpasswd).
+    pub fn start_with_basic_auth(dir: &Path, user: &str, password: &str) -> Registry {
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd");
+        assert!(out.status.success(), "htpasswd: {out:?}");
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+        Registry::start(dir, Some(&htpasswd))
+    }
+
     pub fn image(&self) -> String {
         format!("127.0.0.1:{}/test/img:v3", self.port)
     }

@@ -169,7 +169,10 @@ impl BlockMap {
                 return Ok(None);
             }
         } else {
-            todo!();
+            // sifr patch: unreachable (`level_0` has 15 entries, so `get` above
+            // ended the iteration), but end it here too rather than panic.
+            self.is_done = true;
+            return Ok(None);
         };
 
         Ok(Some(FsBlockIndex::from(ret)))
