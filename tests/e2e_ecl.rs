@@ -244,3 +244,181 @@ fn test_ecl_whitelist_whitestrict_and_refusals() {
     site.write_ecl("activated = false\n");
     runs(&site, &moved);
 }
+
+/// Where `needle` starts in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A SIF whose squashfs holds a static busybox and `/msg` = `SIGNED-CONTENT-0123456789`
+/// stored uncompressed, signed by key 0 of the user's keyring; returns its bytes and the
+/// bytes of the same image with `/msg` rewritten (same length, same layout: what an attacker
+/// writes over the file once the list has checked it).
+fn signed_and_rewritten(site: &Site, dir: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
+    let busybox = which("busybox").expect("busybox-static on PATH (ci/setup-host installs it)");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(tree.join("work")).expect("mkdir");
+    std::fs::copy(&busybox, tree.join("bin/busybox")).expect("copy busybox");
+    for a in ["sh", "cat", "echo", "test", "usleep", "true"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(a)).expect("symlink");
+    }
+    std::fs::write(tree.join("msg"), b"SIGNED-CONTENT-0123456789\n").expect("msg");
+    let sqfs = dir.join("root.sqfs");
+    let out = run(
+        "mksquashfs",
+        [
+            s(&tree),
+            s(&sqfs),
+            "-noappend",
+            "-noD",
+            "-no-fragments",
+            "-no-xattrs",
+            "-all-root",
+            "-quiet",
+            "-no-progress",
+        ],
+    );
+    ok(&out);
+    let img = dir.join("pinned.sif");
+    site.ok(&["sif", "new", s(&img)]);
+    site.ok(&[
+        "sif",
+        "add",
+        "--datatype",
+        "4",
+        "--parttype",
+        "2",
+        "--partfs",
+        "1",
+        "--partarch",
+        "2",
+        "--groupid",
+        "1",
+        s(&img),
+        s(&sqfs),
+    ]);
+    signed(site, &img, &["0"]);
+    let good = std::fs::read(&img).expect("read image");
+    let at = find(&good, b"SIGNED-CONTENT-0123456789").expect("the marker is stored as is");
+    let mut bad = good.clone();
+    bad[at..at + 25].copy_from_slice(b"UNSIGNED-CONTENT-12345678");
+    (img, good, bad)
+}
+
+/// Writes `bytes` over `path` in place (the same inode, as an attacker who can write the file
+/// but not swap it would).
+fn overwrite(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open image for writing");
+    f.write_all_at(bytes, 0).expect("rewrite image");
+}
+
+/// The list checks the bytes it verified, not the file: an image rewritten in place after the
+/// check (by a user who can write it) never runs the rewritten content. First a deterministic
+/// rewrite (the container waits for it before reading), then 200 timed races.
+#[test]
+fn test_ecl_rewrite_after_verification_never_runs_unsigned_bytes() {
+    require_unprivileged();
+    let site = Site::new();
+    let fa = new_key(&site, "Key A");
+    let exported = site.root.join("pub0.asc");
+    site.ok(&["key", "export", "--armor", "--keyidx", "0", s(&exported)]);
+    site.ok(&["key", "import", "--global", s(&exported)]);
+    let approved = site.dir("approved");
+    site.write_ecl(&format!(
+        "activated = true\n\n[[execgroup]]\ntagname = \"approved\"\nmode = \"whitelist\"\n\
+         dirpath = \"{}\"\nkeyfp = [\"{fa}\"]\n",
+        approved.display()
+    ));
+    let (img, good, bad) = signed_and_rewritten(&site, &approved);
+    // Untouched, it runs; the rewritten bytes alone are refused.
+    let out = site.run(&["exec", s(&img), "cat", "/msg"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "SIGNED-CONTENT-0123456789\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    overwrite(&img, &bad);
+    refused(&site, &img, "integrity");
+
+    // Deterministic: the container signals once it runs (the list has checked the image),
+    // the test rewrites the file, then the container reads /msg.
+    let shared = site.dir("shared");
+    let bind = format!("{}:/work", shared.display());
+    overwrite(&img, &good);
+    let script = "echo up > /work/ready; while ! test -e /work/rewritten; do usleep 10000; done; \
+                  cat /msg";
+    let child = Command::new(&site.exe)
+        .args([
+            "exec",
+            "--contain",
+            "-B",
+            &bind,
+            s(&img),
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("SIFR_KEYSDIR", site.root.join("keys"))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sifr");
+    let started = std::time::Instant::now();
+    while !shared.join("ready").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    overwrite(&img, &bad);
+    std::fs::write(shared.join("rewritten"), b"").expect("signal");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("UNSIGNED"),
+        "rewritten bytes ran after the list checked the image: {stdout}"
+    );
+    assert!(!out.status.success(), "reading rewritten bytes must fail");
+
+    // Timed races: rewrite at a varying moment after the start.
+    let (mut ran_signed, mut refused_at_check) = (0, 0);
+    for i in 0..200u64 {
+        overwrite(&img, &good);
+        let child = Command::new(&site.exe)
+            .args(["exec", s(&img), "cat", "/msg"])
+            .env("SIFR_KEYSDIR", site.root.join("keys"))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sifr");
+        std::thread::sleep(std::time::Duration::from_micros((i * 797) % 150_000));
+        overwrite(&img, &bad);
+        let out = child.wait_with_output().expect("wait");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !stdout.contains("UNSIGNED"),
+            "try {i}: rewritten bytes ran: {stdout}"
+        );
+        if stdout.contains("SIGNED-CONTENT") {
+            ran_signed += 1;
+        } else if String::from_utf8_lossy(&out.stderr).contains("execution control list") {
+            refused_at_check += 1;
+        }
+    }
+    eprintln!(
+        "200 races: {ran_signed} ran the signed content, {refused_at_check} were refused by the \
+         check, {} failed to read rewritten bytes",
+        200 - ran_signed - refused_at_check
+    );
+}

@@ -6,10 +6,12 @@ pub mod backend;
 pub mod ext;
 pub mod mount;
 pub mod server;
+pub mod source;
 pub mod squashfs;
 
 pub use backend::{BackendError, BackendResult, FsStats, ImageBackend};
 pub use ext::ExtFs;
 pub use mount::{MountError, MountHandle, MountOptions, mount_image};
 pub use server::ImageFs;
+pub use source::ImageSource;
 pub use squashfs::{Attr, DirEntry, FileType, SquashFs};

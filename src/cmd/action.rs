@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 
@@ -20,6 +21,8 @@ use crate::launch::sys::LinuxSys;
 use crate::sign::ecl::{self as sifr_ecl, Enforcer};
 use crate::sign::keyring::GlobalKeyring;
 use crate::sign::pgp::{KeySource, Keyring};
+use crate::sign::pinned::PinnedFile;
+use sifr_fuse::ImageSource;
 
 /// Loads the system configuration (sifr.conf next to the install, or `-c FILE`).
 pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
@@ -84,15 +87,23 @@ pub fn run_action(
     // and served.
     let opened = resolve_image(image_arg)?;
     enforce_image_policy(&cfg, opened.kind, &opened.path)?;
-    enforce_ecl(&SystemPaths::detect()?, &opened)?;
+    let opened = enforce_ecl(&SystemPaths::detect()?, opened)?;
     let OpenedImage {
         path: image_display,
         root,
         sif,
         file,
+        pinned,
         ..
     } = opened;
-    let image = sif.and_then(SifImage::into_file).or(file);
+    // What the FUSE driver serves: the verified bytes when the list governs the image.
+    let image: Option<Arc<dyn ImageSource>> = match pinned {
+        Some(p) => Some(p),
+        None => sif
+            .and_then(SifImage::into_file)
+            .or(file)
+            .map(|f| Arc::new(f) as Arc<dyn ImageSource>),
+    };
     let user = HostUser::current()?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let host = HostFacts {
@@ -165,6 +176,9 @@ pub struct OpenedImage {
     pub root: RootSource,
     pub sif: Option<SifImage>,
     pub file: Option<File>,
+    /// Set once the execution control list verified the image: the file, read only through
+    /// the digests taken while it was verified (see `sign::pinned`).
+    pub pinned: Option<Arc<PinnedFile>>,
 }
 
 /// Applies the execution control list (ecl.toml) to the opened image, before anything is
@@ -172,10 +186,15 @@ pub struct OpenedImage {
 /// checked with the global keyring; when the list is activated, other kinds of image are
 /// refused (see `sign::ecl`). Every verb that starts a container from an image calls it
 /// after [`resolve_image`] (an `instance start` verb must too).
-pub fn enforce_ecl(paths: &SystemPaths, image: &OpenedImage) -> anyhow::Result<()> {
+///
+/// When the list is activated, the SIF is reloaded through a [`PinnedFile`] before it is
+/// checked, and the image returned serves only the bytes that verification read: its root
+/// partition comes from the verified descriptors, and a file rewritten after the check fails
+/// to read instead of running unsigned content.
+pub fn enforce_ecl(paths: &SystemPaths, mut image: OpenedImage) -> anyhow::Result<OpenedImage> {
     let ecl = EclConfig::load(paths)?;
     if !ecl.value.activated {
-        return Ok(());
+        return Ok(image);
     }
     let global = GlobalKeyring::new(paths.clone());
     let mut keyring = Keyring::new();
@@ -188,18 +207,27 @@ pub fn enforce_ecl(paths: &SystemPaths, image: &OpenedImage) -> anyhow::Result<(
         global: &keyring,
         global_path: &global.path(),
     };
-    match &image.sif {
+    match image.sif.take() {
         Some(img) => {
             let file = img
-                .file()
+                .into_file()
                 .ok_or_else(|| anyhow::anyhow!("{}: image not opened", image.path.display()))?;
-            let dir = sifr_ecl::directory_of(file).with_context(|| {
+            let dir = sifr_ecl::directory_of(&file).with_context(|| {
                 format!(
                     "{}: cannot find the directory of the opened image for the execution control list",
                     image.path.display()
                 )
             })?;
-            enforcer.check_sif(&image.path, img, &dir)?;
+            let pinned = Arc::new(
+                PinnedFile::new(file)
+                    .with_context(|| format!("cannot read image {}", image.path.display()))?,
+            );
+            let verified = SifImage::from_shared(pinned.clone(), &image.path)?;
+            enforcer.check_sif(&image.path, &verified, &dir)?;
+            // The root as the verified descriptors place it, its header read while recording.
+            image.root = sif_root_of(&verified, &image.path)?;
+            pinned.freeze();
+            image.pinned = Some(pinned);
         }
         None => {
             let kind = match image.kind {
@@ -211,7 +239,7 @@ pub fn enforce_ecl(paths: &SystemPaths, image: &OpenedImage) -> anyhow::Result<(
             enforcer.check_not_sif(&image.path, kind)?;
         }
     }
-    Ok(())
+    Ok(image)
 }
 
 /// Opens the image once and finds its root filesystem.
@@ -273,6 +301,7 @@ pub fn resolve_image(arg: &str) -> anyhow::Result<OpenedImage> {
         root,
         sif,
         file,
+        pinned: None,
     })
 }
 

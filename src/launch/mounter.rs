@@ -1,12 +1,11 @@
 //! Mounting the container's root filesystem in the supervisor: a sandbox directory is a bind
 //! mount; squashfs and ext images are served by sifr's FUSE driver (`sifr-fuse`).
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use sifr_fuse::ext::Options as ExtOptions;
-use sifr_fuse::{ExtFs, MountHandle, MountOptions, SquashFs};
+use sifr_fuse::{ExtFs, ImageSource, MountHandle, MountOptions, SquashFs};
 
 use nix::mount::MsFlags;
 
@@ -18,8 +17,9 @@ use super::sys::Sys;
 pub struct Mounter {
     /// The root is writable (`--writable` sandbox).
     pub writable: bool,
-    /// The image file, opened by sifr on the host before any namespace was entered.
-    pub image: Option<File>,
+    /// The image file, opened by sifr on the host before any namespace was entered (read
+    /// through the verified digests when the execution control list governs it).
+    pub image: Option<Arc<dyn ImageSource>>,
 }
 
 struct Bound;
@@ -78,7 +78,7 @@ impl RootMounter for Mounter {
                     .image
                     .take()
                     .ok_or_else(|| format!("{}: image not opened", path.display()))?;
-                let fs = SquashFs::open(file, *offset).map_err(|e| {
+                let fs = SquashFs::open_source(file, *offset, Default::default()).map_err(|e| {
                     format!("cannot read the squashfs image {}: {e}", path.display())
                 })?;
                 let opts = MountOptions {
@@ -100,7 +100,7 @@ impl RootMounter for Mounter {
                     .ok_or_else(|| format!("{}: image not opened", path.display()))?;
                 // Opened here, in the process that serves the mount: its reader threads
                 // would not survive a fork.
-                let fs = ExtFs::open_with(
+                let fs = ExtFs::open_source(
                     file,
                     *offset,
                     ExtOptions {

@@ -6,7 +6,8 @@
 //! - [`signer`]: adding signature objects to an image.
 //! - [`verify`]: checking them (current and legacy formats); [`error`]: why they fail.
 //! - [`keyring`]: the user's and the install's keyrings on disk; [`password`]: key passwords.
-//! - [`ecl`]: enforcing ecl.toml before a container is mounted.
+//! - [`ecl`]: enforcing ecl.toml before a container is mounted; [`pinned`]: serving only the
+//!   bytes that were verified.
 
 pub mod digest;
 pub mod dsse;
@@ -17,6 +18,7 @@ pub mod metadata;
 pub mod password;
 pub mod pem;
 pub mod pgp;
+pub mod pinned;
 pub mod signer;
 pub mod verify;
 pub mod x509;

@@ -16,11 +16,12 @@ mod worker;
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use error::{ExtError, Result};
 
+use crate::source::ImageSource;
 use crate::squashfs::{Attr, DirEntry, FileType};
 use error::corrupt;
 use superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
@@ -91,10 +92,14 @@ impl ExtFs {
 
     /// Opens the filesystem that starts `offset` bytes into `file`.
     pub fn open_with(file: File, offset: u64, opts: Options) -> Result<ExtFs> {
+        Self::open_source(Arc::new(file), offset, opts)
+    }
+
+    /// Opens the filesystem that starts `offset` bytes into `file`, any [`ImageSource`].
+    pub fn open_source(file: Arc<dyn ImageSource>, offset: u64, opts: Options) -> Result<ExtFs> {
         let flen = file
-            .metadata()
-            .map_err(|source| ExtError::Io { pos: 0, source })?
-            .len();
+            .size()
+            .map_err(|source| ExtError::Io { pos: 0, source })?;
         let mut avail = flen.saturating_sub(offset);
         if let Some(s) = opts.size {
             avail = avail.min(s);

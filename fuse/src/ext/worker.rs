@@ -4,8 +4,6 @@
 //! file's reads land on the thread that keeps it open (sequential reads then never seek).
 //! A panic inside ext4-view fails only that request: the thread reloads its `Ext4` and goes on.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -14,6 +12,7 @@ use std::thread::JoinHandle;
 use ext4_view::{Ext4, Ext4Read, Metadata};
 
 use super::error::{ExtError, Result};
+use crate::source::ImageSource;
 use crate::squashfs::{Attr, FileType};
 
 /// Open files each thread keeps (most recently used first out last).
@@ -22,7 +21,7 @@ const OPEN_FILES: usize = 8;
 /// The image as ext4-view reads it: `pread` at `base + start`, never past `len`.
 #[derive(Clone)]
 struct Source {
-    file: Arc<File>,
+    file: Arc<dyn ImageSource>,
     base: u64,
     len: u64,
 }
@@ -228,17 +227,13 @@ impl Pool {
     /// Starts `threads` (at least 1) reader threads on the filesystem at `base` in `file`,
     /// `len` bytes long, and waits until each has loaded it.
     pub(crate) fn start(
-        file: File,
+        file: Arc<dyn ImageSource>,
         base: u64,
         len: u64,
         block_size: u32,
         threads: usize,
     ) -> Result<Pool> {
-        let src = Source {
-            file: Arc::new(file),
-            base,
-            len,
-        };
+        let src = Source { file, base, len };
         let mut pool = Pool {
             senders: Vec::new(),
             threads: Vec::new(),
@@ -305,13 +300,14 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn test_source_refuses_reads_past_the_end() {
         let mut tmp = tempfile::tempfile().expect("tempfile");
         std::io::Write::write_all(&mut tmp, b"0123456789").expect("write");
         let mut s = Source {
-            file: Arc::new(tmp),
+            file: Arc::new(tmp) as Arc<dyn ImageSource>,
             base: 2,
             len: 6,
         };
@@ -342,7 +338,7 @@ mod tests {
     fn test_a_panicking_request_fails_alone() {
         let (_dir, f) = image();
         let len = f.metadata().expect("stat").len();
-        let pool = Pool::start(f, 0, len, 1024, 1).expect("load");
+        let pool = Pool::start(Arc::new(f), 0, len, 1024, 1).expect("load");
         let r: Result<()> = pool.call(7, |_| panic!("simulated ext4-view bug"));
         assert!(matches!(r, Err(ExtError::Worker(_))), "{r:?}");
         // The same thread serves the next request with a reloaded filesystem.
@@ -355,7 +351,7 @@ mod tests {
     fn test_load_failure_is_reported_by_start() {
         let tmp = tempfile::tempfile().expect("tempfile");
         tmp.set_len(1 << 16).expect("size");
-        let e = Pool::start(tmp, 0, 1 << 16, 1024, 2)
+        let e = Pool::start(Arc::new(tmp), 0, 1 << 16, 1024, 2)
             .err()
             .expect("zeros are no ext");
         assert_eq!(e.errno(), libc::EIO);

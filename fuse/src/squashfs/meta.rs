@@ -1,7 +1,6 @@
 //! Positioned reads of the image and the metadata-block layer: 8 KiB blocks with a 2-byte
 //! header, cached decompressed, and a cursor (`MetaReader`) that reads across block boundaries.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::SquashFs;

@@ -14,6 +14,7 @@ mod tables;
 pub mod write;
 mod xattr;
 
+use crate::source::ImageSource;
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, RwLock};
@@ -163,8 +164,7 @@ const PREFETCH_WHOLE: u64 = 32 << 20;
 /// Asks the kernel to start reading, in the background, what opening and walking the
 /// image will need: on a cold page cache this turns scattered small reads (each a disk
 /// round trip) into one sequential read. Advisory: errors are ignored.
-fn prefetch(file: &File, base: u64, sb: &Superblock) {
-    use std::os::fd::AsRawFd;
+fn prefetch(file: &dyn ImageSource, base: u64, sb: &Superblock) {
     let (start, len) = if sb.bytes_used <= PREFETCH_WHOLE {
         (base, sb.bytes_used)
     } else {
@@ -172,13 +172,7 @@ fn prefetch(file: &File, base: u64, sb: &Superblock) {
         let from = sb.inode_table.min(sb.bytes_used);
         (base + from, sb.bytes_used - from)
     };
-    let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_WILLNEED);
-    }
+    file.will_need(start, len);
 }
 
 /// Shards of the inode-number map used when the image has no export table.
@@ -186,7 +180,7 @@ const INO_SHARDS: usize = 16;
 
 /// An open squashfs filesystem. `Send + Sync`: share it (e.g. in an `Arc`) between threads.
 pub struct SquashFs {
-    file: File,
+    file: Arc<dyn ImageSource>,
     base: u64,
     sb: Superblock,
     comp: Compressor,
@@ -238,14 +232,16 @@ impl SquashFs {
 
     /// Opens the filesystem that starts `offset` bytes into `file`.
     pub fn open_with(file: File, offset: u64, opts: Options) -> Result<SquashFs> {
-        let flen = file
-            .metadata()
-            .map_err(|source| SqfsError::Io {
-                pos: 0,
-                len: 0,
-                source,
-            })?
-            .len();
+        Self::open_source(Arc::new(file), offset, opts)
+    }
+
+    /// Opens the filesystem that starts `offset` bytes into `file`, any [`ImageSource`].
+    pub fn open_source(file: Arc<dyn ImageSource>, offset: u64, opts: Options) -> Result<SquashFs> {
+        let flen = file.size().map_err(|source| SqfsError::Io {
+            pos: 0,
+            len: 0,
+            source,
+        })?;
         let avail = flen.saturating_sub(offset);
         let mut raw = [0u8; SUPERBLOCK_SIZE];
         if avail < SUPERBLOCK_SIZE as u64 {
@@ -256,16 +252,15 @@ impl SquashFs {
                 end: avail,
             });
         }
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, offset).map_err(|source| {
-            SqfsError::Io {
+        file.read_exact_at(&mut raw, offset)
+            .map_err(|source| SqfsError::Io {
                 pos: 0,
                 len: SUPERBLOCK_SIZE,
                 source,
-            }
-        })?;
+            })?;
         let sb = Superblock::parse(&raw, avail)?;
         let comp = Compressor::from_id(sb.compression)?;
-        prefetch(&file, offset, &sb);
+        prefetch(&*file, offset, &sb);
         let bs = u64::from(sb.block_size);
         let mut fs = SquashFs {
             file,

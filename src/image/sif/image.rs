@@ -20,11 +20,28 @@ use super::types::DataType;
 /// corrupt header can make the loader allocate (65536 × 585 bytes ≈ 37 MiB).
 pub const MAX_DESCRIPTORS: i64 = 1 << 16;
 
+/// Positioned reads of an image held elsewhere (read-only use), e.g. a file whose bytes
+/// are checked against what was verified earlier.
+pub trait SharedReader: Send + Sync + std::fmt::Debug {
+    /// The number of bytes the image holds.
+    fn size(&self) -> io::Result<u64>;
+    /// Reads up to `buf.len()` bytes at `offset`; 0 at the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
 /// Where the image bytes live.
 #[derive(Debug)]
 pub(super) enum Backing {
     File { file: File, writable: bool },
     Memory(Vec<u8>),
+    Shared(std::sync::Arc<dyn SharedReader>),
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the image was opened read-only",
+    )
 }
 
 impl Backing {
@@ -32,12 +49,14 @@ impl Backing {
         match self {
             Backing::File { file, .. } => Ok(file.metadata()?.len()),
             Backing::Memory(v) => Ok(v.len() as u64),
+            Backing::Shared(r) => r.size(),
         }
     }
 
     pub(super) fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         match self {
             Backing::File { file, .. } => file.read_at(buf, offset),
+            Backing::Shared(r) => r.read_at(buf, offset),
             Backing::Memory(v) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(v.len());
                 let src = &v[start..];
@@ -51,7 +70,7 @@ impl Backing {
     pub(super) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         match self {
             Backing::File { file, .. } => file.read_exact_at(buf, offset),
-            Backing::Memory(_) => {
+            Backing::Memory(_) | Backing::Shared(_) => {
                 if self.read_at(buf, offset)? == buf.len() {
                     Ok(())
                 } else {
@@ -68,13 +87,11 @@ impl Backing {
         match self {
             Backing::File { file, writable } => {
                 if !*writable {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        "the image was opened read-only",
-                    ));
+                    return Err(read_only());
                 }
                 file.write_all_at(buf, offset)
             }
+            Backing::Shared(_) => Err(read_only()),
             Backing::Memory(v) => {
                 let too_big = || io::Error::new(io::ErrorKind::OutOfMemory, "image too large");
                 let start = usize::try_from(offset).map_err(|_| too_big())?;
@@ -91,6 +108,7 @@ impl Backing {
     pub(super) fn set_len(&mut self, len: u64) -> io::Result<()> {
         match self {
             Backing::File { file, .. } => file.set_len(len),
+            Backing::Shared(_) => Err(read_only()),
             Backing::Memory(v) => {
                 let len = usize::try_from(len)
                     .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "image too large"))?;
@@ -104,6 +122,7 @@ impl Backing {
         match self {
             Backing::File { writable, .. } => *writable,
             Backing::Memory(_) => true,
+            Backing::Shared(_) => false,
         }
     }
 }
@@ -167,6 +186,15 @@ impl SifImage {
                 writable: false,
             },
         )
+    }
+
+    /// Validates an image read through `reader` (read-only use). `path` is only used in
+    /// messages.
+    pub fn from_shared(
+        reader: std::sync::Arc<dyn SharedReader>,
+        path: impl Into<PathBuf>,
+    ) -> Result<SifImage, SifError> {
+        SifImage::load(path.into(), Backing::Shared(reader))
     }
 
     /// Validates an image held in memory (tests, fuzzing). `name` is used in messages.
@@ -244,7 +272,7 @@ impl SifImage {
     pub fn file(&self) -> Option<&File> {
         match &self.backing {
             Backing::File { file, .. } => Some(file),
-            Backing::Memory(_) => None,
+            Backing::Memory(_) | Backing::Shared(_) => None,
         }
     }
 
@@ -252,7 +280,7 @@ impl SifImage {
     pub fn into_file(self) -> Option<File> {
         match self.backing {
             Backing::File { file, .. } => Some(file),
-            Backing::Memory(_) => None,
+            Backing::Memory(_) | Backing::Shared(_) => None,
         }
     }
 
@@ -260,7 +288,7 @@ impl SifImage {
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match &self.backing {
             Backing::Memory(v) => Some(v),
-            Backing::File { .. } => None,
+            Backing::File { .. } | Backing::Shared(_) => None,
         }
     }
 

@@ -38,7 +38,7 @@ pub use descriptor::{
 };
 pub use error::{ErrorKind, SifError};
 pub use header::{GO_ZERO_TIME, HEADER_LEN, Header};
-pub use image::{MAX_DESCRIPTORS, ObjectReader, SifImage};
+pub use image::{MAX_DESCRIPTORS, ObjectReader, SharedReader, SifImage};
 pub use select::{FsMagic, PartitionInfo};
 pub use types::{Arch, DataType, FormatType, FsType, HashType, MessageType, PartType, SbomFormat};
 pub use writer::{CreateOptions, DeleteOptions, ImageId, ObjectInput, When, next_aligned};
