@@ -11,11 +11,13 @@ use crate::cli::action::ActionArgs;
 use crate::config::{Config, ContainerKind, EclConfig, SystemPaths};
 use crate::image::sif::SifImage;
 use crate::image::{self, ImageKind};
+use crate::launch::binds::BindSpec;
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
+use crate::launch::options::{HomeSpec, NoMount, Options, Unavailable};
 use crate::launch::plan::{Action, IdMapPlan, MountSource, Plan, RootSource};
-use crate::launch::planner::{self, HostFacts, LaunchPolicy, Request};
+use crate::launch::planner::{self, HostFacts, LaunchPolicy, LiveHost, Request};
 use crate::launch::process::{self, Launch, Outcome};
 use crate::launch::sys::LinuxSys;
 use crate::sign::ecl::{self as sifr_ecl, Enforcer};
@@ -114,9 +116,6 @@ pub fn run_action(
             .collect(),
         umask: current_umask(),
         mountpoints: host_mountpoints(),
-        existing: vec![],
-        files: vec![],
-        probe_filesystem: true,
     };
     let mut env_files = Vec::new();
     for f in &flags.env_file {
@@ -131,10 +130,11 @@ pub fn run_action(
     } else {
         (IdMapPlan::single(user.uid, user.gid), None)
     };
+    let opts = launch_options(&flags)?;
     let req = Request {
         action,
         args,
-        flags,
+        opts,
         shell,
         image_display,
         root,
@@ -142,7 +142,7 @@ pub fn run_action(
         ids,
         emulation,
     };
-    let mut plan = planner::plan(&req, &LaunchPolicy::from(&cfg), &host)?;
+    let mut plan = planner::plan(&req, &LaunchPolicy::from(&cfg), &host, &LiveHost)?;
     for d in &plan.host_dirs {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -179,6 +179,70 @@ pub struct OpenedImage {
     /// Set once the execution control list verified the image: the file, read only through
     /// the digests taken while it was verified (see `sign::pinned`).
     pub pinned: Option<Arc<PinnedFile>>,
+}
+
+/// Translates the action flags into the launch's typed options: composite flags expanded
+/// as Apptainer expands them (`--compat` implies `--containall`, which implies `--contain
+/// --pid --ipc --cleanenv`), binds, `--home` and `--no-mount` parsed.
+pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
+    let compat = f.compat;
+    let containall = f.containall || compat;
+    let mut binds = Vec::new();
+    for spec in f.bind.iter().filter(|s| !s.trim().is_empty()) {
+        binds.push(BindSpec::parse(spec)?);
+    }
+    for spec in &f.mount {
+        binds.push(BindSpec::parse_mount(spec)?);
+    }
+    let uts = match (&f.hostname, f.uts) {
+        (Some(h), _) => Some(h.clone()),
+        (None, true) => Some(String::new()),
+        (None, false) => None,
+    };
+    Ok(Options {
+        contain: f.contain || containall,
+        pid: (f.pid || containall) && !f.no_pid,
+        init: !(f.no_init || compat),
+        ipc: f.ipc || containall,
+        uts,
+        net: f.net,
+        network: f.network.clone(),
+        writable: f.writable,
+        writable_tmpfs: f.writable_tmpfs || compat,
+        binds,
+        home: f.home.as_deref().map(HomeSpec::parse).transpose()?,
+        no_home: f.no_home,
+        workdir: f.workdir.clone(),
+        scratch: f.scratch.clone(),
+        no_mount: f
+            .no_mount
+            .iter()
+            .map(|n| NoMount::parse(n))
+            .collect::<Result<_, _>>()?,
+        dns: f.dns.as_ref().map(|d| {
+            d.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        }),
+        pwd: f.pwd.as_ref().map(PathBuf::from),
+        app: f.app.clone(),
+        cleanenv: f.cleanenv || containall,
+        env: f.env.clone(),
+        no_env: f.no_env.clone(),
+        evaluate: !(f.no_eval || compat),
+        reset_umask: f.no_umask || compat,
+        unavailable: Unavailable {
+            keep_privs: f.keep_privs,
+            allow_setuid: f.allow_setuid,
+            oci: f.oci,
+            apply_cgroups: f.apply_cgroups.is_some(),
+            security: f.security.clone(),
+            resource_limits: f.cpus.is_some() || f.memory.is_some() || f.pids_limit.is_some(),
+            sharens: f.sharens,
+        },
+    })
 }
 
 /// Applies the execution control list (ecl.toml) to the opened image, before anything is
@@ -421,6 +485,77 @@ pub fn exit_status(outcome: Outcome) -> i32 {
                 }
             }
             128 + sig
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_composite_flags_expand_as_apptainer() {
+        let o = launch_options(&ActionArgs {
+            containall: true,
+            ..Default::default()
+        })
+        .expect("ok");
+        assert!(o.contain && o.pid && o.ipc && o.cleanenv && o.init && o.evaluate);
+        assert!(!o.writable_tmpfs && !o.reset_umask);
+        let o = launch_options(&ActionArgs {
+            compat: true,
+            no_pid: true,
+            ..Default::default()
+        })
+        .expect("ok");
+        assert!(o.contain && o.ipc && o.cleanenv && o.writable_tmpfs && o.reset_umask);
+        assert!(
+            !o.pid && !o.init && !o.evaluate,
+            "--no-pid wins over --compat"
+        );
+        let o = launch_options(&ActionArgs::default()).expect("ok");
+        assert_eq!(o, Options::default());
+    }
+
+    #[test]
+    fn test_flags_are_parsed_into_typed_values() {
+        let o = launch_options(&ActionArgs {
+            bind: vec!["/a:/b:ro".into(), " ".into()],
+            mount: vec!["type=bind,src=/c,dst=/d".into()],
+            no_mount: vec!["tmp".into(), "/etc/hosts".into()],
+            home: Some("/h:/home/x".into()),
+            dns: Some("1.1.1.1, ,8.8.8.8".into()),
+            hostname: Some("box".into()),
+            cpus: Some("2".into()),
+            ..Default::default()
+        })
+        .expect("ok");
+        let dests: Vec<_> = o.binds.iter().map(|b| b.destination.clone()).collect();
+        assert_eq!(dests, [PathBuf::from("/b"), PathBuf::from("/d")]);
+        assert!(o.binds[0].readonly);
+        assert_eq!(
+            o.no_mount,
+            [NoMount::Tmp, NoMount::Dest("/etc/hosts".into())]
+        );
+        assert_eq!(o.home.expect("home").dest, PathBuf::from("/home/x"));
+        assert_eq!(o.dns, Some(vec!["1.1.1.1".into(), "8.8.8.8".into()]));
+        assert_eq!(o.uts.as_deref(), Some("box"));
+        assert!(o.unavailable.resource_limits);
+        for bad in [
+            ActionArgs {
+                no_mount: vec!["bogus".into()],
+                ..Default::default()
+            },
+            ActionArgs {
+                bind: vec!["/a:rel".into()],
+                ..Default::default()
+            },
+            ActionArgs {
+                home: Some("/h:rel".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(launch_options(&bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Starting containers: plan (pure), then a linear, commented launch sequence.
 //!
 //! - `binds`, `environ`, `shenv`, `identity`: parsing and computing, no system calls.
-//! - `plan`, `planner`: the `Plan` value and how it is derived.
+//! - `options`: what the user asked for, typed; `plan`, `planner`: the `Plan` value and how
+//!   it is derived.
 //! - `sys`: the seam to the kernel; `rootfs`: the mount sequence inside the container.
 //! - `action`: the payload's argv; `security`: the last steps before execve.
 //! - `process`: the process tree (sifr, supervisor, payload) and signals.
@@ -13,6 +14,7 @@ pub mod environ;
 pub mod identity;
 pub mod idplan;
 pub mod mounter;
+pub mod options;
 pub mod plan;
 pub mod planner;
 pub mod process;

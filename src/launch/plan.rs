@@ -145,8 +145,26 @@ pub struct NamespacePlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPlan {
     pub size_mb: u64,
-    /// `tmpfs` or `ramfs` (`memory fs type`).
-    pub fstype: String,
+    /// `memory fs type`.
+    pub fstype: MemoryFs,
+}
+
+/// The in-memory filesystem of the session directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryFs {
+    Tmpfs,
+    /// No size limit (ramfs takes no `size=`).
+    Ramfs,
+}
+
+impl MemoryFs {
+    /// The filesystem type as mount(2) takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryFs::Tmpfs => "tmpfs",
+            MemoryFs::Ramfs => "ramfs",
+        }
+    }
 }
 
 /// Which action runs.

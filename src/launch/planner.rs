@@ -1,18 +1,23 @@
-//! Turns the command line, the configuration, the image and the host into a [`Plan`].
+//! Turns the typed options, the configuration, the image and the host into a [`Plan`].
 //!
-//! Pure: no system calls (the host facts come in as values), so every rule below is unit
-//! tested. The mount order follows Apptainer's (apptainer-contract.md §4.4): kernel
-//! filesystems, /dev, host filesystems, configured binds, home, user binds, tmp, scratch,
-//! generated files, the working directory.
+//! Pure: no system calls. What it needs to know of the host comes in as values
+//! ([`HostFacts`]) and through a small question trait ([`HostProbe`]: does this path exist,
+//! is it a directory), so every rule below is unit tested against a described host.
+//!
+//! [`plan`] reads top to bottom like the start it describes (bubblewrap's `setup_newroot`):
+//! refusals, namespaces, the root layer, then the mounts in Apptainer's order
+//! (apptainer-contract.md §4.4): kernel filesystems, /dev, host filesystems, configured
+//! binds, home, user binds, tmp, scratch, generated files, the working directory; then the
+//! payload and its environment. Each step is a function of its own.
 
 use std::path::{Path, PathBuf};
 
 use super::binds::{BindError, BindSpec};
 use super::environ::{self, EnvError, EnvInputs};
 use super::identity::HostUser;
+use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
 use super::seccomp::Emulation;
-use crate::cli::action::ActionArgs;
 use crate::config::Config;
 use crate::config::directives::{EnableOverlay, MemoryFsType, MountDev};
 
@@ -27,15 +32,15 @@ pub struct LaunchPolicy {
     pub mount_home: bool,
     pub mount_tmp: bool,
     pub mount_hostfs: bool,
-    /// `bind path` entries (src[:dst]).
-    pub bind_paths: Vec<String>,
+    /// `bind path` entries.
+    pub bind_paths: Vec<BindSpec>,
     pub user_bind_control: bool,
     pub config_passwd: bool,
     pub config_group: bool,
     pub config_resolv_conf: bool,
     pub enable_overlay: EnableOverlay,
     pub sessiondir_max_size_mb: u64,
-    pub memory_fs_type: String,
+    pub memory_fs_type: MemoryFs,
     pub allow_pid_ns: bool,
     pub allow_ipc_ns: bool,
     pub allow_uts_ns: bool,
@@ -46,34 +51,6 @@ impl Default for LaunchPolicy {
     /// Apptainer's defaults, as sifr's built-in configuration has them.
     fn default() -> Self {
         LaunchPolicy::from(&Config::default())
-    }
-}
-
-/// Facts about the host, gathered by the caller.
-#[derive(Debug, Clone)]
-pub struct HostFacts {
-    pub user: HostUser,
-    pub cwd: PathBuf,
-    pub env: Vec<(String, String)>,
-    pub umask: u32,
-    /// Host mount points (for `mount hostfs`).
-    pub mountpoints: Vec<PathBuf>,
-    /// Paths that exist on the host (bind sources are checked by the caller, which fills
-    /// this with the ones found, so the planner stays pure).
-    pub existing: Vec<PathBuf>,
-    /// Those of `existing` that are not directories.
-    pub files: Vec<PathBuf>,
-    /// Ask the real filesystem instead of the two lists above (the CLI sets this; tests
-    /// describe the host with the lists).
-    pub probe_filesystem: bool,
-}
-
-impl HostFacts {
-    fn exists(&self, p: &Path) -> bool {
-        if self.probe_filesystem {
-            return p.exists();
-        }
-        self.existing.iter().any(|e| e == p)
     }
 }
 
@@ -90,12 +67,10 @@ impl From<&Config> for LaunchPolicy {
             bind_paths: c
                 .bind_path
                 .iter()
-                .map(|b| {
-                    let mut s = format!("{}:{}", b.source.display(), b.dest.display());
-                    if b.read_only {
-                        s.push_str(":ro");
-                    }
-                    s
+                .map(|b| BindSpec {
+                    source: b.source.clone(),
+                    destination: b.dest.clone(),
+                    readonly: b.read_only,
                 })
                 .collect(),
             user_bind_control: c.user_bind_control,
@@ -105,8 +80,8 @@ impl From<&Config> for LaunchPolicy {
             enable_overlay: c.enable_overlay,
             sessiondir_max_size_mb: c.sessiondir_max_size,
             memory_fs_type: match c.memory_fs_type {
-                MemoryFsType::Ramfs => "ramfs".into(),
-                _ => "tmpfs".into(),
+                MemoryFsType::Ramfs => MemoryFs::Ramfs,
+                _ => MemoryFs::Tmpfs,
             },
             allow_pid_ns: c.allow_pid_ns,
             allow_ipc_ns: c.allow_ipc_ns,
@@ -116,12 +91,45 @@ impl From<&Config> for LaunchPolicy {
     }
 }
 
-/// What the user asked for.
+/// Facts about the host, gathered by the caller.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub user: HostUser,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub umask: u32,
+    /// Host mount points (for `mount hostfs`).
+    pub mountpoints: Vec<PathBuf>,
+}
+
+/// The questions the planner asks about host paths. [`LiveHost`] asks the filesystem; tests
+/// describe a host.
+pub trait HostProbe {
+    fn exists(&self, p: &Path) -> bool;
+    /// Whether `p` is a directory (following symbolic links, as a bind does).
+    fn is_dir(&self, p: &Path) -> bool;
+}
+
+/// The real host, through `stat`.
+pub struct LiveHost;
+
+impl HostProbe for LiveHost {
+    fn exists(&self, p: &Path) -> bool {
+        p.exists()
+    }
+
+    fn is_dir(&self, p: &Path) -> bool {
+        p.is_dir()
+    }
+}
+
+/// What the user asked for, with what the caller resolved: the opened image's root, the
+/// `--env-file` contents and the identity.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub action: Action,
     pub args: Vec<String>,
-    pub flags: ActionArgs,
+    pub opts: Options,
     pub shell: Option<String>,
     /// The image as named on the command line.
     pub image_display: PathBuf,
@@ -165,115 +173,157 @@ pub enum PlanError {
         "--network {0}: only 'none' (a loopback-only network namespace) is available without privileges"
     )]
     Network(String),
-    #[error("home specification {0:?}: {1}")]
-    Home(String, &'static str),
-    #[error(
-        "--no-mount {0:?}: expected proc, sys, dev, devpts, home, tmp, hostfs, cwd, bind-paths or an absolute path"
-    )]
-    NoMount(String),
 }
 
 /// Builds the plan.
-pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Plan, PlanError> {
-    let mut f = req.flags.clone();
-    let mut warnings = Vec::new();
-
-    // Composite flags, as Apptainer expands them.
-    if f.compat {
-        f.containall = true;
-        f.no_init = true;
-        f.no_umask = true;
-        f.no_eval = true;
-        f.writable_tmpfs = true;
-    }
-    if f.containall {
-        f.contain = true;
-        f.pid = true;
-        f.ipc = true;
-        f.cleanenv = true;
-    }
+pub fn plan(
+    req: &Request,
+    policy: &LaunchPolicy,
+    host: &HostFacts,
+    probe: &dyn HostProbe,
+) -> Result<Plan, PlanError> {
+    let o = &req.opts;
     let fakeroot_uid0 = req.ids.uid == 0;
 
-    // Flags that cannot be honoured rootless.
-    if f.keep_privs {
+    // 1. What cannot be honoured rootless.
+    let mut warnings = refuse_unavailable(&o.unavailable)?;
+    // 2. Namespaces, and the root with its layer.
+    let namespaces = namespaces(o, policy)?;
+    let layer = root_layer(o, policy, req)?;
+    // 3. Mounts, in Apptainer's order.
+    let mut mounts = Vec::new();
+    mounts.extend(kernel_filesystems(o, policy, namespaces.pid));
+    mounts.extend(dev(o, policy));
+    mounts.extend(host_filesystems(o, policy, host));
+    mounts.extend(configured_binds(o, policy, probe));
+    let home = home(o, policy, host, probe, fakeroot_uid0)?;
+    mounts.extend(home.mount.clone());
+    let binds = user_binds(o, policy, host, probe)?;
+    mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
+    mounts.extend(temporary_dirs(o, policy, probe));
+    mounts.extend(scratch_dirs(o, policy)?);
+    mounts.extend(generated_files(
+        o,
+        policy,
+        req,
+        &home.dest,
+        &namespaces,
+        probe,
+    ));
+    mounts.extend(working_dir(o, policy, host, probe, &mounts));
+    // 4. The payload and its environment.
+    let process = payload(req, host, &binds, &home.dest, &mut warnings)?;
+    if let Some(n) = &req.ids.notice {
+        warnings.insert(0, n.clone());
+    }
+    let host_dirs = workdir_dirs(o, &mounts);
+    Ok(Plan {
+        image_display: req.image_display.clone(),
+        root: req.root.clone(),
+        layer,
+        writable: o.writable,
+        ids: req.ids.clone(),
+        namespaces,
+        session: SessionPlan {
+            size_mb: policy.sessiondir_max_size_mb,
+            fstype: policy.memory_fs_type,
+        },
+        mounts,
+        process,
+        security: SecurityPlan {
+            no_new_privs: true,
+            keep_userns_caps: fakeroot_uid0,
+            emulate_root: req.emulation == Some(Emulation::RootMapped),
+            mknod_noop: req.emulation == Some(Emulation::MknodOnly),
+        },
+        host_dirs,
+        warnings,
+    })
+}
+
+/// Refuses what needs privileges or a feature sifr lacks; returns warnings for what is
+/// ignored with a warning.
+fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
+    if u.keep_privs {
         return Err(PlanError::RootOnly {
             flag: "--keep-privs",
         });
     }
-    if f.allow_setuid {
+    if u.allow_setuid {
         return Err(PlanError::RootOnly {
             flag: "--allow-setuid",
         });
     }
-    if f.oci {
+    if u.oci {
         return Err(PlanError::Unsupported {
             flag: "--oci",
             why: "sifr runs SIF images natively; drop --oci (or pass --no-oci)",
         });
     }
-    if f.apply_cgroups.is_some() {
+    if u.apply_cgroups {
         return Err(PlanError::RootOnly {
             flag: "--apply-cgroups",
         });
     }
-    for s in &f.security {
-        if s.starts_with("uid:") || s.starts_with("gid:") {
-            return Err(PlanError::RootOnly {
-                flag: "--security uid:/gid:",
-            });
-        }
+    if u.security
+        .iter()
+        .any(|s| s.starts_with("uid:") || s.starts_with("gid:"))
+    {
+        return Err(PlanError::RootOnly {
+            flag: "--security uid:/gid:",
+        });
     }
-    if f.cpus.is_some() || f.memory.is_some() || f.pids_limit.is_some() {
+    let mut warnings = Vec::new();
+    if u.resource_limits {
         warnings.push(
             "resource limits (--cpus, --memory, --pids-limit) are not applied: sifr does not \
              manage cgroups yet"
                 .to_string(),
         );
     }
-    if f.sharens {
+    if u.sharens {
         warnings.push("--sharens is not supported yet; running with separate namespaces".into());
     }
+    Ok(warnings)
+}
 
-    // Namespaces.
-    let pid = f.pid && !f.no_pid;
-    if pid && !policy.allow_pid_ns {
+/// The namespaces besides user and mount, as the administrator allows them.
+fn namespaces(o: &Options, policy: &LaunchPolicy) -> Result<NamespacePlan, PlanError> {
+    if o.pid && !policy.allow_pid_ns {
         return Err(PlanError::NamespaceDisabled { ns: "pid" });
     }
-    if f.ipc && !policy.allow_ipc_ns {
+    if o.ipc && !policy.allow_ipc_ns {
         return Err(PlanError::NamespaceDisabled { ns: "ipc" });
     }
-    let uts = match (&f.hostname, f.uts) {
-        (Some(h), _) => Some(h.clone()),
-        (None, true) => Some(String::new()),
-        (None, false) => None,
-    };
-    if uts.is_some() && !policy.allow_uts_ns {
+    if o.uts.is_some() && !policy.allow_uts_ns {
         return Err(PlanError::NamespaceDisabled { ns: "uts" });
     }
-    if let Some(n) = &f.network
+    if let Some(n) = &o.network
         && n != "none"
     {
         return Err(PlanError::Network(n.clone()));
     }
-    let net = f.net || f.network.is_some();
+    let net = o.net || o.network.is_some();
     if net && !policy.allow_net_ns {
         return Err(PlanError::NamespaceDisabled { ns: "net" });
     }
-    let namespaces = NamespacePlan {
-        pid,
-        ipc: f.ipc,
-        uts: uts.clone(),
+    Ok(NamespacePlan {
+        pid: o.pid,
+        ipc: o.ipc,
+        uts: o.uts.clone(),
         net,
-        init: pid && !f.no_init,
-    };
+        init: o.pid && o.init,
+    })
+}
 
-    // The root and its layer.
-    if f.writable && !matches!(req.root, RootSource::Directory { .. }) {
+/// How the image's root is presented: directly, or under a session layer.
+fn root_layer(o: &Options, policy: &LaunchPolicy, req: &Request) -> Result<RootLayer, PlanError> {
+    if o.writable && !matches!(req.root, RootSource::Directory { .. }) {
         return Err(PlanError::WritableImage(req.image_display.clone()));
     }
-    let layer = if f.writable {
+    Ok(if o.writable {
         RootLayer::Direct
-    } else if f.writable_tmpfs {
+    } else if o.writable_tmpfs {
         if policy.enable_overlay == EnableOverlay::No {
             return Err(PlanError::OverlayDisabled("--writable-tmpfs"));
         }
@@ -282,24 +332,12 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
         RootLayer::Direct
     } else {
         RootLayer::Session
-    };
+    })
+}
 
-    // --no-mount.
-    let mut no_mount = Vec::new();
-    for n in &f.no_mount {
-        let n = n.trim();
-        match n {
-            "proc" | "sys" | "dev" | "devpts" | "home" | "tmp" | "hostfs" | "cwd"
-            | "bind-paths" => no_mount.push(n.to_string()),
-            _ if n.starts_with('/') => no_mount.push(n.to_string()),
-            _ => return Err(PlanError::NoMount(n.to_string())),
-        }
-    }
-    let skip = |name: &str| no_mount.iter().any(|n| n == name);
-    let skip_dest = |dest: &Path| no_mount.iter().any(|n| Path::new(n) == dest);
-
-    let mut mounts: Vec<MountOp> = Vec::new();
-    let sys_op = |source: MountSource, dest: &str, why: &'static str| MountOp {
+/// A recursive directory mount of a system path.
+fn sys_op(source: MountSource, dest: &str, why: &'static str) -> MountOp {
+    MountOp {
         source,
         dest: PathBuf::from(dest),
         target: TargetKind::Dir,
@@ -308,10 +346,27 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
         allow_dev: false,
         optional: false,
         why,
-    };
+    }
+}
 
-    // Kernel filesystems.
-    if policy.mount_proc && !skip("proc") {
+/// A file mounted over a file.
+fn file_op(source: MountSource, dest: &str, why: &'static str) -> MountOp {
+    MountOp {
+        source,
+        dest: PathBuf::from(dest),
+        target: TargetKind::File,
+        readonly: false,
+        recursive: false,
+        allow_dev: false,
+        optional: false,
+        why,
+    }
+}
+
+/// /proc (a new one with a PID namespace) and /sys.
+fn kernel_filesystems(o: &Options, policy: &LaunchPolicy, pid: bool) -> Vec<MountOp> {
+    let mut mounts = Vec::new();
+    if policy.mount_proc && !o.skips(&NoMount::Proc) {
         let source = if pid {
             MountSource::Proc
         } else {
@@ -319,213 +374,232 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
         };
         mounts.push(sys_op(source, "/proc", "/proc"));
     }
-    if policy.mount_sys && !skip("sys") {
+    if policy.mount_sys && !o.skips(&NoMount::Sys) {
         mounts.push(sys_op(MountSource::Host("/sys".into()), "/sys", "/sys"));
     }
-    // /dev: the host's whole /dev, or a minimal one with --contain.
-    let dev_mode = if f.contain && policy.mount_dev == MountDev::Yes {
+    mounts
+}
+
+/// /dev: the host's whole /dev, or a minimal one with --contain.
+fn dev(o: &Options, policy: &LaunchPolicy) -> Option<MountOp> {
+    if o.skips(&NoMount::Dev) {
+        return None;
+    }
+    let mode = if o.contain && policy.mount_dev == MountDev::Yes {
         MountDev::Minimal
     } else {
         policy.mount_dev
     };
-    if !skip("dev") {
-        match dev_mode {
-            MountDev::Yes => mounts.push(MountOp {
-                allow_dev: true,
-                ..sys_op(MountSource::Host("/dev".into()), "/dev", "/dev")
-            }),
-            MountDev::Minimal => mounts.push(MountOp {
-                allow_dev: true,
-                ..sys_op(
-                    MountSource::MinimalDev {
-                        devpts: policy.mount_devpts && !skip("devpts"),
-                        mqueue: f.ipc,
-                    },
-                    "/dev",
-                    "minimal /dev",
-                )
-            }),
-            MountDev::No => {}
-        }
+    match mode {
+        MountDev::Yes => Some(MountOp {
+            allow_dev: true,
+            ..sys_op(MountSource::Host("/dev".into()), "/dev", "/dev")
+        }),
+        MountDev::Minimal => Some(MountOp {
+            allow_dev: true,
+            ..sys_op(
+                MountSource::MinimalDev {
+                    devpts: policy.mount_devpts && !o.skips(&NoMount::Devpts),
+                    mqueue: o.ipc,
+                },
+                "/dev",
+                "minimal /dev",
+            )
+        }),
+        MountDev::No => None,
     }
-    // Host filesystems (`mount hostfs = yes`).
-    if policy.mount_hostfs && !skip("hostfs") {
-        for mp in &host.mountpoints {
-            let s = mp.to_string_lossy();
+}
+
+/// Host filesystems (`mount hostfs = yes`), other than the system ones.
+fn host_filesystems(o: &Options, policy: &LaunchPolicy, host: &HostFacts) -> Vec<MountOp> {
+    if !policy.mount_hostfs || o.skips(&NoMount::Hostfs) {
+        return Vec::new();
+    }
+    host.mountpoints
+        .iter()
+        .filter(|mp| {
             let system = ["/proc", "/sys", "/dev", "/run", "/boot"]
                 .iter()
-                .any(|p| s == *p || s.starts_with(&format!("{p}/")));
-            if s != "/" && !system {
-                mounts.push(MountOp {
-                    optional: true,
-                    recursive: false,
-                    ..sys_op(MountSource::Host(mp.clone()), &s, "host filesystem")
-                });
-            }
-        }
-    }
-    // Configured binds (`bind path`); with --contain only /etc/localtime and /etc/hosts.
-    if !skip("bind-paths") {
-        for spec in &policy.bind_paths {
-            let b = BindSpec::parse(spec)?;
-            let keep_when_contained =
-                b.source == Path::new("/etc/localtime") || b.source == Path::new("/etc/hosts");
-            if f.contain && !keep_when_contained {
-                continue;
-            }
-            if !host.exists(&b.source) {
-                continue;
-            }
-            mounts.push(MountOp {
-                source: MountSource::Host(b.source.clone()),
-                target: if host_is_dir(host, &b.source) {
-                    TargetKind::Dir
-                } else {
-                    TargetKind::File
-                },
-                readonly: b.readonly,
-                recursive: true,
-                optional: true,
-                why: "configured bind path",
-                dest: b.destination,
-                allow_dev: false,
-            });
-        }
-    }
+                .any(|p| mp.starts_with(p));
+            mp.as_path() != Path::new("/") && !system
+        })
+        .map(|mp| MountOp {
+            optional: true,
+            recursive: false,
+            ..sys_op(
+                MountSource::Host(mp.clone()),
+                &mp.to_string_lossy(),
+                "host filesystem",
+            )
+        })
+        .collect()
+}
 
-    // Home.
+/// Configured binds (`bind path`) whose source exists; with --contain only /etc/localtime
+/// and /etc/hosts.
+fn configured_binds(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -> Vec<MountOp> {
+    if o.skips(&NoMount::BindPaths) {
+        return Vec::new();
+    }
+    policy
+        .bind_paths
+        .iter()
+        .filter(|b| {
+            !o.contain
+                || b.source == Path::new("/etc/localtime")
+                || b.source == Path::new("/etc/hosts")
+        })
+        .filter(|b| probe.exists(&b.source))
+        .map(|b| MountOp {
+            optional: true,
+            why: "configured bind path",
+            ..user_bind_mount(b, probe)
+        })
+        .collect()
+}
+
+/// The home directory: where it appears in the container, and its mount.
+struct Home {
+    dest: PathBuf,
+    mount: Option<MountOp>,
+}
+
+fn home(
+    o: &Options,
+    policy: &LaunchPolicy,
+    host: &HostFacts,
+    probe: &dyn HostProbe,
+    fakeroot_uid0: bool,
+) -> Result<Home, PlanError> {
     let user_home = PathBuf::from(&host.user.home);
-    let (home_source, home_dest) = match &f.home {
-        Some(spec) => {
-            let (src, dst) = match spec.split_once(':') {
-                Some((s, d)) => (s, d),
-                None => (spec.as_str(), spec.as_str()),
-            };
-            if src.is_empty() || dst.is_empty() {
-                return Err(PlanError::Home(spec.clone(), "empty path"));
-            }
-            if !dst.starts_with('/') {
-                return Err(PlanError::Home(
-                    spec.clone(),
-                    "the destination must be an absolute path",
-                ));
-            }
-            let src = if Path::new(src).is_relative() {
-                host.cwd.join(src)
-            } else {
-                PathBuf::from(src)
-            };
-            if !f.contain && !host.exists(&src) {
+    let (source, dest) = match &o.home {
+        Some(h) => {
+            let src = host.cwd.join(&h.source);
+            if !o.contain && !probe.exists(&src) {
                 return Err(PlanError::MissingBindSource(src));
             }
-            (Some(src), PathBuf::from(dst))
+            (src, h.dest.clone())
         }
-        None if fakeroot_uid0 => (Some(user_home.clone()), PathBuf::from("/root")),
-        None => (Some(user_home.clone()), user_home.clone()),
+        None if fakeroot_uid0 => (user_home, PathBuf::from("/root")),
+        None => (user_home.clone(), user_home),
     };
-    let mount_home = policy.mount_home && !f.no_home && !skip("home");
-    if mount_home {
-        let source = if f.contain && f.home.is_none() {
-            match &f.workdir {
-                Some(w) => MountSource::Host(w.join("home")),
-                None => MountSource::SessionDir("home".into()),
-            }
-        } else {
-            match &home_source {
-                Some(s) if host.exists(s) => MountSource::Host(s.clone()),
-                Some(s) if f.home.is_some() => MountSource::Host(s.clone()),
-                _ => MountSource::SessionDir("home".into()),
-            }
-        };
-        mounts.push(MountOp {
-            source,
-            dest: home_dest.clone(),
-            target: TargetKind::Dir,
-            readonly: false,
-            recursive: true,
-            allow_dev: false,
-            optional: false,
-            why: "home directory",
-        });
+    if !policy.mount_home || o.no_home || o.skips(&NoMount::Home) {
+        return Ok(Home { dest, mount: None });
     }
+    let source = if o.contain && o.home.is_none() {
+        match &o.workdir {
+            Some(w) => MountSource::Host(w.join("home")),
+            None => MountSource::SessionDir("home".into()),
+        }
+    } else if o.home.is_some() || probe.exists(&source) {
+        MountSource::Host(source)
+    } else {
+        MountSource::SessionDir("home".into())
+    };
+    let mount = Some(MountOp {
+        source,
+        dest: dest.clone(),
+        target: TargetKind::Dir,
+        readonly: false,
+        recursive: true,
+        allow_dev: false,
+        optional: false,
+        why: "home directory",
+    });
+    Ok(Home { dest, mount })
+}
 
-    // User binds.
-    let mut user_binds = Vec::new();
-    for spec in f.bind.iter().filter(|s| !s.trim().is_empty()) {
-        user_binds.push(BindSpec::parse(spec)?.absolutize(&host.cwd));
-    }
-    for spec in &f.mount {
-        user_binds.push(BindSpec::parse_mount(spec)?.absolutize(&host.cwd));
-    }
-    if !user_binds.is_empty() && !policy.user_bind_control {
+/// The user binds, absolute, allowed and present on the host.
+fn user_binds(
+    o: &Options,
+    policy: &LaunchPolicy,
+    host: &HostFacts,
+    probe: &dyn HostProbe,
+) -> Result<Vec<BindSpec>, PlanError> {
+    let binds: Vec<BindSpec> = o
+        .binds
+        .iter()
+        .map(|b| b.clone().absolutize(&host.cwd))
+        .collect();
+    if !binds.is_empty() && !policy.user_bind_control {
         return Err(PlanError::UserBindDisabled("-B/--bind and --mount"));
     }
-    for b in &user_binds {
-        if !host.exists(&b.source) {
-            return Err(PlanError::MissingBindSource(b.source.clone()));
+    if let Some(b) = binds.iter().find(|b| !probe.exists(&b.source)) {
+        return Err(PlanError::MissingBindSource(b.source.clone()));
+    }
+    Ok(binds)
+}
+
+/// The mount of one bind: a directory or a file, as the source is.
+fn user_bind_mount(b: &BindSpec, probe: &dyn HostProbe) -> MountOp {
+    MountOp {
+        source: MountSource::Host(b.source.clone()),
+        dest: b.destination.clone(),
+        target: if probe.is_dir(&b.source) {
+            TargetKind::Dir
+        } else {
+            TargetKind::File
+        },
+        readonly: b.readonly,
+        recursive: true,
+        allow_dev: false,
+        optional: false,
+        why: "user bind",
+    }
+}
+
+/// /tmp and /var/tmp: the host's, or empty ones with --contain (under --workdir if given).
+fn temporary_dirs(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -> Vec<MountOp> {
+    if !policy.mount_tmp || o.skips(&NoMount::Tmp) {
+        return Vec::new();
+    }
+    let mut mounts = Vec::new();
+    for (dest, name) in [("/tmp", "tmp"), ("/var/tmp", "var_tmp")] {
+        if o.skips_dest(Path::new(dest)) {
+            continue;
+        }
+        let source = if o.contain {
+            match &o.workdir {
+                Some(w) => MountSource::Host(w.join(name)),
+                None => MountSource::SessionDir(name.into()),
+            }
+        } else {
+            MountSource::Host(PathBuf::from(dest))
+        };
+        if let MountSource::Host(p) = &source
+            && !probe.exists(p)
+            && o.workdir.is_none()
+        {
+            continue;
         }
         mounts.push(MountOp {
-            source: MountSource::Host(b.source.clone()),
-            dest: b.destination.clone(),
-            target: if host_is_dir(host, &b.source) {
-                TargetKind::Dir
-            } else {
-                TargetKind::File
-            },
-            readonly: b.readonly,
-            recursive: true,
-            allow_dev: false,
-            optional: false,
-            why: "user bind",
+            optional: !o.contain,
+            ..sys_op(source, dest, "temporary directory")
         });
     }
+    mounts
+}
 
-    // /tmp and /var/tmp.
-    if policy.mount_tmp && !skip("tmp") {
-        for (dest, name) in [("/tmp", "tmp"), ("/var/tmp", "var_tmp")] {
-            if skip_dest(Path::new(dest)) {
-                continue;
-            }
-            let source = if f.contain {
-                match &f.workdir {
-                    Some(w) => MountSource::Host(w.join(name)),
-                    None => MountSource::SessionDir(name.into()),
-                }
-            } else {
-                MountSource::Host(PathBuf::from(dest))
-            };
-            if let MountSource::Host(p) = &source
-                && !host.exists(p)
-                && f.workdir.is_none()
-            {
-                continue;
-            }
-            mounts.push(MountOp {
-                optional: !f.contain,
-                ..sys_op(source, dest, "temporary directory")
-            });
-        }
-    }
-    // Scratch directories.
-    if !f.scratch.is_empty() && !policy.user_bind_control {
+/// Scratch directories (`--scratch`), empty, under --workdir if given.
+fn scratch_dirs(o: &Options, policy: &LaunchPolicy) -> Result<Vec<MountOp>, PlanError> {
+    if !o.scratch.is_empty() && !policy.user_bind_control {
         return Err(PlanError::UserBindDisabled("--scratch"));
     }
-    for (i, s) in f.scratch.iter().filter(|s| !s.is_empty()).enumerate() {
-        let dest = if s.starts_with('/') {
-            PathBuf::from(s)
-        } else {
+    let mut mounts = Vec::new();
+    for (i, s) in o.scratch.iter().filter(|s| !s.is_empty()).enumerate() {
+        if !s.starts_with('/') {
             return Err(PlanError::Bind(BindError::RelativeDestination {
                 spec: s.clone(),
                 dest: s.clone(),
             }));
-        };
-        let source = match &f.workdir {
+        }
+        let source = match &o.workdir {
             Some(w) => MountSource::Host(w.join("scratch").join(format!("{i}"))),
             None => MountSource::SessionDir(format!("scratch{i}")),
         };
         mounts.push(MountOp {
             source,
-            dest,
+            dest: PathBuf::from(s),
             target: TargetKind::Dir,
             readonly: false,
             recursive: false,
@@ -534,42 +608,54 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
             why: "scratch directory",
         });
     }
+    Ok(mounts)
+}
 
-    // Generated files. As (fake)root on a writable root the image's own files are used.
-    let own_files = fakeroot_uid0 && f.writable;
-    if policy.config_passwd && !own_files && !skip_dest(Path::new("/etc/passwd")) {
+/// Files sifr writes for the container: passwd, group, resolv.conf, hostname, and APT's
+/// configuration under root-mapped fakeroot.
+fn generated_files(
+    o: &Options,
+    policy: &LaunchPolicy,
+    req: &Request,
+    home_dest: &Path,
+    ns: &NamespacePlan,
+    probe: &dyn HostProbe,
+) -> Vec<MountOp> {
+    let fakeroot_uid0 = req.ids.uid == 0;
+    let mut mounts = Vec::new();
+    // As (fake)root on a writable root the image's own files are used.
+    let own_files = fakeroot_uid0 && o.writable;
+    if policy.config_passwd && !own_files && !o.skips_dest(Path::new("/etc/passwd")) {
         mounts.push(file_op(
             MountSource::Generated(GeneratedFile::Passwd {
                 uid: req.ids.uid,
-                home: home_dest.clone(),
+                home: home_dest.to_path_buf(),
             }),
             "/etc/passwd",
             "/etc/passwd",
         ));
     }
     // Under fakeroot the caller's host groups are not mapped: the image's group file stays.
-    if policy.config_group && !fakeroot_uid0 && !skip_dest(Path::new("/etc/group")) {
+    if policy.config_group && !fakeroot_uid0 && !o.skips_dest(Path::new("/etc/group")) {
         mounts.push(file_op(
             MountSource::Generated(GeneratedFile::Group),
             "/etc/group",
             "/etc/group",
         ));
     }
-    if policy.config_resolv_conf && !skip_dest(Path::new("/etc/resolv.conf")) {
-        let source = match &f.dns {
-            Some(dns) => MountSource::Generated(GeneratedFile::Literal {
+    if policy.config_resolv_conf && !o.skips_dest(Path::new("/etc/resolv.conf")) {
+        let source = match &o.dns {
+            Some(servers) => MountSource::Generated(GeneratedFile::Literal {
                 name: "resolv.conf".into(),
-                contents: dns
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
+                contents: servers
+                    .iter()
                     .map(|s| format!("nameserver {s}\n"))
                     .collect(),
             }),
             None => MountSource::Host("/etc/resolv.conf".into()),
         };
         let present = match &source {
-            MountSource::Host(p) => host.exists(p),
+            MountSource::Host(p) => probe.exists(p),
             _ => true,
         };
         if present {
@@ -579,7 +665,7 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
             });
         }
     }
-    if let Some(h) = uts.as_ref().filter(|h| !h.is_empty()) {
+    if let Some(h) = ns.uts.as_ref().filter(|h| !h.is_empty()) {
         mounts.push(MountOp {
             optional: true,
             ..file_op(
@@ -592,7 +678,6 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
             )
         });
     }
-
     // Root-mapped fakeroot: APT must not try to switch to its `_apt` user.
     if req.emulation == Some(Emulation::RootMapped) {
         mounts.push(MountOp {
@@ -605,35 +690,52 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
             )
         });
     }
+    mounts
+}
 
-    // The working directory, unless a mount already provides it.
-    let covered = |p: &Path| mounts.iter().any(|m| p.starts_with(&m.dest));
-    let cwd_system = ["/proc", "/sys", "/dev"]
+/// The caller's working directory, unless contained, a system path, or already mounted.
+fn working_dir(
+    o: &Options,
+    policy: &LaunchPolicy,
+    host: &HostFacts,
+    probe: &dyn HostProbe,
+    mounts: &[MountOp],
+) -> Option<MountOp> {
+    let covered = mounts.iter().any(|m| host.cwd.starts_with(&m.dest));
+    let system = ["/proc", "/sys", "/dev"]
         .iter()
         .any(|s| host.cwd.starts_with(s));
-    if !f.contain
+    let wanted = !o.contain
         && policy.user_bind_control
-        && !skip("cwd")
-        && !cwd_system
+        && !o.skips(&NoMount::Cwd)
+        && !system
         && host.cwd != Path::new("/")
-        && !covered(&host.cwd)
-        && host.exists(&host.cwd)
-    {
-        mounts.push(MountOp {
-            source: MountSource::Host(host.cwd.clone()),
-            dest: host.cwd.clone(),
-            target: TargetKind::Dir,
-            readonly: false,
-            recursive: true,
-            allow_dev: false,
-            optional: true,
-            why: "current working directory",
-        });
-    }
+        && !covered
+        && probe.exists(&host.cwd);
+    wanted.then(|| MountOp {
+        source: MountSource::Host(host.cwd.clone()),
+        dest: host.cwd.clone(),
+        target: TargetKind::Dir,
+        readonly: false,
+        recursive: true,
+        allow_dev: false,
+        optional: true,
+        why: "current working directory",
+    })
+}
 
-    // The payload.
-    let (cwd, cwd_required) = match &f.pwd {
-        Some(p) => (PathBuf::from(p), true),
+/// The payload: its arguments, working directory, and environment (with the runtime's
+/// `APPTAINER_*` variables).
+fn payload(
+    req: &Request,
+    host: &HostFacts,
+    binds: &[BindSpec],
+    home_dest: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<ProcessPlan, PlanError> {
+    let o = &req.opts;
+    let (cwd, cwd_required) = match &o.pwd {
+        Some(p) => (p.clone(), true),
         None => (host.cwd.clone(), false),
     };
     let mut runtime = vec![
@@ -654,111 +756,68 @@ pub fn plan(req: &Request, policy: &LaunchPolicy, host: &HostFacts) -> Result<Pl
         ),
         ("COMMAND".to_string(), req.action.as_str().to_string()),
     ];
-    if !user_binds.is_empty() {
+    if !binds.is_empty() {
         runtime.push((
             "BIND".into(),
-            user_binds
+            binds
                 .iter()
                 .map(BindSpec::display)
                 .collect::<Vec<_>>()
                 .join(","),
         ));
     }
-    if let Some(app) = &f.app {
+    if let Some(app) = &o.app {
         runtime.push(("APPNAME".into(), app.clone()));
     }
     if let Some(sh) = &req.shell {
         runtime.push(("SHELL".into(), sh.clone()));
     }
-    if f.no_eval {
+    if !o.evaluate {
         runtime.push(("NO_EVAL".into(), "1".into()));
     }
     let env = environ::compute(&EnvInputs {
         host: host.env.clone(),
-        cleanenv: f.cleanenv,
-        env_flags: f.env.clone(),
+        cleanenv: o.cleanenv,
+        env_flags: o.env.clone(),
         env_files: req.env_files.clone(),
-        no_env: f.no_env.clone(),
+        no_env: o.no_env.clone(),
         runtime,
         fixed: vec![("HOME".into(), home_dest.display().to_string())],
     })?;
     warnings.extend(env.warnings);
-    if let Some(n) = &req.ids.notice {
-        warnings.insert(0, n.clone());
-    }
-
-    // --workdir subdirectories are created on the host before the start.
-    let host_dirs = mounts
-        .iter()
-        .filter_map(|m| match &m.source {
-            MountSource::Host(p) => f
-                .workdir
-                .as_ref()
-                .filter(|w| p.starts_with(w))
-                .map(|_| p.clone()),
-            _ => None,
-        })
-        .collect();
-    Ok(Plan {
-        image_display: req.image_display.clone(),
-        root: req.root.clone(),
-        layer,
-        writable: f.writable,
-        ids: req.ids.clone(),
-        namespaces,
-        session: SessionPlan {
-            size_mb: policy.sessiondir_max_size_mb,
-            fstype: policy.memory_fs_type.clone(),
-        },
-        mounts,
-        process: ProcessPlan {
-            action: req.action,
-            args: req.args.clone(),
-            env: env.base,
-            inject: env.inject,
-            evaluate: !f.no_eval,
-            cwd,
-            cwd_required,
-            home: home_dest,
-            umask: if f.no_umask { Some(0o022) } else { None },
-            app: f.app.clone(),
-            shell: req.shell.clone(),
-        },
-        security: SecurityPlan {
-            no_new_privs: true,
-            keep_userns_caps: fakeroot_uid0,
-            emulate_root: req.emulation == Some(Emulation::RootMapped),
-            mknod_noop: req.emulation == Some(Emulation::MknodOnly),
-        },
-        host_dirs,
-        warnings,
+    Ok(ProcessPlan {
+        action: req.action,
+        args: req.args.clone(),
+        env: env.base,
+        inject: env.inject,
+        evaluate: o.evaluate,
+        cwd,
+        cwd_required,
+        home: home_dest.to_path_buf(),
+        umask: if o.reset_umask { Some(0o022) } else { None },
+        app: o.app.clone(),
+        shell: req.shell.clone(),
     })
 }
 
-fn file_op(source: MountSource, dest: &str, why: &'static str) -> MountOp {
-    MountOp {
-        source,
-        dest: PathBuf::from(dest),
-        target: TargetKind::File,
-        readonly: false,
-        recursive: false,
-        allow_dev: false,
-        optional: false,
-        why,
-    }
-}
-
-/// Whether a host path is a directory (a bind of a file needs a file as mount point).
-fn host_is_dir(host: &HostFacts, p: &Path) -> bool {
-    if host.probe_filesystem {
-        return p.is_dir();
-    }
-    !host.files.iter().any(|f| f == p)
+/// The --workdir subdirectories the mounts use; created on the host before the start.
+fn workdir_dirs(o: &Options, mounts: &[MountOp]) -> Vec<PathBuf> {
+    let Some(w) = &o.workdir else {
+        return Vec::new();
+    };
+    mounts
+        .iter()
+        .filter_map(|m| match &m.source {
+            MountSource::Host(p) if p.starts_with(w) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launch::options::HomeSpec;
 
     fn host() -> HostFacts {
         HostFacts {
@@ -775,6 +834,26 @@ mod tests {
             env: vec![("FOO".into(), "bar".into())],
             umask: 0o022,
             mountpoints: vec![],
+        }
+    }
+
+    /// A described host: these paths exist; the listed files are not directories.
+    struct Listed {
+        existing: Vec<PathBuf>,
+        files: Vec<PathBuf>,
+    }
+
+    impl HostProbe for Listed {
+        fn exists(&self, p: &Path) -> bool {
+            self.existing.iter().any(|e| e == p)
+        }
+        fn is_dir(&self, p: &Path) -> bool {
+            self.exists(p) && !self.files.iter().any(|f| f == p)
+        }
+    }
+
+    fn listed() -> Listed {
+        Listed {
             existing: [
                 "/home/u",
                 "/home/u/work",
@@ -792,15 +871,18 @@ mod tests {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
-            probe_filesystem: false,
         }
     }
 
-    fn req(flags: ActionArgs) -> Request {
+    fn plan(r: &Request, policy: &LaunchPolicy, h: &HostFacts) -> Result<Plan, PlanError> {
+        super::plan(r, policy, h, &listed())
+    }
+
+    fn req(opts: Options) -> Request {
         Request {
             action: Action::Exec,
             args: vec!["true".into()],
-            flags,
+            opts,
             shell: None,
             image_display: "/img/busybox.sif".into(),
             root: RootSource::Squashfs {
@@ -831,12 +913,7 @@ mod tests {
 
     #[test]
     fn test_default_mounts_in_apptainer_order() {
-        let p = plan(
-            &req(ActionArgs::default()),
-            &LaunchPolicy::default(),
-            &host(),
-        )
-        .expect("ok");
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
         assert_eq!(
             dests(&p),
             [
@@ -869,7 +946,7 @@ mod tests {
 
     #[test]
     fn test_contain_gives_minimal_dev_and_session_dirs() {
-        let flags = ActionArgs {
+        let flags = Options {
             contain: true,
             ..Default::default()
         };
@@ -901,8 +978,12 @@ mod tests {
 
     #[test]
     fn test_containall_adds_pid_ipc_cleanenv() {
-        let flags = ActionArgs {
-            containall: true,
+        // What --containall expands to (cmd::action::launch_options).
+        let flags = Options {
+            contain: true,
+            pid: true,
+            ipc: true,
+            cleanenv: true,
             ..Default::default()
         };
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
@@ -913,8 +994,8 @@ mod tests {
 
     #[test]
     fn test_user_binds_and_errors() {
-        let flags = ActionArgs {
-            bind: vec!["/data:/mnt/data:ro".into()],
+        let flags = Options {
+            binds: vec![BindSpec::parse("/data:/mnt/data:ro").expect("spec")],
             ..Default::default()
         };
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
@@ -932,15 +1013,15 @@ mod tests {
                 .any(|(k, v)| k == "APPTAINER_BIND" && v == "/data:/mnt/data:ro")
         );
 
-        let flags = ActionArgs {
-            bind: vec!["/nonexistent:/x".into()],
+        let flags = Options {
+            binds: vec![BindSpec::parse("/nonexistent:/x").expect("spec")],
             ..Default::default()
         };
         let e = plan(&req(flags), &LaunchPolicy::default(), &host()).expect_err("missing");
         assert!(e.to_string().contains("/nonexistent"), "{e}");
 
-        let flags = ActionArgs {
-            bind: vec!["/data".into()],
+        let flags = Options {
+            binds: vec![BindSpec::parse("/data").expect("spec")],
             ..Default::default()
         };
         let policy = LaunchPolicy {
@@ -957,18 +1038,18 @@ mod tests {
     fn test_cwd_bound_when_outside_home() {
         let mut h = host();
         h.cwd = "/data".into();
-        let p = plan(&req(ActionArgs::default()), &LaunchPolicy::default(), &h).expect("ok");
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &h).expect("ok");
         assert!(dests(&p).contains(&"/data".to_string()));
         let mut h = host();
         h.cwd = "/proc/self".into();
-        let p = plan(&req(ActionArgs::default()), &LaunchPolicy::default(), &h).expect("ok");
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &h).expect("ok");
         assert!(!dests(&p).iter().any(|d| d.starts_with("/proc/")));
     }
 
     #[test]
     fn test_home_flags() {
-        let flags = ActionArgs {
-            home: Some("/data:/home/alt".into()),
+        let flags = Options {
+            home: Some(HomeSpec::parse("/data:/home/alt").expect("spec")),
             ..Default::default()
         };
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
@@ -981,7 +1062,7 @@ mod tests {
         assert_eq!(p.process.home, PathBuf::from("/home/alt"));
         assert!(p.process.env.contains(&("HOME".into(), "/home/alt".into())));
 
-        let flags = ActionArgs {
+        let flags = Options {
             no_home: true,
             ..Default::default()
         };
@@ -991,29 +1072,25 @@ mod tests {
 
     #[test]
     fn test_no_mount_and_policy() {
-        let flags = ActionArgs {
-            no_mount: vec!["tmp".into(), "/etc/hosts".into(), "proc".into()],
+        let flags = Options {
+            no_mount: vec![
+                NoMount::Tmp,
+                NoMount::Dest("/etc/hosts".into()),
+                NoMount::Proc,
+            ],
             ..Default::default()
         };
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
         let d = dests(&p);
         assert!(!d.contains(&"/tmp".to_string()));
         assert!(!d.contains(&"/proc".to_string()));
-        let flags = ActionArgs {
-            no_mount: vec!["bogus".into()],
-            ..Default::default()
-        };
-        assert!(matches!(
-            plan(&req(flags), &LaunchPolicy::default(), &host()),
-            Err(PlanError::NoMount(_))
-        ));
         let policy = LaunchPolicy {
             mount_dev: MountDev::No,
             mount_home: false,
             config_passwd: false,
             ..Default::default()
         };
-        let p = plan(&req(ActionArgs::default()), &policy, &host()).expect("ok");
+        let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
         let d = dests(&p);
         assert!(!d.contains(&"/dev".to_string()));
         assert!(!d.contains(&"/home/u".to_string()));
@@ -1022,7 +1099,7 @@ mod tests {
 
     #[test]
     fn test_writable_and_network_rules() {
-        let flags = ActionArgs {
+        let flags = Options {
             writable: true,
             ..Default::default()
         };
@@ -1030,7 +1107,7 @@ mod tests {
             plan(&req(flags), &LaunchPolicy::default(), &host()),
             Err(PlanError::WritableImage(_))
         ));
-        let flags = ActionArgs {
+        let flags = Options {
             network: Some("bridge".into()),
             ..Default::default()
         };
@@ -1038,7 +1115,7 @@ mod tests {
             plan(&req(flags), &LaunchPolicy::default(), &host()),
             Err(PlanError::Network(_))
         ));
-        let flags = ActionArgs {
+        let flags = Options {
             net: true,
             network: Some("none".into()),
             ..Default::default()
@@ -1049,13 +1126,13 @@ mod tests {
             enable_overlay: EnableOverlay::No,
             ..Default::default()
         };
-        let p = plan(&req(ActionArgs::default()), &policy, &host()).expect("ok");
+        let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
         assert_eq!(p.layer, RootLayer::Direct);
     }
 
     #[test]
     fn test_fakeroot_root_mapped() {
-        let mut r = req(ActionArgs {
+        let mut r = req(Options {
             writable: true,
             ..Default::default()
         });
@@ -1095,9 +1172,9 @@ mod tests {
 
     #[test]
     fn test_runtime_env_and_dns() {
-        let flags = ActionArgs {
-            dns: Some("1.1.1.1,8.8.8.8".into()),
-            hostname: Some("box".into()),
+        let flags = Options {
+            dns: Some(vec!["1.1.1.1".into(), "8.8.8.8".into()]),
+            uts: Some("box".into()),
             ..Default::default()
         };
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
@@ -1118,5 +1195,70 @@ mod tests {
             })
         );
         assert_eq!(p.namespaces.uts.as_deref(), Some("box"));
+    }
+
+    #[test]
+    fn test_steps_alone() {
+        let policy = LaunchPolicy::default();
+        // Home under fakeroot is /root, from the caller's home; none with --no-home.
+        let h = home(&Options::default(), &policy, &host(), &listed(), true).expect("ok");
+        assert_eq!(h.dest, PathBuf::from("/root"));
+        let m = h.mount.expect("mounted");
+        assert_eq!(m.source, MountSource::Host("/home/u".into()));
+        let o = Options {
+            no_home: true,
+            ..Default::default()
+        };
+        assert!(
+            home(&o, &policy, &host(), &listed(), false)
+                .expect("ok")
+                .mount
+                .is_none()
+        );
+        // A missing --home source is refused unless contained.
+        let o = Options {
+            home: Some(HomeSpec::parse("/nope:/home/x").expect("spec")),
+            ..Default::default()
+        };
+        assert!(matches!(
+            home(&o, &policy, &host(), &listed(), false),
+            Err(PlanError::MissingBindSource(_))
+        ));
+        // Temporary directories under --workdir with --contain.
+        let o = Options {
+            contain: true,
+            workdir: Some("/w".into()),
+            ..Default::default()
+        };
+        let t = temporary_dirs(&o, &policy, &listed());
+        let sources: Vec<_> = t.iter().map(|m| m.source.clone()).collect();
+        assert_eq!(
+            sources,
+            [
+                MountSource::Host("/w/tmp".into()),
+                MountSource::Host("/w/var_tmp".into())
+            ]
+        );
+        assert_eq!(
+            workdir_dirs(&o, &t),
+            [PathBuf::from("/w/tmp"), PathBuf::from("/w/var_tmp")]
+        );
+        // Configured binds: contained, only localtime and hosts; files stay files.
+        let b = configured_binds(&o, &policy, &listed());
+        assert!(b.iter().all(|m| m.target == TargetKind::File && m.optional));
+        assert_eq!(b.len(), 2);
+        // Refusals name the flag.
+        let e = refuse_unavailable(&Unavailable {
+            oci: true,
+            ..Default::default()
+        })
+        .expect_err("refused");
+        assert!(e.to_string().contains("--oci"), "{e}");
+        // Scratch destinations must be absolute.
+        let o = Options {
+            scratch: vec!["rel".into()],
+            ..Default::default()
+        };
+        assert!(scratch_dirs(&o, &policy).is_err());
     }
 }

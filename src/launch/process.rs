@@ -34,7 +34,7 @@ use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
 
 use super::action::{self, RootFiles};
 use super::identity::HostUser;
-use super::plan::{IdMapPlan, Plan, RootSource};
+use super::plan::{IdMapPlan, MemoryFs, Plan, RootSource};
 use super::rootfs::{self, Layout};
 use super::seccomp::{self, Emulation};
 use super::security;
@@ -397,23 +397,21 @@ fn supervisor(
 
     // 3. The session tmpfs, and the image under it.
     let layout = Layout::default();
-    let session_data = if plan.session.fstype == "ramfs" {
+    let fstype = plan.session.fstype.as_str();
+    let session_data = if plan.session.fstype == MemoryFs::Ramfs {
         "mode=0755".to_string()
     } else {
         format!("size={}m,mode=0755", plan.session.size_mb)
     };
     let mountpoint = Path::new(rootfs::SESSION_MOUNTPOINT);
     if let Err(e) = sys.mount(
-        Some(Path::new(&plan.session.fstype)),
+        Some(Path::new(fstype)),
         mountpoint,
-        Some(&plan.session.fstype),
+        Some(fstype),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&session_data),
     ) {
-        child_fail(
-            &err,
-            &format!("cannot mount the session {}: {e}", plan.session.fstype),
-        );
+        child_fail(&err, &format!("cannot mount the session {fstype}: {e}"));
     }
     // Pivot into it, keeping the host's root at /oldroot (bubblewrap's approach): bind
     // sources stay reachable by path, and nothing of the host is covered.

@@ -579,7 +579,7 @@ mod tests {
             namespaces: NamespacePlan::default(),
             session: SessionPlan {
                 size_mb: 64,
-                fstype: "tmpfs".into(),
+                fstype: MemoryFs::Tmpfs,
             },
             mounts,
             process: ProcessPlan {

@@ -1,0 +1,249 @@
+//! What the user asked a container start to do, as typed values: `cmd` builds [`Options`]
+//! from the command line (composite flags such as `--containall` already expanded, binds and
+//! `--no-mount` already parsed) and the planner reads it. No command-line parser in here.
+
+use std::path::{Path, PathBuf};
+
+use super::binds::BindSpec;
+
+/// The typed request for one container start. `Options::default()` is a start with no
+/// flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    // --- isolation -------------------------------------------------------------------------
+    /// `--contain`: minimal /dev, empty home and temporary directories.
+    pub contain: bool,
+    /// A PID namespace (`--pid`, `--containall`; not with `--no-pid`).
+    pub pid: bool,
+    /// Run a small init as PID 1 in the PID namespace (not with `--no-init`).
+    pub init: bool,
+    /// An IPC namespace (`--ipc`, `--containall`).
+    pub ipc: bool,
+    /// A UTS namespace (`--uts`), with this hostname when not empty (`--hostname`).
+    pub uts: Option<String>,
+    /// A network namespace (`--net`, `--network`).
+    pub net: bool,
+    /// The `--network` type asked for (only `none` is available rootless).
+    pub network: Option<String>,
+
+    // --- the root filesystem ---------------------------------------------------------------
+    /// `--writable`: the sandbox itself, read-write.
+    pub writable: bool,
+    /// `--writable-tmpfs`: a throw-away writable layer.
+    pub writable_tmpfs: bool,
+
+    // --- mounts ----------------------------------------------------------------------------
+    /// User binds, `-B` then `--mount`, in order (sources may be relative to the cwd).
+    pub binds: Vec<BindSpec>,
+    /// `-H/--home SRC[:DST]`.
+    pub home: Option<HomeSpec>,
+    /// `--no-home`.
+    pub no_home: bool,
+    /// `-W/--workdir`: where /tmp, /var/tmp, home (with `--contain`) and scratch live.
+    pub workdir: Option<PathBuf>,
+    /// `-S/--scratch` destinations.
+    pub scratch: Vec<String>,
+    /// `--no-mount`.
+    pub no_mount: Vec<NoMount>,
+    /// `--dns` servers, for a generated resolv.conf (`None`: the host's).
+    pub dns: Option<Vec<String>>,
+
+    // --- the payload -----------------------------------------------------------------------
+    /// `--pwd`: the working directory inside the container (must exist).
+    pub pwd: Option<PathBuf>,
+    /// `--app`.
+    pub app: Option<String>,
+    /// `--cleanenv`.
+    pub cleanenv: bool,
+    /// `--env` specifications, as given (`NAME=VALUE`).
+    pub env: Vec<String>,
+    /// `--no-env` names.
+    pub no_env: Vec<String>,
+    /// Shell-evaluate injected values (not with `--no-eval`).
+    pub evaluate: bool,
+    /// Set umask 022 instead of keeping the caller's (`--no-umask`).
+    pub reset_umask: bool,
+
+    // --- asked for, but not available rootless (the planner refuses or warns) -------------
+    pub unavailable: Unavailable,
+}
+
+/// Requests the planner turns into a refusal or a warning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unavailable {
+    pub keep_privs: bool,
+    pub allow_setuid: bool,
+    pub oci: bool,
+    pub apply_cgroups: bool,
+    /// `--security` options.
+    pub security: Vec<String>,
+    /// `--cpus`, `--memory` or `--pids-limit` was given.
+    pub resource_limits: bool,
+    pub sharens: bool,
+}
+
+/// `-H/--home SRC[:DST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeSpec {
+    /// The host directory (relative to the cwd when relative).
+    pub source: PathBuf,
+    /// Where it appears in the container (absolute).
+    pub dest: PathBuf,
+    /// The specification as given, for messages.
+    pub spec: String,
+}
+
+/// A `--home` specification that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("home specification {spec:?}: {why}")]
+pub struct HomeError {
+    pub spec: String,
+    pub why: &'static str,
+}
+
+impl HomeSpec {
+    /// Parses `SRC[:DST]`.
+    pub fn parse(spec: &str) -> Result<HomeSpec, HomeError> {
+        let fail = |why| HomeError {
+            spec: spec.to_string(),
+            why,
+        };
+        let (src, dst) = spec.split_once(':').unwrap_or((spec, spec));
+        if src.is_empty() || dst.is_empty() {
+            return Err(fail("empty path"));
+        }
+        if !dst.starts_with('/') {
+            return Err(fail("the destination must be an absolute path"));
+        }
+        Ok(HomeSpec {
+            source: PathBuf::from(src),
+            dest: PathBuf::from(dst),
+            spec: spec.to_string(),
+        })
+    }
+}
+
+/// One `--no-mount` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoMount {
+    Proc,
+    Sys,
+    Dev,
+    Devpts,
+    Home,
+    Tmp,
+    Hostfs,
+    Cwd,
+    BindPaths,
+    /// A mount by its destination inside the container.
+    Dest(PathBuf),
+}
+
+/// A `--no-mount` entry that names nothing.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "--no-mount {0:?}: expected proc, sys, dev, devpts, home, tmp, hostfs, cwd, bind-paths or an absolute path"
+)]
+pub struct NoMountError(pub String);
+
+impl NoMount {
+    /// Parses one entry (surrounding blanks ignored).
+    pub fn parse(s: &str) -> Result<NoMount, NoMountError> {
+        let s = s.trim();
+        Ok(match s {
+            "proc" => NoMount::Proc,
+            "sys" => NoMount::Sys,
+            "dev" => NoMount::Dev,
+            "devpts" => NoMount::Devpts,
+            "home" => NoMount::Home,
+            "tmp" => NoMount::Tmp,
+            "hostfs" => NoMount::Hostfs,
+            "cwd" => NoMount::Cwd,
+            "bind-paths" => NoMount::BindPaths,
+            _ if s.starts_with('/') => NoMount::Dest(PathBuf::from(s)),
+            _ => return Err(NoMountError(s.to_string())),
+        })
+    }
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            contain: false,
+            pid: false,
+            init: true,
+            ipc: false,
+            uts: None,
+            net: false,
+            network: None,
+            writable: false,
+            writable_tmpfs: false,
+            binds: Vec::new(),
+            home: None,
+            no_home: false,
+            workdir: None,
+            scratch: Vec::new(),
+            no_mount: Vec::new(),
+            dns: None,
+            pwd: None,
+            app: None,
+            cleanenv: false,
+            env: Vec::new(),
+            no_env: Vec::new(),
+            evaluate: true,
+            reset_umask: false,
+            unavailable: Unavailable::default(),
+        }
+    }
+}
+
+impl Options {
+    /// Whether `--no-mount` names this family of mounts.
+    pub fn skips(&self, what: &NoMount) -> bool {
+        self.no_mount.contains(what)
+    }
+
+    /// Whether `--no-mount` names this destination.
+    pub fn skips_dest(&self, dest: &Path) -> bool {
+        self.no_mount
+            .iter()
+            .any(|n| matches!(n, NoMount::Dest(d) if d == dest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_home_spec() {
+        let h = HomeSpec::parse("/data:/home/alt").expect("ok");
+        assert_eq!(
+            (h.source, h.dest),
+            (PathBuf::from("/data"), PathBuf::from("/home/alt"))
+        );
+        let h = HomeSpec::parse("/data").expect("ok");
+        assert_eq!(h.dest, PathBuf::from("/data"));
+        assert_eq!(
+            HomeSpec::parse("rel").expect_err("relative dest").why,
+            "the destination must be an absolute path"
+        );
+        assert_eq!(HomeSpec::parse(":/x").expect_err("empty").why, "empty path");
+    }
+
+    #[test]
+    fn test_no_mount() {
+        assert_eq!(NoMount::parse(" tmp "), Ok(NoMount::Tmp));
+        assert_eq!(
+            NoMount::parse("/etc/hosts"),
+            Ok(NoMount::Dest("/etc/hosts".into()))
+        );
+        assert!(NoMount::parse("bogus").is_err());
+        let o = Options {
+            no_mount: vec![NoMount::Tmp, NoMount::Dest("/etc/hosts".into())],
+            ..Options::default()
+        };
+        assert!(o.skips(&NoMount::Tmp) && !o.skips(&NoMount::Proc));
+        assert!(o.skips_dest(Path::new("/etc/hosts")));
+    }
+}
