@@ -1,6 +1,5 @@
 //! `exec`, `run`, `shell`, `test`: resolve the image, gather host facts, plan, launch.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,9 +7,10 @@ use anyhow::{Context as _, bail};
 
 use super::Context;
 use crate::cli::action::ActionArgs;
-use crate::config::{Config, ContainerKind, EclConfig, SystemPaths};
+use crate::config::{Config, ContainerKind, SystemPaths};
+use crate::image::ImageKind;
 use crate::image::sif::SifImage;
-use crate::image::{self, ImageKind};
+use crate::image::source::{self, OpenedImage};
 use crate::launch::binds::BindSpec;
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
@@ -20,10 +20,7 @@ use crate::launch::plan::{Action, IdMapPlan, MountSource, Plan, RootSource};
 use crate::launch::planner::{self, HostFacts, LaunchPolicy, LiveHost, Request};
 use crate::launch::process::{self, Launch, Outcome};
 use crate::launch::sys::LinuxSys;
-use crate::sign::ecl::{self as sifr_ecl, Enforcer};
-use crate::sign::keyring::GlobalKeyring;
-use crate::sign::pgp::{KeySource, Keyring};
-use crate::sign::pinned::PinnedFile;
+use crate::sign::ecl;
 use sifr_fuse::ImageSource;
 
 /// Loads the system configuration (sifr.conf next to the install, or `-c FILE`).
@@ -87,9 +84,9 @@ pub fn run_action(
     };
     // The image is opened here, on the host, once: the same file is checked (policy, ECL)
     // and served.
-    let opened = resolve_image(image_arg)?;
+    let opened = source::open(image_arg)?;
     enforce_image_policy(&cfg, opened.kind, &opened.path)?;
-    let opened = enforce_ecl(&SystemPaths::detect()?, opened)?;
+    let opened = ecl::enforce(&SystemPaths::detect()?, opened)?;
     let OpenedImage {
         path: image_display,
         root,
@@ -168,19 +165,6 @@ pub fn run_action(
     Ok(exit_status(outcome))
 }
 
-/// An image opened for a launch: its path as the container sees it, its kind, its root
-/// filesystem, and the open file (as a loaded SIF for SIF images).
-pub struct OpenedImage {
-    pub path: PathBuf,
-    pub kind: ImageKind,
-    pub root: RootSource,
-    pub sif: Option<SifImage>,
-    pub file: Option<File>,
-    /// Set once the execution control list verified the image: the file, read only through
-    /// the digests taken while it was verified (see `sign::pinned`).
-    pub pinned: Option<Arc<PinnedFile>>,
-}
-
 /// Translates the action flags into the launch's typed options: composite flags expanded
 /// as Apptainer expands them (`--compat` implies `--containall`, which implies `--contain
 /// --pid --ipc --cleanenv`), binds, `--home` and `--no-mount` parsed.
@@ -243,178 +227,6 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             sharens: f.sharens,
         },
     })
-}
-
-/// Applies the execution control list (ecl.toml) to the opened image, before anything is
-/// mounted: a SIF file is judged by the directory of the open file and by its signatures
-/// checked with the global keyring; when the list is activated, other kinds of image are
-/// refused (see `sign::ecl`). Every verb that starts a container from an image calls it
-/// after [`resolve_image`] (an `instance start` verb must too).
-///
-/// When the list is activated, the SIF is reloaded through a [`PinnedFile`] before it is
-/// checked, and the image returned serves only the bytes that verification read: its root
-/// partition comes from the verified descriptors, and a file rewritten after the check fails
-/// to read instead of running unsigned content.
-pub fn enforce_ecl(paths: &SystemPaths, mut image: OpenedImage) -> anyhow::Result<OpenedImage> {
-    let ecl = EclConfig::load(paths)?;
-    if !ecl.value.activated {
-        return Ok(image);
-    }
-    let global = GlobalKeyring::new(paths.clone());
-    let mut keyring = Keyring::new();
-    for k in global.public_keys()? {
-        keyring.add(k, KeySource::Global);
-    }
-    let enforcer = Enforcer {
-        ecl: &ecl.value,
-        source: &ecl.source,
-        global: &keyring,
-        global_path: &global.path(),
-    };
-    match image.sif.take() {
-        Some(img) => {
-            let file = img
-                .into_file()
-                .ok_or_else(|| anyhow::anyhow!("{}: image not opened", image.path.display()))?;
-            let dir = sifr_ecl::directory_of(&file).with_context(|| {
-                format!(
-                    "{}: cannot find the directory of the opened image for the execution control list",
-                    image.path.display()
-                )
-            })?;
-            let pinned = Arc::new(
-                PinnedFile::new(file)
-                    .with_context(|| format!("cannot read image {}", image.path.display()))?,
-            );
-            let verified = SifImage::from_shared(pinned.clone(), &image.path)?;
-            enforcer.check_sif(&image.path, &verified, &dir)?;
-            // The root as the verified descriptors place it, its header read while recording.
-            image.root = sif_root_of(&verified, &image.path)?;
-            pinned.freeze();
-            image.pinned = Some(pinned);
-        }
-        None => {
-            let kind = match image.kind {
-                ImageKind::Sandbox => "sandbox directory",
-                ImageKind::Squashfs => "squashfs",
-                ImageKind::Ext => "ext2/3/4",
-                ImageKind::Sif => "SIF",
-            };
-            enforcer.check_not_sif(&image.path, kind)?;
-        }
-    }
-    Ok(image)
-}
-
-/// Opens the image once and finds its root filesystem.
-pub fn resolve_image(arg: &str) -> anyhow::Result<OpenedImage> {
-    if let Some((scheme, _)) = arg.split_once("://") {
-        bail!(
-            "{arg}: {scheme}:// images are not supported yet; pull the image to a local SIF \
-             file first"
-        );
-    }
-    let path = Path::new(arg);
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .context("cannot read the current directory")?
-            .join(path)
-    };
-    let (kind, file) = image::open(&abs)?;
-    let len = |f: &Option<File>| -> anyhow::Result<u64> {
-        match f {
-            Some(f) => Ok(f
-                .metadata()
-                .with_context(|| format!("cannot read image {}", abs.display()))?
-                .len()),
-            None => Ok(0),
-        }
-    };
-    let (root, sif, file) = match kind {
-        ImageKind::Sandbox => (RootSource::Directory { path: abs.clone() }, None, None),
-        ImageKind::Squashfs => (
-            RootSource::Squashfs {
-                path: abs.clone(),
-                offset: 0,
-                size: len(&file)?,
-            },
-            None,
-            file,
-        ),
-        ImageKind::Ext => (
-            RootSource::Ext {
-                path: abs.clone(),
-                offset: 0,
-                size: len(&file)?,
-            },
-            None,
-            file,
-        ),
-        ImageKind::Sif => {
-            let file =
-                file.ok_or_else(|| anyhow::anyhow!("{}: image not opened", abs.display()))?;
-            let img = SifImage::from_file(file, &abs)?;
-            (sif_root_of(&img, &abs)?, Some(img), None)
-        }
-    };
-    Ok(OpenedImage {
-        path: abs,
-        kind,
-        root,
-        sif,
-        file,
-        pinned: None,
-    })
-}
-
-/// The root filesystem of the SIF at `path`: its primary system partition.
-pub fn sif_root(path: &Path) -> anyhow::Result<RootSource> {
-    let img = SifImage::open(path)?;
-    sif_root_of(&img, path)
-}
-
-/// The root filesystem of a loaded SIF: its primary system partition (Apptainer's rules).
-pub fn sif_root_of(img: &SifImage, path: &Path) -> anyhow::Result<RootSource> {
-    use crate::image::sif::{Arch, FsType};
-    let p = img.primary_partition()?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: the SIF has no primary system partition, so there is nothing to run \
-             (a data container?)",
-            path.display()
-        )
-    })?;
-    img.check_partition_header(&p)?;
-    if p.arch != Arch::Unknown && p.arch != Arch::host() {
-        bail!(
-            "{}: the image is built for {}, this machine is {} (no emulation is set up)",
-            path.display(),
-            p.arch.go_name(),
-            Arch::host().go_name()
-        );
-    }
-    match p.fs_type {
-        FsType::Squashfs => Ok(RootSource::Squashfs {
-            path: path.to_path_buf(),
-            offset: p.offset,
-            size: p.size,
-        }),
-        FsType::Ext3 => Ok(RootSource::Ext {
-            path: path.to_path_buf(),
-            offset: p.offset,
-            size: p.size,
-        }),
-        FsType::EncryptedSquashfs => bail!(
-            "{}: reading a root-encrypted SIF requires root or a setuid installation",
-            path.display()
-        ),
-        other => bail!(
-            "{}: the primary partition is {}, which sifr cannot run",
-            path.display(),
-            other.label()
-        ),
-    }
 }
 
 /// Replaces every host path the plan mounts by its canonical form: the supervisor reaches

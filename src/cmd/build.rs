@@ -317,7 +317,7 @@ pub fn unpack_image(b: &Build, path: &Path, kind: ImageKind, rootfs: &Path) -> a
             offset: 0,
             size: std::fs::metadata(path)?.len(),
         },
-        ImageKind::Sif => super::action::sif_root(path)?,
+        ImageKind::Sif => crate::image::source::sif_root(path)?,
     };
     let dest = rootfs.to_path_buf();
     match root {

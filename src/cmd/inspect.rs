@@ -33,7 +33,7 @@ pub fn open_files(arg: &str) -> anyhow::Result<(PathBuf, Box<dyn ImageFiles>)> {
             Ok((path, Box::new(files)))
         }
         ImageKind::Sif => {
-            let root = super::action::sif_root(&path)?;
+            let root = crate::image::source::sif_root(&path)?;
             let f = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open image {}", path.display()))?;
             match root {

@@ -6,7 +6,9 @@
 pub mod extract;
 pub mod files;
 pub mod inspect;
+pub mod pinned;
 pub mod sif;
+pub mod source;
 
 use std::fs::File;
 use std::io::Read;

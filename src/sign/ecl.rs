@@ -18,11 +18,17 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::config::Source;
-use crate::config::ecl::{EclConfig, EclMode, ExecGroup};
-use crate::image::sif::SifImage;
+use std::sync::Arc;
 
-use super::pgp::{self, Keyring};
+use crate::config::ecl::{EclConfig, EclMode, ExecGroup};
+use crate::config::{ConfigError, Source, SystemPaths};
+use crate::image::ImageKind;
+use crate::image::pinned::PinnedFile;
+use crate::image::sif::SifImage;
+use crate::image::source::{OpenedImage, SourceError, sif_root_of};
+
+use super::keyring::{GlobalKeyring, KeyringError};
+use super::pgp::{self, KeySource, Keyring};
 use super::verify::{KeyMaterial, Selection, verify_tasks};
 
 /// An image the execution control list refuses, or a list that cannot be applied. Displays
@@ -33,6 +39,84 @@ pub struct EclError {
     pub image: PathBuf,
     pub source_: String,
     pub reason: String,
+}
+
+/// Why the list could not be applied to an image (or refused it).
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error(transparent)]
+    Refused(#[from] EclError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{path}: cannot {what} for the execution control list: {err}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        err: std::io::Error,
+    },
+}
+
+/// Applies the execution control list (ecl.toml) to an opened image, before anything is
+/// mounted: a SIF file is judged by the directory of the open file and by its signatures
+/// checked with the global keyring; when the list is activated, other kinds of image are
+/// refused. Every verb that starts a container from an image calls it (an `instance start`
+/// verb must too).
+///
+/// When the list is activated, the SIF is reloaded through a [`PinnedFile`] before it is
+/// checked, and the image returned serves only the bytes that verification read: its root
+/// partition comes from the verified descriptors, and a file rewritten after the check fails
+/// to read instead of running unsigned content.
+pub fn enforce(paths: &SystemPaths, mut image: OpenedImage) -> Result<OpenedImage, EnforceError> {
+    let ecl = EclConfig::load(paths)?;
+    if !ecl.value.activated {
+        return Ok(image);
+    }
+    let global = GlobalKeyring::new(paths.clone());
+    let mut keyring = Keyring::new();
+    for k in global.public_keys()? {
+        keyring.add(k, KeySource::Global);
+    }
+    let enforcer = Enforcer {
+        ecl: &ecl.value,
+        source: &ecl.source,
+        global: &keyring,
+        global_path: &global.path(),
+    };
+    let io = |what| {
+        let path = image.path.clone();
+        move |err| EnforceError::Io { path, what, err }
+    };
+    match image.sif.take() {
+        Some(img) => {
+            let file = img
+                .into_file()
+                .ok_or_else(|| std::io::Error::other("image not opened"))
+                .map_err(io("open the image"))?;
+            let dir = directory_of(&file).map_err(io("find the directory of the opened image"))?;
+            let pinned = Arc::new(PinnedFile::new(file).map_err(io("read the image"))?);
+            let verified =
+                SifImage::from_shared(pinned.clone(), &image.path).map_err(SourceError::from)?;
+            enforcer.check_sif(&image.path, &verified, &dir)?;
+            // The root as the verified descriptors place it, its header read while recording.
+            image.root = sif_root_of(&verified, &image.path)?;
+            pinned.freeze();
+            image.pinned = Some(pinned);
+        }
+        None => {
+            let kind = match image.kind {
+                ImageKind::Sandbox => "sandbox directory",
+                ImageKind::Squashfs => "squashfs",
+                ImageKind::Ext => "ext2/3/4",
+                ImageKind::Sif => "SIF",
+            };
+            enforcer.check_not_sif(&image.path, kind)?;
+        }
+    }
+    Ok(image)
 }
 
 fn mode_name(m: EclMode) -> &'static str {

@@ -6,8 +6,8 @@
 //! - [`signer`]: adding signature objects to an image.
 //! - [`verify`]: checking them (current and legacy formats); [`error`]: why they fail.
 //! - [`keyring`]: the user's and the install's keyrings on disk; [`password`]: key passwords.
-//! - [`ecl`]: enforcing ecl.toml before a container is mounted; [`pinned`]: serving only the
-//!   bytes that were verified.
+//! - [`ecl`]: enforcing ecl.toml before a container is mounted (the image is then served
+//!   through `image::pinned`, only as verified).
 
 pub mod digest;
 pub mod dsse;
@@ -18,7 +18,6 @@ pub mod metadata;
 pub mod password;
 pub mod pem;
 pub mod pgp;
-pub mod pinned;
 pub mod signer;
 pub mod verify;
 pub mod x509;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::image::sif::SharedReader;
+use super::sif::SharedReader;
 
 /// Bytes per chunk: a power of two, so chunk boundaries are aligned offsets.
 pub const CHUNK: u64 = 64 * 1024;
