@@ -81,7 +81,7 @@ impl Limits {
     /// unpacked anyway; refusing first keeps the disk from filling up.
     pub fn for_dest(dest: &Path) -> Limits {
         let free = nix::sys::statvfs::statvfs(dest)
-            .map(|s| u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
             .unwrap_or(u64::MAX);
         Limits {
             max_depth: MAX_DEPTH,
@@ -720,7 +720,7 @@ impl Copier<'_> {
 }
 
 /// The names in directory `dir`, sorted, without `.` and `..`.
-fn list_dir(dir: &OwnedFd) -> nix::Result<Vec<Vec<u8>>> {
+pub fn list_dir(dir: &OwnedFd) -> nix::Result<Vec<Vec<u8>>> {
     let fd = openat(
         dir,
         ".",

@@ -207,7 +207,9 @@ fn join_names(names: &[OsString]) -> Vec<u8> {
 }
 
 /// Creates directory `name` in the directory given (for the resolvers that make missing ones).
-pub type Mkdir<'a> = &'a mut dyn FnMut(BorrowedFd<'_>, &OsStr) -> Result<(), Errno>;
+pub type MkdirFn<'m> = dyn FnMut(BorrowedFd<'_>, &OsStr) -> Result<(), Errno> + 'm;
+/// A borrowed [`MkdirFn`].
+pub type Mkdir<'a> = &'a mut MkdirFn<'a>;
 
 /// The user-space resolution: one component at a time, never following a symlink in the
 /// kernel, clamping `..` at the root. Returns the directory and the names of its path from
@@ -215,7 +217,7 @@ pub type Mkdir<'a> = &'a mut dyn FnMut(BorrowedFd<'_>, &OsStr) -> Result<(), Err
 fn walk<'m>(
     root: BorrowedFd<'_>,
     rel: &[u8],
-    mut mkdir: Option<&mut (dyn FnMut(BorrowedFd<'_>, &OsStr) -> Result<(), Errno> + 'm)>,
+    mut mkdir: Option<&mut MkdirFn<'m>>,
 ) -> Result<(OwnedFd, Vec<OsString>), Errno> {
     let dup = |fd: BorrowedFd<'_>| {
         fd.try_clone_to_owned()
