@@ -745,10 +745,13 @@ mod tests {
     use sifr_fuse::{Attr, BackendError, BackendResult, DirEntry, FsStats};
     use std::os::unix::fs::MetadataExt;
 
-    /// An image made up in memory: inode -> (attributes, children or data or target).
+    /// One inode of a [`Fake`]: attributes, children (name, inode), data or link target.
+    type Node = (Attr, Vec<(Vec<u8>, u64)>, Vec<u8>);
+
+    /// An image made up in memory.
     #[derive(Default)]
     struct Fake {
-        nodes: HashMap<u64, (Attr, Vec<(Vec<u8>, u64)>, Vec<u8>)>,
+        nodes: HashMap<u64, Node>,
     }
 
     fn attr(ino: u64, kind: FileType, size: u64) -> Attr {
@@ -788,7 +791,7 @@ mod tests {
             );
             self
         }
-        fn get(&self, ino: u64) -> BackendResult<&(Attr, Vec<(Vec<u8>, u64)>, Vec<u8>)> {
+        fn get(&self, ino: u64) -> BackendResult<&Node> {
             self.nodes.get(&ino).ok_or(BackendError {
                 errno: libc::ENOENT,
                 msg: format!("no inode {ino}"),
