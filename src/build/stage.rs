@@ -6,15 +6,22 @@
 //! re-invokes itself.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use super::baseenv;
 use super::deffile::{Agent, AppPart, Definition, FileCopy, Script, Section, SectionFilter, Stage};
 use crate::cmd::build::{Build, fetch_oci, unpack_image, unpack_oci};
+use crate::image::inroot::{Resolved, resolve_in_root};
 use crate::image::{self, extract};
 
 /// What a stage build needs besides the definition.
@@ -120,67 +127,288 @@ fn run_in_container(
     }
 }
 
-/// Expands one `%files` source (globs allowed) relative to `base`.
-fn expand_sources(base: &Path, src: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let pattern = if Path::new(src).is_absolute() {
-        PathBuf::from(src)
-    } else {
-        base.join(src)
-    };
-    let pat = pattern.to_string_lossy().into_owned();
-    if !pat.contains(['*', '?', '[']) {
-        if std::fs::symlink_metadata(&pattern).is_err() {
-            bail!("%files: {} does not exist", pattern.display());
-        }
-        return Ok(vec![pattern]);
-    }
-    let mut out: Vec<PathBuf> = glob::glob(&pat)
-        .with_context(|| format!("%files: bad pattern {src:?}"))?
-        .filter_map(Result::ok)
-        .collect();
-    out.sort();
-    if out.is_empty() {
-        bail!("%files: no file matches {src:?}");
-    }
-    Ok(out)
+/// Where the sources of a `%files` block are read from.
+#[derive(Debug, Clone)]
+enum FilesFrom {
+    /// The host; relative sources are taken from this directory.
+    Host(PathBuf),
+    /// An earlier stage (name, root filesystem): every source, absolute or not, is a path
+    /// inside that root, its symlinks resolved there, never on the host.
+    Stage(String, PathBuf),
 }
 
-/// Copies `%files` entries into `rootfs` as root of the namespace.
+/// One `%files` source after glob expansion.
+struct Source {
+    /// The directory holding it, and its name there (`.`: that directory itself).
+    dir: OwnedFd,
+    name: OsString,
+    /// What messages call it.
+    label: PathBuf,
+    /// The path as written (globs expanded): the destination when none is given.
+    written: String,
+    /// Its last component as written: its name when copied into a directory.
+    base: Option<OsString>,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The last component of `p` as written (`None` for `/` or a path ending in `.`/`..`).
+fn base_name(p: &str) -> Option<OsString> {
+    p.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .map(OsString::from)
+}
+
+/// Opens a host directory (`O_PATH`), following symlinks: the caller's own paths.
+fn open_host_dir(d: &Path) -> Result<OwnedFd, String> {
+    let d = if d.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        d
+    };
+    nix::fcntl::open(
+        d,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {}: {e}", d.display()))
+}
+
+/// Expands one `%files` source (globs allowed): on the host relative to `base`, or inside
+/// a stage's root (`stage_root`, opened) for `%files from STAGE`.
+fn expand_sources(
+    from: &FilesFrom,
+    stage_root: Option<BorrowedFd<'_>>,
+    src: &str,
+) -> Result<Vec<Source>, String> {
+    match (from, stage_root) {
+        (FilesFrom::Stage(stage, _), Some(root)) => stage_sources(root, stage, src),
+        (FilesFrom::Host(base), _) => host_sources(base, src),
+        (FilesFrom::Stage(stage, _), None) => Err(format!("stage {stage} is not open")),
+    }
+}
+
+fn host_sources(base: &Path, src: &str) -> Result<Vec<Source>, String> {
+    let relative = !Path::new(src).is_absolute();
+    let pattern = if relative {
+        base.join(src)
+    } else {
+        PathBuf::from(src)
+    };
+    let pat = pattern.to_string_lossy().into_owned();
+    let paths = if !has_glob(&pat) {
+        if std::fs::symlink_metadata(&pattern).is_err() {
+            return Err(format!("{} does not exist", pattern.display()));
+        }
+        vec![pattern]
+    } else {
+        let mut out: Vec<PathBuf> = glob::glob(&pat)
+            .map_err(|e| format!("bad pattern {src:?}: {e}"))?
+            .filter_map(Result::ok)
+            .collect();
+        out.sort();
+        if out.is_empty() {
+            return Err(format!("no file matches {src:?}"));
+        }
+        out
+    };
+    let mut sources = Vec::new();
+    for p in paths {
+        let written = if relative {
+            p.strip_prefix(base)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            p.to_string_lossy().into_owned()
+        };
+        let (dir, name) = match (p.parent(), p.file_name()) {
+            (Some(d), Some(n)) => (open_host_dir(d)?, n.to_os_string()),
+            _ => (open_host_dir(&p)?, OsString::from(".")),
+        };
+        sources.push(Source {
+            dir,
+            name,
+            label: p.clone(),
+            base: base_name(&written),
+            written,
+        });
+    }
+    Ok(sources)
+}
+
+/// The paths inside `root` matching `pattern`, component by component (symlinks resolved
+/// inside the root), sorted.
+fn glob_in_root(root: BorrowedFd<'_>, pattern: &str) -> Result<Vec<String>, String> {
+    let mut found = vec![String::new()];
+    for comp in pattern.split('/').filter(|c| !c.is_empty()) {
+        if !has_glob(comp) {
+            for f in &mut found {
+                f.push('/');
+                f.push_str(comp);
+            }
+            continue;
+        }
+        let pat = glob::Pattern::new(comp).map_err(|e| format!("bad pattern {pattern:?}: {e}"))?;
+        let mut next = Vec::new();
+        for f in &found {
+            let Ok(Resolved::Dir { fd, .. }) = resolve_in_root(root, f.as_bytes(), None) else {
+                continue;
+            };
+            let names = extract::list_dir(&fd).map_err(|e| format!("cannot list {f}: {e}"))?;
+            for n in names {
+                let n = String::from_utf8_lossy(&n).into_owned();
+                if pat.matches_with(&n, glob::MatchOptions::new()) {
+                    next.push(format!("{f}/{n}"));
+                }
+            }
+        }
+        found = next;
+    }
+    found.retain(|f| {
+        matches!(
+            resolve_in_root(root, f.as_bytes(), None),
+            Ok(Resolved::Dir { .. } | Resolved::Entry { exists: true, .. })
+        )
+    });
+    found.sort();
+    Ok(found)
+}
+
+fn stage_sources(root: BorrowedFd<'_>, stage: &str, src: &str) -> Result<Vec<Source>, String> {
+    let paths = if has_glob(src) {
+        let found = glob_in_root(root, src)?;
+        if found.is_empty() {
+            return Err(format!("no file matches {src:?} in stage {stage}"));
+        }
+        found
+    } else {
+        vec![src.to_string()]
+    };
+    let mut sources = Vec::new();
+    for p in paths {
+        let missing = || format!("{p} does not exist in stage {stage}");
+        let (dir, name) = match resolve_in_root(root, p.as_bytes(), None) {
+            Ok(Resolved::Dir { fd, .. }) => (fd, OsString::from(".")),
+            Ok(Resolved::Entry {
+                parent,
+                name,
+                exists: true,
+                ..
+            }) => (parent, name),
+            Ok(Resolved::Entry { .. }) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {
+                return Err(missing());
+            }
+            Err(e) => return Err(format!("cannot resolve {p} in stage {stage}: {e}")),
+        };
+        sources.push(Source {
+            dir,
+            name,
+            label: PathBuf::from(format!("{stage}:{p}")),
+            base: base_name(&p),
+            written: p,
+        });
+    }
+    Ok(sources)
+}
+
+/// Where a `%files` destination is inside the root: (directory, its path, name). The name is
+/// `None` when the source goes into that directory under its own name: the destination is
+/// an existing directory, or `into` (it ends with `/`, or several sources match) and it is
+/// then made. Missing parents are made; `..` stops at the root and symlinks (planted by the
+/// base image, say) resolve inside it, as in the container.
+fn destination(
+    root: BorrowedFd<'_>,
+    dst: &str,
+    into: bool,
+) -> Result<(OwnedFd, Vec<u8>, Option<OsString>), String> {
+    let mut mkdir = |d: BorrowedFd<'_>, n: &OsStr| {
+        nix::sys::stat::mkdirat(d, n, Mode::from_bits_truncate(0o755))
+    };
+    let fail = |e: Errno| format!("cannot make destination {dst}: {e}");
+    match resolve_in_root(root, dst.as_bytes(), Some(&mut mkdir)).map_err(fail)? {
+        Resolved::Dir { fd, path } => Ok((fd, path, None)),
+        Resolved::Entry {
+            parent,
+            parent_path,
+            name,
+            exists,
+        } => {
+            if !into {
+                return Ok((parent, parent_path, Some(name)));
+            }
+            if exists {
+                return Err(format!("destination {dst} is not a directory"));
+            }
+            mkdir(parent.as_fd(), &name).map_err(fail)?;
+            let fd = nix::fcntl::openat(
+                &parent,
+                name.as_os_str(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(fail)?;
+            let mut path = parent_path;
+            if path != b"/" {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.as_bytes());
+            Ok((fd, path, None))
+        }
+    }
+}
+
+/// Copies `%files` entries into `rootfs` as root of the namespace. Destinations are resolved
+/// inside `rootfs`; sources on the host, or inside the stage they are taken from.
 fn copy_files(
     b: &Build,
-    base: &Path,
+    from: FilesFrom,
     rootfs: &Path,
     entries: &[FileCopy],
     dest_prefix: &str,
 ) -> anyhow::Result<()> {
-    let mut pairs = Vec::new();
-    for e in entries {
-        let sources = expand_sources(base, &e.src).with_context(|| format!("line {}", e.line))?;
-        let dst = e.dst.clone().unwrap_or_else(|| e.src.clone());
-        let dst = format!("{dest_prefix}{}", dst.trim_start_matches('/'));
-        let multiple = sources.len() > 1;
-        for s in sources {
-            pairs.push((s, dst.clone(), multiple || dst.ends_with('/')));
-        }
-    }
-    let root = rootfs.to_path_buf();
+    let entries = entries.to_vec();
+    let (root, prefix) = (rootfs.to_path_buf(), dest_prefix.to_string());
     b.as_root(move || {
-        for (src, dst, into) in pairs {
-            let target = root.join(dst.trim_start_matches('/'));
-            // Into a directory: an existing one, or a destination ending with '/'.
-            let target = if into || target.is_dir() {
-                let name = src
-                    .file_name()
-                    .ok_or_else(|| format!("%files: bad source {}", src.display()))?;
-                target.join(name)
-            } else {
-                target
-            };
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("%files: cannot create {}: {e}", parent.display()))?;
+        let open = |p: &Path| {
+            std::fs::File::open(p).map_err(|e| format!("%files: cannot open {}: {e}", p.display()))
+        };
+        let rfd = open(&root)?;
+        let stage_fd = match &from {
+            FilesFrom::Stage(_, p) => Some(open(p)?),
+            FilesFrom::Host(_) => None,
+        };
+        for e in &entries {
+            let at = |m: String| format!("line {}: %files: {m}", e.line);
+            let sources =
+                expand_sources(&from, stage_fd.as_ref().map(|f| f.as_fd()), &e.src).map_err(at)?;
+            let multiple = sources.len() > 1;
+            for s in sources {
+                let (dst, into) = match &e.dst {
+                    Some(d) => (d.clone(), multiple || d.ends_with('/')),
+                    None => (s.written.trim_end_matches('/').to_string(), false),
+                };
+                let dst = format!("{prefix}{}", dst.trim_start_matches('/'));
+                let (dir, path, name) = destination(rfd.as_fd(), &dst, into).map_err(at)?;
+                let name = match name.or(s.base.clone()) {
+                    Some(n) => n,
+                    None => return Err(at(format!("cannot copy {} into a directory", s.written))),
+                };
+                extract::copy_at(
+                    rfd.as_fd(),
+                    s.dir.as_fd(),
+                    &s.name,
+                    &s.label,
+                    dir.as_fd(),
+                    &path,
+                    &name,
+                )
+                .map_err(|x| at(x.to_string()))?;
             }
-            extract::copy_tree(&src, &target).map_err(|e| format!("%files: {e}"))?;
         }
         Ok(())
     })
@@ -284,15 +512,17 @@ pub fn build_stage(
     // 4. %files, from the host and from earlier stages.
     if f.runs(Section::Files) {
         for block in &stage.sections.files {
-            let base = match &block.from_stage {
-                Some(name) => env
-                    .stages
-                    .get(name)
-                    .cloned()
-                    .with_context(|| format!("%files from {name}: no such stage was built"))?,
-                None => env.cwd.to_path_buf(),
+            let from = match &block.from_stage {
+                Some(name) => FilesFrom::Stage(
+                    name.clone(),
+                    env.stages
+                        .get(name)
+                        .cloned()
+                        .with_context(|| format!("%files from {name}: no such stage was built"))?,
+                ),
+                None => FilesFrom::Host(env.cwd.to_path_buf()),
             };
-            copy_files(b, &base, rootfs, &block.entries, "/")?;
+            copy_files(b, from, rootfs, &block.entries, "/")?;
         }
     }
     // 5. %environment.
@@ -513,7 +743,8 @@ fn build_app(
     std::fs::create_dir_all(rootfs.join(format!("scif/data/{name}/input")))?;
     std::fs::create_dir_all(rootfs.join(format!("scif/data/{name}/output")))?;
     if !app.files.is_empty() {
-        copy_files(env.build, env.cwd, rootfs, &app.files, &format!("{base}/"))?;
+        let from = FilesFrom::Host(env.cwd.to_path_buf());
+        copy_files(env.build, from, rootfs, &app.files, &format!("{base}/"))?;
     }
     write_file(&scif.join("env/01-base.sh"), "#!/bin/sh\n", 0o755)?;
     let mut envtext = String::from("#!/bin/sh\n");

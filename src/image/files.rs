@@ -31,25 +31,40 @@ impl SandboxFiles {
         }
     }
 
+    /// Opens `path` inside the sandbox with [`super::inroot`] (symlinks and `..` resolved
+    /// inside it): a directory when `dir`, else anything but one. `None` when absent.
     fn open(&self, path: &str, dir: bool) -> std::io::Result<Option<std::fs::File>> {
-        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        use super::inroot::{Resolved, resolve_in_root};
+        use nix::fcntl::{OFlag, openat};
+        use nix::sys::stat::Mode;
+        use std::os::fd::AsFd;
         let root = std::fs::File::open(&self.root)?;
-        let rel = path.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let mut flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-        if dir {
-            flags |= OFlag::O_DIRECTORY;
-        }
-        match nix::fcntl::openat2(
-            &root,
-            rel,
-            OpenHow::new()
-                .flags(flags)
-                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS),
-        ) {
+        let io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
+        let opened = match resolve_in_root(root.as_fd(), path.as_bytes(), None) {
+            Ok(Resolved::Dir { fd, .. }) if dir => openat(
+                &fd,
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ),
+            Ok(Resolved::Entry {
+                parent,
+                name,
+                exists: true,
+                ..
+            }) if !dir => openat(
+                &parent,
+                name.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ),
+            Ok(_) | Err(nix::Error::ENOENT) | Err(nix::Error::ENOTDIR) => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        match opened {
             Ok(fd) => Ok(Some(std::fs::File::from(fd))),
             Err(nix::Error::ENOENT) | Err(nix::Error::ENOTDIR) => Ok(None),
-            Err(e) => Err(std::io::Error::from_raw_os_error(e as i32)),
+            Err(e) => Err(io(e)),
         }
     }
 }
@@ -242,6 +257,52 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sif/busybox_amd64.sif");
         let f = std::fs::File::open(p).ok()?;
         SquashFiles::open(f, 45056).ok()
+    }
+
+    #[test]
+    fn test_sandbox_files_stay_inside_and_skip_fifos() {
+        let t = tempfile::tempdir().expect("tmp");
+        let base = std::fs::canonicalize(t.path()).expect("canon");
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir_all(root.join("etc/d")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), b"host").expect("write");
+        std::fs::write(root.join("etc/file"), b"inside").expect("write");
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).expect("symlink")
+        };
+        // Absolute and climbing links name paths inside the sandbox, not the host's.
+        link(&outside.join("secret"), "abs");
+        link(Path::new("../../../../../../../etc/file"), "up");
+        link(Path::new("etc"), "etc-link");
+        nix::unistd::mkfifo(
+            &root.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        let f = SandboxFiles::new(&root);
+        assert_eq!(f.read("/abs").expect("read"), None);
+        assert_eq!(f.read("/up").expect("read"), Some(b"inside".to_vec()));
+        assert_eq!(
+            f.read("/etc-link/../etc/file").expect("read"),
+            Some(b"inside".to_vec())
+        );
+        assert_eq!(
+            f.read("/fifo").expect("read"),
+            None,
+            "a fifo is not read (nor waited on)"
+        );
+        assert_eq!(f.read("/etc").expect("read"), None);
+        assert_eq!(f.list("/etc-link").expect("list"), ["d", "file"]);
+        assert!(f.list("/etc/file").expect("list").is_empty());
+        std::fs::create_dir_all(root.join(outside.strip_prefix("/").expect("abs"))).expect("mkdir");
+        std::fs::write(
+            root.join(outside.strip_prefix("/").expect("abs"))
+                .join("secret"),
+            b"in",
+        )
+        .expect("write");
+        assert_eq!(f.read("/abs").expect("read"), Some(b"in".to_vec()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod extract;
 pub mod files;
+pub mod inroot;
 pub mod inspect;
 pub mod pinned;
 pub mod sif;

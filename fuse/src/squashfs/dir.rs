@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use super::error::{Result, corrupt};
+use super::error::{Result, SqfsError, corrupt};
 use super::inode::DirInode;
 use super::meta::{META_SIZE, MetaReader};
 use super::{DirEntry, FileType, SquashFs};
@@ -116,6 +116,12 @@ impl<'a> Listing<'a> {
         }
         name.resize(nlen, 0);
         self.r.read(name)?;
+        if !is_file_name(name) {
+            return Err(SqfsError::BadName {
+                dir: self.dir_ino,
+                name: String::from_utf8_lossy(name).into_owned(),
+            });
+        }
         let ino = i64::from(h.base) + i64::from(delta);
         let kind = match ty {
             1 => FileType::Directory,
@@ -141,6 +147,13 @@ impl<'a> Listing<'a> {
         let iref = (u64::from(h.start) << 16) | u64::from(offset);
         Ok((ino as u32, iref, kind))
     }
+}
+
+/// True when `name` can be an entry of a directory: one path component, so that joining it to
+/// a directory never leaves that directory (no `/`, no NUL, not empty, not `.` or `..`). The
+/// kernel refuses other names in a FUSE listing; an unpacker would write them anywhere.
+pub(crate) fn is_file_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
 /// Reads one directory-index entry: (listing offset, block, first name).
@@ -254,6 +267,113 @@ impl SquashFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_file_names() {
+        for ok in [&b"a"[..], b"...", b".a", b"a..", b"\xff\xfe"] {
+            assert!(is_file_name(ok), "{ok:?}");
+        }
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"/",
+            b"a/b",
+            b"/etc/passwd",
+            b"../x",
+            b"a\0b",
+        ] {
+            assert!(!is_file_name(bad), "{bad:?}");
+        }
+    }
+
+    /// An image (uncompressed metadata) whose directory `d` holds one file under each
+    /// placeholder name, with every `(entry bytes, patched bytes)` pair then patched in.
+    fn patched_image(files: &[&str], patches: &[(&[u8], &[u8])]) -> (tempfile::TempDir, SquashFs) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(tree.join("d")).expect("mkdir");
+        for f in files {
+            std::fs::write(tree.join("d").join(f), b"x").expect("write");
+        }
+        let img = t.path().join("img.sqfs");
+        let st = std::process::Command::new("mksquashfs")
+            .arg(&tree)
+            .arg(&img)
+            .args([
+                "-noI",
+                "-noD",
+                "-noF",
+                "-noX",
+                "-no-xattrs",
+                "-quiet",
+                "-no-progress",
+            ])
+            .status()
+            .expect("mksquashfs runs (install squashfs-tools)");
+        assert!(st.success());
+        let mut b = std::fs::read(&img).expect("read");
+        for (from, to) in patches {
+            let at: Vec<usize> = b
+                .windows(from.len())
+                .enumerate()
+                .filter(|(_, w)| w == from)
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(at.len(), 1, "{from:?}");
+            b[at[0]..at[0] + to.len()].copy_from_slice(to);
+        }
+        std::fs::write(&img, b).expect("write");
+        let fs = SquashFs::open(std::fs::File::open(&img).expect("open"), 0).expect("squashfs");
+        (t, fs)
+    }
+
+    #[test]
+    fn test_listing_refuses_names_that_are_not_file_names() {
+        // (placeholder, hostile name); the entry's type (2: file) and length-1 fields are part
+        // of the patched bytes, so that short placeholders are found exactly.
+        let cases: [(&str, &[u8]); 5] = [
+            ("Y", b"."),
+            ("ZZ", b".."),
+            ("QQQQQQQQQQQ", b"/etc/passwd"),
+            ("RRRRRRRRRR", b"../../../x"),
+            ("SSSS", b"a\0bc"),
+        ];
+        for (placeholder, name) in cases {
+            let mut from = vec![2, 0, (placeholder.len() - 1) as u8, 0];
+            from.extend_from_slice(placeholder.as_bytes());
+            let mut to = from[..4].to_vec();
+            to.extend_from_slice(name);
+            let (_t, fs) = patched_image(&["fine", placeholder], &[(&from, &to)]);
+            let d = fs
+                .lookup(fs.root(), b"d")
+                .expect("lookup")
+                .expect("d exists");
+            let mut seen = Vec::new();
+            let err = fs
+                .readdir(d, 0, &mut |e| {
+                    seen.push(e.name.to_vec());
+                    true
+                })
+                .expect_err("a listing with a bad name");
+            assert!(
+                matches!(err, SqfsError::BadName { dir, .. } if dir == d),
+                "{err}"
+            );
+            let msg = err.to_string();
+            let shown = format!("{:?}", String::from_utf8_lossy(name));
+            assert!(msg.contains(&shown), "{msg}");
+            assert!(
+                !seen.iter().any(|n| n.as_slice() == name),
+                "the bad name was handed out"
+            );
+            // A lookup that reaches the entry fails the same way, never answers it.
+            assert!(matches!(
+                fs.lookup(d, name),
+                Err(SqfsError::BadName { .. }) | Ok(None)
+            ));
+        }
+    }
 
     #[test]
     fn test_cookie_roundtrip() {

@@ -59,6 +59,18 @@ pub enum SqfsError {
     /// A structure of the image is inconsistent.
     #[error("corrupt squashfs image: {0}")]
     Corrupt(String),
+    /// A directory entry whose name is not one path component (holds `/` or NUL, is empty,
+    /// `.` or `..`): a hostile image, since joining it to a directory would leave it.
+    #[error(
+        "corrupt squashfs image: directory inode {dir} has an entry named {name:?}, which is not \
+         a file name (a name holds no '/' or NUL and is not \".\" or \"..\")"
+    )]
+    BadName {
+        /// The directory's inode number.
+        dir: u32,
+        /// The name, lossily decoded.
+        name: String,
+    },
     /// No such inode number (or not looked up yet on an image without an export table).
     #[error("unknown inode number {0}")]
     NoInode(u32),

@@ -13,7 +13,7 @@
 //!   `mknod` is allowed and otherwise skipped with a note, as in a rootless umoci unpack.
 //! - No entry can touch anything outside the destination: names with `..` are refused, a
 //!   leading `/` is taken as the destination's root, and every parent directory is opened
-//!   with [`super::inroot`], so symlinks planted by earlier entries or layers resolve inside
+//!   with [`crate::image::inroot`], so symlinks planted by earlier entries or layers resolve inside
 //!   the destination. The final component is never followed.
 //!
 //! Directory modes and mtimes are applied after the whole layer (deepest first), so a
@@ -43,7 +43,7 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
-use super::inroot::{Resolver, mkdir_all_in_root, open_dir_in_root};
+use crate::image::inroot::{Resolver, mkdir_all_in_root, open_dir_in_root};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";

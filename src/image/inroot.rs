@@ -1,0 +1,456 @@
+//! Resolving paths inside a root directory as if it were `/`: symlinks (absolute or
+//! relative) and `..` are resolved without ever leaving the root, so a layer or base image
+//! that plants `lib -> /etc` cannot make a later entry `lib/passwd`, or a `%files`
+//! destination, land on the host's `/etc`. The one resolver of sifr: OCI layers, image
+//! unpacking and `%files` all use it.
+//!
+//! `openat2(RESOLVE_IN_ROOT)` does this in the kernel (Linux 5.6+). Where it is missing
+//! (ENOSYS, or EPERM from a seccomp filter) the same walk is done in user space, one
+//! component at a time with `O_NOFOLLOW`, expanding symlinks by hand and clamping `..` at the
+//! root. Nothing else writes into the tree while a layer is applied, so the user-space walk
+//! needs no protection against concurrent renames.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+
+/// Symlinks followed in one resolution before giving up with ELOOP (the kernel's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// 0: not tried yet, 1: openat2 works, 2: use the user-space walk.
+static OPENAT2: AtomicU8 = AtomicU8::new(0);
+
+/// Which resolver to use; tests force the fallback to check both give the same answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolver {
+    /// openat2 when the kernel has it, else the user-space walk.
+    Auto,
+    UserSpace,
+}
+
+/// Opens directory `rel` (a `/`-separated path, leading `/` allowed) under `root` with
+/// `O_PATH`, resolving it as if `root` were `/`.
+pub fn open_dir_in_root(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    resolver: Resolver,
+) -> Result<OwnedFd, Errno> {
+    if resolver == Resolver::Auto && OPENAT2.load(Ordering::Relaxed) != 2 {
+        match kernel_resolve(root, rel) {
+            Err(Errno::ENOSYS) | Err(Errno::EPERM) if OPENAT2.load(Ordering::Relaxed) == 0 => {
+                log::debug!("openat2 unavailable; resolving layer paths in user space");
+                OPENAT2.store(2, Ordering::Relaxed);
+            }
+            // Longer than PATH_MAX: the walk below opens one component at a time.
+            Err(Errno::ENAMETOOLONG) => {}
+            other => {
+                OPENAT2.store(1, Ordering::Relaxed);
+                return other;
+            }
+        }
+    }
+    user_space_resolve(root, rel)
+}
+
+fn kernel_resolve(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
+    let path = if rel.iter().all(|&b| b == b'/') {
+        OsStr::new(".")
+    } else {
+        OsStr::from_bytes(rel)
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    // EAGAIN means a concurrent rename raced with `..`; retrying is the documented answer.
+    let mut tries = 0;
+    loop {
+        match openat2(root, path, how) {
+            Err(Errno::EAGAIN) if tries < 8 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn user_space_resolve(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
+    walk(root, rel, None).map(|(fd, _)| fd)
+}
+
+/// Opens directory `rel` under `root` like [`open_dir_in_root`], creating missing
+/// directories on the way with `mkdir(parent, name)`. A dangling symlink on the way gets its
+/// target created, inside the root, as `mkdir -p` through it would.
+pub fn mkdir_all_in_root(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    mkdir: &mut dyn FnMut(BorrowedFd<'_>, &OsStr) -> Result<(), Errno>,
+) -> Result<OwnedFd, Errno> {
+    walk(root, rel, Some(mkdir)).map(|(fd, _)| fd)
+}
+
+/// What a path names inside a root, its last component resolved too (see [`resolve_in_root`]).
+#[derive(Debug)]
+pub enum Resolved {
+    /// An existing directory (named directly or through symlinks), opened with `O_PATH`.
+    Dir {
+        fd: OwnedFd,
+        /// Its path from the root with every symlink resolved (`/` for the root).
+        path: Vec<u8>,
+    },
+    /// Entry `name` of directory `parent`: absent, or there and neither a directory nor a
+    /// symlink (symlinks are followed, so a dangling one leads to where its target would be).
+    Entry {
+        parent: OwnedFd,
+        /// The parent's path from the root, symlinks resolved (`/` for the root).
+        parent_path: Vec<u8>,
+        name: OsString,
+        exists: bool,
+    },
+}
+
+/// Resolves `rel` inside `root` as the container would see it: every symlink on the way,
+/// the last component's included, is followed inside the root, and `..` stops at the root.
+/// With `mkdir`, missing directories before the last component are created (`mkdir -p` of
+/// the parent), as for a `%files` destination. Always the user-space walk: it knows the
+/// resolved path, which a relative symlink in the last component needs.
+pub fn resolve_in_root(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    mut mkdir: Option<Mkdir<'_>>,
+) -> Result<Resolved, Errno> {
+    let mut rel = rel.to_vec();
+    let mut links = 0;
+    loop {
+        let mut comps: Vec<OsString> = split(&rel).collect();
+        let last = match comps.pop() {
+            Some(l) if l != ".." => l,
+            // The root itself, or a path ending in `..`: a directory.
+            other => {
+                comps.extend(other);
+                let (fd, names) = walk(root, &join_names(&comps), mkdir.as_deref_mut())?;
+                return Ok(Resolved::Dir {
+                    fd,
+                    path: join_names(&names),
+                });
+            }
+        };
+        let (parent, names) = walk(root, &join_names(&comps), mkdir.as_deref_mut())?;
+        let parent_path = join_names(&names);
+        let st = match fstatat(&parent, last.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => {
+                return Ok(Resolved::Entry {
+                    parent,
+                    parent_path,
+                    name: last,
+                    exists: false,
+                });
+            }
+            other => other?,
+        };
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFLNK => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Errno::ELOOP);
+                }
+                let target = readlinkat(&parent, last.as_os_str())?;
+                let target = target.as_bytes();
+                rel = if target.first() == Some(&b'/') {
+                    target.to_vec()
+                } else {
+                    let mut r = parent_path;
+                    r.push(b'/');
+                    r.extend_from_slice(target);
+                    r
+                };
+            }
+            SFlag::S_IFDIR => {
+                let fd = openat(
+                    &parent,
+                    last.as_os_str(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let mut path = parent_path;
+                if path != b"/" {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(last.as_bytes());
+                return Ok(Resolved::Dir { fd, path });
+            }
+            _ => {
+                return Ok(Resolved::Entry {
+                    parent,
+                    parent_path,
+                    name: last,
+                    exists: true,
+                });
+            }
+        }
+    }
+}
+
+/// `/a/b` from `[a, b]`; `/` from none.
+fn join_names(names: &[OsString]) -> Vec<u8> {
+    if names.is_empty() {
+        return b"/".to_vec();
+    }
+    let mut p = Vec::new();
+    for n in names {
+        p.push(b'/');
+        p.extend_from_slice(n.as_bytes());
+    }
+    p
+}
+
+/// Creates directory `name` in the directory given (for the resolvers that make missing ones).
+pub type MkdirFn<'m> = dyn FnMut(BorrowedFd<'_>, &OsStr) -> Result<(), Errno> + 'm;
+/// A borrowed [`MkdirFn`].
+pub type Mkdir<'a> = &'a mut MkdirFn<'a>;
+
+/// The user-space resolution: one component at a time, never following a symlink in the
+/// kernel, clamping `..` at the root. Returns the directory and the names of its path from
+/// the root, symlinks resolved.
+fn walk<'m>(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    mut mkdir: Option<&mut MkdirFn<'m>>,
+) -> Result<(OwnedFd, Vec<OsString>), Errno> {
+    let dup = |fd: BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    };
+    let mut pending: std::collections::VecDeque<OsString> = split(rel).collect();
+    let mut cur = dup(root)?;
+    // The names from the root to `cur`.
+    let mut names: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(comp) = pending.pop_front() {
+        if comp == ".." {
+            // The walk never passed through a symlink lexically, so the real parent is the
+            // lexical one; at the root, `..` stays at the root.
+            if names.pop().is_some() {
+                cur = openat(
+                    &cur,
+                    "..",
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+            }
+            continue;
+        }
+        let open = |cur: &OwnedFd| {
+            openat(
+                cur,
+                comp.as_os_str(),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let next = match (open(&cur), mkdir.as_mut()) {
+            (Err(Errno::ENOENT), Some(mkdir)) => {
+                match mkdir(cur.as_fd(), comp.as_os_str()) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                open(&cur)?
+            }
+            (r, _) => r?,
+        };
+        let st = fstat(&next)?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFLNK {
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(Errno::ELOOP);
+            }
+            let target = readlinkat(&cur, comp.as_os_str())?;
+            let target = target.as_bytes();
+            if target.first() == Some(&b'/') {
+                cur = dup(root)?;
+                names.clear();
+            }
+            for (i, c) in split(target).enumerate() {
+                pending.insert(i, c);
+            }
+            continue;
+        }
+        if kind != SFlag::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        cur = next;
+        names.push(comp);
+    }
+    Ok((cur, names))
+}
+
+/// The components of a path, without empty and `.` parts (`..` is kept).
+fn split(p: &[u8]) -> impl Iterator<Item = OsString> + '_ {
+    p.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(|c| OsStr::from_bytes(c).to_os_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    /// The path of the directory an fd refers to.
+    fn path_of(fd: &OwnedFd) -> std::path::PathBuf {
+        use std::os::fd::AsRawFd;
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("readlink")
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = t.path();
+        std::fs::create_dir_all(r.join("usr/lib")).expect("mkdir");
+        std::fs::create_dir_all(r.join("etc")).expect("mkdir");
+        std::fs::write(r.join("etc/file"), b"x").expect("write");
+        symlink("/etc", r.join("abs")).expect("symlink");
+        symlink("../../../../../..", r.join("usr/up")).expect("symlink");
+        symlink("usr/lib", r.join("lib")).expect("symlink");
+        symlink("loop2", r.join("loop1")).expect("symlink");
+        symlink("loop1", r.join("loop2")).expect("symlink");
+        symlink("/proc/self/root", r.join("magic")).expect("symlink");
+        t
+    }
+
+    fn check(resolver: Resolver) {
+        let t = tree();
+        let root_path = std::fs::canonicalize(t.path()).expect("canon");
+        let root = std::fs::File::open(&root_path).expect("open root");
+        let open = |p: &str| open_dir_in_root(root.as_fd(), p.as_bytes(), resolver);
+        let at = |p: &str| path_of(&open(p).unwrap_or_else(|e| panic!("{p}: {e}")));
+        assert_eq!(at(""), root_path);
+        assert_eq!(at("/"), root_path);
+        assert_eq!(at("usr/lib"), root_path.join("usr/lib"));
+        // An absolute symlink is taken relative to the root.
+        assert_eq!(at("abs"), root_path.join("etc"));
+        assert_eq!(at("/abs/"), root_path.join("etc"));
+        // `..` never climbs above the root, through symlinks or directly.
+        assert_eq!(at("usr/up"), root_path);
+        assert_eq!(at("../../.."), root_path);
+        assert_eq!(at("usr/up/etc"), root_path.join("etc"));
+        // `..` after a symlink is physical: lib -> usr/lib, so lib/.. is usr.
+        assert_eq!(at("lib/.."), root_path.join("usr"));
+        assert_eq!(at("lib/../.."), root_path);
+        assert_eq!(at("lib"), root_path.join("usr/lib"));
+        assert_eq!(open("loop1").expect_err("loop"), Errno::ELOOP);
+        assert_eq!(open("etc/file").expect_err("file"), Errno::ENOTDIR);
+        assert_eq!(open("missing/x").expect_err("missing"), Errno::ENOENT);
+        // A magic link is not followed out of the root: the kernel refuses it, the user-space
+        // walk reads it as an ordinary absolute symlink to a path inside the root.
+        match open("magic") {
+            Err(_) => {}
+            Ok(fd) => assert!(path_of(&fd).starts_with(&root_path), "{:?}", path_of(&fd)),
+        }
+        assert!(!Path::new(&at("abs")).starts_with("/etc"));
+    }
+
+    #[test]
+    fn test_mkdir_all_in_root() {
+        let t = tree();
+        let root_path = std::fs::canonicalize(t.path()).expect("canon");
+        symlink("/opt/new/place", root_path.join("dangling")).expect("symlink");
+        let root = std::fs::File::open(&root_path).expect("open root");
+        let made = std::cell::RefCell::new(Vec::new());
+        let mut mkdir = |d: BorrowedFd<'_>, n: &OsStr| {
+            made.borrow_mut().push(n.to_os_string());
+            nix::sys::stat::mkdirat(d, n, Mode::from_bits_truncate(0o755))
+        };
+        let fd = mkdir_all_in_root(root.as_fd(), b"dangling/sub", &mut mkdir).expect("mkdir -p");
+        assert_eq!(path_of(&fd), root_path.join("opt/new/place/sub"));
+        assert_eq!(*made.borrow(), ["opt", "new", "place", "sub"]);
+        let fd = mkdir_all_in_root(root.as_fd(), b"usr/up/x", &mut mkdir).expect("clamped");
+        assert_eq!(path_of(&fd), root_path.join("x"));
+        let err = mkdir_all_in_root(root.as_fd(), b"etc/file/x", &mut mkdir)
+            .expect_err("file in the way");
+        assert_eq!(err, Errno::ENOTDIR);
+    }
+
+    #[test]
+    fn test_resolve_in_root_follows_the_last_component_inside() {
+        let t = tree();
+        let root_path = std::fs::canonicalize(t.path()).expect("canon");
+        symlink("/opt/new/place", root_path.join("dangling")).expect("symlink");
+        symlink("../../etc/file", root_path.join("usr/lib/rel")).expect("symlink");
+        let root = std::fs::File::open(&root_path).expect("open root");
+        let r = |p: &str| resolve_in_root(root.as_fd(), p.as_bytes(), None);
+        let entry = |p: &str| match r(p).unwrap_or_else(|e| panic!("{p}: {e}")) {
+            Resolved::Entry {
+                parent,
+                parent_path,
+                name,
+                exists,
+            } => {
+                assert_eq!(
+                    path_of(&parent),
+                    root_path.join(String::from_utf8_lossy(&parent_path[1..]).as_ref())
+                );
+                (
+                    String::from_utf8_lossy(&parent_path).into_owned(),
+                    name.to_string_lossy().into_owned(),
+                    exists,
+                )
+            }
+            Resolved::Dir { path, .. } => panic!("{p}: a directory {path:?}"),
+        };
+        let dir = |p: &str| match r(p).unwrap_or_else(|e| panic!("{p}: {e}")) {
+            Resolved::Dir { fd, path } => {
+                let s = String::from_utf8_lossy(&path).into_owned();
+                assert_eq!(path_of(&fd), root_path.join(&s[1..]), "{p}");
+                s
+            }
+            Resolved::Entry { name, .. } => panic!("{p}: an entry {name:?}"),
+        };
+        assert_eq!(dir(""), "/");
+        assert_eq!(dir("/../.."), "/");
+        assert_eq!(dir("abs"), "/etc");
+        assert_eq!(dir("../../abs/"), "/etc");
+        assert_eq!(dir("lib"), "/usr/lib");
+        assert_eq!(dir("usr/up"), "/");
+        assert_eq!(entry("etc/file"), ("/etc".into(), "file".into(), true));
+        assert_eq!(entry("abs/file"), ("/etc".into(), "file".into(), true));
+        // A relative symlink as the last component is taken from its own directory.
+        assert_eq!(entry("lib/rel"), ("/etc".into(), "file".into(), true));
+        assert_eq!(entry("usr/up/new"), ("/".into(), "new".into(), false));
+        assert_eq!(entry("../../new"), ("/".into(), "new".into(), false));
+        assert_eq!(r("loop1").expect_err("loop"), Errno::ELOOP);
+        assert_eq!(r("etc/file/x").expect_err("file"), Errno::ENOTDIR);
+        // A dangling link leads to where its target would be, inside the root: missing
+        // directories on the way are an error, or made with `mkdir`.
+        assert_eq!(r("dangling").expect_err("missing"), Errno::ENOENT);
+        let mut mkdir = |d: BorrowedFd<'_>, n: &OsStr| {
+            nix::sys::stat::mkdirat(d, n, Mode::from_bits_truncate(0o755))
+        };
+        match resolve_in_root(root.as_fd(), b"dangling", Some(&mut mkdir)).expect("mkdir -p") {
+            Resolved::Entry {
+                parent_path,
+                name,
+                exists,
+                ..
+            } => assert_eq!(
+                (&parent_path[..], name.as_bytes(), exists),
+                (&b"/opt/new"[..], &b"place"[..], false)
+            ),
+            d => panic!("{d:?}"),
+        }
+        assert!(root_path.join("opt/new").is_dir());
+    }
+
+    #[test]
+    fn test_resolve_in_root_kernel() {
+        check(Resolver::Auto);
+    }
+
+    #[test]
+    fn test_resolve_in_root_user_space() {
+        check(Resolver::UserSpace);
+    }
+}
