@@ -121,7 +121,11 @@ impl BuildRun {
                 self.stderr()
             );
         };
-        assert!(!st.success(), "interrupted build exited 0: {}", self.stderr());
+        assert!(
+            !st.success(),
+            "interrupted build exited 0: {}",
+            self.stderr()
+        );
         if sig != libc::SIGKILL {
             assert!(
                 sent.elapsed() < Duration::from_secs(3),
