@@ -396,4 +396,42 @@ mod tests {
         // io::copy gives up instead of retrying.
         assert!(std::io::copy(&mut r, &mut std::io::sink()).is_err());
     }
+
+    #[test]
+    fn test_remove_all_takes_trees_deeper_than_path_max() {
+        let t = tempfile::tempdir().expect("tmp");
+        let top = t.path().join("tree");
+        std::fs::create_dir(&top).expect("mkdir");
+        // 2,000 levels of "dd/" (6,000 bytes of path), made relative to each level.
+        let mut cur =
+            open_dir_at(libc::AT_FDCWD, &c_name(top.as_os_str()).expect("c")).expect("open");
+        for _ in 0..2000 {
+            // SAFETY: mkdirat/openat on an open directory with a NUL-terminated name.
+            assert_eq!(
+                unsafe { libc::mkdirat(cur.as_raw_fd(), c"dd".as_ptr(), 0o755) },
+                0
+            );
+            cur = open_dir_at(cur.as_raw_fd(), c"dd").expect("open level");
+        }
+        // SAFETY: openat creating a file in an open directory; the descriptor is closed.
+        let f = unsafe {
+            libc::openat(
+                cur.as_raw_fd(),
+                c"f".as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        assert!(f >= 0);
+        // SAFETY: closes the descriptor just opened.
+        unsafe { libc::close(f) };
+        // A read-only directory deep down.
+        // SAFETY: fchmod on an open directory.
+        assert_eq!(unsafe { libc::fchmod(cur.as_raw_fd(), 0o500) }, 0);
+        drop(cur);
+        remove_all(&top).expect("remove");
+        assert!(!top.exists());
+        // Gone already: not an error.
+        remove_all(&top).expect("remove again");
+    }
 }
