@@ -88,6 +88,7 @@ pub fn start_worker() -> std::io::Result<Role> {
             return Err(e);
         }
     }
+    WORKER.store(0, Ordering::SeqCst);
     if libc::WIFEXITED(status) {
         return Ok(Role::Done(libc::WEXITSTATUS(status)));
     }

@@ -174,27 +174,42 @@ fn epoch(reproducible: bool) -> anyhow::Result<Option<i64>> {
     }
 }
 
-/// `sifr build`: the build runs in a worker process (see `build::supervise`), so that a
-/// killed `sifr build` still stops everything it started and leaves nothing behind.
+/// `sifr build` (also what `pull` converts with): the build runs in a worker process (see
+/// `build::supervise`), so that a killed `sifr build` still stops everything it started
+/// and leaves nothing behind. The worker reports a failure itself (one line) and ends;
+/// this process then ends with its exit status, or returns Ok(0) when the build succeeded.
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
+    use std::io::Write as _;
     match supervise::start_worker().context("cannot start the build")? {
-        Role::Done(code) => return Ok(code),
+        Role::Done(0) => return Ok(0),
+        Role::Done(code) => {
+            // The worker said why and cleaned up.
+            let _ = std::io::stdout().flush();
+            std::process::exit(code);
+        }
         Role::Worker => {}
     }
     let r = build_in_worker(ctx, a);
     // Nothing the build started outlives it.
     supervise::stop_descendants();
-    match (r, workdir::interrupt_signal()) {
+    let code = match (r, workdir::interrupt_signal()) {
+        (Ok(code), _) => code,
         (Err(e), Some(sig)) => {
             log::debug!("after the interrupt: {e:#}");
             crate::log::fatal(&format!(
                 "build interrupted by {}: nothing was written (an existing image is unchanged)",
                 signal_name(sig)
             ));
-            Ok(128 + sig)
+            128 + sig
         }
-        (r, _) => r,
-    }
+        (Err(e), None) => {
+            crate::log::fatal(&format!("{e:#}"));
+            super::EXIT_FATAL
+        }
+    };
+    // The worker never returns to the caller: the caller's state is the other process's.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 fn signal_name(sig: i32) -> String {
