@@ -406,11 +406,9 @@ mod tests {
         let mut cur =
             open_dir_at(libc::AT_FDCWD, &c_name(top.as_os_str()).expect("c")).expect("open");
         for _ in 0..2000 {
-            // SAFETY: mkdirat/openat on an open directory with a NUL-terminated name.
-            assert_eq!(
-                unsafe { libc::mkdirat(cur.as_raw_fd(), c"dd".as_ptr(), 0o755) },
-                0
-            );
+            // SAFETY: mkdirat on an open directory with a NUL-terminated name.
+            let r = unsafe { libc::mkdirat(cur.as_raw_fd(), c"dd".as_ptr(), 0o755) };
+            assert_eq!(r, 0);
             cur = open_dir_at(cur.as_raw_fd(), c"dd").expect("open level");
         }
         // SAFETY: openat creating a file in an open directory; the descriptor is closed.
