@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use sifr_fuse::squashfs::{Compressor, WriteOptions, Writer};
 
+use super::workdir::Interruptible;
+
 use crate::image::sif::{
     Arch, CreateOptions, DataType, Extra, FsType, ImageId, ObjectInput, PartType, PartitionMeta,
     SifImage, When,
@@ -185,28 +187,32 @@ pub struct SifContents {
 }
 
 /// Writes a SIF at `dest` from a squashfs image file, atomically (a temporary file next to
-/// it, renamed when complete).
+/// it, renamed when complete and synced; removed on failure).
 pub fn write_sif(squashfs: &Path, dest: &Path, c: &SifContents) -> Result<(), AssembleError> {
-    let tmp = dest.with_file_name(format!(
-        ".{}.sifr-tmp",
-        dest.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let result = write_sif_to(squashfs, &tmp, c);
-    match result {
-        Ok(()) => std::fs::rename(&tmp, dest).map_err(|err| AssembleError::Io {
-            path: dest.to_path_buf(),
-            err,
-        }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let io = |err| AssembleError::Io {
+        path: dest.to_path_buf(),
+        err,
+    };
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.sifr-tmp-"))
+        .tempfile_in(parent)
+        .map_err(io)?;
+    write_sif_to(squashfs, tmp.path(), c)?;
+    tmp.persist(dest).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
-fn write_sif_to(squashfs: &Path, path: &Path, c: &SifContents) -> Result<(), AssembleError> {
+/// Writes a SIF at `path` (a new or empty file) from a squashfs image file, and syncs it.
+/// Stops with an error as soon as the build is interrupted.
+pub fn write_sif_to(squashfs: &Path, path: &Path, c: &SifContents) -> Result<(), AssembleError> {
     let when = match c.reproducible {
         Some(t) => When::At(t),
         None => When::Now,
@@ -240,10 +246,10 @@ fn write_sif_to(squashfs: &Path, path: &Path, c: &SifContents) -> Result<(), Ass
         input.name = name.into_bytes();
         img.add_object(input, when)?;
     }
-    let mut f = File::open(squashfs).map_err(|err| AssembleError::Io {
+    let mut f = Interruptible::new(File::open(squashfs).map_err(|err| AssembleError::Io {
         path: squashfs.to_path_buf(),
         err,
-    })?;
+    })?);
     let mut input = ObjectInput::new(DataType::Partition, &mut f);
     input.extra = Extra::Partition(PartitionMeta {
         fs_type: FsType::Squashfs,
@@ -254,12 +260,12 @@ fn write_sif_to(squashfs: &Path, path: &Path, c: &SifContents) -> Result<(), Ass
     drop(img);
     // A SIF runs directly (its launch script), as Apptainer makes it.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|err| {
-        AssembleError::Io {
-            path: path.to_path_buf(),
-            err,
-        }
-    })?;
+    let io = |err| AssembleError::Io {
+        path: path.to_path_buf(),
+        err,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    File::open(path).and_then(|f| f.sync_all()).map_err(io)?;
     Ok(())
 }
 

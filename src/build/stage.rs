@@ -20,6 +20,7 @@ use nix::sys::stat::Mode;
 
 use super::baseenv;
 use super::deffile::{Agent, AppPart, Definition, FileCopy, Script, Section, SectionFilter, Stage};
+use super::supervise;
 use crate::cmd::build::{Build, fetch_oci, unpack_image, unpack_oci};
 use crate::image::inroot::{Resolved, resolve_in_root};
 use crate::image::{self, extract};
@@ -42,7 +43,7 @@ pub struct StageEnv<'a> {
 }
 
 /// Runs a host command as root of the fakeroot namespace (for `%setup` and debootstrap),
-/// with `env` added.
+/// with `env` added. It dies with the fakeroot worker (which ends on an interrupt).
 fn host_command(
     b: &Build,
     what: &str,
@@ -52,10 +53,10 @@ fn host_command(
 ) -> anyhow::Result<()> {
     let what = what.to_string();
     b.as_root(move || {
-        let status = Command::new(&argv[0])
-            .args(&argv[1..])
-            .envs(env)
-            .current_dir(&cwd)
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).envs(env).current_dir(&cwd);
+        supervise::tie_to_parent(&mut cmd);
+        let status = cmd
             .status()
             .map_err(|e| format!("{what}: cannot run {}: {e}", argv[0]))?;
         match status.code() {
@@ -117,9 +118,17 @@ fn run_in_container(
         .args(&command);
     // The build already said which fakeroot mode it uses.
     cmd.env("SIFR_QUIET", "1");
-    let status = cmd
-        .status()
+    // The container dies with the build (even a killed one), and an interrupted build
+    // stops it at once instead of waiting for it.
+    supervise::tie_to_parent(&mut cmd);
+    let child = cmd
+        .spawn()
         .with_context(|| format!("{what}: cannot start the container"))?;
+    let Some(status) =
+        supervise::wait_child(child).with_context(|| format!("{what}: cannot wait for it"))?
+    else {
+        bail!("build interrupted during {what}");
+    };
     match status.code() {
         Some(0) => Ok(()),
         Some(c) => bail!("{what} failed with exit status {c}"),

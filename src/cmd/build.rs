@@ -12,6 +12,8 @@ use super::Context;
 use crate::build::assemble::{self, SifContents, SquashSettings};
 use crate::build::baseenv;
 use crate::build::oci;
+use crate::build::output::TempOutput;
+use crate::build::supervise::{self, Role};
 use crate::build::workdir::{self, BuildDir};
 use crate::cli::build::BuildArgs;
 use crate::cli::registry::RegistryArgs;
@@ -143,12 +145,20 @@ pub struct Build {
 }
 
 impl Build {
-    /// Runs `work` as root of the build's fakeroot namespace.
+    /// Runs `work` as root of the build's fakeroot namespace, in a process that ends at
+    /// once when the build is interrupted.
     pub fn as_root(&self, work: impl FnOnce() -> Result<(), String>) -> anyhow::Result<()> {
         if workdir::interrupted() {
             bail!("build interrupted");
         }
-        run_as_fakeroot(&self.ids, &idplan::write_maps, work).map_err(|e| anyhow::anyhow!(e.0))
+        let r = run_as_fakeroot(&self.ids, &idplan::write_maps, move || {
+            workdir::exit_on_interrupt();
+            work()
+        });
+        if workdir::interrupted() {
+            bail!("build interrupted");
+        }
+        r.map_err(|e| anyhow::anyhow!(e.0))
     }
 }
 
@@ -164,8 +174,54 @@ fn epoch(reproducible: bool) -> anyhow::Result<Option<i64>> {
     }
 }
 
-pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
-    workdir::catch_interrupts();
+/// `sifr build` (also what `pull` converts with): the build runs in a worker process (see
+/// `build::supervise`), so that a killed `sifr build` still stops everything it started
+/// and leaves nothing behind. The worker reports a failure itself (one line) and ends;
+/// this process then ends with its exit status, or returns Ok(0) when the build succeeded.
+pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
+    use std::io::Write as _;
+    match supervise::start_worker().context("cannot start the build")? {
+        Role::Done(0) => return Ok(0),
+        Role::Done(code) => {
+            // The worker said why and cleaned up.
+            let _ = std::io::stdout().flush();
+            std::process::exit(code);
+        }
+        Role::Worker => {}
+    }
+    let r = build_in_worker(ctx, a);
+    // Nothing the build started outlives it.
+    supervise::stop_descendants();
+    let code = match (r, workdir::interrupt_signal()) {
+        (Ok(code), _) => code,
+        (Err(e), Some(sig)) => {
+            log::debug!("after the interrupt: {e:#}");
+            crate::log::fatal(&format!(
+                "build interrupted by {}: nothing was written (an existing image is unchanged)",
+                signal_name(sig)
+            ));
+            128 + sig
+        }
+        (Err(e), None) => {
+            crate::log::fatal(&format!("{e:#}"));
+            super::EXIT_FATAL
+        }
+    };
+    // The worker never returns to the caller: the caller's state is the other process's.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        s => format!("signal {s}"),
+    }
+}
+
+fn build_in_worker(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
     let source = classify(&a.spec)?;
     let dest = a.dest.clone();
     if std::fs::symlink_metadata(&dest).is_ok() && !a.force && !a.update {
@@ -388,16 +444,10 @@ pub fn finish(
     metadata: Option<String>,
     extra_json: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
+    // The new output is made under a temporary name next to the destination and renamed
+    // over it only when complete and synced (--force was checked before the build
+    // started): an interrupted or failed build leaves the previous output as it was.
     let dest = &a.dest;
-    if std::fs::symlink_metadata(dest).is_ok() && !a.update {
-        // --force (checked before the build started).
-        if dest.is_dir() {
-            BuildDir::remove_tree(&b.ids, dest).map_err(anyhow::Error::msg)?;
-        } else {
-            std::fs::remove_file(dest)
-                .with_context(|| format!("cannot replace {}", dest.display()))?;
-        }
-    }
     if a.sandbox {
         if a.fix_perms {
             let r = rootfs.to_path_buf();
@@ -406,15 +456,20 @@ pub fn finish(
                 Ok(())
             })?;
         }
-        if std::fs::rename(rootfs, dest).is_err() {
+        let tmp = TempOutput::dir_for(dest, &b.ids)?;
+        if std::fs::rename(rootfs, tmp.path()).is_err() {
             // Another filesystem: copy as root of the namespace, keeping owners.
-            let (src, d) = (rootfs.to_path_buf(), dest.clone());
+            let (src, d) = (rootfs.to_path_buf(), tmp.path().to_path_buf());
             b.as_root(move || {
                 extract::copy_tree(&src, &d)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             })?;
         }
+        if workdir::interrupted() {
+            bail!("build interrupted");
+        }
+        tmp.commit(dest)?;
         return Ok(());
     }
     // Metadata for `inspect`, as Apptainer stores it, when the source had none.
@@ -439,9 +494,10 @@ pub fn finish(
     if workdir::interrupted() {
         bail!("build interrupted");
     }
-    assemble::write_sif(
+    let tmp = TempOutput::file_for(dest, &b.ids)?;
+    assemble::write_sif_to(
         &sq,
-        dest,
+        tmp.path(),
         &SifContents {
             deffile,
             metadata_json: metadata,
@@ -449,5 +505,9 @@ pub fn finish(
             reproducible: b.epoch,
         },
     )?;
+    if workdir::interrupted() {
+        bail!("build interrupted");
+    }
+    tmp.commit(dest)?;
     Ok(())
 }
