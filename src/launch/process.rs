@@ -30,7 +30,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 
 use super::action::{self, RootFiles};
 use super::identity::HostUser;
@@ -174,6 +174,39 @@ fn child_fail(err: &OwnedFd, msg: &str) -> ! {
     unsafe { libc::_exit(255) }
 }
 
+/// True when the write end of `alive` has no holder left (the parent that held it ended).
+fn parent_gone(alive: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: alive.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd we pass; a zero timeout never blocks.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r != 0
+}
+
+/// A payload that holds capabilities in the user namespace (fakeroot) could signal, and
+/// with the caller's uid reach, every process of its PID namespace: it always gets a PID
+/// namespace of its own, with sifr's init as PID 1 and a procfs of that namespace, as with
+/// `--pid`. (The PID namespace is the only way: signals and the same-uid ptrace rule compare
+/// host uids, which a nested user namespace keeps.)
+fn isolate_fakeroot(mut plan: Plan) -> Plan {
+    use super::plan::MountSource;
+    if !plan.security.keep_userns_caps || plan.namespaces.pid {
+        return plan;
+    }
+    plan.namespaces.pid = true;
+    plan.namespaces.init = true;
+    for op in &mut plan.mounts {
+        if op.dest == Path::new("/proc") && op.source == MountSource::Host(PathBuf::from("/proc"))
+        {
+            op.source = MountSource::Proc;
+        }
+    }
+    plan
+}
+
 /// The container's end, as P reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -191,6 +224,7 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
         write_maps,
         explain_userns,
     } = launch;
+    let plan = isolate_fakeroot(plan);
     let relay_terminal = must_relay_terminal_signals();
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
     // SAFETY: SIG_IGN installs no handler code.
@@ -229,7 +263,19 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
         }
         ForkResult::Parent { child } => {
             drop((to_p.w, to_c.r, errp.w, status.w));
+            // Without a PID namespace, a container process with the caller's uid could trace
+            // sifr and act on the host through it: sifr is not dumpable while the container
+            // runs (the supervisor, forked before, keeps its own setting until its maps exist).
+            if let Err(e) = security::set_dumpable(false) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(LaunchError::Sys {
+                    what: "make sifr non-dumpable",
+                    err: e,
+                });
+            }
             let outcome = parent_side(&plan, child, to_p.r, to_c.w, &write_maps, relay_terminal);
+            let _ = security::set_dumpable(true);
             let msg = read_all(errp.r);
             let st = read_all(status.r);
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
@@ -328,7 +374,7 @@ fn supervisor(
     explain_userns: &dyn Fn(nix::Error) -> String,
 ) -> ! {
     // Die with sifr: a killed sifr must not leave a supervisor and its mounts behind.
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent {
+    if !security::die_with_parent(parent) {
         child_fail(&err, "sifr exited while the container was starting");
     }
 
@@ -347,6 +393,13 @@ fn supervisor(
         unsafe { libc::_exit(255) }
     }
     drop((to_p, from_p));
+    // Nothing in the container may trace this process, read its memory or descriptors (the
+    // FUSE connection) or follow /proc/PID/root to the host's root: not dumpable, so that
+    // needs CAP_SYS_PTRACE in the host's user namespace. Only now: a non-dumpable process's
+    // /proc/PID/uid_map is root-owned, and P wrote the maps from outside.
+    if let Err(e) = security::set_dumpable(false) {
+        child_fail(&err, &format!("cannot make the supervisor non-dumpable: {e}"));
+    }
 
     // 2. The other namespaces, owned by the new user namespace.
     let ns = &plan.namespaces;
@@ -434,12 +487,13 @@ fn supervisor(
         Ok(p) => p,
         Err(e) => child_fail(&err, &e.to_string()),
     };
+    let me = getpid();
     // SAFETY: still single-threaded (no FUSE thread yet).
     let payload = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(go.w);
             drop(status);
-            payload(plan, sys, user, &layout, go.r, err)
+            payload(plan, sys, user, &layout, me, go.r, err)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => child_fail(&err, &format!("cannot fork the container process: {e}")),
@@ -529,10 +583,15 @@ fn payload(
     sys: &LinuxSys,
     user: &HostUser,
     layout: &Layout,
+    supervisor: Pid,
     go: OwnedFd,
     err: OwnedFd,
 ) -> ! {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if !security::die_with_parent(supervisor) {
+        // The supervisor is gone; it cannot be told.
+        // SAFETY: _exit in a forked child.
+        unsafe { libc::_exit(255) }
+    }
     if recv_byte(&go) != Some(b'G') {
         // The supervisor reported the failure.
         // SAFETY: _exit in a forked child.
@@ -548,10 +607,20 @@ fn payload(
         if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWPID) {
             child_fail(&err, &format!("cannot create the PID namespace: {e}"));
         }
+        // PID 1 cannot check its parent with getppid() (the parent is outside its PID
+        // namespace, so it reads 0): it holds the read end of a pipe whose only writer is
+        // this process, and sees it hang up if this process is gone.
+        let alive = match Pipe::new() {
+            Ok(p) => p,
+            Err(e) => child_fail(&err, &e.to_string()),
+        };
         // SAFETY: this process is single-threaded (forked from a single-threaded one).
         match unsafe { fork() } {
             Ok(ForkResult::Parent { child }) => {
                 drop(err);
+                drop(alive.r);
+                // `alive.w` stays open until this process ends.
+                let _keep = alive.w;
                 let outcome = wait_relaying(child, true);
                 match outcome {
                     Ok(Outcome::Signaled(sig)) => {
@@ -569,7 +638,14 @@ fn payload(
                     Err(_) => unsafe { libc::_exit(255) },
                 }
             }
-            Ok(ForkResult::Child) => {}
+            Ok(ForkResult::Child) => {
+                drop(alive.w);
+                let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
+                if !armed || parent_gone(&alive.r) {
+                    // SAFETY: _exit in a forked child.
+                    unsafe { libc::_exit(255) }
+                }
+            }
             Err(e) => child_fail(&err, &format!("cannot fork the container's PID 1: {e}")),
         }
     }
@@ -626,6 +702,7 @@ fn container_process(
 
     // 4. With a PID namespace, stay as PID 1 (reaping, relaying) and fork the payload.
     if plan.namespaces.pid && plan.namespaces.init {
+        let init = getpid();
         // SAFETY: this process is single-threaded (forked from a single-threaded one).
         match unsafe { fork() } {
             Ok(ForkResult::Parent { child }) => {
@@ -640,7 +717,12 @@ fn container_process(
                     })
                 }
             }
-            Ok(ForkResult::Child) => {}
+            Ok(ForkResult::Child) => {
+                if !security::die_with_parent(init) {
+                    // SAFETY: _exit in a forked child.
+                    unsafe { libc::_exit(255) }
+                }
+            }
             Err(e) => child_fail(&err, &format!("cannot fork the container payload: {e}")),
         }
     }
