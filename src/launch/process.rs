@@ -6,8 +6,10 @@
 //!  └─ supervisor (new user+mount ns) C: mounts the session tmpfs and the image (FUSE
 //!      │                               server threads live here), relays signals
 //!      └─ payload (nested mount ns)  D: builds the root, pivot_root, drops privileges,
-//!          │                            execs the action (or is PID 1 with --pid)
-//!          └─ (with --pid) payload   E
+//!          │                            execs the action; with a PID namespace it only
+//!          │                            relays signals and the exit status
+//!          └─ (PID ns) PID 1         E: builds the root; stays as init (reaps, relays)
+//!              └─ payload            F: execs the action (E execs it itself with --no-init)
 //! ```
 //!
 //! Why three processes: newuidmap must run in the parent user namespace (P) on a child that
@@ -16,10 +18,33 @@
 //! payload is forked before any server thread exists, so it never inherits a lock held by a
 //! thread that fork did not copy.
 //!
+//! Separation from sifr's own processes. P, C, D and E never exec, so their memory belongs
+//! to the host's user namespace. C makes itself non-dumpable as soon as P has written its id
+//! maps (before, its /proc/PID/uid_map must stay writable by the user), and D and E inherit
+//! that; P is non-dumpable for as long as the container runs. So the kernel's ptrace check
+//! refuses the container PTRACE_ATTACH, /proc/PID/{mem,root,cwd,fd,environ,ns}, and
+//! pidfd_getfd on all of them even where it shares their uid or holds capabilities in their
+//! user namespace. Signals are another matter: the kernel allows them between equal uids,
+//! and container root (fakeroot) has the caller's uid and CAP_KILL in C's user namespace. A
+//! fakeroot payload therefore always runs in a PID namespace of its own (as with `--pid`),
+//! where sifr's processes have no pid. Without fakeroot and without `--pid` the payload is
+//! the calling user in the host's PID namespace: it can signal sifr, as any process of the
+//! user can, but not trace it.
+//!
 //! Failures before the payload's `execve` are sent to P over a close-on-exec pipe as one
-//! line; P prints it once and exits 255. Every child has PR_SET_PDEATHSIG(SIGKILL), so
-//! killing sifr never leaves a supervisor or FUSE server behind; all mounts live in private
-//! mount namespaces and vanish with them.
+//! line; P prints it once and exits 255.
+//!
+//! Teardown. Every forked process arms PR_SET_PDEATHSIG(SIGKILL) and then checks that its
+//! parent is still the one that forked it (it may have died before the signal was armed);
+//! E, whose parent is outside its PID namespace (getppid() reads 0), checks instead that a
+//! pipe only D writes to has not hung up. So a SIGKILL of P kills C, of C kills D, of D kills
+//! E, and the end of E (PID 1) kills every process of the PID namespace; the FUSE server
+//! dies with C. All mounts live in private mount namespaces and vanish with their last
+//! process; nothing is mounted or created on the host (the session is a tmpfs). Without a
+//! PID namespace (no `--pid`, no fakeroot) the payload dies with C, but processes it started
+//! in the background and left behind are not sifr's to find after a SIGKILL: they keep
+//! running, on an image whose server is gone. Use `--pid` (or `--containall`) when a
+//! container must end as a whole.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -199,8 +224,7 @@ fn isolate_fakeroot(mut plan: Plan) -> Plan {
     plan.namespaces.pid = true;
     plan.namespaces.init = true;
     for op in &mut plan.mounts {
-        if op.dest == Path::new("/proc") && op.source == MountSource::Host(PathBuf::from("/proc"))
-        {
+        if op.dest == Path::new("/proc") && op.source == MountSource::Host(PathBuf::from("/proc")) {
             op.source = MountSource::Proc;
         }
     }
@@ -398,7 +422,10 @@ fn supervisor(
     // needs CAP_SYS_PTRACE in the host's user namespace. Only now: a non-dumpable process's
     // /proc/PID/uid_map is root-owned, and P wrote the maps from outside.
     if let Err(e) = security::set_dumpable(false) {
-        child_fail(&err, &format!("cannot make the supervisor non-dumpable: {e}"));
+        child_fail(
+            &err,
+            &format!("cannot make the supervisor non-dumpable: {e}"),
+        );
     }
 
     // 2. The other namespaces, owned by the new user namespace.
