@@ -161,6 +161,15 @@ fn attack(flags: &[&str]) -> Option<String> {
         pids.len() >= 2,
         "sifr and its supervisor not found under {p}: {pids:?}"
     );
+    // The supervisor has left the session: nothing of the host (nor the image) is mounted
+    // in its namespace any more, only its empty root.
+    let sup = *pids
+        .iter()
+        .find(|c| ppid_state(**c).is_some_and(|(pp, _)| pp == p))
+        .expect("the supervisor");
+    let mi = std::fs::read_to_string(format!("/proc/{sup}/mountinfo")).expect("mountinfo");
+    let points: Vec<&str> = mi.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    assert_eq!(points, ["/"], "the supervisor's mounts: {mi}");
     let root = std::fs::metadata("/").expect("stat /");
     let list: Vec<String> = pids.iter().map(i32::to_string).collect();
     let tmp = x.join("pids.tmp");

@@ -514,18 +514,26 @@ fn supervisor(
         Ok(p) => p,
         Err(e) => child_fail(&err, &e.to_string()),
     };
+    // The container process says 'N' once its mount namespace is a copy of this one; after
+    // that the supervisor needs neither the host's root nor the session any more.
+    let copied = match Pipe::new() {
+        Ok(p) => p,
+        Err(e) => child_fail(&err, &e.to_string()),
+    };
     let me = getpid();
     // SAFETY: still single-threaded (no FUSE thread yet).
     let payload = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(go.w);
             drop(status);
-            payload(plan, sys, user, &layout, me, go.r, err)
+            drop(copied.r);
+            payload(plan, sys, user, &layout, me, go.r, copied.w, err)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => child_fail(&err, &format!("cannot fork the container process: {e}")),
     };
     drop(go.r);
+    drop(copied.w);
 
     // 5. Mount the image; the server threads start here.
     log::debug!(
@@ -549,12 +557,27 @@ fn supervisor(
         crate::log::since_start_ms()
     );
     drop(go.w);
+
+    // 6. Once the container has its own copy of the mounts (or has failed: the pipe hangs
+    //    up), leave the session: this process's root becomes an empty read-only tmpfs, and
+    //    the host's root at /oldroot is detached from its namespace with the session.
+    let _ = recv_byte(&copied.r);
+    drop(copied.r);
+    if let Err(e) = rootfs::leave_session(sys, &layout) {
+        let _ = kill(payload, Signal::SIGKILL);
+        let _ = waitpid(payload, None);
+        child_fail(&err, &e.to_string());
+    }
     drop(err);
 
-    // 6. Relay signals until the payload ends, then stop the server.
+    // 7. Relay signals until the payload ends, then stop the server.
     let outcome = wait_relaying(payload, relay_terminal);
-    for p in ephemeral {
-        let _ = std::fs::remove_file(p);
+    for (dir, name) in ephemeral {
+        let _ = nix::unistd::unlinkat(
+            &dir,
+            name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
     }
     mounted.stop();
     let st = match outcome {
@@ -568,8 +591,13 @@ fn supervisor(
 }
 
 /// In a writable sandbox without a session layer, creates the (empty) mount points of
-/// sifr's own generated files that the image lacks, and returns them for removal.
-fn create_ephemeral_mountpoints(plan: &Plan, sys: &LinuxSys, layout: &Layout) -> Vec<PathBuf> {
+/// sifr's own generated files that the image lacks, and returns them for removal (the
+/// directory, held open: the supervisor leaves the session before the end, and a name).
+fn create_ephemeral_mountpoints(
+    plan: &Plan,
+    sys: &LinuxSys,
+    layout: &Layout,
+) -> Vec<(OwnedFd, std::ffi::OsString)> {
     use super::plan::{GeneratedFile, MountSource, RootLayer};
     let mut created = Vec::new();
     if !(plan.writable && plan.layer == RootLayer::Direct) {
@@ -587,17 +615,24 @@ fn create_ephemeral_mountpoints(plan: &Plan, sys: &LinuxSys, layout: &Layout) ->
             continue;
         };
         // `dir` names the resolved directory; create the file there only if it is new.
-        let path = dir.join(name);
-        if std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .is_ok()
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let Ok(dirfd) = nix::fcntl::open(
+            &dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        if nix::fcntl::openat(
+            &dirfd,
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .is_ok()
         {
-            // Remember it by a stable path: the descriptor name dies with `release`.
-            if let Ok(real) = std::fs::canonicalize(&path) {
-                created.push(real);
-            }
+            created.push((dirfd, name.to_os_string()));
         }
     }
     sys.release();
@@ -612,6 +647,7 @@ fn payload(
     layout: &Layout,
     supervisor: Pid,
     go: OwnedFd,
+    copied: OwnedFd,
     err: OwnedFd,
 ) -> ! {
     if !security::die_with_parent(supervisor) {
@@ -645,6 +681,7 @@ fn payload(
         match unsafe { fork() } {
             Ok(ForkResult::Parent { child }) => {
                 drop(err);
+                drop(copied);
                 drop(alive.r);
                 // `alive.w` stays open until this process ends.
                 let _keep = alive.w;
@@ -676,7 +713,7 @@ fn payload(
             Err(e) => child_fail(&err, &format!("cannot fork the container's PID 1: {e}")),
         }
     }
-    container_process(plan, sys, user, layout, err)
+    container_process(plan, sys, user, layout, copied, err)
 }
 
 /// The container's first process (PID 1 with --pid): builds the root, then becomes the
@@ -686,6 +723,7 @@ fn container_process(
     sys: &LinuxSys,
     user: &HostUser,
     layout: &Layout,
+    copied: OwnedFd,
     err: OwnedFd,
 ) -> ! {
     // 1. A mount namespace of its own: pivot_root must not move the supervisor's root.
@@ -695,6 +733,8 @@ fn container_process(
             &format!("cannot create the container mount namespace: {e}"),
         );
     }
+    send(&copied, b"N");
+    drop(copied);
     // 2. The container root, then pivot_root into it.
     log::debug!(
         "{:.1} ms: container: building the root",
