@@ -286,7 +286,7 @@ fn kill_leaves_nothing(flags: &[&str], victim: Victim) {
         *pid != p && ppid_state(*pid).is_some_and(|(_, s)| s != 'Z') && {
             // The same process (not a reused pid): still one of ours or marked.
             let c = cmdline(*pid);
-            c.first() == Some(&sifr_bin().display().to_string()) || c.iter().any(|a| *a == marker)
+            c.first() == Some(&sifr_bin().display().to_string()) || c.contains(&marker)
         }
     };
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -640,6 +640,7 @@ fn create_ephemeral_mountpoints(
 }
 
 /// D: builds the root and becomes the payload (or its init). Never returns.
+#[allow(clippy::too_many_arguments)]
 fn payload(
     plan: &Plan,
     sys: &LinuxSys,
