@@ -6,8 +6,10 @@
 //!  └─ supervisor (new user+mount ns) C: mounts the session tmpfs and the image (FUSE
 //!      │                               server threads live here), relays signals
 //!      └─ payload (nested mount ns)  D: builds the root, pivot_root, drops privileges,
-//!          │                            execs the action (or is PID 1 with --pid)
-//!          └─ (with --pid) payload   E
+//!          │                            execs the action; with a PID namespace it only
+//!          │                            relays signals and the exit status
+//!          └─ (PID ns) PID 1         E: builds the root; stays as init (reaps, relays)
+//!              └─ payload            F: execs the action (E execs it itself with --no-init)
 //! ```
 //!
 //! Why three processes: newuidmap must run in the parent user namespace (P) on a child that
@@ -16,10 +18,33 @@
 //! payload is forked before any server thread exists, so it never inherits a lock held by a
 //! thread that fork did not copy.
 //!
+//! Separation from sifr's own processes. P, C, D and E never exec, so their memory belongs
+//! to the host's user namespace. C makes itself non-dumpable as soon as P has written its id
+//! maps (before, its /proc/PID/uid_map must stay writable by the user), and D and E inherit
+//! that; P is non-dumpable for as long as the container runs. So the kernel's ptrace check
+//! refuses the container PTRACE_ATTACH, /proc/PID/{mem,root,cwd,fd,environ,ns}, and
+//! pidfd_getfd on all of them even where it shares their uid or holds capabilities in their
+//! user namespace. Signals are another matter: the kernel allows them between equal uids,
+//! and container root (fakeroot) has the caller's uid and CAP_KILL in C's user namespace. A
+//! fakeroot payload therefore always runs in a PID namespace of its own (as with `--pid`),
+//! where sifr's processes have no pid. Without fakeroot and without `--pid` the payload is
+//! the calling user in the host's PID namespace: it can signal sifr, as any process of the
+//! user can, but not trace it.
+//!
 //! Failures before the payload's `execve` are sent to P over a close-on-exec pipe as one
-//! line; P prints it once and exits 255. Every child has PR_SET_PDEATHSIG(SIGKILL), so
-//! killing sifr never leaves a supervisor or FUSE server behind; all mounts live in private
-//! mount namespaces and vanish with them.
+//! line; P prints it once and exits 255.
+//!
+//! Teardown. Every forked process arms PR_SET_PDEATHSIG(SIGKILL) and then checks that its
+//! parent is still the one that forked it (it may have died before the signal was armed);
+//! E, whose parent is outside its PID namespace (getppid() reads 0), checks instead that a
+//! pipe only D writes to has not hung up. So a SIGKILL of P kills C, of C kills D, of D kills
+//! E, and the end of E (PID 1) kills every process of the PID namespace; the FUSE server
+//! dies with C. All mounts live in private mount namespaces and vanish with their last
+//! process; nothing is mounted or created on the host (the session is a tmpfs). Without a
+//! PID namespace (no `--pid`, no fakeroot) the payload dies with C, but processes it started
+//! in the background and left behind are not sifr's to find after a SIGKILL: they keep
+//! running, on an image whose server is gone. Use `--pid` (or `--containall`) when a
+//! container must end as a whole.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -30,7 +55,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 
 use super::action::{self, RootFiles};
 use super::identity::HostUser;
@@ -174,6 +199,38 @@ fn child_fail(err: &OwnedFd, msg: &str) -> ! {
     unsafe { libc::_exit(255) }
 }
 
+/// True when the write end of `alive` has no holder left (the parent that held it ended).
+fn parent_gone(alive: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: alive.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd we pass; a zero timeout never blocks.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r != 0
+}
+
+/// A payload that holds capabilities in the user namespace (fakeroot) could signal, and
+/// with the caller's uid reach, every process of its PID namespace: it always gets a PID
+/// namespace of its own, with sifr's init as PID 1 and a procfs of that namespace, as with
+/// `--pid`. (The PID namespace is the only way: signals and the same-uid ptrace rule compare
+/// host uids, which a nested user namespace keeps.)
+fn isolate_fakeroot(mut plan: Plan) -> Plan {
+    use super::plan::MountSource;
+    if !plan.security.keep_userns_caps || plan.namespaces.pid {
+        return plan;
+    }
+    plan.namespaces.pid = true;
+    plan.namespaces.init = true;
+    for op in &mut plan.mounts {
+        if op.dest == Path::new("/proc") && op.source == MountSource::Host(PathBuf::from("/proc")) {
+            op.source = MountSource::Proc;
+        }
+    }
+    plan
+}
+
 /// The container's end, as P reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -191,6 +248,7 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
         write_maps,
         explain_userns,
     } = launch;
+    let plan = isolate_fakeroot(plan);
     let relay_terminal = must_relay_terminal_signals();
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
     // SAFETY: SIG_IGN installs no handler code.
@@ -229,7 +287,19 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
         }
         ForkResult::Parent { child } => {
             drop((to_p.w, to_c.r, errp.w, status.w));
+            // Without a PID namespace, a container process with the caller's uid could trace
+            // sifr and act on the host through it: sifr is not dumpable while the container
+            // runs (the supervisor, forked before, keeps its own setting until its maps exist).
+            if let Err(e) = security::set_dumpable(false) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(LaunchError::Sys {
+                    what: "make sifr non-dumpable",
+                    err: e,
+                });
+            }
             let outcome = parent_side(&plan, child, to_p.r, to_c.w, &write_maps, relay_terminal);
+            let _ = security::set_dumpable(true);
             let msg = read_all(errp.r);
             let st = read_all(status.r);
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
@@ -328,7 +398,7 @@ fn supervisor(
     explain_userns: &dyn Fn(nix::Error) -> String,
 ) -> ! {
     // Die with sifr: a killed sifr must not leave a supervisor and its mounts behind.
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent {
+    if !security::die_with_parent(parent) {
         child_fail(&err, "sifr exited while the container was starting");
     }
 
@@ -347,6 +417,16 @@ fn supervisor(
         unsafe { libc::_exit(255) }
     }
     drop((to_p, from_p));
+    // Nothing in the container may trace this process, read its memory or descriptors (the
+    // FUSE connection) or follow /proc/PID/root to the host's root: not dumpable, so that
+    // needs CAP_SYS_PTRACE in the host's user namespace. Only now: a non-dumpable process's
+    // /proc/PID/uid_map is root-owned, and P wrote the maps from outside.
+    if let Err(e) = security::set_dumpable(false) {
+        child_fail(
+            &err,
+            &format!("cannot make the supervisor non-dumpable: {e}"),
+        );
+    }
 
     // 2. The other namespaces, owned by the new user namespace.
     let ns = &plan.namespaces;
@@ -432,17 +512,26 @@ fn supervisor(
         Ok(p) => p,
         Err(e) => child_fail(&err, &e.to_string()),
     };
+    // The container process says 'N' once its mount namespace is a copy of this one; after
+    // that the supervisor needs neither the host's root nor the session any more.
+    let copied = match Pipe::new() {
+        Ok(p) => p,
+        Err(e) => child_fail(&err, &e.to_string()),
+    };
+    let me = getpid();
     // SAFETY: still single-threaded (no FUSE thread yet).
     let payload = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(go.w);
             drop(status);
-            payload(plan, sys, user, &layout, go.r, err)
+            drop(copied.r);
+            payload(plan, sys, user, &layout, me, go.r, copied.w, err)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => child_fail(&err, &format!("cannot fork the container process: {e}")),
     };
     drop(go.r);
+    drop(copied.w);
 
     // 5. Mount the image; the server threads start here.
     log::debug!(
@@ -466,12 +555,27 @@ fn supervisor(
         crate::log::since_start_ms()
     );
     drop(go.w);
+
+    // 6. Once the container has its own copy of the mounts (or has failed: the pipe hangs
+    //    up), leave the session: this process's root becomes an empty read-only tmpfs, and
+    //    the host's root at /oldroot is detached from its namespace with the session.
+    let _ = recv_byte(&copied.r);
+    drop(copied.r);
+    if let Err(e) = rootfs::leave_session(sys, &layout) {
+        let _ = kill(payload, Signal::SIGKILL);
+        let _ = waitpid(payload, None);
+        child_fail(&err, &e.to_string());
+    }
     drop(err);
 
-    // 6. Relay signals until the payload ends, then stop the server.
+    // 7. Relay signals until the payload ends, then stop the server.
     let outcome = wait_relaying(payload, relay_terminal);
-    for p in ephemeral {
-        let _ = std::fs::remove_file(p);
+    for (dir, name) in ephemeral {
+        let _ = nix::unistd::unlinkat(
+            &dir,
+            name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
     }
     mounted.stop();
     let st = match outcome {
@@ -485,8 +589,13 @@ fn supervisor(
 }
 
 /// In a writable sandbox without a session layer, creates the (empty) mount points of
-/// sifr's own generated files that the image lacks, and returns them for removal.
-fn create_ephemeral_mountpoints(plan: &Plan, sys: &LinuxSys, layout: &Layout) -> Vec<PathBuf> {
+/// sifr's own generated files that the image lacks, and returns them for removal (the
+/// directory, held open: the supervisor leaves the session before the end, and a name).
+fn create_ephemeral_mountpoints(
+    plan: &Plan,
+    sys: &LinuxSys,
+    layout: &Layout,
+) -> Vec<(OwnedFd, std::ffi::OsString)> {
     use super::plan::{GeneratedFile, MountSource, RootLayer};
     let mut created = Vec::new();
     if !(plan.writable && plan.layer == RootLayer::Direct) {
@@ -504,17 +613,24 @@ fn create_ephemeral_mountpoints(plan: &Plan, sys: &LinuxSys, layout: &Layout) ->
             continue;
         };
         // `dir` names the resolved directory; create the file there only if it is new.
-        let path = dir.join(name);
-        if std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .is_ok()
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let Ok(dirfd) = nix::fcntl::open(
+            &dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        if nix::fcntl::openat(
+            &dirfd,
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .is_ok()
         {
-            // Remember it by a stable path: the descriptor name dies with `release`.
-            if let Ok(real) = std::fs::canonicalize(&path) {
-                created.push(real);
-            }
+            created.push((dirfd, name.to_os_string()));
         }
     }
     sys.release();
@@ -522,15 +638,22 @@ fn create_ephemeral_mountpoints(plan: &Plan, sys: &LinuxSys, layout: &Layout) ->
 }
 
 /// D: builds the root and becomes the payload (or its init). Never returns.
+#[allow(clippy::too_many_arguments)]
 fn payload(
     plan: &Plan,
     sys: &LinuxSys,
     user: &HostUser,
     layout: &Layout,
+    supervisor: Pid,
     go: OwnedFd,
+    copied: OwnedFd,
     err: OwnedFd,
 ) -> ! {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if !security::die_with_parent(supervisor) {
+        // The supervisor is gone; it cannot be told.
+        // SAFETY: _exit in a forked child.
+        unsafe { libc::_exit(255) }
+    }
     if recv_byte(&go) != Some(b'G') {
         // The supervisor reported the failure.
         // SAFETY: _exit in a forked child.
@@ -546,10 +669,21 @@ fn payload(
         if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWPID) {
             child_fail(&err, &format!("cannot create the PID namespace: {e}"));
         }
+        // PID 1 cannot check its parent with getppid() (the parent is outside its PID
+        // namespace, so it reads 0): it holds the read end of a pipe whose only writer is
+        // this process, and sees it hang up if this process is gone.
+        let alive = match Pipe::new() {
+            Ok(p) => p,
+            Err(e) => child_fail(&err, &e.to_string()),
+        };
         // SAFETY: this process is single-threaded (forked from a single-threaded one).
         match unsafe { fork() } {
             Ok(ForkResult::Parent { child }) => {
                 drop(err);
+                drop(copied);
+                drop(alive.r);
+                // `alive.w` stays open until this process ends.
+                let _keep = alive.w;
                 let outcome = wait_relaying(child, true);
                 match outcome {
                     Ok(Outcome::Signaled(sig)) => {
@@ -567,11 +701,18 @@ fn payload(
                     Err(_) => unsafe { libc::_exit(255) },
                 }
             }
-            Ok(ForkResult::Child) => {}
+            Ok(ForkResult::Child) => {
+                drop(alive.w);
+                let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
+                if !armed || parent_gone(&alive.r) {
+                    // SAFETY: _exit in a forked child.
+                    unsafe { libc::_exit(255) }
+                }
+            }
             Err(e) => child_fail(&err, &format!("cannot fork the container's PID 1: {e}")),
         }
     }
-    container_process(plan, sys, user, layout, err)
+    container_process(plan, sys, user, layout, copied, err)
 }
 
 /// The container's first process (PID 1 with --pid): builds the root, then becomes the
@@ -581,6 +722,7 @@ fn container_process(
     sys: &LinuxSys,
     user: &HostUser,
     layout: &Layout,
+    copied: OwnedFd,
     err: OwnedFd,
 ) -> ! {
     // 1. A mount namespace of its own: pivot_root must not move the supervisor's root.
@@ -590,6 +732,8 @@ fn container_process(
             &format!("cannot create the container mount namespace: {e}"),
         );
     }
+    send(&copied, b"N");
+    drop(copied);
     // 2. The container root, then pivot_root into it.
     log::debug!(
         "{:.1} ms: container: building the root",
@@ -624,6 +768,7 @@ fn container_process(
 
     // 4. With a PID namespace, stay as PID 1 (reaping, relaying) and fork the payload.
     if plan.namespaces.pid && plan.namespaces.init {
+        let init = getpid();
         // SAFETY: this process is single-threaded (forked from a single-threaded one).
         match unsafe { fork() } {
             Ok(ForkResult::Parent { child }) => {
@@ -638,7 +783,12 @@ fn container_process(
                     })
                 }
             }
-            Ok(ForkResult::Child) => {}
+            Ok(ForkResult::Child) => {
+                if !security::die_with_parent(init) {
+                    // SAFETY: _exit in a forked child.
+                    unsafe { libc::_exit(255) }
+                }
+            }
             Err(e) => child_fail(&err, &format!("cannot fork the container payload: {e}")),
         }
     }

@@ -13,6 +13,9 @@
 //! /final     the container root: overlay of upper over rootfs, or rootfs itself
 //! /files     generated files (passwd, group, resolv.conf, hostname)
 //! /dirs      empty directories (--contain home and tmp, --scratch)
+//! /supervisor the supervisor's own root once the container has copied the mounts: an
+//!            empty read-only tmpfs; the supervisor then detaches the session, /oldroot with
+//!            it, from its namespace ([`leave_session`])
 //! ```
 //!
 //! Every step goes through the [`Sys`] seam and is unit-tested with `RecordingSys`.
@@ -250,6 +253,41 @@ pub fn build_root(
             err,
         })?;
     Ok(warnings)
+}
+
+/// Where the supervisor goes once the container has its own copy of the mounts: an empty,
+/// read-only tmpfs in the session.
+const SUPERVISOR_ROOT: &str = "supervisor";
+
+/// The supervisor leaves the session: its root becomes an empty read-only tmpfs, and the
+/// session (with the host's root at /oldroot, the image and every bind source) is detached
+/// from its mount namespace. /oldroot alone cannot be unmounted: it came from the host's
+/// namespace into a less privileged one, so the kernel locks it to the mount above it; it
+/// goes with that mount. The FUSE server keeps serving through its descriptor.
+pub fn leave_session(sys: &dyn Sys, layout: &Layout) -> Result<(), RootfsError> {
+    let dir = layout.session.join(SUPERVISOR_ROOT);
+    let step = |step: &'static str| move |err| RootfsError::Pivot { step, err };
+    sys.mkdir_all(&dir, 0o555)
+        .map_err(|err| RootfsError::Create {
+            what: "session directory",
+            path: dir.clone(),
+            err,
+        })?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=555"),
+    )
+    .map_err(step("mount the supervisor's empty root"))?;
+    sys.chdir(&dir).map_err(step("chdir"))?;
+    sys.pivot_root(Path::new("."), Path::new("."))
+        .map_err(step("pivot_root"))?;
+    sys.umount(Path::new("."), MntFlags::MNT_DETACH)
+        .map_err(step("detach the session"))?;
+    sys.chdir(Path::new("/")).map_err(step("chdir /"))?;
+    Ok(())
 }
 
 /// Bind-mounts `source` on `target` (the destination `op.dest` inside `root`), then remounts
@@ -660,6 +698,24 @@ mod tests {
         // Recursive binds are restricted recursively, read-only ones included.
         assert!(calls.contains("restrict -R /final/data/ro 0x7"));
         assert!(calls.contains("restrict -R /final/proc 0x6"));
+    }
+
+    #[test]
+    fn test_supervisor_leaves_the_session() {
+        let sys = RecordingSys::default();
+        leave_session(&sys, &Layout::default()).expect("ok");
+        let calls = sys.calls.borrow().join("\n");
+        assert_eq!(
+            calls,
+            "mkdir /supervisor 555\n\
+             mount tmpfs /supervisor Some(\"tmpfs\") Some(\"size=4k,mode=555\")\n\
+             chdir /supervisor\n\
+             pivot_root . .\n\
+             umount .\n\
+             chdir /"
+        );
+        let m = &sys.mounts.borrow()[0];
+        assert!(m.flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC));
     }
 
     #[test]

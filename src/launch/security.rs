@@ -88,3 +88,18 @@ pub fn holds_no_caps() -> bool {
             .unwrap_or(false)
     })
 }
+
+/// PR_SET_DUMPABLE: a non-dumpable process cannot be traced, and its /proc/PID files (mem,
+/// root, fd/, environ, ns/) cannot be opened, by anything without CAP_SYS_PTRACE in the user
+/// namespace its memory belongs to (the host's, for a process forked from sifr that has not
+/// exec'd). It also makes its /proc/PID files root-owned: id maps must be written first.
+pub fn set_dumpable(on: bool) -> io::Result<()> {
+    nix::sys::prctl::set_dumpable(on).map_err(|e| io::Error::from_raw_os_error(e as i32))
+}
+
+/// PR_SET_PDEATHSIG(SIGKILL), then checks that the parent is still `parent` (it may have died
+/// before the signal was armed, and the process was re-parented). False when it is gone.
+pub fn die_with_parent(parent: nix::unistd::Pid) -> bool {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok()
+        && nix::unistd::getppid() == parent
+}

@@ -45,16 +45,20 @@ where
     let (ready_r, ready_w) = pipe("the namespace handshake")?;
     let (go_r, go_w) = pipe("the namespace handshake")?;
     let (res_r, res_w) = pipe("the result")?;
+    let parent = nix::unistd::getpid();
     // SAFETY: the caller guarantees a single-threaded process.
     match unsafe { fork() }.map_err(|e| UsernsError(format!("cannot fork: {e}")))? {
         ForkResult::Child => {
             drop((ready_r, go_w, res_r));
-            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
             let fail = |msg: String| -> ! {
                 write_all(&res_w, format!("E{}\n", msg.replace('\n', " ")).as_bytes());
                 // SAFETY: ends the forked child.
                 unsafe { libc::_exit(1) }
             };
+            // Die with the caller, and not run at all if it is already gone.
+            if !super::security::die_with_parent(parent) {
+                fail("the caller exited before the fakeroot work started".into());
+            }
             if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
             {
                 fail(format!("cannot create a user namespace: {e}"));
