@@ -1,0 +1,48 @@
+//! Every input saved in `tests/fuzz-regressions/deffile_parse/` (crashes the fuzzer once
+//! found, and hand-made seeds) goes through the same code as the fuzz target `deffile_parse`
+//! (`sifr::build::deffile::fuzzing`: parse, render, parse again to the same stages) without a
+//! panic, and the hand-made seeds do what their names say.
+
+use sifr::build::deffile::fuzzing::{Outcome, parse_and_round_trip};
+
+/// (file name, bytes), embedded by build.rs.
+const CASES: &[(&str, &[u8])] = include!(concat!(
+    env!("OUT_DIR"),
+    "/fuzz_regressions_deffile_parse.rs"
+));
+
+fn case(name: &str) -> &'static [u8] {
+    CASES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| *d)
+        .unwrap_or_else(|| panic!("seed {name} missing from tests/fuzz-regressions/deffile_parse"))
+}
+
+#[test]
+fn test_deffile_fuzz_regressions_do_not_panic() {
+    assert!(
+        CASES.len() >= 5,
+        "expected the seeds, found {}",
+        CASES.len()
+    );
+    for (name, data) in CASES {
+        let r = std::panic::catch_unwind(|| parse_and_round_trip(data));
+        assert!(r.is_ok(), "regression input {name} panicked");
+    }
+}
+
+#[test]
+fn test_deffile_seeds_are_what_they_say() {
+    for ok in ["two-stages.def", "bom-crlf.def"] {
+        assert_eq!(parse_and_round_trip(case(ok)), Outcome::RoundTrip, "{ok}");
+    }
+    for bad in [
+        "empty.def",
+        "section-before-bootstrap.def",
+        "unterminated-variable.def",
+        "files-from-later-stage.def",
+    ] {
+        assert_eq!(parse_and_round_trip(case(bad)), Outcome::Refused, "{bad}");
+    }
+}
