@@ -3,7 +3,12 @@
 //! (`sifr::build::deffile::fuzzing`: parse, render, parse again to the same stages) without a
 //! panic, and the hand-made seeds do what their names say.
 
-use sifr::build::deffile::fuzzing::{Outcome, parse_and_round_trip, round_trips};
+use std::path::Path;
+
+use sifr::build::deffile::fuzzing::{
+    Outcome, header_value_ends_in_space, parse_and_round_trip, round_trips,
+};
+use sifr::build::deffile::{ParseOptions, parse_str};
 
 /// (file name, bytes), embedded by build.rs.
 const CASES: &[(&str, &[u8])] = include!(concat!(
@@ -50,5 +55,12 @@ fn test_deffile_seeds_are_what_they_say() {
     let crash = case("crash-62914ad3de90d2b017f8a40e89b5aac649e0b117");
     assert!(String::from_utf8_lossy(crash).contains("\r\r\n"));
     assert!(!round_trips(&String::from_utf8_lossy(crash)));
+    assert_eq!(parse_and_round_trip(crash), Outcome::RoundTrip);
+    // Found by the fuzzer: a header value ending in white space (`Key: v \` continued by a
+    // blank line) is trimmed when the rendered text is parsed again (known limit).
+    let crash = case("crash-778498621f8be5306927149ec32a54a492dffb26");
+    let text = String::from_utf8_lossy(crash);
+    let def = parse_str(&text, Path::new("c.def"), &ParseOptions::default()).expect("parses");
+    assert!(header_value_ends_in_space(&def));
     assert_eq!(parse_and_round_trip(crash), Outcome::RoundTrip);
 }

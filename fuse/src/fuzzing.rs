@@ -212,9 +212,7 @@ pub fn walk(fs: &dyn ImageBackend, budget: Budget) -> Walk {
                 }
                 FileType::Regular => read_file(fs, *ino, attr.size, &mut left, &mut w),
                 FileType::Symlink => {
-                    if ok(&mut w, fs.readlink(*ino)).is_some() {
-                        w.symlinks += 1;
-                    }
+                    w.symlinks += usize::from(ok(&mut w, fs.readlink(*ino)).is_some())
                 }
                 _ => {}
             }

@@ -98,13 +98,13 @@ fn snapshot(top: &Path) -> BTreeMap<PathBuf, String> {
             what.push_str(&format!(" -> {:?}", std::fs::read_link(&p).ok()));
         } else if m.is_file() {
             what.push_str(&format!(" {:?}", std::fs::read(&p).ok()));
-        } else if m.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&p) {
-                for e in entries.flatten() {
-                    let child = e.path();
-                    if child != top.join("root") {
-                        todo.push(child);
-                    }
+        } else if m.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&p)
+        {
+            for e in entries.flatten() {
+                let child = e.path();
+                if child != top.join("root") {
+                    todo.push(child);
                 }
             }
         }
