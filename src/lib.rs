@@ -15,3 +15,5 @@ pub mod launch;
 pub mod log;
 pub mod progress;
 pub mod sign;
+#[cfg(test)]
+pub(crate) mod testutil;

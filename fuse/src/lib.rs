@@ -1,9 +1,11 @@
 //! sifr-fuse: the in-process FUSE image driver: a lazy squashfs reader (`squashfs`), a
 //! read-only ext2/3/4 reader over ext4-view (`ext`), the `ImageBackend` interface (`backend`),
-//! the read-only FUSE filesystem over it (`server`) and mounting without fusermount (`mount`).
+//! the read-only FUSE filesystem over it (`server`), mounting without fusermount (`mount`)
+//! and the fuzzing entry points of the readers (`fuzzing`).
 
 pub mod backend;
 pub mod ext;
+pub mod fuzzing;
 pub mod mount;
 pub mod server;
 pub mod source;

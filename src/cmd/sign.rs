@@ -322,7 +322,7 @@ mod tests {
             keyring("keys/private.asc"),
             read_fixture("one-group-signed-pgp.sif"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let img = SifImage::from_bytes(bytes, "t.sif").expect("load");

@@ -1005,10 +1005,9 @@ mod tests {
 
     #[test]
     fn test_extract_busybox_and_copy_back() {
-        let sif =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sif/busybox_amd64.sif");
+        let sif = crate::testutil::sif_fixture("busybox_amd64.sif");
         let Ok(f) = std::fs::File::open(&sif) else {
-            eprintln!("SKIP: busybox fixture not found");
+            crate::testutil::skip("busybox fixture not found");
             return;
         };
         let fs = sifr_fuse::SquashFs::open(f, 45056).expect("open");

@@ -253,8 +253,7 @@ mod tests {
     use super::*;
 
     fn busybox() -> Option<SquashFiles> {
-        let p =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sif/busybox_amd64.sif");
+        let p = crate::testutil::sif_fixture("busybox_amd64.sif");
         let f = std::fs::File::open(p).ok()?;
         SquashFiles::open(f, 45056).ok()
     }
@@ -308,7 +307,7 @@ mod tests {
     #[test]
     fn test_squash_files_read_list_and_symlinks() {
         let Some(fs) = busybox() else {
-            eprintln!("SKIP: busybox fixture not found");
+            crate::testutil::skip("busybox fixture not found");
             return;
         };
         let labels = fs

@@ -112,9 +112,10 @@ where
 mod tests {
     use super::*;
     use crate::launch::process::write_single_maps;
+    use std::os::unix::fs::MetadataExt;
 
-    #[test]
-    fn test_work_runs_as_root_of_the_namespace() {
+    /// The identity map of this user as root of the namespace.
+    fn single_map() -> (IdMapPlan, u32, u32) {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let ids = IdMapPlan {
@@ -125,30 +126,65 @@ mod tests {
             gid: 0,
             notice: None,
         };
+        (ids, uid, gid)
+    }
+
+    /// True when the error says user namespaces are unavailable here: a skip for a developer
+    /// (some sandboxes forbid them), a failure in CI (sifr cannot work without them).
+    fn unavailable(e: &UsernsError) -> bool {
+        if e.0.contains("user namespace") {
+            crate::testutil::skip(&format!("user namespaces unavailable: {e}"));
+            return true;
+        }
+        false
+    }
+
+    #[test]
+    fn test_work_runs_as_root_of_the_namespace() {
+        let (ids, uid, gid) = single_map();
         let dir = tempfile::tempdir().expect("tmp");
         let f = dir.path().join("made-as-root");
         let f2 = f.clone();
         let r = run_as_fakeroot(&ids, &write_single_maps, move || {
-            // SAFETY: getuid cannot fail.
-            if unsafe { libc::getuid() } != 0 {
-                return Err("not root in the namespace".into());
+            // SAFETY: these getters cannot fail.
+            let ids = unsafe {
+                [
+                    libc::getuid(),
+                    libc::geteuid(),
+                    libc::getgid(),
+                    libc::getegid(),
+                ]
+            };
+            if ids != [0; 4] {
+                return Err(format!(
+                    "not root in the namespace: uid/euid/gid/egid {ids:?}"
+                ));
             }
-            std::fs::write(&f2, b"x").map_err(|e| e.to_string())
+            std::fs::write(&f2, b"x").map_err(|e| e.to_string())?;
+            // Inside, the new file is root's (the map shows the owner as 0:0).
+            let m = std::fs::metadata(&f2).map_err(|e| e.to_string())?;
+            if (m.uid(), m.gid()) != (0, 0) {
+                return Err(format!(
+                    "the file is {}:{} inside the namespace, not 0:0",
+                    m.uid(),
+                    m.gid()
+                ));
+            }
+            Ok(())
         });
         match r {
             Ok(()) => {
-                use std::os::unix::fs::MetadataExt;
-                assert_eq!(std::fs::metadata(&f).expect("file").uid(), uid);
+                // Outside, root of the namespace is this user: the file is ours.
+                let m = std::fs::metadata(&f).expect("the work created the file");
+                assert_eq!((m.uid(), m.gid()), (uid, gid));
+                assert_eq!(std::fs::read(&f).expect("read"), b"x");
             }
-            // Where user namespaces are unavailable (some CI sandboxes) say so.
-            Err(e) if e.0.contains("user namespace") => eprintln!("SKIP: {e}"),
+            Err(e) if unavailable(&e) => return,
             Err(e) => panic!("{e}"),
         }
+        // The work's error comes back as it was, word for word.
         let err = run_as_fakeroot(&ids, &write_single_maps, || Err("work failed: x".into()))
             .expect_err("fails");
-        assert!(
-            err.0 == "work failed: x" || err.0.contains("user namespace"),
-            "{err}"
-        );
+        assert_eq!(err.0, "work failed: x");
     }
 }

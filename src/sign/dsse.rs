@@ -137,7 +137,7 @@ mod tests {
                 key("rsa"),
                 key("ecdsa"),
             ) else {
-                eprintln!("SKIP: fixtures not found");
+                crate::testutil::skip("fixtures not found");
                 return;
             };
             assert_eq!(env.signatures.len(), 2);
@@ -157,7 +157,7 @@ mod tests {
             read_fixture("keys/ecdsa-private.pem").and_then(|b| PrivateKey::from_pem(&b).ok()),
             key("ecdsa"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let json = sign(b"{\"x\":1}", &private).expect("sign");

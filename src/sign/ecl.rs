@@ -373,7 +373,7 @@ mod tests {
         };
         e.check_not_sif(Path::new("/d"), "dir").expect("inactive");
         let Some(img) = signed_image() else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         e.check_sif(Path::new("/x.sif"), &img, Path::new("/x"))
@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn test_modes() {
         let (Some(img), Some(kr)) = (signed_image(), global(&["keys/private.asc"])) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         check(&group("whitelist", "/ok", &[PGP_S]), &kr, &img, "/ok").expect("whitelisted");
@@ -439,7 +439,7 @@ mod tests {
     #[test]
     fn test_unsigned_unknown_or_tampered_fail_closed() {
         let (Some(signed), Some(kr)) = (signed_image(), global(&["keys/private.asc"])) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let rule = group("blacklist", "/ok", &[]);
@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn test_whitestrict_with_two_keys_and_extra_unverifiable_signature() {
         let Some(base) = read_fixture("one-group.sif") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let k1 = generate_key("One <1@x>", NewKeyType::Ed25519, "").expect("k1");
@@ -528,7 +528,7 @@ mod tests {
             read_fixture("one-group-signed-legacy.sif"),
             global(&["keys/private.asc"]),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let img = SifImage::from_bytes(bytes, "l.sif").expect("load");

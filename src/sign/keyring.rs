@@ -552,7 +552,7 @@ mod tests {
             keys_of("keys/private.asc"),
             keys_of("apptainer/keys/pgp-public.asc"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let dir = tempfile::tempdir().expect("tempdir");
@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn test_global_keyring_rules() {
         let Some(secret) = keys_of("keys/private.asc") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let dir = tempfile::tempdir().expect("tempdir");

@@ -158,13 +158,9 @@ impl ImageMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
 
     fn fixture(name: &str) -> Option<SifImage> {
-        let dir = std::env::var_os("SIFR_TESTDATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata"));
-        SifImage::open(dir.join("sif").join(name)).ok()
+        SifImage::open(crate::testutil::sif_fixture(name)).ok()
     }
 
     /// The JSON signed inside a clear-signed fixture (the line after the blank line).
@@ -179,7 +175,7 @@ mod tests {
     #[test]
     fn test_build_matches_go_fixture_byte_for_byte() {
         let Some(img) = fixture("one-group-signed-pgp.sif") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let objs = img.group_objects(1);
@@ -199,7 +195,7 @@ mod tests {
     #[test]
     fn test_two_groups_relative_ids() {
         let Some(img) = fixture("two-groups-signed-pgp.sif") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let objs = img.group_objects(2);
@@ -212,7 +208,7 @@ mod tests {
     #[test]
     fn test_ids_match_rules() {
         let Some(img) = fixture("two-groups.sif") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let g1 = img.group_objects(1);

@@ -400,7 +400,7 @@ mod tests {
     fn test_fixture_keys_sign_and_verify() {
         for name in ["ed25519", "rsa", "ecdsa"] {
             let Some((private, public)) = pair(name) else {
-                eprintln!("SKIP: fixtures not found");
+                crate::testutil::skip("fixtures not found");
                 return;
             };
             assert_eq!(private.public(), public, "{name}");
@@ -414,7 +414,7 @@ mod tests {
     #[test]
     fn test_key_ids_match_the_reference() {
         let (Some((_, ed)), Some((_, rsa))) = (pair("ed25519"), pair("rsa")) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         assert_eq!(

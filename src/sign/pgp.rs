@@ -459,12 +459,10 @@ impl Verifier<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     pub(crate) fn testdata() -> PathBuf {
-        std::env::var_os("SIFR_TESTDATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata"))
+        crate::testutil::testdata()
     }
 
     pub(crate) fn read_fixture(rel: &str) -> Option<Vec<u8>> {
@@ -493,7 +491,7 @@ pub(crate) mod tests {
     #[test]
     fn test_parse_fixture_keys() {
         let Some(bytes) = read_fixture("keys/private.asc") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let keys = parse_keys(&bytes).expect("parses");
@@ -522,7 +520,7 @@ pub(crate) mod tests {
             keyring_of("keys/private.asc", KeySource::Local),
             sig_data("one-group-signed-pgp.sif", 3),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let ct = decode_clearsign(&data).expect("clearsign");
@@ -548,7 +546,7 @@ pub(crate) mod tests {
     #[test]
     fn test_legacy_plaintext() {
         let Some(data) = sig_data("one-group-signed-legacy.sif", 3) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let ct = decode_clearsign(&data).expect("clearsign");

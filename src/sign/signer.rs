@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn test_plan_follows_the_reference() {
         let Some(img) = image("two-groups.sif") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let p = plan(&img, &SignSelection::default()).expect("plan");
@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn test_pgp_sign_then_verify_and_descriptor() {
         let Some(mut img) = image("two-groups.sif") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let key = generate_key("Signer <s@example.com>", NewKeyType::Ed25519, "").expect("key");
@@ -276,7 +276,7 @@ mod tests {
             image("two-groups.sif"),
             read_fixture("keys/ed25519-private.pem").and_then(|b| PrivateKey::from_pem(&b).ok()),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let ids = sign(
@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn test_failure_leaves_image_unchanged() {
         let Some(mut img) = image("one-group.sif") else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let before = img.as_bytes().expect("memory").to_vec();

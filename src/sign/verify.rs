@@ -525,7 +525,7 @@ pub(crate) mod tests {
             keyring("keys/private.asc"),
             keyring("apptainer/keys/pgp-public.asc"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let default = Selection::default();
@@ -621,7 +621,7 @@ pub(crate) mod tests {
             keyring("keys/private.asc"),
             open("one-group-signed-legacy-group.sif"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let keys = KeyMaterial {
@@ -652,7 +652,7 @@ pub(crate) mod tests {
     #[test]
     fn test_dsse_fixtures() {
         let (Some(ed), Some(rsa), Some(ec)) = (pem("ed25519"), pem("rsa"), pem("ecdsa")) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         for image in [
@@ -708,7 +708,7 @@ pub(crate) mod tests {
             keyring("keys/private.asc"),
             open("two-groups-signed-pgp.sif"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let keys = KeyMaterial {
@@ -789,7 +789,7 @@ pub(crate) mod tests {
     fn test_tampering_is_detected_and_named() {
         let desc = |id: u32, field: u64| 4096 + u64::from(id - 1) * 585 + field;
         let Some(r) = tampered("one-group-signed-pgp.sif", |_| 0) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         assert_eq!(r.outcome, Err(IntegrityError::HeaderIntegrity));
@@ -851,7 +851,7 @@ pub(crate) mod tests {
             keyring("keys/private.asc"),
             read_fixture("one-group-signed-pgp.sif"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let keys = KeyMaterial {
@@ -882,7 +882,7 @@ pub(crate) mod tests {
     #[test]
     fn test_corrupt_signature_bytes_fail_without_panic() {
         let (Some(s), Some(ed)) = (keyring("keys/private.asc"), pem("ed25519")) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let keys = KeyMaterial {
@@ -951,7 +951,7 @@ pub(crate) mod tests {
             keyring("keys/private.asc"),
             open("two-groups-signed-pgp.sif"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let keys = KeyMaterial {

@@ -353,7 +353,7 @@ mod tests {
             certs("intermediate.pem"),
             certs("root.pem"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         let key = verify_code_signing(&leaf[0], &int, &root, in_validity()).expect("valid chain");
@@ -368,7 +368,7 @@ mod tests {
             certs("intermediate.pem"),
             certs("root.pem"),
         ) else {
-            eprintln!("SKIP: fixtures not found");
+            crate::testutil::skip("fixtures not found");
             return;
         };
         // Missing intermediate.

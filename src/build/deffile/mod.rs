@@ -31,6 +31,7 @@
 
 pub mod content;
 pub mod error;
+pub mod fuzzing;
 pub mod header;
 pub mod render;
 pub mod script;

@@ -28,6 +28,7 @@ pub mod apply;
 pub mod auth;
 pub mod cache;
 pub mod digest;
+pub mod fuzzing;
 pub mod image;
 pub mod inroot;
 pub mod layout;

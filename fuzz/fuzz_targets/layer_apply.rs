@@ -1,0 +1,23 @@
+//! Fuzz target: applies arbitrary bytes as an image layer (as given and gzip-wrapped) into
+//! `root/` of a scratch directory and checks that nothing beside `root/` changed
+//! (`sifr::build::oci::fuzzing`). Nothing may panic or escape.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+// The modules themselves, not the whole sifr crate (see fuzz/Cargo.toml). They name each
+// other as `super::NAME`, which here is the crate root.
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/build/oci/apply.rs"]
+mod apply;
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/build/oci/fuzzing.rs"]
+mod fuzzing;
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/build/oci/inroot.rs"]
+mod inroot;
+
+fuzz_target!(|data: &[u8]| {
+    fuzzing::apply_and_check(data);
+});
