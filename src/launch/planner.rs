@@ -188,7 +188,7 @@ pub fn plan(
     // 1. What cannot be honoured rootless.
     let mut warnings = refuse_unavailable(&o.unavailable)?;
     // 2. Namespaces, and the root with its layer.
-    let namespaces = namespaces(o, policy)?;
+    let namespaces = namespaces(o, policy, fakeroot_uid0)?;
     let layer = root_layer(o, policy, req)?;
     // 3. Mounts, in Apptainer's order.
     let mut mounts = Vec::new();
@@ -288,7 +288,17 @@ fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
 }
 
 /// The namespaces besides user and mount, as the administrator allows them.
-fn namespaces(o: &Options, policy: &LaunchPolicy) -> Result<NamespacePlan, PlanError> {
+///
+/// A payload that holds capabilities in its user namespace (fakeroot: container root has the
+/// caller's uid and CAP_KILL there) could signal every process of its PID namespace, sifr's
+/// own included: it always gets a PID namespace of its own with sifr's init as PID 1 (and so
+/// a procfs of that namespace), as with `--pid`, whatever `allow pid ns` says. A nested user
+/// namespace would not do: signals and the same-uid ptrace rule compare host uids.
+fn namespaces(
+    o: &Options,
+    policy: &LaunchPolicy,
+    fakeroot_uid0: bool,
+) -> Result<NamespacePlan, PlanError> {
     if o.pid && !policy.allow_pid_ns {
         return Err(PlanError::NamespaceDisabled { ns: "pid" });
     }
@@ -308,11 +318,11 @@ fn namespaces(o: &Options, policy: &LaunchPolicy) -> Result<NamespacePlan, PlanE
         return Err(PlanError::NamespaceDisabled { ns: "net" });
     }
     Ok(NamespacePlan {
-        pid: o.pid,
+        pid: o.pid || fakeroot_uid0,
         ipc: o.ipc,
         uts: o.uts.clone(),
         net,
-        init: o.pid && o.init,
+        init: (o.pid && o.init) || fakeroot_uid0,
     })
 }
 
@@ -1149,6 +1159,10 @@ mod tests {
         let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
         assert!(p.security.emulate_root && !p.security.mknod_noop);
         assert!(p.security.keep_userns_caps);
+        // Container root never shares a PID namespace with sifr's processes.
+        assert!(p.namespaces.pid && p.namespaces.init);
+        let proc_ = p.mounts.iter().find(|m| m.dest == Path::new("/proc"));
+        assert_eq!(proc_.map(|m| &m.source), Some(&MountSource::Proc));
         assert_eq!(p.process.home, PathBuf::from("/root"));
         let home = p
             .mounts

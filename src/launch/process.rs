@@ -211,26 +211,6 @@ fn parent_gone(alive: &OwnedFd) -> bool {
     r != 0
 }
 
-/// A payload that holds capabilities in the user namespace (fakeroot) could signal, and
-/// with the caller's uid reach, every process of its PID namespace: it always gets a PID
-/// namespace of its own, with sifr's init as PID 1 and a procfs of that namespace, as with
-/// `--pid`. (The PID namespace is the only way: signals and the same-uid ptrace rule compare
-/// host uids, which a nested user namespace keeps.)
-fn isolate_fakeroot(mut plan: Plan) -> Plan {
-    use super::plan::MountSource;
-    if !plan.security.keep_userns_caps || plan.namespaces.pid {
-        return plan;
-    }
-    plan.namespaces.pid = true;
-    plan.namespaces.init = true;
-    for op in &mut plan.mounts {
-        if op.dest == Path::new("/proc") && op.source == MountSource::Host(PathBuf::from("/proc")) {
-            op.source = MountSource::Proc;
-        }
-    }
-    plan
-}
-
 /// The container's end, as P reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -248,7 +228,6 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
         write_maps,
         explain_userns,
     } = launch;
-    let plan = isolate_fakeroot(plan);
     let relay_terminal = must_relay_terminal_signals();
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
     // SAFETY: SIG_IGN installs no handler code.
