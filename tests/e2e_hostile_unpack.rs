@@ -215,7 +215,15 @@ fn assert_every_build_refuses(s: &Scratch, sqfs: &Path, needles: &[&str], quick:
         let start = Instant::now();
         let o = s.sifr(&args);
         let took = start.elapsed();
-        assert_fatal(&o, needles, what);
+        // The line names the image that was unpacked, and what in it was refused.
+        let image = if what.contains("sif") && !what.starts_with("sqfs") {
+            sf
+        } else {
+            sq
+        };
+        let mut wanted = needles.to_vec();
+        wanted.push(image);
+        assert_fatal(&o, &wanted, what);
         s.assert_nothing_outside(what);
         assert!(
             !s.work.join("out").exists() && !s.work.join("out.sif").exists(),

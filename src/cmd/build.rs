@@ -386,10 +386,12 @@ pub fn unpack_image(b: &Build, path: &Path, kind: ImageKind, rootfs: &Path) -> a
             let f = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             b.as_root(move || {
-                let fs = sifr_fuse::SquashFs::open(f, offset).map_err(|e| e.to_string())?;
+                let shown = path.display();
+                let fs =
+                    sifr_fuse::SquashFs::open(f, offset).map_err(|e| format!("{shown}: {e}"))?;
                 extract::extract_image(&fs, &dest)
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| format!("{shown}: {e}"))
             })
         }
         RootSource::Ext { path, offset, size } => {
@@ -404,10 +406,10 @@ pub fn unpack_image(b: &Build, path: &Path, kind: ImageKind, rootfs: &Path) -> a
                         threads: 1,
                     },
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{}: {e}", path.display()))?;
                 extract::extract_image(&fs, &dest)
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| format!("{}: {e}", path.display()))
             })
         }
     }
