@@ -3,6 +3,9 @@
 //! helper cannot be seen, traced, signalled or used to reach the host; and a SIGKILL of sifr
 //! or of its supervisor leaves no process of the container running.
 //!
+//! The same holds for `%post` in an unprivileged (fakeroot) `sifr build`: it reaches neither
+//! `sifr build`, nor the build's worker, nor the processes of the launch that runs it.
+//!
 //! Run as the unprivileged test user in both fakeroot modes (CI runs this binary as
 //! `sifrtest`, subordinate ids, and as `sifrnosub`, root-mapped). The attacks come from a
 //! small static C probe (`tests/supervisor/probe.c`) compiled here with `cc -static` and
@@ -100,13 +103,48 @@ fn cmdline(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The sifr binary as its processes name it: `sifr build` starts its `%post` containers
+/// through `current_exe()`, the resolved path.
+fn is_sifr(argv0: Option<&String>) -> bool {
+    let bin = sifr_bin();
+    argv0.is_some_and(|a| {
+        Path::new(a) == bin || std::fs::canonicalize(a).ok() == std::fs::canonicalize(&bin).ok()
+    })
+}
+
 /// The processes of sifr itself under `root` (they never exec: their argv is sifr's).
 fn sifr_processes(root: i32) -> Vec<i32> {
-    let bin = sifr_bin().display().to_string();
     descendants(root)
         .into_iter()
-        .filter(|p| cmdline(*p).first() == Some(&bin))
+        .filter(|p| is_sifr(cmdline(*p).first()))
         .collect()
+}
+
+/// The sifr processes in `pids` started by `parent`.
+fn children_in(pids: &[i32], parent: i32) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|c| ppid_state(*c).is_some_and(|(pp, _)| pp == parent))
+        .collect()
+}
+
+/// The supervisor of the one container running among `pids`: the child of the `sifr exec`
+/// process (the one spawned by a test, or the one a build runs `%post` with).
+fn supervisor(pids: &[i32]) -> i32 {
+    // The processes of a launch are forks: all have the argv of `sifr exec`.
+    let exec = |p: &i32| pids.contains(p) && cmdline(*p).get(1).map(String::as_str) == Some("exec");
+    let launchers: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|p| exec(p) && !ppid_state(*p).is_some_and(|(pp, _)| exec(&pp)))
+        .collect();
+    let [launcher] = launchers[..] else {
+        panic!("not one `sifr exec` among {pids:?}: {launchers:?}");
+    };
+    match children_in(pids, launcher)[..] {
+        [sup] => sup,
+        ref other => panic!("not one supervisor under {launcher}: {other:?}"),
+    }
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -120,31 +158,38 @@ fn spawn(args: &[&str]) -> Child {
         .expect("spawn sifr")
 }
 
-/// Runs the probe in a container started with `flags`; returns its report.
-fn attack(flags: &[&str]) -> Option<String> {
+/// The probe and the directory it exchanges with the test (`started`, `pids`), to be bound
+/// at `/probe` and `/x`.
+struct ProbeSetup {
+    /// Holds the probe and `x` (removed on drop).
+    dir: tempfile::TempDir,
+    bind_probe: String,
+    bind_x: String,
+    x: PathBuf,
+}
+
+/// Compiles the probe into a fresh directory; `None` (skip) only outside CI.
+fn probe_setup() -> Option<ProbeSetup> {
     require_unprivileged();
     let dir = tempdir();
     let probe = probe(dir.path())?;
     let x = dir.path().join("x");
     std::fs::create_dir(&x).expect("mkdir");
-    let bind_probe = format!("{}:/probe", probe.display());
-    let bind_x = format!("{}:/x", x.display());
-    let img = busybox();
-    let mut args: Vec<&str> = vec!["exec"];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&[
-        "-B",
-        &bind_probe,
-        "-B",
-        &bind_x,
-        img.to_str().expect("utf8"),
-        "/probe",
-        "/x",
-    ]);
-    let child = spawn(&args);
+    Some(ProbeSetup {
+        bind_probe: format!("{}:/probe", probe.display()),
+        bind_x: format!("{}:/x", x.display()),
+        x,
+        dir,
+    })
+}
+
+/// Waits for the probe that `child` (sifr) runs to start, gives it the host pids of every
+/// process of sifr under `child` (all of them must be alive by then, `expect` checks that
+/// they are the ones the caller means), and returns the probe's report.
+fn run_probe(child: Child, x: &Path, expect: impl FnOnce(i32, &[i32])) -> String {
     let p = child.id() as i32;
     let started = x.join("started");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !started.exists() {
         if Instant::now() > deadline || ppid_state(p).is_none_or(|(_, s)| s == 'Z') {
             let o = child.wait_with_output().expect("wait");
@@ -157,16 +202,10 @@ fn attack(flags: &[&str]) -> Option<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pids = sifr_processes(p);
-    assert!(
-        pids.len() >= 2,
-        "sifr and its supervisor not found under {p}: {pids:?}"
-    );
+    expect(p, &pids);
     // The supervisor has left the session: nothing of the host (nor the image) is mounted
     // in its namespace any more, only its empty root.
-    let sup = *pids
-        .iter()
-        .find(|c| ppid_state(**c).is_some_and(|(pp, _)| pp == p))
-        .expect("the supervisor");
+    let sup = supervisor(&pids);
     let mi = std::fs::read_to_string(format!("/proc/{sup}/mountinfo")).expect("mountinfo");
     let points: Vec<&str> = mi.lines().filter_map(|l| l.split(' ').nth(4)).collect();
     assert_eq!(points, ["/"], "the supervisor's mounts: {mi}");
@@ -181,6 +220,7 @@ fn attack(flags: &[&str]) -> Option<String> {
     std::fs::rename(&tmp, x.join("pids")).expect("rename pids");
     let o = child.wait_with_output().expect("wait sifr");
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("sifr processes {pids:?}; the probe's report:\n{out}");
     assert!(
         o.status.success() && out.contains("DONE"),
         "probe failed: {:?}\nstdout: {out}\nstderr: {}",
@@ -191,17 +231,46 @@ fn attack(flags: &[&str]) -> Option<String> {
         out.contains(&format!("targets={}", pids.len())),
         "the probe did not get every target: {out}"
     );
-    Some(out)
+    out
+}
+
+/// Runs the probe in a container started with `flags`; returns its report.
+fn attack(flags: &[&str]) -> Option<String> {
+    let s = probe_setup()?;
+    let img = busybox();
+    let mut args: Vec<&str> = vec!["exec"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[
+        "-B",
+        &s.bind_probe,
+        "-B",
+        &s.bind_x,
+        img.to_str().expect("utf8"),
+        "/probe",
+        "/x",
+    ]);
+    let child = spawn(&args);
+    Some(run_probe(child, &s.x, |p, pids| {
+        // sifr, its supervisor and the payload's parent at least.
+        assert!(
+            pids.len() >= 2 && pids.contains(&p),
+            "sifr and its supervisor not found under {p}: {pids:?}"
+        );
+    }))
+}
+
+fn assert_no_reach(what: &str, out: &str) {
+    let reached: Vec<&str> = out.lines().filter(|l| l.starts_with("REACHED")).collect();
+    assert!(
+        reached.is_empty(),
+        "the container reached sifr's processes or the host with {what}:\n{}",
+        reached.join("\n")
+    );
 }
 
 fn assert_unreachable(flags: &[&str]) {
     let Some(out) = attack(flags) else { return };
-    let reached: Vec<&str> = out.lines().filter(|l| l.starts_with("REACHED")).collect();
-    assert!(
-        reached.is_empty(),
-        "the container reached sifr's processes or the host with {flags:?}:\n{}",
-        reached.join("\n")
-    );
+    assert_no_reach(&format!("{flags:?}"), &out);
 }
 
 #[test]
@@ -217,6 +286,56 @@ fn test_fakeroot_pid_cannot_reach_the_supervisor() {
 #[test]
 fn test_fakeroot_default_cannot_reach_the_supervisor() {
     assert_unreachable(&["--fakeroot"]);
+}
+
+/// `%post` of an unprivileged (so fakeroot) build runs the probe: it reaches neither
+/// `sifr build`, nor its worker, nor the `sifr exec` the worker runs `%post` with, nor that
+/// container's supervisor and helpers.
+#[test]
+fn test_build_post_cannot_reach_the_build() {
+    let Some(s) = probe_setup() else { return };
+    let def = s.dir.path().join("probe.def");
+    std::fs::write(
+        &def,
+        format!(
+            // `exec`: the probe reports every process it can see and open, and the shell
+            // of `%post` would be one, the container's own.
+            "Bootstrap: localimage\nFrom: {}\n\n%post\n    exec /probe /x\n",
+            busybox().display()
+        ),
+    )
+    .expect("write the definition");
+    let out = s.dir.path().join("out");
+    let child = spawn(&[
+        "build",
+        "--sandbox",
+        "-B",
+        &s.bind_probe,
+        "-B",
+        &s.bind_x,
+        out.to_str().expect("utf8"),
+        def.to_str().expect("utf8"),
+    ]);
+    let report = run_probe(child, &s.x, |build, pids| {
+        let role = |p: &i32| cmdline(*p).get(1).cloned().unwrap_or_default();
+        // `sifr build`, its worker (a fork: `build` too), the worker's `sifr exec` of
+        // `%post`, and that container's supervisor (one of its children).
+        let worker = match children_in(pids, build)[..] {
+            [w] if role(&w) == "build" => w,
+            ref other => panic!("not one build worker under {build}: {other:?} of {pids:?}"),
+        };
+        let exec = match children_in(pids, worker)[..] {
+            [e] if role(&e) == "exec" => e,
+            ref other => panic!("not one `sifr exec` under the worker {worker}: {other:?}"),
+        };
+        assert!(pids.contains(&build), "{build} is not among {pids:?}");
+        assert_eq!(
+            ppid_state(supervisor(pids)).map(|(pp, _)| pp),
+            Some(exec),
+            "the supervisor of %post is not a child of the worker's `sifr exec`"
+        );
+    });
+    assert_no_reach("%post of a build", &report);
 }
 
 /// Processes whose argv contains `marker` as one argument.
@@ -274,10 +393,7 @@ fn kill_leaves_nothing(flags: &[&str], victim: Victim) {
     let sifr = sifr_processes(p);
     let target = match victim {
         Victim::Sifr => p,
-        Victim::Supervisor => *sifr
-            .iter()
-            .find(|c| ppid_state(**c).is_some_and(|(pp, _)| pp == p))
-            .expect("the supervisor"),
+        Victim::Supervisor => supervisor(&sifr),
     };
     // SAFETY: kill(2) on a pid of this test's own process tree.
     assert_eq!(unsafe { libc::kill(target, libc::SIGKILL) }, 0);
@@ -286,7 +402,7 @@ fn kill_leaves_nothing(flags: &[&str], victim: Victim) {
         *pid != p && ppid_state(*pid).is_some_and(|(_, s)| s != 'Z') && {
             // The same process (not a reused pid): still one of ours or marked.
             let c = cmdline(*pid);
-            c.first() == Some(&sifr_bin().display().to_string()) || c.contains(&marker)
+            is_sifr(c.first()) || c.contains(&marker)
         }
     };
     let deadline = Instant::now() + Duration::from_secs(5);
