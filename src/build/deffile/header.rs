@@ -4,7 +4,10 @@
 //! - keys are case-insensitive and must be known (`OtherURL<n>` takes any number `n`);
 //! - blank lines and lines starting with `#` are skipped, and `#` ends the value of a line;
 //! - a value ending in `\` continues on the next line (a final `\n` before the `\` becomes a
-//!   newline), until a blank or comment line.
+//!   newline), until a blank or comment line;
+//! - values are trimmed, a continued one once joined (Apptainer trims each line; this also
+//!   trims the white space a `\` kept at the end, `Key: v \` then a blank line), so a value
+//!   reads the same when written back ([`super::render`]).
 //!
 //! Stricter than Apptainer: a key given twice is an error (Apptainer keeps the last value
 //! silently), `Bootstrap` must name a known agent here rather than at build time (in any case;
@@ -292,7 +295,7 @@ fn add_entry(header: &mut Header, p: Pending, ctx: &Ctx) -> Result<(), DefError>
     header.entries.push(HeaderEntry {
         key,
         written: p.written,
-        value: p.value,
+        value: p.value.trim().to_string(),
         line: p.line,
     });
     Ok(())
@@ -361,6 +364,17 @@ mod tests {
         assert_eq!(p.header.get("include"), Some("a bc"));
         assert_eq!(p.header.get("setopt"), Some("x\ny"));
         assert_eq!(p.header.get("from"), Some("z"));
+    }
+
+    #[test]
+    fn test_continued_values_are_trimmed() {
+        // Apptainer trims every value; a value kept open by `\` is trimmed once joined, so
+        // it reads the same when written back on one line.
+        let p = parse("Bootstrap: yum\nInclude: a \\\n\nFrom: b \\\n \\\n# c\nSetopt: x\\n\\\n")
+            .expect("ok");
+        assert_eq!(p.header.get("include"), Some("a"));
+        assert_eq!(p.header.get("from"), Some("b"));
+        assert_eq!(p.header.get("setopt"), Some("x"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Writing parsed stages back as definition-file text (Apptainer's `populateRaw`), e.g. for a
 //! definition built from a URI or to show what was parsed. Parsing the output gives the same
-//! header, sections and apps again (as long as no filled-in value holds `{{ }}` itself).
+//! header, sections and apps again (as long as no filled-in value holds `{{ }}` itself): the
+//! fuzz target `deffile_parse` checks it ([`super::fuzzing`]).
 //! Unlike Apptainer's writer, this one keeps the header order (after `Bootstrap`) and key
 //! spelling, writes SCIF apps, and quotes paths that hold spaces.
 //!
@@ -29,8 +30,15 @@ pub fn render_stage(stage: &Stage) -> String {
         .iter()
         .partition(|e| e.key == "bootstrap");
     for entry in boot.into_iter().chain(rest) {
-        let value = entry.value.replace('\n', "\\n\\\n");
-        let _ = writeln!(out, "{}: {value}", entry.written);
+        // A newline becomes `\n\` and a continuation line, indented so that it cannot start
+        // a stage (continuation lines are trimmed).
+        let value = entry.value.replace('\n', "\\n\\\n    ");
+        if value.ends_with('\\') {
+            // Read alone, a final `\` continues the value: one more, and a blank line to end it.
+            let _ = writeln!(out, "{}: {value}\\\n", entry.written);
+        } else {
+            let _ = writeln!(out, "{}: {value}", entry.written);
+        }
     }
     if !stage.header.is_empty() {
         out.push('\n');
@@ -91,8 +99,14 @@ fn script(out: &mut String, section: &str, script: Option<&Script>) {
         out.push_str(&script.args);
     }
     out.push('\n');
-    out.push_str(&script.body);
-    if !script.body.is_empty() && !script.body.ends_with('\n') {
+    // Every line ends in `\n`; a line that ends in `\r` gets `\r\n`, as the parser reads
+    // `\r\n` as a line ending (so `\r\r\n` gives back the line and its `\r`).
+    for line in script.body.split_inclusive('\n') {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        out.push_str(line);
+        if line.ends_with('\r') {
+            out.push('\r');
+        }
         out.push('\n');
     }
 }
@@ -138,6 +152,56 @@ fn quote(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::deffile::fuzzing::assert_round_trip;
+    use crate::build::deffile::{ParseOptions, parse_str};
+    use std::path::Path;
+
+    fn parse(text: &str) -> Definition {
+        parse_str(text, Path::new("r.def"), &ParseOptions::default()).expect("parses")
+    }
+
+    #[test]
+    fn test_script_line_ending_in_cr_round_trips() {
+        // As Apptainer's `bufio.ScanLines`: a line ending drops one `\r` before its `\n` (or
+        // at the end of the file), so `\r\r\n` leaves `\r` in the body, and rendering keeps it.
+        let def = parse("Bootstrap: scratch\n%post\necho a\r\r\n\r\r\nlast\r\r");
+        let post = def.stages[0].sections.post.as_ref().expect("post");
+        assert_eq!(post.body, "echo a\r\n\r\nlast\r\n");
+        assert_round_trip(&def, &ParseOptions::default());
+        // Windows line endings are plain line endings, in the body and in what is rendered.
+        let def = parse("Bootstrap: scratch\r\n%post\r\necho hi\r\n");
+        let post = def.stages[0].sections.post.as_ref().expect("post");
+        assert_eq!(post.body, "echo hi\n");
+        assert_eq!(
+            render_definition(&def),
+            "Bootstrap: scratch\n\n%post\necho hi\n"
+        );
+        assert_round_trip(&def, &ParseOptions::default());
+    }
+
+    fn round_trips(text: &str) {
+        assert_round_trip(&parse(text), &ParseOptions::default());
+    }
+
+    #[test]
+    fn test_header_value_ending_in_space_round_trips() {
+        // White space kept by a continuation line at the end of the value.
+        round_trips("Bootstrap: scratch\nFrom: v \\\n\n%post\n");
+        round_trips("Bootstrap: scratch\nFrom: v \\\n \\\n# c\n");
+    }
+
+    #[test]
+    fn test_header_value_ending_in_backslash_round_trips() {
+        round_trips("Bootstrap: scratch\nFrom: a\\\\\n\nInclude: b\n");
+    }
+
+    #[test]
+    fn test_header_value_lines_round_trip() {
+        // A continued line that would start a stage at the start of a line.
+        round_trips("Bootstrap: scratch\nInclude: a\\n\\\n  Bootstrap: x\n");
+        // Newlines in values, at the end too.
+        round_trips("Bootstrap: scratch\nSetopt: a\\n\\\n\\n\\\nb\\n\\\n\nFrom: c\n");
+    }
 
     #[test]
     fn test_quote() {
