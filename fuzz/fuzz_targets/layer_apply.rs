@@ -14,9 +14,14 @@ mod apply;
 #[allow(dead_code, unused_imports)]
 #[path = "../../src/build/oci/fuzzing.rs"]
 mod fuzzing;
+// The one in-root resolver (src/image/inroot.rs), under the names the modules use:
+// `crate::image::inroot` (apply.rs) and `super::inroot` (fuzzing.rs).
 #[allow(dead_code, unused_imports)]
-#[path = "../../src/build/oci/inroot.rs"]
-mod inroot;
+#[path = "../../src/image/inroot.rs"]
+pub mod inroot;
+mod image {
+    pub use super::inroot;
+}
 
 fuzz_target!(|data: &[u8]| {
     fuzzing::apply_and_check(data);
