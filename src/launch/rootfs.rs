@@ -668,7 +668,7 @@ mod tests {
         );
         let warnings = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         assert!(warnings.is_empty(), "{warnings:?}");
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         // Missing mount points are created in the upper layer before the overlay exists;
         // the nested /data/ro is not (it lives in the host's /srv/data).
         let upper_home = calls.find("upper Dir /home/u").expect("home created");
@@ -704,7 +704,7 @@ mod tests {
     fn test_supervisor_leaves_the_session() {
         let sys = RecordingSys::default();
         leave_session(&sys, &Layout::default()).expect("ok");
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         assert_eq!(
             calls,
             "mkdir /supervisor 555\n\
@@ -769,7 +769,7 @@ mod tests {
         );
         let w = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         assert!(w[0].contains("overlay session layer unavailable"));
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         assert!(calls.contains("chdir /rootfs"), "{calls}");
     }
 
@@ -813,7 +813,7 @@ mod tests {
             ],
         );
         build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         assert!(calls.contains("write /files/passwd"));
         assert!(calls.contains("mount devpts /final/dev/pts"));
         assert!(calls.contains("symlink pts/ptmx /final/dev/ptmx"));
