@@ -36,8 +36,9 @@
 //! `ChildMsg::Failed`; P prints the message once and exits 255.
 //!
 //! Each step that talks to the kernel goes through the [`Sys`] seam; the steps of each
-//! process are functions generic over it (`supervisor_namespaces`, `enter_session`,
-//! `container_mount_ns`, `container_root`, `exec_steps`), unit tested with the recorder.
+//! process are functions generic over it (C: `create_userns`, `supervisor_namespaces`,
+//! `enter_session`; D: `pid_namespace`; E: `container_mount_ns`, `container_root`,
+//! `exec_steps`), unit tested with the recorder.
 //! fork, the pipes and the parent-death checks stay outside.
 //!
 //! Teardown. Every forked process arms PR_SET_PDEATHSIG(SIGKILL) and then checks that its
@@ -402,8 +403,8 @@ fn supervisor<S: Sys>(
     }
 
     // 1. A new user namespace; P writes the id maps from outside.
-    if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
-        child_fail(&err, &explain_userns(errno_of(&e)));
+    if let Err(msg) = create_userns(sys, explain_userns) {
+        child_fail(&err, &msg);
     }
     ChildMsg::UsernsReady.send(&to_p);
     log::debug!(
@@ -445,6 +446,15 @@ fn supervisor<S: Sys>(
         status,
         relay_terminal,
     )
+}
+
+/// C, step 1: the user namespace, before any other (so that it owns them).
+fn create_userns<S: Sys>(
+    sys: &S,
+    explain_userns: &dyn Fn(nix::Error) -> String,
+) -> Result<(), String> {
+    sys.unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| explain_userns(errno_of(&e)))
 }
 
 /// C, step 2: the namespaces other than the user namespace (created first, so that it
@@ -686,11 +696,8 @@ fn payload<S: Sys>(
     // not start threads, and the supervisor runs the FUSE server's. So this process
     // creates it, forks its PID 1, and relays signals and the exit status.
     if plan.namespaces.pid {
-        if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWPID) {
-            child_fail(
-                &err,
-                &format!("cannot create the PID namespace: {}", errno_of(&e)),
-            );
+        if let Err(msg) = pid_namespace(sys) {
+            child_fail(&err, &msg);
         }
         // PID 1 cannot check its parent with getppid() (the parent is outside its PID
         // namespace, so it reads 0): it holds the read end of a pipe whose only writer is
@@ -720,6 +727,12 @@ fn payload<S: Sys>(
         }
     }
     container_process(plan, sys, user, layout, copied, err)
+}
+
+/// D with --pid: a PID namespace, which its next child enters as PID 1.
+fn pid_namespace<S: Sys>(sys: &S) -> Result<(), String> {
+    sys.unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("cannot create the PID namespace: {}", errno_of(&e)))
 }
 
 /// D with a PID namespace: relays signals to the namespace's PID 1 and ends as it ended
@@ -1065,6 +1078,69 @@ mod tests {
                 Call::MkdirAll("/rootfs".into(), 0o755),
             ]
         );
+    }
+
+    #[test]
+    fn test_whole_launch_sequence_with_pid_namespace() {
+        // Every step of C, D and E in the order the processes run them (forks aside).
+        let sys = RecordingSys::default();
+        let ns = NamespacePlan {
+            pid: true,
+            init: true,
+            uts: Some("box".into()),
+            ..Default::default()
+        };
+        let p = plan(ns, fakeroot());
+        create_userns(&sys, &|e| format!("no user namespace: {e}")).expect("userns");
+        supervisor_namespaces(&sys, &p).expect("namespaces");
+        let layout = enter_session(&sys, &p).expect("session");
+        pid_namespace(&sys).expect("pid");
+        container_mount_ns(&sys).expect("mount ns");
+        container_root(&sys, &p, &layout, &user()).expect("root");
+        exec_steps(&sys, &p).expect("exec");
+        let calls = sys.calls.borrow();
+        let unshares: Vec<_> = calls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Call::Unshare(f) => Some((i, *f)),
+                _ => None,
+            })
+            .collect();
+        let flags: Vec<_> = unshares.iter().map(|(_, f)| *f).collect();
+        assert_eq!(
+            flags,
+            [
+                CloneFlags::CLONE_NEWUSER,
+                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS,
+                CloneFlags::CLONE_NEWPID,
+                CloneFlags::CLONE_NEWNS,
+            ]
+        );
+        assert_eq!(unshares[0].0, 0, "the user namespace comes first");
+        let sethostname = pos(&calls, "sethostname", |c| matches!(c, Call::SetHostname(_)));
+        assert!(unshares[1].0 < sethostname && sethostname < unshares[2].0);
+        // The session pivot happens in C, the container's in E after its own mount
+        // namespace; execve is last, after no_new_privs and the filter.
+        let pivots: Vec<_> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Call::PivotRoot(..)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(pivots.len(), 2, "{calls:#?}");
+        assert!(pivots[0] < unshares[2].0 && unshares[3].0 < pivots[1]);
+        let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+        let filter = pos(&calls, "seccomp", |c| matches!(c, Call::Seccomp(_)));
+        assert!(pivots[1] < nnp && nnp < filter && filter == calls.len() - 2);
+        assert!(matches!(calls.last(), Some(Call::Execve(_))));
+        // A refused user namespace is worded by the diagnosis.
+        let sys = RecordingSys {
+            fail_steps: vec![Call::Unshare(CloneFlags::CLONE_NEWUSER)],
+            ..Default::default()
+        };
+        let err = create_userns(&sys, &|e| format!("no user namespace: {e}")).expect_err("fails");
+        assert_eq!(err, "no user namespace: EPERM: Operation not permitted");
     }
 
     #[test]
