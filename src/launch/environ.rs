@@ -80,38 +80,14 @@ fn is_valid_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
-/// Computes the container environment.
-pub fn compute(inputs: &EnvInputs) -> Result<ContainerEnv, EnvError> {
-    let mut warnings = Vec::new();
-    let host: BTreeMap<&str, &str> = inputs
-        .host
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-
-    // 1. Host variables that pass through.
-    let mut base: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in &host {
-        let blocked = *k == "HOME"
-            || *k == "PATH"
-            || *k == "LD_LIBRARY_PATH"
-            || CONTROL_PREFIXES.iter().any(|p| k.starts_with(p))
-            || INJECT_PREFIXES.iter().any(|p| k.starts_with(p))
-            || inputs.no_env.iter().any(|n| n == k);
-        let kept_by_cleanenv = CLEANENV_KEEP.contains(k);
-        if blocked || (inputs.cleanenv && !kept_by_cleanenv) {
-            continue;
-        }
-        base.insert(k.to_string(), v.to_string());
-    }
-    if inputs.cleanenv {
-        base.insert("LANG".into(), "C".into());
-    }
-
-    // 2. Injected variables: the host prefixes, then --env-file, then --env (later wins).
-    let mut inject: BTreeMap<String, String> = BTreeMap::new();
+/// The variables injected through the host's prefixes (`APPTAINERENV_`, `SINGULARITYENV_`,
+/// ...): the lower rank wins, with a warning when both spellings give different values.
+fn from_prefixes(
+    host: &BTreeMap<&str, &str>,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, String> {
     let mut from_prefix: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    for (k, v) in &host {
+    for (k, v) in host {
         for (rank, p) in INJECT_PREFIXES.iter().enumerate() {
             if let Some(name) = k.strip_prefix(p) {
                 if name.is_empty() {
@@ -143,9 +119,43 @@ pub fn compute(inputs: &EnvInputs) -> Result<ContainerEnv, EnvError> {
             }
         }
     }
-    for (name, (_, v)) in from_prefix {
-        inject.insert(name, v);
+    from_prefix
+        .into_iter()
+        .map(|(name, (_, v))| (name, v))
+        .collect()
+}
+
+/// Computes the container environment.
+pub fn compute(inputs: &EnvInputs) -> Result<ContainerEnv, EnvError> {
+    let mut warnings = Vec::new();
+    let host: BTreeMap<&str, &str> = inputs
+        .host
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    // 1. Host variables that pass through.
+    let mut base: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &host {
+        let blocked = *k == "HOME"
+            || *k == "PATH"
+            || *k == "LD_LIBRARY_PATH"
+            || CONTROL_PREFIXES.iter().any(|p| k.starts_with(p))
+            || INJECT_PREFIXES.iter().any(|p| k.starts_with(p))
+            || inputs.no_env.iter().any(|n| n == k);
+        let kept_by_cleanenv = CLEANENV_KEEP.contains(k);
+        if blocked || (inputs.cleanenv && !kept_by_cleanenv) {
+            continue;
+        }
+        base.insert(k.to_string(), v.to_string());
     }
+    if inputs.cleanenv {
+        base.insert("LANG".into(), "C".into());
+    }
+
+    // 2. Injected variables: the host prefixes, then --env-file, then --env (later wins).
+    let mut inject: BTreeMap<String, String> = BTreeMap::new();
+    inject.extend(from_prefixes(&host, &mut warnings));
     for (path, contents) in &inputs.env_files {
         // Evaluated with the host environment visible, as Apptainer does.
         let mut sh = ShellEnv::from_env(host.iter().map(|(k, v)| (k.to_string(), v.to_string())));

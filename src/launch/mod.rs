@@ -6,7 +6,7 @@
 //! - `sys`: the seam to the kernel; `rootfs`: the mount sequence inside the container.
 //! - `action`: the payload's argv; `security`: the last steps before execve.
 //! - `process`: the process tree (sifr, supervisor, payload) and signals.
-//! - `mounter`: mounting the image itself.
+//! - `mounter`: mounting the image itself; `msg`: the messages that cross fork.
 
 pub mod action;
 pub mod binds;
@@ -14,6 +14,7 @@ pub mod environ;
 pub mod identity;
 pub mod idplan;
 pub mod mounter;
+pub mod msg;
 pub mod options;
 pub mod plan;
 pub mod planner;

@@ -31,8 +31,15 @@
 //! the calling user in the host's PID namespace: it can signal sifr, as any process of the
 //! user can, but not trace it.
 //!
-//! Failures before the payload's `execve` are sent to P over a close-on-exec pipe as one
-//! line; P prints it once and exits 255.
+//! Every message between these processes is a typed [`ChildMsg`], one line on a
+//! close-on-exec pipe (see `msg`). Failures before the payload's `execve` are sent to P as
+//! `ChildMsg::Failed`; P prints the message once and exits 255.
+//!
+//! Each step that talks to the kernel goes through the [`Sys`] seam; the steps of each
+//! process are functions generic over it (C: `create_userns`, `supervisor_namespaces`,
+//! `enter_session`; D: `pid_namespace`; E: `container_mount_ns`, `container_root`,
+//! `exec_steps`), unit tested with the recorder.
+//! fork, the pipes and the parent-death checks stay outside.
 //!
 //! Teardown. Every forked process arms PR_SET_PDEATHSIG(SIGKILL) and then checks that its
 //! parent is still the one that forked it (it may have died before the signal was armed);
@@ -46,8 +53,6 @@
 //! running, on an image whose server is gone. Use `--pid` (or `--containall`) when a
 //! container must end as a whole.
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -57,13 +62,14 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
 
-use super::action::{self, RootFiles};
+use super::action::{self, Exec, RootFiles};
 use super::identity::HostUser;
+use super::msg::ChildMsg;
 use super::plan::{IdMapPlan, MemoryFs, Plan, RootSource};
 use super::rootfs::{self, Layout};
-use super::seccomp::{self, Emulation};
+use super::seccomp::Emulation;
 use super::security;
-use super::sys::{HOST_ROOT, LinuxSys, Sys};
+use super::sys::{HOST_ROOT, Sys};
 
 /// A launch failure, reported by sifr itself (exit 255).
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +88,12 @@ fn sys_err(what: &'static str) -> impl FnOnce(nix::Error) -> LaunchError {
         what,
         err: std::io::Error::from_raw_os_error(e as i32),
     }
+}
+
+/// The error number of a failed step, worded as nix words it (the messages of the steps
+/// that called nix directly before the seam existed stay the same).
+fn errno_of(e: &std::io::Error) -> nix::Error {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// How the image's root filesystem gets mounted by the supervisor.
@@ -105,10 +117,10 @@ pub trait MountedRoot {
 pub type MapWriter = Box<dyn Fn(Pid, &IdMapPlan) -> Result<(), String>>;
 
 /// What the launch needs besides the plan.
-pub struct Launch {
+pub struct Launch<S: Sys> {
     pub plan: Plan,
-    /// Host paths opened before entering the namespaces.
-    pub sys: LinuxSys,
+    /// The seam to the kernel (`LinuxSys`).
+    pub sys: S,
     pub user: HostUser,
     pub mounter: Box<dyn RootMounter>,
     /// Writes the id maps of a child that has unshared its user namespace.
@@ -168,35 +180,43 @@ impl Pipe {
     }
 }
 
-fn send(fd: &OwnedFd, msg: &[u8]) {
-    let mut f = File::from(fd.try_clone().unwrap_or_else(|_| std::process::abort()));
-    let _ = f.write_all(msg);
-}
-
-fn recv_byte(fd: &OwnedFd) -> Option<u8> {
-    let mut b = [0u8; 1];
-    loop {
-        match nix::unistd::read(fd, &mut b) {
-            Ok(1) => return Some(b[0]),
-            Ok(_) => return None,
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => return None,
-        }
-    }
-}
-
-fn read_all(fd: OwnedFd) -> String {
-    let mut s = String::new();
-    let _ = File::from(fd).read_to_string(&mut s);
-    s
+/// True when the next message on `fd` is `want` (not a hang-up, another message or
+/// garbage).
+fn recv_is(fd: &OwnedFd, want: ChildMsg) -> bool {
+    ChildMsg::recv(fd) == Ok(Some(want))
 }
 
 /// Ends a child after a failure: the message goes to P, the status is 255.
 fn child_fail(err: &OwnedFd, msg: &str) -> ! {
-    let line = msg.replace('\n', " ");
-    send(err, format!("{line}\n").as_bytes());
+    ChildMsg::Failed(msg.to_string()).send(err);
     // SAFETY: _exit ends the forked child without running the parent's exit handlers.
     unsafe { libc::_exit(255) }
+}
+
+/// Ends a forked child without a message (the one that reports has done so, or is gone).
+fn child_exit(code: i32) -> ! {
+    // SAFETY: _exit ends the forked child without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// P: reads the error pipe until every holder has closed it; the first failure with a
+/// message is the launch's error.
+fn read_failure(fd: &OwnedFd) -> Option<String> {
+    let mut first = None;
+    loop {
+        match ChildMsg::recv(fd) {
+            Ok(None) => return first,
+            Ok(Some(ChildMsg::Failed(m))) if !m.trim().is_empty() => {
+                first.get_or_insert(m);
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                return first.or(Some(format!(
+                    "the container setup sent a malformed message: {e}"
+                )));
+            }
+        }
+    }
 }
 
 /// True when the write end of `alive` has no holder left (the parent that held it ended).
@@ -219,7 +239,7 @@ pub enum Outcome {
 }
 
 /// Runs the container; returns the payload's outcome.
-pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
+pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
     let Launch {
         plan,
         sys,
@@ -239,10 +259,10 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))
         .map_err(sys_err("block signals"))?;
 
-    let to_p = Pipe::new()?; // C → P: 'U' once the user namespace exists
-    let to_c = Pipe::new()?; // P → C: 'M' once the maps are written
-    let errp = Pipe::new()?; // C, D → P: one error line
-    let status = Pipe::new()?; // C → P: the payload's wait status
+    let to_p = Pipe::new()?; // C → P: UsernsReady once the user namespace exists
+    let to_c = Pipe::new()?; // P → C: MapsWritten once the maps are written
+    let errp = Pipe::new()?; // C, D → P: Failed
+    let status = Pipe::new()?; // C → P: the payload's end, Exited or Signaled
     let parent = getpid();
 
     // SAFETY: P is single-threaded here (sifr starts no thread before launching), so the
@@ -279,17 +299,19 @@ pub fn run(launch: Launch) -> Result<Outcome, LaunchError> {
             }
             let outcome = parent_side(&plan, child, to_p.r, to_c.w, &write_maps, relay_terminal);
             let _ = security::set_dumpable(true);
-            let msg = read_all(errp.r);
-            let st = read_all(status.r);
+            let failure = read_failure(&errp.r);
+            let st = ChildMsg::recv(&status.r);
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-            if let Some(line) = msg.lines().find(|l| !l.trim().is_empty()) {
-                return Err(LaunchError::Child(line.to_string()));
+            if let Some(line) = failure {
+                return Err(LaunchError::Child(line));
             }
             let outcome = outcome?;
-            Ok(match st.trim() {
-                s if s.starts_with('E') => Outcome::Exited(s[1..].parse().unwrap_or(255)),
-                s if s.starts_with('S') => Outcome::Signaled(s[1..].parse().unwrap_or(9)),
-                _ => outcome,
+            Ok(match st {
+                Ok(Some(ChildMsg::Exited(c))) => Outcome::Exited(c),
+                Ok(Some(ChildMsg::Signaled(s))) => Outcome::Signaled(s),
+                // The supervisor ended before it could report: its own end tells.
+                Ok(None) => outcome,
+                Ok(Some(_)) | Err(_) => Outcome::Exited(255),
             })
         }
     }
@@ -306,9 +328,9 @@ fn parent_side(
 ) -> Result<Outcome, LaunchError> {
     log::debug!("{:.1} ms: supervisor started", crate::log::since_start_ms());
     // 1. Wait for the supervisor's user namespace, then give it its identity.
-    if recv_byte(&from_c) == Some(b'U') {
+    if recv_is(&from_c, ChildMsg::UsernsReady) {
         match write_maps(child, &plan.ids) {
-            Ok(()) => send(&to_c, b"M"),
+            Ok(()) => ChildMsg::MapsWritten.send(&to_c),
             Err(msg) => {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
@@ -320,7 +342,6 @@ fn parent_side(
     // 2. Relay signals until it ends.
     wait_relaying(child, relay_terminal)
 }
-
 /// Reads signals from a signalfd: relays them to `child`, reaps children, returns when
 /// `child` has ended.
 fn wait_relaying(child: Pid, relay_terminal: bool) -> Result<Outcome, LaunchError> {
@@ -363,9 +384,9 @@ fn wait_relaying(child: Pid, relay_terminal: bool) -> Result<Outcome, LaunchErro
 
 /// C: the supervisor. Never returns.
 #[allow(clippy::too_many_arguments)]
-fn supervisor(
+fn supervisor<S: Sys>(
     plan: &Plan,
-    sys: &LinuxSys,
+    sys: &S,
     user: &HostUser,
     mounter: &mut dyn RootMounter,
     parent: Pid,
@@ -382,18 +403,17 @@ fn supervisor(
     }
 
     // 1. A new user namespace; P writes the id maps from outside.
-    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
-        child_fail(&err, &explain_userns(e));
+    if let Err(msg) = create_userns(sys, explain_userns) {
+        child_fail(&err, &msg);
     }
-    send(&to_p, b"U");
+    ChildMsg::UsernsReady.send(&to_p);
     log::debug!(
         "{:.1} ms: supervisor: user namespace created",
         crate::log::since_start_ms()
     );
-    if recv_byte(&from_p) != Some(b'M') {
+    if !recv_is(&from_p, ChildMsg::MapsWritten) {
         // P reported the mapping error itself.
-        // SAFETY: _exit in a forked child.
-        unsafe { libc::_exit(255) }
+        child_exit(255)
     }
     drop((to_p, from_p));
     // Nothing in the container may trace this process, read its memory or descriptors (the
@@ -408,6 +428,38 @@ fn supervisor(
     }
 
     // 2. The other namespaces, owned by the new user namespace.
+    if let Err(msg) = supervisor_namespaces(sys, plan) {
+        child_fail(&err, &msg);
+    }
+    // 3. The session tmpfs, and the image under it.
+    let layout = match enter_session(sys, plan) {
+        Ok(l) => l,
+        Err(msg) => child_fail(&err, &msg),
+    };
+    serve(
+        plan,
+        sys,
+        user,
+        mounter,
+        &layout,
+        err,
+        status,
+        relay_terminal,
+    )
+}
+
+/// C, step 1: the user namespace, before any other (so that it owns them).
+fn create_userns<S: Sys>(
+    sys: &S,
+    explain_userns: &dyn Fn(nix::Error) -> String,
+) -> Result<(), String> {
+    sys.unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| explain_userns(errno_of(&e)))
+}
+
+/// C, step 2: the namespaces other than the user namespace (created first, so that it
+/// owns them), the hostname, the loopback interface, and no mount propagation back.
+fn supervisor_namespaces<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
     let ns = &plan.namespaces;
     let mut flags = CloneFlags::CLONE_NEWNS;
     if ns.ipc {
@@ -419,42 +471,34 @@ fn supervisor(
     if ns.net {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    if let Err(e) = nix::sched::unshare(flags) {
-        child_fail(
-            &err,
-            &format!("cannot create the container namespaces: {e}"),
-        );
+    sys.unshare(flags)
+        .map_err(|e| format!("cannot create the container namespaces: {}", errno_of(&e)))?;
+    if let Some(h) = ns.uts.as_ref().filter(|h| !h.is_empty()) {
+        sys.sethostname(h)
+            .map_err(|e| format!("cannot set the hostname {h:?}: {}", errno_of(&e)))?;
     }
-    if let Some(h) = ns.uts.as_ref().filter(|h| !h.is_empty())
-        && let Err(e) = nix::unistd::sethostname(h)
-    {
-        child_fail(&err, &format!("cannot set the hostname {h:?}: {e}"));
-    }
-    if ns.net
-        && let Err(e) = loopback_up()
-    {
-        child_fail(
-            &err,
-            &format!("cannot bring up the loopback interface: {e}"),
-        );
+    if ns.net {
+        sys.loopback_up()
+            .map_err(|e| format!("cannot bring up the loopback interface: {e}"))?;
     }
     // Mount events must not travel back to the host (they could not anyway from a user
     // namespace, but this also stops host mounts from appearing later).
     use nix::mount::MsFlags;
-    if let Err(e) = sys.mount(
+    sys.mount(
         None,
         Path::new("/"),
         None,
         MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None,
-    ) {
-        child_fail(
-            &err,
-            &format!("cannot make the mount namespace private: {e}"),
-        );
-    }
+    )
+    .map_err(|e| format!("cannot make the mount namespace private: {e}"))
+}
 
-    // 3. The session tmpfs, and the image under it.
+/// C, step 3: mounts the session tmpfs and pivots into it, keeping the host's root at
+/// /oldroot (bubblewrap's approach): bind sources stay reachable by path, and nothing of
+/// the host is covered.
+fn enter_session<S: Sys>(sys: &S, plan: &Plan) -> Result<Layout, String> {
+    use nix::mount::MsFlags;
     let layout = Layout::default();
     let fstype = plan.session.fstype.as_str();
     let session_data = if plan.session.fstype == MemoryFs::Ramfs {
@@ -463,36 +507,46 @@ fn supervisor(
         format!("size={}m,mode=0755", plan.session.size_mb)
     };
     let mountpoint = Path::new(rootfs::SESSION_MOUNTPOINT);
-    if let Err(e) = sys.mount(
+    sys.mount(
         Some(Path::new(fstype)),
         mountpoint,
         Some(fstype),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&session_data),
-    ) {
-        child_fail(&err, &format!("cannot mount the session {fstype}: {e}"));
-    }
-    // Pivot into it, keeping the host's root at /oldroot (bubblewrap's approach): bind
-    // sources stay reachable by path, and nothing of the host is covered.
+    )
+    .map_err(|e| format!("cannot mount the session {fstype}: {e}"))?;
     let old = mountpoint.join(HOST_ROOT.trim_start_matches('/'));
-    if let Err(e) = sys
-        .mkdir_all(&old, 0o755)
+    sys.mkdir_all(&old, 0o755)
         .and_then(|()| sys.pivot_root(mountpoint, &old))
         .and_then(|()| sys.chdir(Path::new("/")))
-    {
-        child_fail(&err, &format!("cannot enter the session directory: {e}"));
-    }
-    if let Err(e) = sys.mkdir_all(&layout.rootfs(), 0o755) {
-        child_fail(&err, &format!("cannot create the session root: {e}"));
-    }
+        .map_err(|e| format!("cannot enter the session directory: {e}"))?;
+    sys.mkdir_all(&layout.rootfs(), 0o755)
+        .map_err(|e| format!("cannot create the session root: {e}"))?;
+    Ok(layout)
+}
+
+/// C, steps 4 to 7: forks the container process, mounts the image (the server threads
+/// start here), lets the container build its root, leaves the session, relays signals
+/// until the payload ends and reports its end to P. Never returns.
+#[allow(clippy::too_many_arguments)]
+fn serve<S: Sys>(
+    plan: &Plan,
+    sys: &S,
+    user: &HostUser,
+    mounter: &mut dyn RootMounter,
+    layout: &Layout,
+    err: OwnedFd,
+    status: OwnedFd,
+    relay_terminal: bool,
+) -> ! {
     // 4. Fork the payload now, while this process is still single-threaded; it waits
     //    until the image is mounted.
     let go = match Pipe::new() {
         Ok(p) => p,
         Err(e) => child_fail(&err, &e.to_string()),
     };
-    // The container process says 'N' once its mount namespace is a copy of this one; after
-    // that the supervisor needs neither the host's root nor the session any more.
+    // The container process says Copied once its mount namespace is a copy of this one;
+    // after that the supervisor needs neither the host's root nor the session any more.
     let copied = match Pipe::new() {
         Ok(p) => p,
         Err(e) => child_fail(&err, &e.to_string()),
@@ -504,7 +558,7 @@ fn supervisor(
             drop(go.w);
             drop(status);
             drop(copied.r);
-            payload(plan, sys, user, &layout, me, go.r, copied.w, err)
+            payload(plan, sys, user, layout, me, go.r, copied.w, err)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => child_fail(&err, &format!("cannot fork the container process: {e}")),
@@ -527,8 +581,8 @@ fn supervisor(
     };
     // Mount points for sifr's own files must not stay behind in a writable sandbox: create
     // them here, and remove them when the container ends.
-    let ephemeral = create_ephemeral_mountpoints(plan, sys, &layout);
-    send(&go.w, b"G");
+    let ephemeral = create_ephemeral_mountpoints(plan, sys, layout);
+    ChildMsg::Go.send(&go.w);
     log::debug!(
         "{:.1} ms: supervisor: image mounted",
         crate::log::since_start_ms()
@@ -538,9 +592,9 @@ fn supervisor(
     // 6. Once the container has its own copy of the mounts (or has failed: the pipe hangs
     //    up), leave the session: this process's root becomes an empty read-only tmpfs, and
     //    the host's root at /oldroot is detached from its namespace with the session.
-    let _ = recv_byte(&copied.r);
+    let _ = ChildMsg::recv(&copied.r);
     drop(copied.r);
-    if let Err(e) = rootfs::leave_session(sys, &layout) {
+    if let Err(e) = rootfs::leave_session(sys, layout) {
         let _ = kill(payload, Signal::SIGKILL);
         let _ = waitpid(payload, None);
         child_fail(&err, &e.to_string());
@@ -558,21 +612,20 @@ fn supervisor(
     }
     mounted.stop();
     let st = match outcome {
-        Ok(Outcome::Exited(c)) => format!("E{c}"),
-        Ok(Outcome::Signaled(s)) => format!("S{s}"),
-        Err(_) => "E255".to_string(),
+        Ok(Outcome::Exited(c)) => ChildMsg::Exited(c),
+        Ok(Outcome::Signaled(s)) => ChildMsg::Signaled(s),
+        Err(_) => ChildMsg::Exited(255),
     };
-    send(&status, st.as_bytes());
-    // SAFETY: _exit in a forked child.
-    unsafe { libc::_exit(0) }
+    st.send(&status);
+    child_exit(0)
 }
 
 /// In a writable sandbox without a session layer, creates the (empty) mount points of
 /// sifr's own generated files that the image lacks, and returns them for removal (the
 /// directory, held open: the supervisor leaves the session before the end, and a name).
-fn create_ephemeral_mountpoints(
+fn create_ephemeral_mountpoints<S: Sys>(
     plan: &Plan,
-    sys: &LinuxSys,
+    sys: &S,
     layout: &Layout,
 ) -> Vec<(OwnedFd, std::ffi::OsString)> {
     use super::plan::{GeneratedFile, MountSource, RootLayer};
@@ -618,9 +671,9 @@ fn create_ephemeral_mountpoints(
 
 /// D: builds the root and becomes the payload (or its init). Never returns.
 #[allow(clippy::too_many_arguments)]
-fn payload(
+fn payload<S: Sys>(
     plan: &Plan,
-    sys: &LinuxSys,
+    sys: &S,
     user: &HostUser,
     layout: &Layout,
     supervisor: Pid,
@@ -630,13 +683,11 @@ fn payload(
 ) -> ! {
     if !security::die_with_parent(supervisor) {
         // The supervisor is gone; it cannot be told.
-        // SAFETY: _exit in a forked child.
-        unsafe { libc::_exit(255) }
+        child_exit(255)
     }
-    if recv_byte(&go) != Some(b'G') {
+    if !recv_is(&go, ChildMsg::Go) {
         // The supervisor reported the failure.
-        // SAFETY: _exit in a forked child.
-        unsafe { libc::_exit(255) }
+        child_exit(255)
     }
     drop(go);
 
@@ -645,8 +696,8 @@ fn payload(
     // not start threads, and the supervisor runs the FUSE server's. So this process
     // creates it, forks its PID 1, and relays signals and the exit status.
     if plan.namespaces.pid {
-        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWPID) {
-            child_fail(&err, &format!("cannot create the PID namespace: {e}"));
+        if let Err(msg) = pid_namespace(sys) {
+            child_fail(&err, &msg);
         }
         // PID 1 cannot check its parent with getppid() (the parent is outside its PID
         // namespace, so it reads 0): it holds the read end of a pipe whose only writer is
@@ -663,29 +714,13 @@ fn payload(
                 drop(alive.r);
                 // `alive.w` stays open until this process ends.
                 let _keep = alive.w;
-                let outcome = wait_relaying(child, true);
-                match outcome {
-                    Ok(Outcome::Signaled(sig)) => {
-                        // Die the same way, so the supervisor reports the signal.
-                        if let Ok(s) = Signal::try_from(sig) {
-                            let _ = security::reset_signals();
-                            let _ = kill(getpid(), s);
-                        }
-                        // SAFETY: _exit in a forked child.
-                        unsafe { libc::_exit(128 + sig) }
-                    }
-                    // SAFETY: _exit in a forked child.
-                    Ok(Outcome::Exited(c)) => unsafe { libc::_exit(c) },
-                    // SAFETY: _exit in a forked child.
-                    Err(_) => unsafe { libc::_exit(255) },
-                }
+                relay_end(child)
             }
             Ok(ForkResult::Child) => {
                 drop(alive.w);
                 let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
                 if !armed || parent_gone(&alive.r) {
-                    // SAFETY: _exit in a forked child.
-                    unsafe { libc::_exit(255) }
+                    child_exit(255)
                 }
             }
             Err(e) => child_fail(&err, &format!("cannot fork the container's PID 1: {e}")),
@@ -694,55 +729,51 @@ fn payload(
     container_process(plan, sys, user, layout, copied, err)
 }
 
+/// D with --pid: a PID namespace, which its next child enters as PID 1.
+fn pid_namespace<S: Sys>(sys: &S) -> Result<(), String> {
+    sys.unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("cannot create the PID namespace: {}", errno_of(&e)))
+}
+
+/// D with a PID namespace: relays signals to the namespace's PID 1 and ends as it ended
+/// (killed by the same signal, so that the supervisor reports it).
+fn relay_end(child: Pid) -> ! {
+    match wait_relaying(child, true) {
+        Ok(Outcome::Signaled(sig)) => {
+            if let Ok(s) = Signal::try_from(sig) {
+                let _ = security::reset_signals();
+                let _ = kill(getpid(), s);
+            }
+            child_exit(128 + sig)
+        }
+        Ok(Outcome::Exited(c)) => child_exit(c),
+        Err(_) => child_exit(255),
+    }
+}
+
 /// The container's first process (PID 1 with --pid): builds the root, then becomes the
 /// payload or its init. Never returns.
-fn container_process(
+fn container_process<S: Sys>(
     plan: &Plan,
-    sys: &LinuxSys,
+    sys: &S,
     user: &HostUser,
     layout: &Layout,
     copied: OwnedFd,
     err: OwnedFd,
 ) -> ! {
     // 1. A mount namespace of its own: pivot_root must not move the supervisor's root.
-    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
-        child_fail(
-            &err,
-            &format!("cannot create the container mount namespace: {e}"),
-        );
+    if let Err(msg) = container_mount_ns(sys) {
+        child_fail(&err, &msg);
     }
-    send(&copied, b"N");
+    ChildMsg::Copied.send(&copied);
     drop(copied);
-    // 2. The container root, then pivot_root into it.
+    // 2. The container root, then pivot_root into it; 3. the working directory.
     log::debug!(
         "{:.1} ms: container: building the root",
         crate::log::since_start_ms()
     );
-    match rootfs::build_root(sys, plan, layout, user) {
-        Ok(warnings) => {
-            for w in warnings {
-                log::warn!("{w}");
-            }
-        }
-        Err(e) => child_fail(&err, &e.to_string()),
-    }
-    sys.release();
-
-    // 3. The working directory: --pwd must exist; otherwise the caller's, then home, then /.
-    let p = &plan.process;
-    if nix::unistd::chdir(&p.cwd).is_err() {
-        if p.cwd_required {
-            child_fail(
-                &err,
-                &format!(
-                    "cannot change to the working directory {} in the container",
-                    p.cwd.display()
-                ),
-            );
-        }
-        if nix::unistd::chdir(&p.home).is_err() {
-            let _ = nix::unistd::chdir("/");
-        }
+    if let Err(msg) = container_root(sys, plan, layout, user) {
+        child_fail(&err, &msg);
     }
 
     // 4. With a PID namespace, stay as PID 1 (reaping, relaying) and fork the payload.
@@ -753,61 +784,86 @@ fn container_process(
             Ok(ForkResult::Parent { child }) => {
                 drop(err);
                 let outcome = wait_relaying(child, true);
-                // SAFETY: _exit ends PID 1, which kills what is left in the namespace.
-                unsafe {
-                    libc::_exit(match outcome {
-                        Ok(Outcome::Exited(c)) => c,
-                        Ok(Outcome::Signaled(s)) => 128 + s,
-                        Err(_) => 255,
-                    })
-                }
+                // _exit ends PID 1, which kills what is left in the namespace.
+                child_exit(match outcome {
+                    Ok(Outcome::Exited(c)) => c,
+                    Ok(Outcome::Signaled(s)) => 128 + s,
+                    Err(_) => 255,
+                })
             }
             Ok(ForkResult::Child) => {
                 if !security::die_with_parent(init) {
-                    // SAFETY: _exit in a forked child.
-                    unsafe { libc::_exit(255) }
+                    child_exit(255)
                 }
             }
             Err(e) => child_fail(&err, &format!("cannot fork the container payload: {e}")),
         }
     }
-    exec_payload(plan, err)
+    // 5. The last steps, then execve (which returns only on failure).
+    match exec_steps(sys, plan) {
+        Err(msg) => child_fail(&err, &msg),
+        Ok(()) => child_exit(255),
+    }
 }
 
-/// The last steps in the payload process, then execve.
-fn exec_payload(plan: &Plan, err: OwnedFd) -> ! {
+/// The container process, step 1: a mount namespace of its own.
+fn container_mount_ns<S: Sys>(sys: &S) -> Result<(), String> {
+    sys.unshare(CloneFlags::CLONE_NEWNS).map_err(|e| {
+        format!(
+            "cannot create the container mount namespace: {}",
+            errno_of(&e)
+        )
+    })
+}
+
+/// The container process, steps 2 and 3: builds the root and pivots into it, then
+/// changes to the working directory: --pwd must exist; otherwise the caller's, then home,
+/// then /.
+fn container_root<S: Sys>(
+    sys: &S,
+    plan: &Plan,
+    layout: &Layout,
+    user: &HostUser,
+) -> Result<(), String> {
+    let warnings = rootfs::build_root(sys, plan, layout, user).map_err(|e| e.to_string())?;
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    sys.release();
+    let p = &plan.process;
+    if sys.chdir(&p.cwd).is_err() {
+        if p.cwd_required {
+            return Err(format!(
+                "cannot change to the working directory {} in the container",
+                p.cwd.display()
+            ));
+        }
+        if sys.chdir(&p.home).is_err() {
+            let _ = sys.chdir(Path::new("/"));
+        }
+    }
+    Ok(())
+}
+
+/// The last steps in the payload process, then execve. Returns the failure; `Ok` only
+/// where execve returns without failing (the recorder).
+fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
     let p = &plan.process;
     if let Some(mask) = p.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+        sys.umask(mask);
     }
     log::debug!(
         "{:.1} ms: container: root ready",
         crate::log::since_start_ms()
     );
-    let exec = if Path::new("/bin/sh").exists() {
-        action::with_shell(p)
-    } else {
-        let mut notes = Vec::new();
-        match action::without_shell(p, &RootFiles, &mut notes) {
-            Ok(e) => {
-                for n in notes {
-                    log::debug!("environment: {n}");
-                }
-                e
-            }
-            Err(e) => child_fail(&err, &e.to_string()),
-        }
-    };
-    if let Err(e) = security::reset_signals() {
-        child_fail(&err, &format!("cannot reset signals: {e}"));
-    }
-    if let Err(e) = security::cloexec_from(3) {
-        child_fail(&err, &format!("cannot close inherited descriptors: {e}"));
-    }
-    if plan.security.no_new_privs
-        && let Err(e) = security::no_new_privs()
-    {
-        child_fail(&err, &format!("cannot set no_new_privs: {e}"));
+    let exec = payload_exec(sys, plan)?;
+    sys.reset_signals()
+        .map_err(|e| format!("cannot reset signals: {e}"))?;
+    sys.cloexec_from(3)
+        .map_err(|e| format!("cannot close inherited descriptors: {e}"))?;
+    if plan.security.no_new_privs {
+        sys.no_new_privs()
+            .map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     }
     // Root emulation for fakeroot (after no_new_privs, which unprivileged seccomp needs).
     let emulation = if plan.security.emulate_root {
@@ -817,67 +873,43 @@ fn exec_payload(plan: &Plan, err: OwnedFd) -> ! {
     } else {
         None
     };
-    if let Some(em) = emulation
-        && let Err(e) = seccomp::compile(em).and_then(|p| seccomp::install(&p))
-    {
-        child_fail(&err, &e.to_string());
+    if let Some(em) = emulation {
+        sys.install_seccomp(em).map_err(|e| e.to_string())?;
     }
-    if !plan.security.keep_userns_caps
-        && let Err(e) = security::drop_all_caps()
-    {
-        child_fail(&err, &format!("cannot drop capabilities: {e}"));
+    if !plan.security.keep_userns_caps {
+        sys.drop_all_caps()
+            .map_err(|e| format!("cannot drop capabilities: {e}"))?;
     }
-    let to_c = |s: &str| std::ffi::CString::new(s.as_bytes()).ok();
-    let path = match to_c(&exec.path.to_string_lossy()) {
-        Some(p) => p,
-        None => child_fail(&err, "command path contains a NUL byte"),
-    };
-    let argv: Vec<_> = exec.argv.iter().filter_map(|a| to_c(a)).collect();
-    let envp: Vec<_> = exec
-        .env
-        .iter()
-        .filter_map(|(k, v)| to_c(&format!("{k}={v}")))
-        .collect();
+    if exec.path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err("command path contains a NUL byte".into());
+    }
     log::debug!(
         "{:.1} ms: container: exec {}",
         crate::log::since_start_ms(),
         exec.path.display()
     );
-    let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
-    child_fail(
-        &err,
-        &format!(
-            "cannot execute {}: {e}",
-            PathBuf::from(&exec.path).display()
-        ),
-    )
+    sys.execve(&exec).map_err(|e| {
+        format!(
+            "cannot execute {}: {}",
+            PathBuf::from(&exec.path).display(),
+            errno_of(&e)
+        )
+    })
 }
 
-/// Brings up `lo` in a new network namespace.
-fn loopback_up() -> std::io::Result<()> {
-    // SAFETY: a plain socket() call; the descriptor is wrapped right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// What the payload executes: the action script when the container has a shell, the
+/// command itself otherwise.
+fn payload_exec<S: Sys>(sys: &S, plan: &Plan) -> Result<Exec, String> {
+    let p = &plan.process;
+    if sys.exists(Path::new("/bin/sh")) {
+        return Ok(action::with_shell(p));
     }
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in b"lo\0".iter().enumerate() {
-        ifr.ifr_name[i] = *b as libc::c_char;
+    let mut notes = Vec::new();
+    let exec = action::without_shell(p, &RootFiles, &mut notes).map_err(|e| e.to_string())?;
+    for n in notes {
+        log::debug!("environment: {n}");
     }
-    // SAFETY: SIOCGIFFLAGS reads into the ifreq we pass.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the union member for flags is the one SIOCGIFFLAGS filled.
-    unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(exec)
 }
 
 /// Writes single-range id maps directly (the caller only; no helper needed).
@@ -900,4 +932,373 @@ pub fn write_single_maps(pid: Pid, ids: &IdMapPlan) -> Result<(), String> {
             .map_err(|e| format!("cannot write the user namespace {file}: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The sequence each process runs, driven against the recorder (fork and the pipes
+    //! stay out: the step functions run directly).
+    use super::*;
+    use crate::launch::plan::*;
+    use crate::launch::sys::{Call, RecordingSys};
+    use nix::mount::MsFlags;
+
+    fn user() -> HostUser {
+        HostUser {
+            uid: 1000,
+            gid: 1000,
+            name: "u".into(),
+            gecos: String::new(),
+            home: "/home/u".into(),
+            shell: "/bin/sh".into(),
+            groups: vec![(1000, "u".into())],
+        }
+    }
+
+    fn plan(namespaces: NamespacePlan, security: SecurityPlan) -> Plan {
+        Plan {
+            image_display: "/i.sif".into(),
+            root: RootSource::Directory { path: "/sb".into() },
+            layer: RootLayer::Direct,
+            writable: false,
+            ids: IdMapPlan::single(1000, 1000),
+            namespaces,
+            session: SessionPlan {
+                size_mb: 64,
+                fstype: MemoryFs::Tmpfs,
+            },
+            mounts: vec![MountOp {
+                source: MountSource::Host("/proc".into()),
+                dest: "/proc".into(),
+                target: TargetKind::Dir,
+                readonly: false,
+                recursive: true,
+                allow_dev: false,
+                optional: false,
+                why: "/proc",
+            }],
+            process: ProcessPlan {
+                action: Action::Exec,
+                args: vec!["true".into()],
+                env: vec![],
+                inject: vec![],
+                evaluate: true,
+                cwd: "/work".into(),
+                cwd_required: false,
+                home: "/home/u".into(),
+                umask: Some(0o022),
+                app: None,
+                shell: None,
+            },
+            security,
+            host_dirs: vec![],
+            warnings: vec![],
+        }
+    }
+
+    fn normal() -> SecurityPlan {
+        SecurityPlan {
+            no_new_privs: true,
+            keep_userns_caps: false,
+            emulate_root: false,
+            mknod_noop: false,
+        }
+    }
+
+    fn fakeroot() -> SecurityPlan {
+        SecurityPlan {
+            no_new_privs: true,
+            keep_userns_caps: true,
+            emulate_root: true,
+            mknod_noop: false,
+        }
+    }
+
+    /// The index of the first call that matches.
+    fn pos(calls: &[Call], what: &str, f: impl Fn(&Call) -> bool) -> usize {
+        calls
+            .iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("no {what} in {calls:#?}"))
+    }
+
+    /// Runs the container process's steps (1 to 5) and returns the calls.
+    fn container_calls(sys: &RecordingSys, plan: &Plan) -> Result<Vec<Call>, String> {
+        container_mount_ns(sys)?;
+        container_root(sys, plan, &Layout::default(), &user())?;
+        exec_steps(sys, plan)?;
+        Ok(sys.calls.borrow().clone())
+    }
+
+    #[test]
+    fn test_supervisor_namespaces_then_session_in_order() {
+        let sys = RecordingSys::default();
+        let ns = NamespacePlan {
+            ipc: true,
+            uts: Some("box".into()),
+            net: true,
+            ..Default::default()
+        };
+        let p = plan(ns, normal());
+        supervisor_namespaces(&sys, &p).expect("namespaces");
+        let layout = enter_session(&sys, &p).expect("session");
+        assert_eq!(layout.rootfs(), PathBuf::from("/rootfs"));
+        let calls = sys.calls.borrow();
+        let flags = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWNET;
+        assert_eq!(calls[0], Call::Unshare(flags));
+        assert_eq!(calls[1], Call::SetHostname("box".into()));
+        assert_eq!(calls[2], Call::LoopbackUp);
+        let Call::Mount(slave) = &calls[3] else {
+            panic!("{:?}", calls[3])
+        };
+        assert_eq!(slave.target, "/");
+        assert_eq!(slave.flags, MsFlags::MS_REC | MsFlags::MS_SLAVE);
+        let Call::Mount(session) = &calls[4] else {
+            panic!("{:?}", calls[4])
+        };
+        assert_eq!(
+            (session.target.as_str(), session.fstype.as_deref()),
+            ("/tmp", Some("tmpfs"))
+        );
+        assert!(
+            session
+                .flags
+                .contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+        );
+        assert_eq!(session.data.as_deref(), Some("size=64m,mode=0755"));
+        assert_eq!(
+            calls[5..],
+            [
+                Call::MkdirAll("/tmp/oldroot".into(), 0o755),
+                Call::PivotRoot("/tmp".into(), "/tmp/oldroot".into()),
+                Call::Chdir("/".into()),
+                Call::MkdirAll("/rootfs".into(), 0o755),
+            ]
+        );
+    }
+
+    #[test]
+    fn test_whole_launch_sequence_with_pid_namespace() {
+        // Every step of C, D and E in the order the processes run them (forks aside).
+        let sys = RecordingSys::default();
+        let ns = NamespacePlan {
+            pid: true,
+            init: true,
+            uts: Some("box".into()),
+            ..Default::default()
+        };
+        let p = plan(ns, fakeroot());
+        create_userns(&sys, &|e| format!("no user namespace: {e}")).expect("userns");
+        supervisor_namespaces(&sys, &p).expect("namespaces");
+        let layout = enter_session(&sys, &p).expect("session");
+        pid_namespace(&sys).expect("pid");
+        container_mount_ns(&sys).expect("mount ns");
+        container_root(&sys, &p, &layout, &user()).expect("root");
+        exec_steps(&sys, &p).expect("exec");
+        let calls = sys.calls.borrow();
+        let unshares: Vec<_> = calls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Call::Unshare(f) => Some((i, *f)),
+                _ => None,
+            })
+            .collect();
+        let flags: Vec<_> = unshares.iter().map(|(_, f)| *f).collect();
+        assert_eq!(
+            flags,
+            [
+                CloneFlags::CLONE_NEWUSER,
+                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS,
+                CloneFlags::CLONE_NEWPID,
+                CloneFlags::CLONE_NEWNS,
+            ]
+        );
+        assert_eq!(unshares[0].0, 0, "the user namespace comes first");
+        let sethostname = pos(&calls, "sethostname", |c| matches!(c, Call::SetHostname(_)));
+        assert!(unshares[1].0 < sethostname && sethostname < unshares[2].0);
+        // The session pivot happens in C, the container's in E after its own mount
+        // namespace; execve is last, after no_new_privs and the filter.
+        let pivots: Vec<_> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Call::PivotRoot(..)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(pivots.len(), 2, "{calls:#?}");
+        assert!(pivots[0] < unshares[2].0 && unshares[3].0 < pivots[1]);
+        let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+        let filter = pos(&calls, "seccomp", |c| matches!(c, Call::Seccomp(_)));
+        assert!(pivots[1] < nnp && nnp < filter && filter == calls.len() - 2);
+        assert!(matches!(calls.last(), Some(Call::Execve(_))));
+        // A refused user namespace is worded by the diagnosis.
+        let sys = RecordingSys {
+            fail_steps: vec![Call::Unshare(CloneFlags::CLONE_NEWUSER)],
+            ..Default::default()
+        };
+        let err = create_userns(&sys, &|e| format!("no user namespace: {e}")).expect_err("fails");
+        assert_eq!(err, "no user namespace: EPERM: Operation not permitted");
+    }
+
+    #[test]
+    fn test_hostname_and_loopback_only_when_asked() {
+        for (uts, net, flags) in [
+            (None, false, CloneFlags::CLONE_NEWNS),
+            // --uts without --hostname: a namespace, the host's name kept.
+            (
+                Some(String::new()),
+                false,
+                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS,
+            ),
+            (
+                None,
+                true,
+                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET,
+            ),
+        ] {
+            let sys = RecordingSys::default();
+            let ns = NamespacePlan {
+                uts,
+                net,
+                ..Default::default()
+            };
+            supervisor_namespaces(&sys, &plan(ns, normal())).expect("ok");
+            let calls = sys.calls.borrow();
+            assert_eq!(calls[0], Call::Unshare(flags));
+            assert!(!calls.iter().any(|c| matches!(c, Call::SetHostname(_))));
+            assert_eq!(calls.contains(&Call::LoopbackUp), net, "{calls:?}");
+        }
+    }
+
+    #[test]
+    fn test_container_process_sequence() {
+        let sys = RecordingSys::default();
+        let calls = container_calls(&sys, &plan(NamespacePlan::default(), normal())).expect("ok");
+        // Its own mount namespace before any mount.
+        assert_eq!(calls[0], Call::Unshare(CloneFlags::CLONE_NEWNS));
+        let first_mount = pos(&calls, "mount", |c| matches!(c, Call::Mount(_)));
+        let pivot = pos(&calls, "pivot_root", |c| matches!(c, Call::PivotRoot(..)));
+        let detach = pos(&calls, "detach", |c| *c == Call::Umount(".".into()));
+        let cwd = pos(&calls, "chdir /work", |c| *c == Call::Chdir("/work".into()));
+        let umask = pos(&calls, "umask", |c| *c == Call::Umask(0o022));
+        let signals = pos(&calls, "reset signals", |c| *c == Call::ResetSignals);
+        let cloexec = pos(&calls, "cloexec", |c| *c == Call::CloexecFrom(3));
+        let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+        let caps = pos(&calls, "drop caps", |c| *c == Call::DropAllCaps);
+        let exec = pos(&calls, "execve", |c| matches!(c, Call::Execve(_)));
+        assert!(0 < first_mount && first_mount < pivot && pivot < detach && detach < cwd);
+        assert!(cwd < umask && umask < signals && signals < cloexec && cloexec < nnp);
+        assert!(nnp < caps && caps < exec);
+        // execve is the last call, with the action script under /bin/sh.
+        assert_eq!(exec, calls.len() - 1);
+        let Call::Execve(e) = &calls[exec] else {
+            unreachable!()
+        };
+        assert_eq!(e.path, PathBuf::from("/bin/sh"));
+        assert_eq!(e.argv.last().map(String::as_str), Some("true"));
+        // No root emulation for a normal run.
+        assert!(!calls.iter().any(|c| matches!(c, Call::Seccomp(_))));
+    }
+
+    #[test]
+    fn test_fakeroot_filters_after_no_new_privs_and_keeps_caps() {
+        let sys = RecordingSys::default();
+        let calls = container_calls(&sys, &plan(NamespacePlan::default(), fakeroot())).expect("ok");
+        let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+        let filter = pos(&calls, "seccomp", |c| {
+            *c == Call::Seccomp(Emulation::RootMapped)
+        });
+        let exec = pos(&calls, "execve", |c| matches!(c, Call::Execve(_)));
+        assert!(nnp < filter && filter < exec);
+        assert!(!calls.contains(&Call::DropAllCaps));
+        let sub = SecurityPlan {
+            emulate_root: false,
+            mknod_noop: true,
+            ..fakeroot()
+        };
+        let sys = RecordingSys::default();
+        let calls = container_calls(&sys, &plan(NamespacePlan::default(), sub)).expect("ok");
+        assert!(calls.contains(&Call::Seccomp(Emulation::MknodOnly)));
+    }
+
+    #[test]
+    fn test_a_failed_step_stops_before_execve() {
+        for (step, want) in [
+            (Call::NoNewPrivs, "cannot set no_new_privs: "),
+            (Call::DropAllCaps, "cannot drop capabilities: "),
+            (Call::ResetSignals, "cannot reset signals: "),
+            (
+                Call::Unshare(CloneFlags::CLONE_NEWNS),
+                "cannot create the container mount namespace: EPERM: Operation not permitted",
+            ),
+            (
+                Call::PivotRoot(".".into(), ".".into()),
+                "cannot enter the container root (pivot_root)",
+            ),
+        ] {
+            let sys = RecordingSys {
+                fail_steps: vec![step.clone()],
+                ..Default::default()
+            };
+            let err = container_calls(&sys, &plan(NamespacePlan::default(), normal()))
+                .expect_err("fails");
+            assert!(err.starts_with(want), "{step:?}: {err}");
+            assert!(
+                !sys.calls
+                    .borrow()
+                    .iter()
+                    .any(|c| matches!(c, Call::Execve(_))),
+                "{step:?}"
+            );
+        }
+        // The failure of execve itself names the command, in nix's words.
+        let sys = RecordingSys {
+            fail_steps: vec![Call::Execve(action::with_shell(
+                &plan(NamespacePlan::default(), normal()).process,
+            ))],
+            ..Default::default()
+        };
+        let err =
+            container_calls(&sys, &plan(NamespacePlan::default(), normal())).expect_err("fails");
+        assert_eq!(
+            err,
+            "cannot execute /bin/sh: EPERM: Operation not permitted"
+        );
+    }
+
+    #[test]
+    fn test_working_directory_fallbacks() {
+        // The caller's directory is missing: home, then /.
+        let sys = RecordingSys {
+            fail_steps: vec![Call::Chdir("/work".into()), Call::Chdir("/home/u".into())],
+            ..Default::default()
+        };
+        let p = plan(NamespacePlan::default(), normal());
+        container_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        let calls = sys.calls.borrow();
+        let n = calls.len();
+        assert_eq!(
+            calls[n - 3..],
+            [
+                Call::Chdir("/work".into()),
+                Call::Chdir("/home/u".into()),
+                Call::Chdir("/".into()),
+            ]
+        );
+        // --pwd must exist.
+        let sys = RecordingSys {
+            fail_steps: vec![Call::Chdir("/work".into())],
+            ..Default::default()
+        };
+        let mut p = plan(NamespacePlan::default(), normal());
+        p.process.cwd_required = true;
+        let err = container_root(&sys, &p, &Layout::default(), &user()).expect_err("fails");
+        assert_eq!(
+            err,
+            "cannot change to the working directory /work in the container"
+        );
+    }
 }

@@ -129,9 +129,69 @@ pub fn build_root(
     mk(layout.files(), "session directory")?;
     mk(layout.dirs(), "session directory")?;
 
-    // 1. The root: an overlay session layer over the image, or the image itself. Mount
-    //    points the image lacks are created in the upper layer first (see
-    //    `Sys::create_in_upper` on why not through the overlay).
+    // 1. The root: an overlay session layer over the image, or the image itself.
+    let layer = mount_overlay(sys, plan, layout, &mut warnings)?;
+    let root = if layer == RootLayer::Direct {
+        layout.rootfs()
+    } else {
+        final_root
+    };
+
+    // 2. The mounts, in plan order.
+    for (i, op) in plan.mounts.iter().enumerate() {
+        // A destination inside an earlier mount can be created only if that mount is one of
+        // sifr's own directories, never inside a host directory or /proc.
+        let create = match enclosing(&plan.mounts[..i], &op.dest) {
+            Some(outer) => matches!(
+                outer.source,
+                MountSource::SessionDir(_) | MountSource::Tmpfs { .. }
+            ),
+            None => layer == RootLayer::Direct && plan.writable,
+        };
+        log::trace!(
+            "{:.1} ms: mount {}",
+            crate::log::since_start_ms(),
+            op.dest.display()
+        );
+        match mount_one(sys, layout, &root, create, op, user) {
+            Ok(()) => {}
+            Err(e) if op.optional => warnings.push(format!("skipping {}: {e}", op.why)),
+            Err(e) => return Err(e),
+        }
+    }
+
+    // 3. The session layer goes back to read-only once the mount points exist.
+    if layer == RootLayer::Session {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | base_flags(false);
+        sys.mount(None, &root, None, flags, None)
+            .map_err(|err| RootfsError::Mount {
+                why: "the read-only root",
+                dest: PathBuf::from("/"),
+                err,
+            })?;
+    }
+
+    // 4. Enter it.
+    enter_root(sys, &root)?;
+    Ok(warnings)
+}
+
+/// Step 1 of [`build_root`]: with a session layer, mounts the overlay of the upper layer
+/// over the image at `layout.final_root()`, after creating the mount points the image lacks
+/// in the upper layer (see `Sys::create_in_upper` on why not through the overlay). Returns
+/// the layer in effect: `Direct` when there is none, or the overlay is unavailable and
+/// optional.
+fn mount_overlay(
+    sys: &dyn Sys,
+    plan: &Plan,
+    layout: &Layout,
+    warnings: &mut Vec<String>,
+) -> Result<RootLayer, RootfsError> {
+    let final_root = layout.final_root();
+    let mk = |p: PathBuf, what: &'static str| {
+        sys.mkdir_all(&p, 0o755)
+            .map_err(|err| RootfsError::Create { what, path: p, err })
+    };
     let mut layer = plan.layer;
     if layer != RootLayer::Direct {
         mk(layout.upper(), "session directory")?;
@@ -193,49 +253,13 @@ pub fn build_root(
             layer = RootLayer::Direct;
         }
     }
-    let root = if layer == RootLayer::Direct {
-        layout.rootfs()
-    } else {
-        final_root
-    };
+    Ok(layer)
+}
 
-    // 2. The mounts, in plan order.
-    for (i, op) in plan.mounts.iter().enumerate() {
-        // A destination inside an earlier mount can be created only if that mount is one of
-        // sifr's own directories, never inside a host directory or /proc.
-        let create = match enclosing(&plan.mounts[..i], &op.dest) {
-            Some(outer) => matches!(
-                outer.source,
-                MountSource::SessionDir(_) | MountSource::Tmpfs { .. }
-            ),
-            None => layer == RootLayer::Direct && plan.writable,
-        };
-        log::trace!(
-            "{:.1} ms: mount {}",
-            crate::log::since_start_ms(),
-            op.dest.display()
-        );
-        match mount_one(sys, layout, &root, create, op, user) {
-            Ok(()) => {}
-            Err(e) if op.optional => warnings.push(format!("skipping {}: {e}", op.why)),
-            Err(e) => return Err(e),
-        }
-    }
-
-    // 3. The session layer goes back to read-only once the mount points exist.
-    if layer == RootLayer::Session {
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | base_flags(false);
-        sys.mount(None, &root, None, flags, None)
-            .map_err(|err| RootfsError::Mount {
-                why: "the read-only root",
-                dest: PathBuf::from("/"),
-                err,
-            })?;
-    }
-
-    // 4. Enter it: pivot_root(".", ".") stacks the old root on top of the new one; a lazy
-    //    unmount then drops it (and the session mounts with it) from this namespace.
-    sys.chdir(&root)
+/// Step 4 of [`build_root`]: pivot_root(".", ".") stacks the old root on top of the new
+/// one; a lazy unmount then drops it (and the session mounts with it) from this namespace.
+fn enter_root(sys: &dyn Sys, root: &Path) -> Result<(), RootfsError> {
+    sys.chdir(root)
         .map_err(|err| RootfsError::Pivot { step: "chdir", err })?;
     sys.pivot_root(Path::new("."), Path::new("."))
         .map_err(|err| RootfsError::Pivot {
@@ -252,7 +276,7 @@ pub fn build_root(
             step: "chdir /",
             err,
         })?;
-    Ok(warnings)
+    Ok(())
 }
 
 /// Where the supervisor goes once the container has its own copy of the mounts: an empty,
@@ -668,7 +692,7 @@ mod tests {
         );
         let warnings = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         assert!(warnings.is_empty(), "{warnings:?}");
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         // Missing mount points are created in the upper layer before the overlay exists;
         // the nested /data/ro is not (it lives in the host's /srv/data).
         let upper_home = calls.find("upper Dir /home/u").expect("home created");
@@ -704,7 +728,7 @@ mod tests {
     fn test_supervisor_leaves_the_session() {
         let sys = RecordingSys::default();
         leave_session(&sys, &Layout::default()).expect("ok");
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         assert_eq!(
             calls,
             "mkdir /supervisor 555\n\
@@ -769,7 +793,7 @@ mod tests {
         );
         let w = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         assert!(w[0].contains("overlay session layer unavailable"));
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         assert!(calls.contains("chdir /rootfs"), "{calls}");
     }
 
@@ -813,7 +837,7 @@ mod tests {
             ],
         );
         build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
-        let calls = sys.calls.borrow().join("\n");
+        let calls = sys.transcript();
         assert!(calls.contains("write /files/passwd"));
         assert!(calls.contains("mount devpts /final/dev/pts"));
         assert!(calls.contains("symlink pts/ptmx /final/dev/ptmx"));

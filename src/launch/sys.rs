@@ -11,6 +11,11 @@
 //! and keeps the host's root there (bubblewrap's approach). Descriptors opened on the host
 //! cannot be used instead: the kernel refuses to bind a mount that belongs to another mount
 //! namespace (EINVAL). Bind sources are canonicalized by sifr on the host first.
+//!
+//! The process steps go through it as well (namespaces, hostname, loopback, the last
+//! steps before `execve`), so the sequence each process of a launch runs is unit tested
+//! against the recorder too, as typed [`Call`] values. Only fork, the pipes and the
+//! parent-death checks stay outside.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -20,9 +25,13 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 
+use super::action::Exec;
 use super::plan::TargetKind;
+use super::seccomp::{self, Emulation};
+use super::security;
 
 /// A mount operation, as recorded by [`RecordingSys`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +41,76 @@ pub struct MountCall {
     pub fstype: Option<String>,
     pub flags: MsFlags,
     pub data: Option<String>,
+}
+
+/// An operation, as recorded by [`RecordingSys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Mount(MountCall),
+    Umount(PathBuf),
+    RestrictRecursive(PathBuf, u64),
+    PivotRoot(PathBuf, PathBuf),
+    Chdir(PathBuf),
+    MkdirAll(PathBuf, u32),
+    /// The path and the length of the contents.
+    WriteFile(PathBuf, usize),
+    /// The link's target, then the link.
+    Symlink(PathBuf, PathBuf),
+    CreateInUpper {
+        kind: TargetKind,
+        rel: PathBuf,
+        upper: PathBuf,
+    },
+    /// A step of the path resolution, in words.
+    Note(String),
+    Release,
+    Unshare(CloneFlags),
+    SetHostname(String),
+    LoopbackUp,
+    Umask(u32),
+    ResetSignals,
+    CloexecFrom(u32),
+    NoNewPrivs,
+    Seccomp(Emulation),
+    DropAllCaps,
+    Execve(Exec),
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Call::Mount(m) => write!(
+                f,
+                "mount {} {} {:?} {:?}",
+                m.source.as_deref().unwrap_or("-"),
+                m.target,
+                m.fstype,
+                m.data
+            ),
+            Call::Umount(t) => write!(f, "umount {}", t.display()),
+            Call::RestrictRecursive(t, a) => write!(f, "restrict -R {} {a:#x}", t.display()),
+            Call::PivotRoot(n, o) => write!(f, "pivot_root {} {}", n.display(), o.display()),
+            Call::Chdir(p) => write!(f, "chdir {}", p.display()),
+            Call::MkdirAll(p, mode) => write!(f, "mkdir {} {mode:o}", p.display()),
+            Call::WriteFile(p, n) => write!(f, "write {} {n}", p.display()),
+            Call::Symlink(t, l) => write!(f, "symlink {} {}", t.display(), l.display()),
+            Call::CreateInUpper { kind, rel, upper } => {
+                write!(f, "upper {kind:?} {} in {}", rel.display(), upper.display())
+            }
+            Call::Note(s) => f.write_str(s),
+            Call::Release => f.write_str("release"),
+            Call::Unshare(flags) => write!(f, "unshare {flags:?}"),
+            Call::SetHostname(h) => write!(f, "sethostname {h:?}"),
+            Call::LoopbackUp => f.write_str("loopback up"),
+            Call::Umask(m) => write!(f, "umask {m:o}"),
+            Call::ResetSignals => f.write_str("reset signals"),
+            Call::CloexecFrom(n) => write!(f, "cloexec from {n}"),
+            Call::NoNewPrivs => f.write_str("no_new_privs"),
+            Call::Seccomp(em) => write!(f, "seccomp {em:?}"),
+            Call::DropAllCaps => f.write_str("drop capabilities"),
+            Call::Execve(e) => write!(f, "execve {}", e.path.display()),
+        }
+    }
 }
 
 /// The operations the container setup needs from the kernel.
@@ -85,6 +164,33 @@ pub trait Sys {
     /// Mount flags that the kernel has locked on the mount holding `path` (a bind remount
     /// in a user namespace must keep them).
     fn locked_flags(&self, path: &Path) -> io::Result<MsFlags>;
+
+    // Process and namespace steps (see the module header).
+
+    /// Drops what the resolution calls hold (descriptors named by resolved paths).
+    fn release(&self);
+    /// unshare(2).
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
+    /// sethostname(2), in the process's UTS namespace.
+    fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Brings up `lo` in the process's (new) network namespace.
+    fn loopback_up(&self) -> io::Result<()>;
+    /// True when `path` exists (the container's, once the process has pivoted).
+    fn exists(&self, path: &Path) -> bool;
+    /// umask(2).
+    fn umask(&self, mask: u32);
+    /// Unblocks every signal and restores default dispositions.
+    fn reset_signals(&self) -> io::Result<()>;
+    /// Marks every descriptor from `first` on close-on-exec.
+    fn cloexec_from(&self, first: u32) -> io::Result<()>;
+    /// PR_SET_NO_NEW_PRIVS.
+    fn no_new_privs(&self) -> io::Result<()>;
+    /// Installs the seccomp filter of a root emulation.
+    fn install_seccomp(&self, emulation: Emulation) -> io::Result<()>;
+    /// Drops every capability.
+    fn drop_all_caps(&self) -> io::Result<()>;
+    /// execve(2): returns only on failure (the recorder returns `Ok`).
+    fn execve(&self, exec: &Exec) -> io::Result<()>;
 }
 
 /// Where the host's root filesystem is visible once the supervisor has pivoted into the
@@ -111,11 +217,6 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 impl LinuxSys {
     pub fn new() -> LinuxSys {
         LinuxSys::default()
-    }
-
-    /// Drops the descriptors held for resolved targets.
-    pub fn release(&self) {
-        self.held.borrow_mut().clear();
     }
 
     fn open_root(root: &Path) -> io::Result<OwnedFd> {
@@ -409,13 +510,102 @@ impl Sys for LinuxSys {
         }
         Ok(out)
     }
+
+    fn release(&self) {
+        self.held.borrow_mut().clear();
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
+        nix::sched::unshare(flags).map_err(errno)
+    }
+
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        nix::unistd::sethostname(name).map_err(errno)
+    }
+
+    fn loopback_up(&self) -> io::Result<()> {
+        loopback_up()
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn umask(&self, mask: u32) {
+        nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+    }
+
+    fn reset_signals(&self) -> io::Result<()> {
+        security::reset_signals()
+    }
+
+    fn cloexec_from(&self, first: u32) -> io::Result<()> {
+        security::cloexec_from(first)
+    }
+
+    fn no_new_privs(&self) -> io::Result<()> {
+        security::no_new_privs()
+    }
+
+    fn install_seccomp(&self, emulation: Emulation) -> io::Result<()> {
+        seccomp::compile(emulation)
+            .and_then(|p| seccomp::install(&p))
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn drop_all_caps(&self) -> io::Result<()> {
+        security::drop_all_caps()
+    }
+
+    fn execve(&self, exec: &Exec) -> io::Result<()> {
+        let to_c = |s: &str| std::ffi::CString::new(s.as_bytes()).ok();
+        let path = to_c(&exec.path.to_string_lossy())
+            .ok_or_else(|| io::Error::other("command path contains a NUL byte"))?;
+        let argv: Vec<_> = exec.argv.iter().filter_map(|a| to_c(a)).collect();
+        let envp: Vec<_> = exec
+            .env
+            .iter()
+            .filter_map(|(k, v)| to_c(&format!("{k}={v}")))
+            .collect();
+        match nix::unistd::execve(&path, &argv, &envp) {
+            Err(e) => Err(errno(e)),
+        }
+    }
+}
+
+/// Brings up `lo` in a new network namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS with
+/// IFF_UP|IFF_RUNNING).
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain socket() call; the descriptor is wrapped right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        ifr.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into the ifreq we pass.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member for flags is the one SIOCGIFFLAGS filled.
+    unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Records operations instead of performing them; resolution joins paths lexically and
 /// reports targets as existing unless listed in `missing`.
 #[derive(Debug, Default)]
 pub struct RecordingSys {
-    pub calls: RefCell<Vec<String>>,
+    pub calls: RefCell<Vec<Call>>,
     pub mounts: RefCell<Vec<MountCall>>,
     /// Paths (inside the root) that do not exist in the image.
     pub missing: Vec<PathBuf>,
@@ -425,11 +615,38 @@ pub struct RecordingSys {
     pub fail_mounts: Vec<String>,
     /// Missing paths created by `create_in_upper` (they then exist).
     pub created: RefCell<Vec<PathBuf>>,
+    /// Process steps that fail with EPERM.
+    pub fail_steps: Vec<Call>,
 }
 
 impl RecordingSys {
+    /// A step described in words (resolution creating a missing target).
     fn log(&self, s: String) {
-        self.calls.borrow_mut().push(s);
+        self.record(Call::Note(s));
+    }
+
+    fn record(&self, c: Call) {
+        self.calls.borrow_mut().push(c);
+    }
+
+    /// Records a process step; fails it if listed in `fail_steps`.
+    fn step(&self, c: Call) -> io::Result<()> {
+        let fail = self.fail_steps.contains(&c);
+        self.record(c);
+        if fail {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(())
+    }
+
+    /// The calls, one a line, in the words of [`Call`]'s `Display`.
+    pub fn transcript(&self) -> String {
+        let calls = self.calls.borrow();
+        calls
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -449,13 +666,7 @@ impl Sys for RecordingSys {
             flags,
             data: data.map(str::to_string),
         };
-        self.log(format!(
-            "mount {} {} {:?} {:?}",
-            call.source.as_deref().unwrap_or("-"),
-            call.target,
-            call.fstype,
-            call.data
-        ));
+        self.record(Call::Mount(call.clone()));
         let fail = self
             .fail_mounts
             .iter()
@@ -468,41 +679,38 @@ impl Sys for RecordingSys {
     }
 
     fn umount(&self, target: &Path, _flags: MntFlags) -> io::Result<()> {
-        self.log(format!("umount {}", target.display()));
+        self.record(Call::Umount(target.to_path_buf()));
         Ok(())
     }
 
     fn restrict_recursive(&self, target: &Path, attrs: u64) -> io::Result<()> {
-        self.log(format!("restrict -R {} {attrs:#x}", target.display()));
+        self.record(Call::RestrictRecursive(target.to_path_buf(), attrs));
         Ok(())
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
-        self.log(format!(
-            "pivot_root {} {}",
-            new_root.display(),
-            put_old.display()
-        ));
-        Ok(())
+        self.step(Call::PivotRoot(
+            new_root.to_path_buf(),
+            put_old.to_path_buf(),
+        ))
     }
 
     fn chdir(&self, path: &Path) -> io::Result<()> {
-        self.log(format!("chdir {}", path.display()));
-        Ok(())
+        self.step(Call::Chdir(path.to_path_buf()))
     }
 
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
-        self.log(format!("mkdir {} {mode:o}", path.display()));
+        self.record(Call::MkdirAll(path.to_path_buf(), mode));
         Ok(())
     }
 
     fn write_file(&self, path: &Path, contents: &[u8], _mode: u32) -> io::Result<()> {
-        self.log(format!("write {} {}", path.display(), contents.len()));
+        self.record(Call::WriteFile(path.to_path_buf(), contents.len()));
         Ok(())
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
-        self.log(format!("symlink {} {}", target.display(), link.display()));
+        self.record(Call::Symlink(target.to_path_buf(), link.to_path_buf()));
         Ok(())
     }
 
@@ -531,12 +739,11 @@ impl Sys for RecordingSys {
         rel: &Path,
         kind: TargetKind,
     ) -> io::Result<()> {
-        self.log(format!(
-            "upper {:?} {} in {}",
+        self.record(Call::CreateInUpper {
             kind,
-            rel.display(),
-            upper.display()
-        ));
+            rel: rel.to_path_buf(),
+            upper: upper.to_path_buf(),
+        });
         self.created.borrow_mut().push(rel.to_path_buf());
         Ok(())
     }
@@ -551,5 +758,53 @@ impl Sys for RecordingSys {
 
     fn locked_flags(&self, _path: &Path) -> io::Result<MsFlags> {
         Ok(MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+    }
+
+    fn release(&self) {
+        self.record(Call::Release);
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
+        self.step(Call::Unshare(flags))
+    }
+
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        self.step(Call::SetHostname(name.to_string()))
+    }
+
+    fn loopback_up(&self) -> io::Result<()> {
+        self.step(Call::LoopbackUp)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        !self.missing.iter().any(|m| m == path)
+    }
+
+    fn umask(&self, mask: u32) {
+        self.record(Call::Umask(mask));
+    }
+
+    fn reset_signals(&self) -> io::Result<()> {
+        self.step(Call::ResetSignals)
+    }
+
+    fn cloexec_from(&self, first: u32) -> io::Result<()> {
+        self.step(Call::CloexecFrom(first))
+    }
+
+    fn no_new_privs(&self) -> io::Result<()> {
+        self.step(Call::NoNewPrivs)
+    }
+
+    fn install_seccomp(&self, emulation: Emulation) -> io::Result<()> {
+        self.step(Call::Seccomp(emulation))
+    }
+
+    fn drop_all_caps(&self) -> io::Result<()> {
+        self.step(Call::DropAllCaps)
+    }
+
+    fn execve(&self, exec: &Exec) -> io::Result<()> {
+        self.step(Call::Execve(exec.clone()))
     }
 }

@@ -4,27 +4,20 @@
 //!
 //! The work runs in a forked child that unshares its user and mount namespaces; this process
 //! writes the id maps from outside (newuidmap/newgidmap need the parent namespace) and waits.
-//! The child's result comes back over a pipe as one line (success or the error message).
-
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+//! The handshake and the child's result cross as typed messages (see `msg`): the result is
+//! `ChildMsg::Done` or `ChildMsg::Failed` with the error message.
 
 use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
+use super::msg::ChildMsg;
 use super::plan::IdMapPlan;
 
 /// A failure of the work or of the namespace set-up.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsernsError(pub String);
-
-fn write_all(fd: &OwnedFd, bytes: &[u8]) {
-    if let Ok(dup) = fd.try_clone() {
-        let _ = std::fs::File::from(dup).write_all(bytes);
-    }
-}
 
 /// Runs `work` as uid 0 of a new user namespace mapped by `ids` (with its own mount
 /// namespace), in a child process; `write_maps` applies the maps from this process.
@@ -51,7 +44,7 @@ where
         ForkResult::Child => {
             drop((ready_r, go_w, res_r));
             let fail = |msg: String| -> ! {
-                write_all(&res_w, format!("E{}\n", msg.replace('\n', " ")).as_bytes());
+                ChildMsg::Failed(msg).send(&res_w);
                 // SAFETY: ends the forked child.
                 unsafe { libc::_exit(1) }
             };
@@ -63,17 +56,16 @@ where
             {
                 fail(format!("cannot create a user namespace: {e}"));
             }
-            write_all(&ready_w, b"U");
+            ChildMsg::UsernsReady.send(&ready_w);
             drop(ready_w);
-            let mut b = [0u8; 1];
-            if std::fs::File::from(go_r).read_exact(&mut b).is_err() || b[0] != b'M' {
+            if ChildMsg::recv(&go_r) != Ok(Some(ChildMsg::MapsWritten)) {
                 // The parent reported the mapping error.
                 // SAFETY: ends the forked child.
                 unsafe { libc::_exit(1) }
             }
             match work() {
                 Ok(()) => {
-                    write_all(&res_w, b"O\n");
+                    ChildMsg::Done.send(&res_w);
                     // SAFETY: ends the forked child.
                     unsafe { libc::_exit(0) }
                 }
@@ -82,24 +74,28 @@ where
         }
         ForkResult::Parent { child } => {
             drop((ready_w, go_r, res_w));
-            let mut b = [0u8; 1];
-            let ready = std::fs::File::from(ready_r).read_exact(&mut b).is_ok() && b[0] == b'U';
-            let mut result = String::new();
+            let ready = ChildMsg::recv(&ready_r) == Ok(Some(ChildMsg::UsernsReady));
+            drop(ready_r);
             if ready {
                 if let Err(msg) = write_maps(child, ids) {
                     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                     let _ = waitpid(child, None);
                     return Err(UsernsError(msg));
                 }
-                write_all(&go_w, b"M");
+                ChildMsg::MapsWritten.send(&go_w);
             }
             drop(go_w);
-            let _ = std::fs::File::from(res_r).read_to_string(&mut result);
+            // The first message is the result; the pipe is read until every holder closed it.
+            let result = ChildMsg::recv(&res_r);
+            while let Ok(Some(_)) = ChildMsg::recv(&res_r) {}
+            drop(res_r);
             let status = waitpid(child, None)
                 .map_err(|e| UsernsError(format!("cannot wait for the namespace child: {e}")))?;
-            match (result.chars().next(), status) {
-                (Some('O'), WaitStatus::Exited(_, 0)) => Ok(()),
-                (Some('E'), _) => Err(UsernsError(result[1..].trim_end().to_string())),
+            match (result, status) {
+                (Ok(Some(ChildMsg::Done)), WaitStatus::Exited(_, 0)) => Ok(()),
+                (Ok(Some(ChildMsg::Failed(msg))), _) => {
+                    Err(UsernsError(msg.trim_end().to_string()))
+                }
                 (_, st) => Err(UsernsError(format!(
                     "the fakeroot namespace child ended unexpectedly ({st:?})"
                 ))),
