@@ -18,6 +18,22 @@ struct Site {
     exe: PathBuf,
 }
 
+/// Waits until `exe`, just written, can be executed: a child that another test thread forked
+/// while the copy was open for writing holds that descriptor until it execs, and until then
+/// exec fails with ETXTBSY. No new holder can appear once the copy is closed.
+fn wait_executable(exe: &Path) {
+    for _ in 0..200 {
+        match Command::new(exe).arg("--version").output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(25))
+            }
+            Err(e) => panic!("{}: {e}", exe.display()),
+            Ok(_) => return,
+        }
+    }
+    panic!("{}: still busy (ETXTBSY) after 5 s", exe.display());
+}
+
 impl Site {
     fn new() -> Site {
         let dir = tempdir();
@@ -28,6 +44,7 @@ impl Site {
         std::fs::create_dir_all(root.join("install/etc/sifr")).expect("mkdir etc");
         let exe = bin.join("sifr");
         std::fs::copy(sifr_bin(), &exe).expect("copy sifr");
+        wait_executable(&exe);
         Site {
             _dir: dir,
             root,
