@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Seconds a build may take to stop after a signal (a build that does not stop runs
+/// minutes: the slow phases here last far longer than this).
+const PROMPT_SECS: u64 = 15;
+
 /// A build started in a session (and process group) of its own; whatever is left of the
 /// group is killed when the test ends, so a failing test does not leave processes behind.
 struct BuildRun {
@@ -114,10 +118,13 @@ impl BuildRun {
     fn interrupt(&mut self, sig: i32) {
         self.signal(sig);
         let sent = Instant::now();
-        let st = self.wait_exit(if sig == libc::SIGKILL { 5 } else { 3 });
+        // Generous bounds: CI machines have 2 cores and other tests run beside this one;
+        // what is tested is that the build stops instead of finishing its work (a build
+        // that ignores the signal runs far longer, or exits 0).
+        let st = self.wait_exit(PROMPT_SECS);
         let Some(st) = st else {
             panic!(
-                "sifr build did not exit within 3 s of signal {sig}; stderr: {}",
+                "sifr build did not exit within {PROMPT_SECS} s of signal {sig}; stderr: {}",
                 self.stderr()
             );
         };
@@ -128,7 +135,7 @@ impl BuildRun {
         );
         if sig != libc::SIGKILL {
             assert!(
-                sent.elapsed() < Duration::from_secs(3),
+                sent.elapsed() < Duration::from_secs(PROMPT_SECS),
                 "signal {sig}: took {:?}",
                 sent.elapsed()
             );
