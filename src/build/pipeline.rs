@@ -25,7 +25,7 @@ use crate::launch::identity::HostUser;
 use crate::launch::idplan;
 
 /// What to build, and how: the library's form of `sifr build`'s flags.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// What to build from: a definition file, a local image, or an OCI source.
     pub spec: String,

@@ -38,3 +38,28 @@ pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
     pipeline::run(&request(a))?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, FromArgMatches as _};
+
+    /// `sifr build DEST SPEC` without flags is `Request::new` (what the OCI conversion behind
+    /// `pull` builds with, now that it no longer parses a made-up command line).
+    #[test]
+    fn test_build_without_flags_is_the_default_request() {
+        let cmd = BuildArgs::augment_args(clap::Command::new("build").no_binary_name(true));
+        let m = cmd
+            .try_get_matches_from(["out.sif", "docker://alpine"])
+            .expect("parse");
+        let a = BuildArgs::from_arg_matches(&m).expect("args");
+        // The flags that also read the environment (SIFR_FORCE, SIFR_TMPDIR, ...) as the
+        // environment gives them; the rest must be the library's defaults.
+        let mut want = Request::new("out.sif".into(), "docker://alpine".into());
+        want.force = a.force;
+        want.tmpdir = a.tmpdir.clone();
+        want.ignore_subuid = a.ignore_subuid;
+        want.access = registry_access(&a.registry);
+        assert_eq!(request(a), want);
+    }
+}

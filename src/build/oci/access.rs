@@ -10,7 +10,7 @@ use super::{
 };
 
 /// Registry access for OCI sources.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryAccess {
     /// Plain HTTP instead of HTTPS (insecure registries).
     pub plain_http: bool,
