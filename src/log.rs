@@ -84,6 +84,9 @@ pub fn init(verbosity: Verbosity, color: bool) {
     log::set_max_level(verbosity.filter());
 }
 
+/// Exit status for sifr's own fatal errors (Apptainer's sylog uses 255).
+pub const EXIT_FATAL: i32 = 255;
+
 /// Prints a fatal error the way Apptainer does (`FATAL:   ...`), whatever the verbosity.
 pub fn fatal(msg: &str) {
     let mut err = std::io::stderr().lock();

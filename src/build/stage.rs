@@ -19,9 +19,10 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::baseenv;
+use super::context::Build;
 use super::deffile::{Agent, AppPart, Definition, FileCopy, Script, Section, SectionFilter, Stage};
 use super::supervise;
-use crate::cmd::build::{Build, fetch_oci, unpack_image, unpack_oci};
+use super::unpack::{unpack_image, unpack_oci};
 use crate::image::inroot::{Resolved, resolve_in_root};
 use crate::image::{self, extract};
 
@@ -685,7 +686,7 @@ fn bootstrap(stage: &Stage, rootfs: &Path, env: &StageEnv<'_>) -> anyhow::Result
             let from =
                 from.with_context(|| format!("Bootstrap: {} needs a From: image", a.name()))?;
             let source = oci_source(stage, a, from, env.cwd)?;
-            let image = fetch_oci(&source, &b.access)?;
+            let image = b.access.fetch(&source)?;
             unpack_oci(b, &image, rootfs).map(|_| ())
         }
         Some(a) => bail!(

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 
-use super::Context;
+use super::{Context, registry_access};
+use crate::build::convert::Conversion;
 use crate::cli::action::ActionArgs;
 use crate::config::{Config, ContainerKind, SystemPaths};
 use crate::image::ImageKind;
 use crate::image::sif::SifImage;
-use crate::image::source::{self, OpenedImage};
+use crate::image::source::OpenedImage;
 use crate::launch::binds::BindSpec;
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
@@ -21,6 +22,7 @@ use crate::launch::planner::{self, HostFacts, LaunchPolicy, LiveHost, Request};
 use crate::launch::process::{self, Launch, Outcome};
 use crate::launch::sys::LinuxSys;
 use crate::sign::ecl;
+use crate::source;
 use sifr_fuse::ImageSource;
 
 /// Loads the system configuration (sifr.conf next to the install, or `-c FILE`).
@@ -64,27 +66,18 @@ pub fn run_action(
     shell: Option<String>,
 ) -> anyhow::Result<i32> {
     let cfg = load_config(ctx)?;
-    // An OCI source (docker://...) runs from the SIF it converts to, kept in the cache (or
-    // removed after the run with --disable-cache).
-    let (converted, _remove_after) = if crate::build::oci::Source::is_oci_source(image_arg) {
-        let source = super::pull::parse_uri(image_arg)?;
-        let conv = super::pull::Conversion {
-            access: flags.registry.clone(),
-            tmpdir: flags.tmpdir.clone(),
-            ignore_subuid: flags.ignore_subuid,
-        };
-        let (sif, tmp) = super::pull::converted_sif(ctx, &source, &conv, !flags.disable_cache)?;
-        (Some(sif), tmp)
-    } else {
-        (None, None)
-    };
-    let image_arg = match &converted {
-        Some(p) => p.to_str().context("the image cache path is not UTF-8")?,
-        None => image_arg,
-    };
     // The image is opened here, on the host, once: the same file is checked (policy, ECL)
-    // and served.
-    let opened = source::open(image_arg)?;
+    // and served. An OCI source (docker://...) runs from the SIF it converts to, kept in the
+    // cache (or, with --disable-cache, removed when `_remove_after` drops after the run).
+    let conv = Conversion {
+        access: registry_access(&flags.registry),
+        tmpdir: flags.tmpdir.clone(),
+        ignore_subuid: flags.ignore_subuid,
+    };
+    let source::Opened {
+        image: opened,
+        remove_after: _remove_after,
+    } = source::open(image_arg, &conv, !flags.disable_cache)?;
     enforce_image_policy(&cfg, opened.kind, &opened.path)?;
     let opened = ecl::enforce(&SystemPaths::detect()?, opened)?;
     let OpenedImage {

@@ -12,9 +12,9 @@ use crate::cli::key::{
     ExportArgs, ImportArgs, KeyAlgorithm, KeyArgs, KeyCommand, KeysDirArg, ListArgs, NewpairArgs,
     RemoveArgs,
 };
-use crate::config::SystemPaths;
+use crate::sign::keychoice::{choose_key, created_text};
 use crate::sign::keyring::{
-    GlobalKeyring, LocalKeyring, RemoveWhich, default_keys_dir, parse_fingerprint, read_key_file,
+    GlobalKeyring, LocalKeyring, RemoveWhich, parse_fingerprint, read_key_file,
 };
 use crate::sign::password::{self, PasswordSources};
 use crate::sign::pgp::{self, KeyInfo, NewKeyType};
@@ -31,33 +31,12 @@ pub fn key(_ctx: &Context, a: KeyArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The user's keyring: `--keysdir`/`SIFR_KEYSDIR`, else under the XDG data home.
-pub fn local_keyring(dir: Option<&Path>) -> anyhow::Result<LocalKeyring> {
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => default_keys_dir(|k| std::env::var_os(k))?,
-    };
-    Ok(LocalKeyring::new(dir))
-}
-
 fn local(k: &KeysDirArg) -> anyhow::Result<LocalKeyring> {
-    local_keyring(k.keysdir.as_deref())
-}
-
-/// The install's global keyring.
-pub fn global_keyring() -> anyhow::Result<GlobalKeyring> {
-    Ok(GlobalKeyring::new(SystemPaths::detect()?))
+    Ok(LocalKeyring::at_or_default(k.keysdir.as_deref())?)
 }
 
 fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
-}
-
-/// Creation time as Go prints a UTC `time.Time`.
-fn created(secs: u32) -> String {
-    chrono::DateTime::from_timestamp(i64::from(secs), 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
-        .unwrap_or_else(|| secs.to_string())
 }
 
 /// The `key list` entries, aligned as Apptainer's tabwriter does.
@@ -76,7 +55,7 @@ pub fn entries_text(keys: &[KeyInfo]) -> String {
             let idx = if j == 0 { index.clone() } else { String::new() };
             rows.push((idx, "User:", u));
         }
-        rows.push((String::new(), "Creation time:", created(k.created)));
+        rows.push((String::new(), "Creation time:", created_text(k.created)));
         rows.push((String::new(), "Fingerprint:", k.fingerprint.clone()));
         rows.push((String::new(), "Length (in bits):", k.bits.to_string()));
         for (idx, label, value) in rows {
@@ -85,64 +64,6 @@ pub fn entries_text(keys: &[KeyInfo]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// The short listing shown when choosing a key (Apptainer's `printEntityAtIndex`).
-fn choice_text(keys: &[KeyInfo]) -> String {
-    let mut out = String::new();
-    for (i, k) in keys.iter().enumerate() {
-        for u in &k.user_ids {
-            out.push_str(&format!("{i}) U: {u}\n"));
-        }
-        out.push_str(&format!("   C: {}\n", created(k.created)));
-        out.push_str(&format!("   F: {}\n", k.fingerprint));
-        out.push_str(&format!("   L: {}\n", k.bits));
-        out.push_str("   --------\n");
-    }
-    out
-}
-
-/// Picks a key: `keyidx` if given, the only key if there is one, else asks on the terminal.
-/// `what` names the keyring file in messages.
-pub fn choose_key(keys: &[KeyInfo], keyidx: Option<usize>, what: &Path) -> anyhow::Result<usize> {
-    if keys.is_empty() {
-        bail!(
-            "keyring is empty: no key in {}; create one with 'key newpair' or add one with 'key import'",
-            what.display()
-        );
-    }
-    if let Some(i) = keyidx {
-        if i >= keys.len() {
-            bail!(
-                "index out of range: key {i} requested, but {} holds {} key(s) (see 'key list')",
-                what.display(),
-                keys.len()
-            );
-        }
-        return Ok(i);
-    }
-    if keys.len() == 1 {
-        return Ok(0);
-    }
-    if !password::has_terminal() {
-        bail!(
-            "{} holds {} keys; choose one with --keyidx N (see 'key list')",
-            what.display(),
-            keys.len()
-        );
-    }
-    print!("{}", choice_text(keys));
-    let _ = std::io::stdout().flush();
-    let prompt = format!("Enter # of key to use (0-{}) : ", keys.len() - 1);
-    let answer = password::ask(&prompt, true)?.unwrap_or_default();
-    match answer.trim().parse::<usize>() {
-        Ok(i) if i < keys.len() => Ok(i),
-        _ => bail!(
-            "\"{}\" is not a key number from 0 to {}",
-            answer.trim(),
-            keys.len() - 1
-        ),
-    }
 }
 
 /// A value from its flag, else asked on the terminal.
@@ -233,7 +154,7 @@ fn list(a: &ListArgs) -> anyhow::Result<()> {
         if a.secret {
             bail!("the global keyring holds public keys only; list it without --secret");
         }
-        let g = global_keyring()?;
+        let g = GlobalKeyring::detect()?;
         let keys: Vec<KeyInfo> = g.public_keys()?.iter().map(pgp::public_info).collect();
         print!(
             "Public key listing ({}):\n\n{}",
@@ -277,7 +198,7 @@ fn import(a: &ImportArgs) -> anyhow::Result<()> {
     }
     let keys = read_key_file(&a.file).context("key import command failed")?;
     let (added, ring) = if a.global {
-        let g = global_keyring()?;
+        let g = GlobalKeyring::detect()?;
         (
             g.import(&keys, euid())
                 .context("key import command failed")?,
@@ -334,7 +255,7 @@ fn export(a: &ExportArgs) -> anyhow::Result<()> {
         (bytes, infos[i].fingerprint.clone(), "Private")
     } else {
         let (keys, path): (_, PathBuf) = if a.global {
-            let g = global_keyring()?;
+            let g = GlobalKeyring::detect()?;
             (g.public_keys().context(fail)?, g.path())
         } else {
             let kr = local(&a.keysdir)?;
@@ -368,7 +289,7 @@ fn remove(a: &RemoveArgs) -> anyhow::Result<()> {
         if a.private || a.both {
             bail!("the global keyring holds public keys only; remove without --private/--both");
         }
-        let g = global_keyring()?;
+        let g = GlobalKeyring::detect()?;
         g.remove(&fp, euid())
             .context("Unable to remove public key")?;
         return Ok(());
@@ -416,17 +337,5 @@ mod tests {
              \x20   Length (in bits):  2048\n\n"
         );
         assert_eq!(entries_text(&[]), "");
-    }
-
-    #[test]
-    fn test_choose_key_rules() {
-        let p = Path::new("/k/pgp-secret");
-        let err = choose_key(&[], None, p).expect_err("empty");
-        assert!(err.to_string().starts_with("keyring is empty"), "{err}");
-        assert_eq!(choose_key(&[info(&["a"])], None, p).expect("only"), 0);
-        let two = [info(&["a"]), info(&["b"])];
-        assert_eq!(choose_key(&two, Some(1), p).expect("index"), 1);
-        let err = choose_key(&two, Some(2), p).expect_err("out of range");
-        assert!(err.to_string().starts_with("index out of range"), "{err}");
     }
 }

@@ -9,6 +9,8 @@ use std::ffi::OsString;
 
 use clap::Parser;
 
+use crate::build::oci::RegistryAccess;
+use crate::cli::registry::RegistryArgs;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::launch::plan::Action;
 
@@ -24,13 +26,23 @@ use crate::compat::{self, Persona};
 use crate::log::{self as sylog, Verbosity};
 
 /// Exit status for sifr's own fatal errors (Apptainer's sylog uses 255).
-pub const EXIT_FATAL: i32 = 255;
+pub use crate::log::EXIT_FATAL;
 
 /// Everything a verb needs to know about how sifr was invoked.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub persona: Persona,
     pub global: GlobalArgs,
+}
+
+/// The registry flags (shared by `build`, `pull` and the action verbs) as library values.
+pub fn registry_access(a: &RegistryArgs) -> RegistryAccess {
+    RegistryAccess {
+        plain_http: a.no_https,
+        username: a.docker_username.clone(),
+        password: a.docker_password.clone(),
+        authfile: a.authfile.clone(),
+    }
 }
 
 /// `instance.start`, `instance.stop`, `instance.list`: Singularity 2's spelling, which

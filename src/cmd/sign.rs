@@ -7,11 +7,12 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow, bail};
 
 use super::Context;
-use super::key::{choose_key, global_keyring, local_keyring};
 use crate::cli::sign::{SignArgs, VerifyArgs};
 use crate::image::sif::{Descriptor, Link, SifImage, When};
 use crate::sign::error::IntegrityError;
+use crate::sign::keychoice::choose_key;
 use crate::sign::keyring::verification_keyring;
+use crate::sign::keyring::{GlobalKeyring, LocalKeyring};
 use crate::sign::password::PasswordSources;
 use crate::sign::pem::{PrivateKey, PublicKey};
 use crate::sign::pgp::{self, KeyInfo, KeySource, Keyring};
@@ -35,7 +36,7 @@ pub fn sign(_ctx: &Context, a: SignArgs) -> anyhow::Result<i32> {
         }
         None => {
             log::info!("Signing image with PGP key material");
-            let kr = local_keyring(a.keysdir.as_deref())?;
+            let kr = LocalKeyring::at_or_default(a.keysdir.as_deref())?;
             let keys = kr.secret_keys().context("Failed to sign container")?;
             let infos: Vec<KeyInfo> = keys.iter().map(pgp::secret_info).collect();
             let i = choose_key(&infos, a.keyidx, &kr.secret_path())
@@ -131,8 +132,8 @@ fn material(a: &VerifyArgs) -> anyhow::Result<Material> {
     if !a.local {
         log::debug!("sifr uses no keyserver: verifying with the local and global keyrings");
     }
-    let local = local_keyring(a.keysdir.as_deref())?;
-    let global = global_keyring()?;
+    let local = LocalKeyring::at_or_default(a.keysdir.as_deref())?;
+    let global = GlobalKeyring::detect()?;
     let kr = verification_keyring(Some(&local), &global)?;
     Ok(Material {
         keyring: Some(kr),

@@ -206,6 +206,16 @@ impl LocalKeyring {
         LocalKeyring { dir: dir.into() }
     }
 
+    /// The user's keyring: in `dir` when given (`--keysdir`/`SIFR_KEYSDIR`), else under the
+    /// XDG data home (see `default_keys_dir`).
+    pub fn at_or_default(dir: Option<&Path>) -> Result<LocalKeyring, KeyringError> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => default_keys_dir(|k| std::env::var_os(k))?,
+        };
+        Ok(LocalKeyring::new(dir))
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -390,6 +400,11 @@ impl GlobalKeyring {
     /// The global keyring of the install at `paths`.
     pub fn new(paths: SystemPaths) -> GlobalKeyring {
         GlobalKeyring { paths }
+    }
+
+    /// The global keyring of the running install.
+    pub fn detect() -> Result<GlobalKeyring, ConfigError> {
+        Ok(GlobalKeyring::new(SystemPaths::detect()?))
     }
 
     /// The keyring file.

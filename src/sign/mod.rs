@@ -5,7 +5,8 @@
 //! - [`pem`], [`dsse`], [`x509`]: PEM keys, DSSE envelopes, certificate chains.
 //! - [`signer`]: adding signature objects to an image.
 //! - [`verify`]: checking them (current and legacy formats); [`error`]: why they fail.
-//! - [`keyring`]: the user's and the install's keyrings on disk; [`password`]: key passwords.
+//! - [`keyring`]: the user's and the install's keyrings on disk; [`password`]: key passwords;
+//!   [`keychoice`]: choosing one key of a keyring (index, only key, or asked).
 //! - [`ecl`]: enforcing ecl.toml before a container is mounted (the image is then served
 //!   through `image::pinned`, only as verified).
 
@@ -13,6 +14,7 @@ pub mod digest;
 pub mod dsse;
 pub mod ecl;
 pub mod error;
+pub mod keychoice;
 pub mod keyring;
 pub mod metadata;
 pub mod password;

@@ -76,6 +76,13 @@ impl fmt::Display for CredentialOrigin {
 /// Why credentials could not be determined.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    #[error(
+        "--docker-username {username} was given without a password: add --docker-password \
+                 or set SIFR_DOCKER_PASSWORD"
+    )]
+    UsernameWithoutPassword { username: String },
+    #[error("--docker-password was given without --docker-username")]
+    PasswordWithoutUsername,
     #[error("{user_var} is set but {password_var} is not: set both, or neither")]
     HalfSet {
         user_var: String,

@@ -19,11 +19,13 @@
 //!
 //! Modules: `reference` (source strings), `digest` (content digests, verifying reads),
 //! `spec` (manifests, indexes, configs, platform choice), `auth` (credentials, challenges),
+//! `access` (the registry flags as values: fetch options, fetching through the cache),
 //! `registry` (the distribution-API client), `cache` (the content-addressed blob cache),
 //! `layout` (OCI layouts, oci-archive, docker-archive), `image` (a resolved image and its
 //! unpacking), `inroot` (path resolution confined to a root), `apply` (one layer tarball onto
 //! a directory), `metadata` (runscript, environment file, labels, oci-config.json).
 
+pub mod access;
 pub mod apply;
 pub mod auth;
 pub mod cache;
@@ -40,8 +42,9 @@ pub mod spec;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+pub use access::RegistryAccess;
 pub use apply::{ApplyError, ApplyOptions, ApplyReport, apply_layer, apply_layer_with};
-pub use auth::{CredentialOrigin, CredentialQuery, Credentials};
+pub use auth::{AuthError, CredentialOrigin, CredentialQuery, Credentials};
 pub use cache::BlobCache;
 pub use image::{ImageError, OciImage};
 pub use metadata::ContainerMetadata;

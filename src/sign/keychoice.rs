@@ -1,0 +1,131 @@
+//! Choosing one key of a keyring for `sign` and `key export`: the index given, the only key,
+//! or the one the user picks on the terminal from Apptainer's short listing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::password::{self, PasswordError};
+use super::pgp::KeyInfo;
+
+/// Why no key was chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum ChooseError {
+    #[error(
+        "keyring is empty: no key in {}; create one with 'key newpair' or add one with 'key import'",
+        path.display()
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "index out of range: key {index} requested, but {} holds {count} key(s) (see 'key list')",
+        path.display()
+    )]
+    OutOfRange {
+        index: usize,
+        path: PathBuf,
+        count: usize,
+    },
+    #[error("{} holds {count} keys; choose one with --keyidx N (see 'key list')", path.display())]
+    NeedIndex { path: PathBuf, count: usize },
+    #[error("\"{answer}\" is not a key number from 0 to {last}")]
+    NotANumber { answer: String, last: usize },
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+/// A key's creation time as Go prints a UTC `time.Time`.
+pub fn created_text(secs: u32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(secs), 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// The short listing shown when choosing a key (Apptainer's `printEntityAtIndex`).
+fn choice_text(keys: &[KeyInfo]) -> String {
+    let mut out = String::new();
+    for (i, k) in keys.iter().enumerate() {
+        for u in &k.user_ids {
+            out.push_str(&format!("{i}) U: {u}\n"));
+        }
+        out.push_str(&format!("   C: {}\n", created_text(k.created)));
+        out.push_str(&format!("   F: {}\n", k.fingerprint));
+        out.push_str(&format!("   L: {}\n", k.bits));
+        out.push_str("   --------\n");
+    }
+    out
+}
+
+/// Picks a key: `keyidx` if given, the only key if there is one, else asks on the terminal.
+/// `what` names the keyring file in messages.
+pub fn choose_key(
+    keys: &[KeyInfo],
+    keyidx: Option<usize>,
+    what: &Path,
+) -> Result<usize, ChooseError> {
+    if keys.is_empty() {
+        return Err(ChooseError::Empty {
+            path: what.to_path_buf(),
+        });
+    }
+    if let Some(i) = keyidx {
+        if i >= keys.len() {
+            return Err(ChooseError::OutOfRange {
+                index: i,
+                path: what.to_path_buf(),
+                count: keys.len(),
+            });
+        }
+        return Ok(i);
+    }
+    if keys.len() == 1 {
+        return Ok(0);
+    }
+    if !password::has_terminal() {
+        return Err(ChooseError::NeedIndex {
+            path: what.to_path_buf(),
+            count: keys.len(),
+        });
+    }
+    print!("{}", choice_text(keys));
+    let _ = std::io::stdout().flush();
+    let prompt = format!("Enter # of key to use (0-{}) : ", keys.len() - 1);
+    let answer = password::ask(&prompt, true)?.unwrap_or_default();
+    match answer.trim().parse::<usize>() {
+        Ok(i) if i < keys.len() => Ok(i),
+        _ => Err(ChooseError::NotANumber {
+            answer: answer.trim().to_string(),
+            last: keys.len() - 1,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(users: &[&str]) -> KeyInfo {
+        KeyInfo {
+            user_ids: users.iter().map(|u| u.to_string()).collect(),
+            fingerprint: "12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84".into(),
+            created: 1_588_023_280,
+            bits: 2048,
+            encrypted: false,
+        }
+    }
+
+    #[test]
+    fn test_choose_key_rules() {
+        let p = Path::new("/k/pgp-secret");
+        let err = choose_key(&[], None, p).expect_err("empty");
+        assert!(err.to_string().starts_with("keyring is empty"), "{err}");
+        assert_eq!(choose_key(&[info(&["a"])], None, p).expect("only"), 0);
+        let two = [info(&["a"]), info(&["b"])];
+        assert_eq!(choose_key(&two, Some(1), p).expect("index"), 1);
+        let err = choose_key(&two, Some(2), p).expect_err("out of range");
+        assert!(err.to_string().starts_with("index out of range"), "{err}");
+    }
+
+    #[test]
+    fn test_created_text_is_go_utc() {
+        assert_eq!(created_text(1_588_023_280), "2020-04-27 21:34:40 +0000 UTC");
+    }
+}
