@@ -3,7 +3,9 @@
 //! (no root, no fusermount); the two-groups SIF fixture's ext partition; journal replay;
 //! corrupt and truncated copies. Needs e2fsprogs (mke2fs, e2fsck, debugfs).
 
+#[path = "../../squashfs/tests/common/mod.rs"]
 mod common;
+mod userns;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use common::userns::*;
 use common::*;
 use sifr_fuse::ext::{ExtError, Options};
 use sifr_fuse::{ExtFs, FileType, ImageBackend, MountOptions, mount_image};
+use userns::*;
 
 /// Entries of the big directory: several blocks of entries, so `e2fsck -D` indexes it.
 const MANY: usize = 400;

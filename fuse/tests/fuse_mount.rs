@@ -3,7 +3,9 @@
 //! Run as root by `cargo test`, and as an unprivileged user by `fuse/tests/unprivileged.sh`.
 //! Without /dev/fuse or user namespaces the tests print SKIP, unless SIFR_CI=1 (then fail).
 
+#[path = "../../squashfs/tests/common/mod.rs"]
 mod common;
+mod userns;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -12,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::userns::*;
 use common::*;
 use sifr_fuse::{MountOptions, SquashFs, mount_image};
+use userns::*;
 
 /// The image inode a path resolves to through the reader.
 fn reader_ino(fs: &SquashFs, p: &Path) -> u32 {

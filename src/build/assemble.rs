@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use sifr_fuse::squashfs::{Compressor, WriteOptions, Writer};
+use sifr_squashfs::{Compressor, WriteOptions, Writer};
 
 use super::workdir::Interruptible;
 

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use common::*;
-use sifr_fuse::squashfs::{
+use sifr_squashfs::{
     Compressor, FileType, Options, SquashFs, WriteError, WriteOptions, WriteStats, Writer,
     XattrMode, XattrPolicy,
 };

@@ -427,7 +427,7 @@ impl Superblock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::squashfs::superblock::Superblock as Parsed;
+    use crate::superblock::Superblock as Parsed;
 
     #[test]
     fn test_superblock_roundtrip() {

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::compress::Encoder;
 use super::error::{WriteError, WriteResult};
 use super::meta::{LookupTable, MetaWriter, lookup_table};
-use crate::squashfs::xattr::OUT_OF_LINE;
+use crate::xattr::OUT_OF_LINE;
 
 /// Which extended attributes go into the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,6 +1,20 @@
-//! A lazy, inode-keyed, thread-safe squashfs 4.0 reader. Opening reads the superblock, the id
+//! sifr-squashfs: the squashfs 4.0 on-disk format (superblock, tables, inodes, directories,
+//! metadata blocks, data blocks, xattrs, compressors), a lazy reader over it, and, behind the
+//! cargo feature `write` (on by default), the writer (`write`).
+//!
+//! The reader is lazy, inode-keyed and thread-safe. Opening reads the superblock, the id
 //! table and the fragment/export/xattr table indexes only; everything else is decoded on
-//! demand through bounded caches shared by all threads. All I/O is `pread` on one fd.
+//! demand through bounded caches shared by all threads. All I/O is `pread` on one
+//! [`ImageSource`].
+//!
+//! Why the writer is a feature of this crate and not a crate of its own: it encodes exactly
+//! the structures the reader decodes, with the reader's constants and limits (superblock
+//! layout and flags, metadata block size, directory header limits, inode sentinels, the
+//! out-of-line xattr marker, the uncompressed-block bit) and the same compressor selection
+//! (`Compressor`, `compress.rs`). As a separate crate all those private format items would
+//! have to become public API; as a feature they stay `pub(crate)`, and a build that only
+//! reads (sifr-fuse turns the default features off) compiles no writer code. Neither part
+//! depends on fuse-backend-rs: the FUSE server is sifr-fuse.
 
 mod cache;
 mod compress;
@@ -9,18 +23,21 @@ mod dir;
 mod error;
 mod inode;
 mod meta;
+pub mod source;
 mod superblock;
 mod tables;
+#[cfg(feature = "write")]
 pub mod write;
 mod xattr;
 
-use crate::source::ImageSource;
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, RwLock};
 
 pub use compress::Compressor;
 pub use error::{Result, SqfsError};
+pub use source::ImageSource;
+#[cfg(feature = "write")]
 pub use write::{WriteError, WriteOptions, WriteStats, Writer, XattrMode};
 pub use xattr::XattrPolicy;
 

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::Snapshot;
+use crate::common::Snapshot;
 
 /// Exit code of the child meaning "user namespaces are not available here".
 pub const SKIP_CODE: i32 = 77;

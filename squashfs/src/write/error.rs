@@ -14,7 +14,9 @@ pub enum WriteError {
     #[error("invalid squashfs options: {0}")]
     Options(String),
     /// The chosen compressor is left out of this build.
-    #[error("squashfs compressor {0} is not compiled into this build (cargo feature of sifr-fuse)")]
+    #[error(
+        "squashfs compressor {0} is not compiled into this build (cargo feature of sifr-squashfs)"
+    )]
     CompressorDisabled(&'static str),
     /// A source file or directory could not be read.
     #[error("cannot {op} {}: {source}", path.display())]

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use super::compress::{Encoder, output_bound};
 use super::error::{WriteError, WriteResult};
 use super::tree::{InodeIdx, Kind, Tree};
-use crate::squashfs::Compressor;
-use crate::squashfs::data::UNCOMPRESSED;
+use crate::Compressor;
+use crate::data::UNCOMPRESSED;
 
 /// What the data phase needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -567,7 +567,7 @@ fn write_ordered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::squashfs::write::{WriteOptions, XattrMode, tree};
+    use crate::write::{WriteOptions, XattrMode, tree};
 
     fn params() -> Params {
         Params {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use sifr_fuse::squashfs::{Compressor, WriteOptions, Writer, XattrMode};
+use sifr_squashfs::{Compressor, WriteOptions, Writer, XattrMode};
 
 fn usage() -> ExitCode {
     eprintln!(

@@ -8,9 +8,9 @@ use super::data::FileData;
 use super::error::{WriteError, WriteResult};
 use super::meta::MetaWriter;
 use super::tree::{Inode, InodeIdx, Kind, Tree};
-use crate::squashfs::dir::MAX_HEADER_ENTRIES;
-use crate::squashfs::inode::NONE32;
-use crate::squashfs::meta::META_SIZE;
+use crate::dir::MAX_HEADER_ENTRIES;
+use crate::inode::NONE32;
+use crate::meta::META_SIZE;
 
 /// The finished tables.
 pub(crate) struct Tables {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::WriteOptions;
 use super::error::{WriteError, WriteResult};
 use super::xattr::{self, XattrSets};
-use crate::squashfs::dir::MAX_NAME;
+use crate::dir::MAX_NAME;
 
 /// Index of an inode in `Tree::inodes`.
 pub(crate) type InodeIdx = u32;

@@ -10,16 +10,21 @@ pub(crate) const MAGIC: u32 = 0x7371_7368;
 pub(crate) const NO_TABLE: u64 = u64::MAX;
 
 /// Superblock flag: no fragments are used.
+#[cfg_attr(not(feature = "write"), allow(dead_code))] // set by the writer only
 pub(crate) const FLAG_NO_FRAGMENTS: u16 = 0x0010;
 /// Superblock flag: tail ends of files larger than a block are packed into fragments too.
+#[cfg_attr(not(feature = "write"), allow(dead_code))] // set by the writer only
 pub(crate) const FLAG_ALWAYS_FRAGMENTS: u16 = 0x0020;
 /// Superblock flag: duplicate files were stored once.
+#[cfg_attr(not(feature = "write"), allow(dead_code))] // set by the writer only
 pub(crate) const FLAG_DUPLICATES: u16 = 0x0040;
 /// Superblock flag: the image has an export (inode lookup) table.
+#[cfg_attr(not(feature = "write"), allow(dead_code))] // set by the writer only
 pub(crate) const FLAG_EXPORTABLE: u16 = 0x0080;
 /// Superblock flag: xattrs were not stored.
 pub(crate) const FLAG_NO_XATTRS: u16 = 0x0200;
 /// Superblock flag: a compressor-options metadata block follows the superblock.
+#[cfg_attr(not(feature = "write"), allow(dead_code))] // set by the writer only
 pub(crate) const FLAG_COMPRESSOR_OPTIONS: u16 = 0x0400;
 
 /// The fields of the superblock that the reader uses.

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::Path;
 
 use common::*;
-use sifr_fuse::squashfs::{FileType, Options, SqfsError, SquashFs};
+use sifr_squashfs::{FileType, Options, SqfsError, SquashFs};
 
 /// Small source tree: fragments, multi-block file, xattrs, symlink, a 300-entry directory.
 fn small_tree(root: &Path) {

@@ -15,7 +15,7 @@
 )]
 
 use super::error::{WriteError, WriteResult};
-use crate::squashfs::Compressor;
+use crate::Compressor;
 
 /// mksquashfs' default gzip level (zlib's best).
 pub(crate) const GZIP_DEFAULT: u32 = 9;

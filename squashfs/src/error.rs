@@ -44,7 +44,9 @@ pub enum SqfsError {
     #[error("unknown squashfs compressor id {0}")]
     UnknownCompressor(u16),
     /// The compressor is known but this build left it out.
-    #[error("squashfs compressor {0} is not compiled into this build (cargo feature of sifr-fuse)")]
+    #[error(
+        "squashfs compressor {0} is not compiled into this build (cargo feature of sifr-squashfs)"
+    )]
     CompressorDisabled(&'static str),
     /// A block did not decompress.
     #[error("corrupt {comp} block at image offset {pos}: {reason}")]

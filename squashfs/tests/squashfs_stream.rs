@@ -7,7 +7,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use common::*;
-use sifr_fuse::squashfs::{Options, SquashFs};
+use sifr_squashfs::{Options, SquashFs};
 
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");

@@ -1,9 +1,7 @@
-//! Shared helpers of the sifr-fuse integration tests: a source tree covering every squashfs
-//! feature, `mksquashfs` wrappers, and a snapshot format both the reader walk and the kernel
-//! walk (FUSE tests) are compared with.
+//! Shared helpers of the sifr-squashfs integration tests (sifr-fuse's include this file by
+//! `#[path]`): a source tree covering every squashfs feature, `mksquashfs` wrappers, and a
+//! snapshot format both the reader walk and the kernel walk (FUSE tests) are compared with.
 #![allow(dead_code)]
-
-pub mod userns;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -352,7 +350,7 @@ pub fn assert_same(want: &Snapshot, got: &Snapshot, ctx: &str) {
 /// A fresh temp dir.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
-        .prefix("sifr-fuse-test")
+        .prefix("sifr-sqfs-test")
         .tempdir()
         .expect("tempdir")
 }
@@ -368,14 +366,14 @@ pub fn busybox_sif() -> Option<(PathBuf, u64)> {
 
 /// Snapshot of an image through the reader (plain walk; the squashfs_tree tests add
 /// lookup/readdir-resume checks on top).
-pub fn reader_snapshot(fs: &sifr_fuse::SquashFs) -> Snapshot {
+pub fn reader_snapshot(fs: &sifr_squashfs::SquashFs) -> Snapshot {
     let mut out = Snapshot::new();
     reader_walk(fs, fs.root(), PathBuf::new(), &mut out);
     out
 }
 
-fn reader_walk(fs: &sifr_fuse::SquashFs, ino: u32, path: PathBuf, out: &mut Snapshot) {
-    use sifr_fuse::FileType;
+fn reader_walk(fs: &sifr_squashfs::SquashFs, ino: u32, path: PathBuf, out: &mut Snapshot) {
+    use sifr_squashfs::FileType;
     let a = fs.stat(ino).expect("stat");
     let data = match a.kind {
         FileType::Regular => {

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
-use sifr_fuse::squashfs::{FileType, Options, SquashFs, XattrPolicy};
+use sifr_squashfs::{FileType, Options, SquashFs, XattrPolicy};
 
 struct Source {
     _dir: tempfile::TempDir,

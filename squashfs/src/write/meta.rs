@@ -4,7 +4,7 @@
 
 use super::compress::Encoder;
 use super::error::{WriteError, WriteResult};
-use crate::squashfs::meta::META_SIZE;
+use crate::meta::META_SIZE;
 
 /// Header bit of a metadata block stored uncompressed.
 const META_UNCOMPRESSED: u16 = 0x8000;
@@ -119,7 +119,7 @@ pub(crate) fn lookup_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::squashfs::Compressor;
+    use crate::Compressor;
 
     fn enc() -> Encoder {
         Encoder::new(Compressor::Gzip, 9, 131072).expect("gzip encoder")
