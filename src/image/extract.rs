@@ -721,22 +721,7 @@ impl Copier<'_> {
 
 /// The names in directory `dir`, sorted, without `.` and `..`.
 pub fn list_dir(dir: &OwnedFd) -> nix::Result<Vec<Vec<u8>>> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let n = e?.file_name().to_bytes().to_vec();
-        if n != b"." && n != b".." {
-            names.push(n);
-        }
-    }
-    names.sort();
-    Ok(names)
+    super::inroot::list_dir(dir.as_fd())
 }
 
 #[cfg(test)]

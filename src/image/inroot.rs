@@ -294,6 +294,27 @@ fn split(p: &[u8]) -> impl Iterator<Item = OsString> + '_ {
         .map(|c| OsStr::from_bytes(c).to_os_string())
 }
 
+/// The names in a directory (any descriptor of it, `O_PATH` too), sorted, without `.` and
+/// `..`: the one directory listing of the unpacking code (image extraction, OCI layers).
+pub fn list_dir(dir: BorrowedFd<'_>) -> nix::Result<Vec<Vec<u8>>> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let mut names = Vec::new();
+    for e in d.iter() {
+        let n = e?.file_name().to_bytes().to_vec();
+        if n != b"." && n != b".." {
+            names.push(n);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -940,20 +940,9 @@ mod tests {
     //! stay out: the step functions run directly).
     use super::*;
     use crate::launch::plan::*;
+    use crate::launch::rootfs::tests::user;
     use crate::launch::sys::{Call, RecordingSys};
     use nix::mount::MsFlags;
-
-    fn user() -> HostUser {
-        HostUser {
-            uid: 1000,
-            gid: 1000,
-            name: "u".into(),
-            gecos: String::new(),
-            home: "/home/u".into(),
-            shell: "/bin/sh".into(),
-            groups: vec![(1000, "u".into())],
-        }
-    }
 
     fn plan(namespaces: NamespacePlan, security: SecurityPlan) -> Plan {
         Plan {

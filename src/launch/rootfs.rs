@@ -601,12 +601,13 @@ fn minimal_dev(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::launch::plan::*;
     use crate::launch::sys::RecordingSys;
 
-    fn user() -> HostUser {
+    /// The caller in launch tests (process.rs's tests use it too).
+    pub(crate) fn user() -> HostUser {
         HostUser {
             uid: 1000,
             gid: 1000,

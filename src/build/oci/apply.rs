@@ -43,7 +43,7 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
-use crate::image::inroot::{Resolver, mkdir_all_in_root, open_dir_in_root};
+use crate::image::inroot::{Resolver, list_dir, mkdir_all_in_root, open_dir_in_root};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -1028,26 +1028,6 @@ fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> nix::Result<()> {
         Mode::from_bits_truncate(mode),
         FchmodatFlags::FollowSymlink,
     )
-}
-
-/// The names in a directory (given as an `O_PATH` descriptor), without `.` and `..`.
-fn list_dir(dir: BorrowedFd<'_>) -> nix::Result<Vec<Vec<u8>>> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
-        }
-    }
-    Ok(names)
 }
 
 /// Removes `name` in `parent` and everything below it, never following symlinks. Directories
