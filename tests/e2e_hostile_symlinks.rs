@@ -101,7 +101,11 @@ fn test_bind_through_absolute_dotdot_symlink_stays_inside() {
     s.assert_outside_untouched();
     // The session layer is discarded: the image is unchanged.
     assert!(s.img().join("mnt").is_symlink());
-    assert!(!s.img().join(outside.strip_prefix("/").expect("abs")).exists());
+    assert!(
+        !s.img()
+            .join(outside.strip_prefix("/").expect("abs"))
+            .exists()
+    );
 }
 
 /// `/etc -> <absolute host path>` and `--bind` on `/etc/evil`: resolved inside the root.

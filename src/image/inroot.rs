@@ -615,4 +615,267 @@ mod tests {
     fn test_resolve_in_root_user_space() {
         check(Resolver::UserSpace);
     }
+
+    /// A root inside a parent directory that also holds `outside`, the host directory the
+    /// planted symlinks aim at: (parent, canonical root, canonical outside).
+    fn hostile_tree() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let base = std::fs::canonicalize(t.path()).expect("canon");
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir(&root).expect("mkdir");
+        std::fs::create_dir(&outside).expect("mkdir");
+        (t, root, outside)
+    }
+
+    /// The entries of a directory, sorted.
+    fn ls(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn no_guard(_: BorrowedFd<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    /// Hostile symlinks at the place to open or create: an absolute link to a host path, a
+    /// `/..` chain and a relative `..` chain to it, a loop. What is opened or created is
+    /// inside the root; the host directory stays empty.
+    fn hostile(resolver: Resolver) {
+        let (_t, root_path, outside) = hostile_tree();
+        let rel_out = outside.strip_prefix("/").expect("abs");
+        let up = "../".repeat(root_path.components().count() + 2);
+        symlink(&outside, root_path.join("abs")).expect("ln");
+        symlink(
+            format!("/../../..{}", outside.display()),
+            root_path.join("dots"),
+        )
+        .expect("ln");
+        symlink(format!("{up}{}", rel_out.display()), root_path.join("rel")).expect("ln");
+        symlink("b", root_path.join("a")).expect("ln");
+        symlink("/a", root_path.join("b")).expect("ln");
+        std::fs::write(outside.join("secret"), b"host").expect("write");
+        let root = std::fs::File::open(&root_path).expect("open root");
+        let open = |p: &str, flags: OFlag, create: Option<Create>| {
+            open_in_root(
+                root.as_fd(),
+                p.as_bytes(),
+                flags,
+                create,
+                &no_guard,
+                resolver,
+            )
+        };
+        // Reading through them finds nothing: the host file is not in the root.
+        for link in ["abs", "dots", "rel"] {
+            let p = format!("{link}/secret");
+            assert!(open(&p, OFlag::O_RDONLY, None).expect(&p).is_none(), "{p}");
+        }
+        // Creating through them creates inside the root, at the link's target there.
+        let mut n = 0;
+        for link in ["abs", "dots", "rel"] {
+            for create in [Create::Dir, Create::File] {
+                n += 1;
+                let p = format!("{link}/new{n}/x");
+                let fd = open(&p, OFlag::O_PATH, Some(create))
+                    .unwrap_or_else(|e| panic!("{p}: {e}"))
+                    .expect("created");
+                let made = root_path.join(rel_out).join(format!("new{n}/x"));
+                assert_eq!(path_of(&fd), made, "{p}");
+                assert_eq!(made.is_dir(), create == Create::Dir, "{p}");
+            }
+        }
+        // A loop: ELOOP, with or without creation, and nothing made.
+        for create in [None, Some(Create::Dir), Some(Create::File)] {
+            assert_eq!(
+                open("a/x", OFlag::O_PATH, create).expect_err("loop"),
+                Errno::ELOOP
+            );
+        }
+        assert_eq!(ls(&outside), ["secret"]);
+        let top = rel_out
+            .iter()
+            .next()
+            .expect("a component")
+            .to_string_lossy();
+        let mut want = vec!["a", "abs", "b", "dots", "rel", &top];
+        want.sort();
+        assert_eq!(ls(&root_path), want);
+    }
+
+    #[test]
+    fn test_open_in_root_hostile_symlinks_kernel() {
+        hostile(Resolver::Auto);
+    }
+
+    #[test]
+    fn test_open_in_root_hostile_symlinks_user_space() {
+        hostile(Resolver::UserSpace);
+    }
+
+    /// `allow` refuses creation in a directory: nothing is made, and the refusal is returned.
+    #[test]
+    fn test_open_in_root_guard_refuses() {
+        let (_t, root_path, _) = hostile_tree();
+        let root = std::fs::File::open(&root_path).expect("open root");
+        let deny = |_: BorrowedFd<'_>| Err(Errno::EXDEV);
+        for resolver in [Resolver::Auto, Resolver::UserSpace] {
+            for p in ["new", "d/new"] {
+                let r = open_in_root(
+                    root.as_fd(),
+                    p.as_bytes(),
+                    OFlag::O_PATH,
+                    Some(Create::Dir),
+                    &deny,
+                    resolver,
+                );
+                assert_eq!(r.expect_err("refused"), Errno::EXDEV);
+            }
+        }
+        assert!(ls(&root_path).is_empty());
+    }
+
+    /// Runs `work(i)` over and over for at most `limit` while `flip` runs in a thread.
+    fn race(limit: std::time::Duration, flip: impl Fn() + Sync, mut work: impl FnMut(usize)) {
+        use std::sync::atomic::AtomicBool;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    flip();
+                }
+            });
+            // Stops the flipper even when `work` panics (a failed assertion), so the scope
+            // can join it and the test fails instead of hanging.
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = Stop(&stop);
+            let start = std::time::Instant::now();
+            let mut i = 0;
+            while start.elapsed() < limit && i < 20_000 {
+                work(i);
+                i += 1;
+            }
+        });
+    }
+
+    /// A directory swapped with a symlink to the host directory while paths through it are
+    /// opened and created: whatever the interleaving, nothing is created outside the root
+    /// and every descriptor returned is inside it.
+    fn swap_race(resolver: Resolver) {
+        use nix::fcntl::{RenameFlags, renameat2};
+        let (_t, root_path, outside) = hostile_tree();
+        std::fs::create_dir(root_path.join("d")).expect("mkdir");
+        symlink(&outside, root_path.join("swap")).expect("ln");
+        let root = std::fs::File::open(&root_path).expect("open root");
+        let flip = || {
+            let _ = renameat2(
+                root.as_fd(),
+                "d",
+                root.as_fd(),
+                "swap",
+                RenameFlags::RENAME_EXCHANGE,
+            );
+        };
+        let mut mkdir =
+            |d: BorrowedFd<'_>, n: &OsStr| mkdirat(d, n, Mode::from_bits_truncate(0o755));
+        race(std::time::Duration::from_millis(1500), flip, |i| {
+            let p = format!("d/x{}/y", i % 50);
+            let create = [Create::Dir, Create::File][i % 2];
+            if let Ok(Some(fd)) = open_in_root(
+                root.as_fd(),
+                p.as_bytes(),
+                OFlag::O_PATH,
+                Some(create),
+                &no_guard,
+                resolver,
+            ) {
+                assert!(
+                    path_of(&fd).starts_with(&root_path),
+                    "{p}: {:?}",
+                    path_of(&fd)
+                );
+            }
+            let q = format!("d/m{}/n", i % 50);
+            if let Ok(fd) = mkdir_all_in_root(root.as_fd(), q.as_bytes(), &mut mkdir) {
+                assert!(
+                    path_of(&fd).starts_with(&root_path),
+                    "{q}: {:?}",
+                    path_of(&fd)
+                );
+            }
+        });
+        assert!(
+            ls(&outside).is_empty(),
+            "created outside: {:?}",
+            ls(&outside)
+        );
+    }
+
+    #[test]
+    fn test_swap_race_kernel() {
+        swap_race(Resolver::Auto);
+    }
+
+    #[test]
+    fn test_swap_race_user_space() {
+        swap_race(Resolver::UserSpace);
+    }
+
+    /// A directory on the path moved out of the root (exchanged with one outside) while
+    /// `..` climbs out of it: `..` must not follow it out, so nothing is created beside the
+    /// root.
+    fn dotdot_race(resolver: Resolver) {
+        use nix::fcntl::{RenameFlags, renameat2};
+        let (t, root_path, outside) = hostile_tree();
+        std::fs::create_dir_all(root_path.join("a/b/c")).expect("mkdir");
+        std::fs::create_dir_all(outside.join("b/c")).expect("mkdir");
+        let base = std::fs::File::open(t.path()).expect("open base");
+        let root = std::fs::File::open(&root_path).expect("open root");
+        let flip = || {
+            let _ = renameat2(
+                base.as_fd(),
+                "root/a/b",
+                base.as_fd(),
+                "outside/b",
+                RenameFlags::RENAME_EXCHANGE,
+            );
+        };
+        race(std::time::Duration::from_millis(1500), flip, |i| {
+            let p = format!("a/b/c/../../../z{i}");
+            if let Ok(Some(fd)) = open_in_root(
+                root.as_fd(),
+                p.as_bytes(),
+                OFlag::O_PATH,
+                Some(Create::Dir),
+                &no_guard,
+                resolver,
+            ) {
+                assert!(
+                    path_of(&fd).starts_with(&root_path),
+                    "{p}: {:?}",
+                    path_of(&fd)
+                );
+            }
+        });
+        assert_eq!(ls(t.path()), ["outside", "root"]);
+        assert_eq!(ls(&outside), ["b"]);
+    }
+
+    #[test]
+    fn test_dotdot_race_kernel() {
+        dotdot_race(Resolver::Auto);
+    }
+
+    #[test]
+    fn test_dotdot_race_user_space() {
+        dotdot_race(Resolver::UserSpace);
+    }
 }
