@@ -940,7 +940,7 @@ mod tests {
     //! stay out: the step functions run directly).
     use super::*;
     use crate::launch::plan::*;
-    use crate::launch::rootfs::tests::user;
+    use crate::launch::rootfs::tests::{recorder, user};
     use crate::launch::sys::{Call, RecordingSys};
     use nix::mount::MsFlags;
 
@@ -1003,6 +1003,13 @@ mod tests {
         }
     }
 
+    /// A recorder over an image directory holding /proc and /bin/sh (alive with the TempDir).
+    fn image() -> (tempfile::TempDir, RecordingSys) {
+        let (t, sys) = recorder(&["proc", "bin"]);
+        std::fs::write(t.path().join("bin/sh"), b"").expect("write");
+        (t, sys)
+    }
+
     /// The index of the first call that matches.
     fn pos(calls: &[Call], what: &str, f: impl Fn(&Call) -> bool) -> usize {
         calls
@@ -1021,7 +1028,7 @@ mod tests {
 
     #[test]
     fn test_supervisor_namespaces_then_session_in_order() {
-        let sys = RecordingSys::default();
+        let (_t, sys) = image();
         let ns = NamespacePlan {
             ipc: true,
             uts: Some("box".into()),
@@ -1072,7 +1079,7 @@ mod tests {
     #[test]
     fn test_whole_launch_sequence_with_pid_namespace() {
         // Every step of C, D and E in the order the processes run them (forks aside).
-        let sys = RecordingSys::default();
+        let (_t, sys) = image();
         let ns = NamespacePlan {
             pid: true,
             init: true,
@@ -1124,10 +1131,8 @@ mod tests {
         assert!(pivots[1] < nnp && nnp < filter && filter == calls.len() - 2);
         assert!(matches!(calls.last(), Some(Call::Execve(_))));
         // A refused user namespace is worded by the diagnosis.
-        let sys = RecordingSys {
-            fail_steps: vec![Call::Unshare(CloneFlags::CLONE_NEWUSER)],
-            ..Default::default()
-        };
+        let (_t, mut sys) = image();
+        sys.fail_steps = vec![Call::Unshare(CloneFlags::CLONE_NEWUSER)];
         let err = create_userns(&sys, &|e| format!("no user namespace: {e}")).expect_err("fails");
         assert_eq!(err, "no user namespace: EPERM: Operation not permitted");
     }
@@ -1148,7 +1153,7 @@ mod tests {
                 CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET,
             ),
         ] {
-            let sys = RecordingSys::default();
+            let (_t, sys) = image();
             let ns = NamespacePlan {
                 uts,
                 net,
@@ -1164,7 +1169,7 @@ mod tests {
 
     #[test]
     fn test_container_process_sequence() {
-        let sys = RecordingSys::default();
+        let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), normal())).expect("ok");
         // Its own mount namespace before any mount.
         assert_eq!(calls[0], Call::Unshare(CloneFlags::CLONE_NEWNS));
@@ -1194,7 +1199,7 @@ mod tests {
 
     #[test]
     fn test_fakeroot_filters_after_no_new_privs_and_keeps_caps() {
-        let sys = RecordingSys::default();
+        let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), fakeroot())).expect("ok");
         let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
         let filter = pos(&calls, "seccomp", |c| {
@@ -1208,7 +1213,7 @@ mod tests {
             mknod_noop: true,
             ..fakeroot()
         };
-        let sys = RecordingSys::default();
+        let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), sub)).expect("ok");
         assert!(calls.contains(&Call::Seccomp(Emulation::MknodOnly)));
     }
@@ -1228,10 +1233,8 @@ mod tests {
                 "cannot enter the container root (pivot_root)",
             ),
         ] {
-            let sys = RecordingSys {
-                fail_steps: vec![step.clone()],
-                ..Default::default()
-            };
+            let (_t, mut sys) = image();
+            sys.fail_steps = vec![step.clone()];
             let err = container_calls(&sys, &plan(NamespacePlan::default(), normal()))
                 .expect_err("fails");
             assert!(err.starts_with(want), "{step:?}: {err}");
@@ -1244,12 +1247,10 @@ mod tests {
             );
         }
         // The failure of execve itself names the command, in nix's words.
-        let sys = RecordingSys {
-            fail_steps: vec![Call::Execve(action::with_shell(
-                &plan(NamespacePlan::default(), normal()).process,
-            ))],
-            ..Default::default()
-        };
+        let (_t, mut sys) = image();
+        sys.fail_steps = vec![Call::Execve(action::with_shell(
+            &plan(NamespacePlan::default(), normal()).process,
+        ))];
         let err =
             container_calls(&sys, &plan(NamespacePlan::default(), normal())).expect_err("fails");
         assert_eq!(
@@ -1261,10 +1262,8 @@ mod tests {
     #[test]
     fn test_working_directory_fallbacks() {
         // The caller's directory is missing: home, then /.
-        let sys = RecordingSys {
-            fail_steps: vec![Call::Chdir("/work".into()), Call::Chdir("/home/u".into())],
-            ..Default::default()
-        };
+        let (_t, mut sys) = image();
+        sys.fail_steps = vec![Call::Chdir("/work".into()), Call::Chdir("/home/u".into())];
         let p = plan(NamespacePlan::default(), normal());
         container_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         let calls = sys.calls.borrow();
@@ -1278,10 +1277,8 @@ mod tests {
             ]
         );
         // --pwd must exist.
-        let sys = RecordingSys {
-            fail_steps: vec![Call::Chdir("/work".into())],
-            ..Default::default()
-        };
+        let (_t, mut sys) = image();
+        sys.fail_steps = vec![Call::Chdir("/work".into())];
         let mut p = plan(NamespacePlan::default(), normal());
         p.process.cwd_required = true;
         let err = container_root(&sys, &p, &Layout::default(), &user()).expect_err("fails");

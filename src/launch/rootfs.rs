@@ -26,7 +26,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use super::identity::{self, HostUser};
 use super::plan::{GeneratedFile, MountOp, MountSource, Plan, RootLayer, TargetKind};
-use super::sys::Sys;
+use super::sys::{CreateOn, Sys};
 
 /// Where the supervisor first mounts the session tmpfs, before pivoting into it (the host's
 /// directory is uncovered again by the pivot).
@@ -140,13 +140,15 @@ pub fn build_root(
     // 2. The mounts, in plan order.
     for (i, op) in plan.mounts.iter().enumerate() {
         // A destination inside an earlier mount can be created only if that mount is one of
-        // sifr's own directories, never inside a host directory or /proc.
+        // sifr's own directories, never inside a host directory or /proc; and only on that
+        // mount (or the root's own), wherever the image's symlinks lead.
         let create = match enclosing(&plan.mounts[..i], &op.dest) {
             Some(outer) => matches!(
                 outer.source,
                 MountSource::SessionDir(_) | MountSource::Tmpfs { .. }
-            ),
-            None => layer == RootLayer::Direct && plan.writable,
+            )
+            .then_some(outer.dest.as_path()),
+            None => (layer == RootLayer::Direct && plan.writable).then_some(Path::new("/")),
         };
         log::trace!(
             "{:.1} ms: mount {}",
@@ -405,7 +407,7 @@ fn mount_one(
     sys: &dyn Sys,
     layout: &Layout,
     root: &Path,
-    create: bool,
+    create: Option<&Path>,
     op: &MountOp,
     user: &HostUser,
 ) -> Result<(), RootfsError> {
@@ -417,7 +419,10 @@ fn mount_one(
     if !parent_required_and_present(sys, root, op)? {
         return Ok(());
     }
-    let create = create.then_some(op.target);
+    let create = create.map(|mount| CreateOn {
+        kind: op.target,
+        mount,
+    });
     let target = sys
         .resolve_in_root(root, &op.dest, create)
         .map_err(|err| RootfsError::Create {
@@ -605,6 +610,17 @@ pub(crate) mod tests {
     use super::*;
     use crate::launch::plan::*;
     use crate::launch::sys::RecordingSys;
+    use std::os::unix::fs::symlink;
+
+    /// A recorder whose image is a real directory holding `dirs` (alive with the TempDir).
+    pub(crate) fn recorder(dirs: &[&str]) -> (tempfile::TempDir, RecordingSys) {
+        let t = tempfile::tempdir().expect("tempdir");
+        for d in dirs {
+            std::fs::create_dir_all(t.path().join(d)).expect("mkdir");
+        }
+        let sys = RecordingSys::new(t.path());
+        (t, sys)
+    }
 
     /// The caller in launch tests (process.rs's tests use it too).
     pub(crate) fn user() -> HostUser {
@@ -671,10 +687,10 @@ pub(crate) mod tests {
 
     #[test]
     fn test_session_layer_sequence() {
-        let sys = RecordingSys {
-            missing: vec![PathBuf::from("/home/u"), PathBuf::from("/data")],
-            ..Default::default()
-        };
+        // /home/u and /data are missing from the image; /data/ro is in the host's /srv/data.
+        let (_t, mut sys) = recorder(&["proc"]);
+        sys.bind_contents
+            .insert("/oldroot/srv/data".into(), vec!["ro".into()]);
         let p = plan(
             RootLayer::Session,
             vec![
@@ -745,10 +761,7 @@ pub(crate) mod tests {
 
     #[test]
     fn test_direct_layer_missing_target_is_an_error() {
-        let sys = RecordingSys {
-            missing: vec![PathBuf::from("/data")],
-            ..Default::default()
-        };
+        let (_t, sys) = recorder(&[]);
         let p = plan(
             RootLayer::Direct,
             vec![op(MountSource::Host("/srv".into()), "/data", "user bind")],
@@ -760,10 +773,9 @@ pub(crate) mod tests {
 
     #[test]
     fn test_optional_failure_is_a_warning() {
-        let sys = RecordingSys {
-            fail_mounts: vec!["/etc/localtime".into()],
-            ..Default::default()
-        };
+        let (t, mut sys) = recorder(&["etc"]);
+        std::fs::write(t.path().join("etc/localtime"), b"").expect("write");
+        sys.fail_mounts = vec!["/etc/localtime".into()];
         let p = plan(
             RootLayer::Session,
             vec![MountOp {
@@ -784,10 +796,8 @@ pub(crate) mod tests {
 
     #[test]
     fn test_overlay_failure_falls_back_to_direct() {
-        let sys = RecordingSys {
-            fail_mounts: vec!["/final".into()],
-            ..Default::default()
-        };
+        let (_t, mut sys) = recorder(&["proc"]);
+        sys.fail_mounts = vec!["/final".into()];
         let p = plan(
             RootLayer::Session,
             vec![op(MountSource::Host("/proc".into()), "/proc", "/proc")],
@@ -800,15 +810,12 @@ pub(crate) mod tests {
 
     #[test]
     fn test_generated_files_and_minimal_dev() {
-        let mut files = std::collections::BTreeMap::new();
-        files.insert(
-            PathBuf::from("/etc/passwd"),
-            b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
-        );
-        let sys = RecordingSys {
-            files,
-            ..Default::default()
-        };
+        let (t, sys) = recorder(&["dev", "etc"]);
+        std::fs::write(
+            t.path().join("etc/passwd"),
+            b"root:x:0:0:root:/root:/bin/sh\n",
+        )
+        .expect("write");
         let p = plan(
             RootLayer::Session,
             vec![
@@ -843,5 +850,100 @@ pub(crate) mod tests {
         assert!(calls.contains("mount devpts /final/dev/pts"));
         assert!(calls.contains("symlink pts/ptmx /final/dev/ptmx"));
         assert!(calls.contains("mount /oldroot/dev/null /final/dev/null"));
+    }
+
+    /// The user binds of [`test_hostile_symlinks_at_mount_points`].
+    fn hostile_binds() -> Vec<MountOp> {
+        vec![
+            op(MountSource::Host("/h1".into()), "/mnt/x", "user bind"),
+            op(MountSource::Host("/h2".into()), "/etc/evil", "user bind"),
+            op(MountSource::Host("/h3".into()), "/srv/y", "user bind"),
+        ]
+    }
+
+    /// Symlinks planted at mount destinations (`/../..` to a host path, an absolute link to
+    /// a host path, a `..` chain) resolve inside the image: the mount targets are where the
+    /// container sees them, missing ones are created there, and nothing is created in the
+    /// host directory the links name. With the session layer and on a writable sandbox.
+    #[test]
+    fn test_hostile_symlinks_at_mount_points() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let outside = std::fs::canonicalize(host.path()).expect("canon");
+        let rel_outside = outside.strip_prefix("/").expect("absolute");
+        for (layer, root) in [
+            (RootLayer::Session, "/final"),
+            (RootLayer::Direct, "/rootfs"),
+        ] {
+            let (t, sys) = recorder(&[]);
+            let img = t.path();
+            symlink(format!("/../../..{}", outside.display()), img.join("mnt")).expect("ln");
+            symlink(&outside, img.join("etc")).expect("ln");
+            symlink("../../../../../../../srv-target", img.join("srv")).expect("ln");
+            std::fs::create_dir_all(img.join(rel_outside)).expect("mkdir");
+            let p = Plan {
+                writable: layer == RootLayer::Direct,
+                ..plan(layer, hostile_binds())
+            };
+            build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+            let targets: Vec<(String, String)> = sys
+                .mounts
+                .borrow()
+                .iter()
+                .filter(|m| {
+                    m.source
+                        .as_deref()
+                        .is_some_and(|s| s.starts_with("/oldroot/h"))
+                })
+                .map(|m| (m.source.clone().unwrap_or_default(), m.target.clone()))
+                .collect();
+            let inside = |rest: &str| format!("{root}{}/{rest}", outside.display());
+            assert_eq!(
+                targets,
+                [
+                    ("/oldroot/h1".to_string(), inside("x")),
+                    ("/oldroot/h2".to_string(), inside("evil")),
+                    ("/oldroot/h3".to_string(), format!("{root}/srv-target/y")),
+                ],
+                "{layer:?}"
+            );
+            for made in ["x", "evil"] {
+                assert!(
+                    img.join(rel_outside).join(made).is_dir(),
+                    "{layer:?} {made}"
+                );
+            }
+            assert!(img.join("srv-target/y").is_dir(), "{layer:?}");
+            let left: Vec<_> = std::fs::read_dir(&outside).expect("ls").collect();
+            assert!(left.is_empty(), "{layer:?}: created on the host: {left:?}");
+        }
+    }
+
+    /// A symlink loop at a mount destination is an error that says so, for both layers.
+    #[test]
+    fn test_symlink_loop_at_mount_point_is_an_error() {
+        for layer in [RootLayer::Session, RootLayer::Direct] {
+            let (t, sys) = recorder(&[]);
+            symlink("/loop2", t.path().join("loop1")).expect("ln");
+            symlink("loop1", t.path().join("loop2")).expect("ln");
+            let p = Plan {
+                writable: layer == RootLayer::Direct,
+                ..plan(
+                    layer,
+                    vec![op(MountSource::Host("/h".into()), "/loop1/x", "user bind")],
+                )
+            };
+            let e = build_root(&sys, &p, &Layout::default(), &user()).expect_err("loop");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("/loop1/x") && msg.contains("symbolic links"),
+                "{layer:?}: {msg}"
+            );
+            assert!(
+                sys.mounts
+                    .borrow()
+                    .iter()
+                    .all(|m| m.source.as_deref() != Some("/oldroot/h"))
+            );
+        }
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! Every filesystem-namespace operation of the container setup goes through [`Sys`]:
 //! `LinuxSys` performs it, `RecordingSys` (tests) records it, so the mount sequence is unit
-//! tested without privileges. Paths inside the container root are resolved with
-//! `openat2(RESOLVE_IN_ROOT)`, so a symlink in an image can never redirect a mount or a
-//! `mkdir` outside the container tree; the resulting `O_PATH` descriptors are mounted through
-//! their `/proc/self/fd/N` names.
+//! tested without privileges. Paths inside the container root are resolved by sifr's one
+//! in-root resolver ([`crate::image::inroot`]), so a symlink in an image can never redirect
+//! a mount or a `mkdir` outside the container tree; the resulting `O_PATH` descriptors are
+//! mounted through their `/proc/self/fd/N` names. `RecordingSys` resolves with the same
+//! resolver over a real directory standing for the image.
 //!
 //! Host paths are reached under [`HOST_ROOT`]: the supervisor pivots into the session tmpfs
 //! and keeps the host's root there (bubblewrap's approach). Descriptors opened on the host
@@ -20,10 +21,11 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
@@ -32,6 +34,7 @@ use super::action::Exec;
 use super::plan::TargetKind;
 use super::seccomp::{self, Emulation};
 use super::security;
+use crate::image::inroot;
 
 /// A mount operation, as recorded by [`RecordingSys`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +64,8 @@ pub enum Call {
         rel: PathBuf,
         upper: PathBuf,
     },
-    /// A step of the path resolution, in words.
-    Note(String),
+    /// A missing target created by the resolution: its kind and container path.
+    CreateInRoot(TargetKind, PathBuf),
     Release,
     Unshare(CloneFlags),
     SetHostname(String),
@@ -97,7 +100,7 @@ impl std::fmt::Display for Call {
             Call::CreateInUpper { kind, rel, upper } => {
                 write!(f, "upper {kind:?} {} in {}", rel.display(), upper.display())
             }
-            Call::Note(s) => f.write_str(s),
+            Call::CreateInRoot(kind, p) => write!(f, "create {kind:?} {}", p.display()),
             Call::Release => f.write_str("release"),
             Call::Unshare(flags) => write!(f, "unshare {flags:?}"),
             Call::SetHostname(h) => write!(f, "sethostname {h:?}"),
@@ -111,6 +114,17 @@ impl std::fmt::Display for Call {
             Call::Execve(e) => write!(f, "execve {}", e.path.display()),
         }
     }
+}
+
+/// Where [`Sys::resolve_in_root`] may create a missing target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateOn<'a> {
+    pub kind: TargetKind,
+    /// The container path of the only mount that may be written: `/` for the root's own, or
+    /// a mount of sifr's (a session directory, a tmpfs) that encloses the target. A symlink
+    /// in the image leading into any other mount (a host directory bound earlier, such as
+    /// /tmp) makes the creation fail with EXDEV instead of creating on the host.
+    pub mount: &'a Path,
 }
 
 /// The operations the container setup needs from the kernel.
@@ -137,12 +151,13 @@ pub trait Sys {
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
     /// Resolves `rel` inside `root` as if `root` were `/`, and returns a path that names the
     /// result for mount(2). With `create`, missing components are created (directories, and
-    /// the last one as the given kind); without it a missing target gives `Ok(None)`.
+    /// the last one as the given kind), only on the mount `create` names; without it a
+    /// missing target gives `Ok(None)`.
     fn resolve_in_root(
         &self,
         root: &Path,
         rel: &Path,
-        create: Option<TargetKind>,
+        create: Option<CreateOn<'_>>,
     ) -> io::Result<Option<PathBuf>>;
     /// Creates a mount point that the image lacks in the overlay's upper layer, before the
     /// overlay is mounted: the path is resolved in `lower` (the image, following its symlinks
@@ -218,25 +233,148 @@ impl LinuxSys {
     pub fn new() -> LinuxSys {
         LinuxSys::default()
     }
+}
 
-    fn open_root(root: &Path) -> io::Result<OwnedFd> {
-        nix::fcntl::open(
-            root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno)
-    }
+/// Opens a root directory (`O_PATH`) for the resolver.
+fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)
+}
 
-    fn open_in(dir: &OwnedFd, name: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-        nix::fcntl::openat2(
-            dir,
-            name,
-            OpenHow::new()
-                .flags(flags | OFlag::O_CLOEXEC)
-                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS),
-        )
+/// [`inroot::open_in_root`] on host paths: `rel` resolved inside `root` as if it were `/`,
+/// with `create`, the missing part created there as the given kind, on the mount named.
+fn open_in_root(
+    root: &Path,
+    rel: &Path,
+    flags: OFlag,
+    create: Option<CreateOn<'_>>,
+) -> io::Result<Option<OwnedFd>> {
+    let root_fd = open_root(root)?;
+    let kind = create.map(|c| match c.kind {
+        TargetKind::Dir => inroot::Create::Dir,
+        TargetKind::File | TargetKind::FileIfDirExists => inroot::Create::File,
+    });
+    // The mount that may be written, by id; any other is refused.
+    let on = match create {
+        Some(c) if c.mount != Path::new("/") => {
+            let fd = inroot::open_in_root(
+                root_fd.as_fd(),
+                c.mount.as_os_str().as_bytes(),
+                OFlag::O_PATH,
+                None,
+                &|_| Ok(()),
+                inroot::Resolver::Auto,
+            )
+            .map_err(errno)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+            Some(inroot::mount_id(fd.as_fd()).map_err(errno)?)
+        }
+        Some(_) => Some(inroot::mount_id(root_fd.as_fd()).map_err(errno)?),
+        None => None,
+    };
+    let allow = |dir: std::os::fd::BorrowedFd<'_>| match on {
+        Some(id) if inroot::mount_id(dir)? != id => Err(nix::Error::EXDEV),
+        _ => Ok(()),
+    };
+    match inroot::open_in_root(
+        root_fd.as_fd(),
+        rel.as_os_str().as_bytes(),
+        flags,
+        kind,
+        &allow,
+        inroot::Resolver::Auto,
+    ) {
+        Err(nix::Error::EXDEV) => Err(io::Error::other(
+            "a symlink in the image leads it into another mount (a host directory); sifr \
+             creates mount points only in the container's own tree",
+        )),
+        r => r.map_err(errno),
     }
+}
+
+/// See [`Sys::read_in_root`].
+fn read_in_root(root: &Path, rel: &Path) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let Some(fd) = open_in_root(root, rel, OFlag::O_RDONLY, None)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    // Bounded: these are small text files (passwd, group).
+    std::fs::File::from(fd)
+        .take(16 << 20)
+        .read_to_end(&mut buf)?;
+    Ok(Some(buf))
+}
+
+/// See [`Sys::create_in_upper`]: the longest prefix of `rel` that exists in `lower` is
+/// resolved there (symlinks followed inside it); its directories are made in `upper` at
+/// their resolved place with the image's modes, then the rest of `rel` below them. Both
+/// trees are reached only through the in-root resolver.
+fn create_in_upper(lower: &Path, upper: &Path, rel: &Path, kind: TargetKind) -> io::Result<()> {
+    use inroot::Resolved;
+    use std::os::unix::ffi::OsStrExt;
+    let lower_fd = open_root(lower)?;
+    let upper_fd = open_root(upper)?;
+    let comps: Vec<&std::ffi::OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut resolved = b"/".to_vec();
+    let mut existing = 0;
+    for i in 0..comps.len() {
+        let prefix: PathBuf = comps[..=i].iter().collect();
+        match inroot::resolve_in_root(lower_fd.as_fd(), prefix.as_os_str().as_bytes(), None) {
+            Ok(Resolved::Dir { path, .. }) => resolved = path,
+            Ok(Resolved::Entry { exists: true, .. }) if i + 1 == comps.len() => return Ok(()),
+            Ok(Resolved::Entry { exists: true, .. }) => {
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
+            Ok(Resolved::Entry { exists: false, .. }) | Err(nix::Error::ENOENT) => break,
+            Err(e) => return Err(errno(e)),
+        }
+        existing = i + 1;
+    }
+    if existing == comps.len() {
+        return Ok(());
+    }
+    // The image's directories, mirrored one level at a time with their modes.
+    let names: Vec<&[u8]> = resolved
+        .split(|&b| b == b'/')
+        .filter(|n| !n.is_empty())
+        .collect();
+    for depth in 1..=names.len() {
+        let here = names[..depth].join(&b'/');
+        let st = inroot::open_dir_in_root(lower_fd.as_fd(), &here, inroot::Resolver::Auto)
+            .and_then(|fd| nix::sys::stat::fstat(&fd))
+            .map_err(errno)?;
+        let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
+        let mut mkdir = |d: std::os::fd::BorrowedFd<'_>, n: &std::ffi::OsStr| {
+            nix::sys::stat::mkdirat(d, n, mode)
+        };
+        inroot::mkdir_all_in_root(upper_fd.as_fd(), &here, &mut mkdir).map_err(errno)?;
+    }
+    let mut rest = resolved;
+    for c in &comps[existing..] {
+        rest.push(b'/');
+        rest.extend_from_slice(c.as_bytes());
+    }
+    open_in_root(
+        upper,
+        Path::new(std::ffi::OsStr::from_bytes(&rest)),
+        OFlag::O_PATH,
+        Some(CreateOn {
+            kind,
+            mount: Path::new("/"),
+        }),
+    )
+    .map(drop)
 }
 
 impl Sys for LinuxSys {
@@ -327,72 +465,10 @@ impl Sys for LinuxSys {
         &self,
         root: &Path,
         rel: &Path,
-        create: Option<TargetKind>,
+        create: Option<CreateOn<'_>>,
     ) -> io::Result<Option<PathBuf>> {
-        let root_fd = Self::open_root(root)?;
-        let rel = rel.strip_prefix("/").unwrap_or(rel);
-        if rel.as_os_str().is_empty() {
-            let p = fd_path(&root_fd);
-            self.held.borrow_mut().push(root_fd);
-            return Ok(Some(p));
-        }
-        match Self::open_in(&root_fd, rel, OFlag::O_PATH) {
-            Ok(fd) => {
-                let p = fd_path(&fd);
-                self.held.borrow_mut().push(fd);
-                return Ok(Some(p));
-            }
-            Err(nix::Error::ENOENT) if create.is_some() => {}
-            Err(nix::Error::ENOENT) => return Ok(None),
-            Err(e) => return Err(errno(e)),
-        }
-        let Some(kind) = create else { return Ok(None) };
-        // Walk the components, creating what is missing. Every prefix is resolved from the
-        // container root with RESOLVE_IN_ROOT, so `..` and symlinks in the image (absolute
-        // ones included) stay confined to it and resolve as they will inside the container.
-        let comps: Vec<_> = rel.components().collect();
-        let mut prefix = PathBuf::new();
-        let mut last_fd = None;
-        for (i, comp) in comps.iter().enumerate() {
-            let parent = prefix.clone();
-            prefix.push(comp.as_os_str());
-            match Self::open_in(&root_fd, &prefix, OFlag::O_PATH) {
-                Ok(fd) => {
-                    last_fd = Some(fd);
-                    continue;
-                }
-                Err(nix::Error::ENOENT) => {}
-                Err(e) => return Err(errno(e)),
-            }
-            let parent_fd = if parent.as_os_str().is_empty() {
-                Self::open_root(root)?
-            } else {
-                Self::open_in(&root_fd, &parent, OFlag::O_PATH | OFlag::O_DIRECTORY)
-                    .map_err(errno)?
-            };
-            let name = Path::new(comp.as_os_str());
-            if i + 1 == comps.len() && kind != TargetKind::Dir {
-                match nix::fcntl::openat(
-                    &parent_fd,
-                    name,
-                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o644),
-                ) {
-                    Ok(_) | Err(nix::Error::EEXIST) => {}
-                    Err(e) => return Err(errno(e)),
-                }
-            } else {
-                match nix::sys::stat::mkdirat(&parent_fd, name, Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(nix::Error::EEXIST) => {}
-                    Err(e) => return Err(errno(e)),
-                }
-            }
-            // A dangling symlink in the image makes this fail with ENOENT: reported.
-            last_fd = Some(Self::open_in(&root_fd, &prefix, OFlag::O_PATH).map_err(errno)?);
-        }
-        let fd = match last_fd {
-            Some(fd) => fd,
-            None => Self::open_root(root)?,
+        let Some(fd) = open_in_root(root, rel, OFlag::O_PATH, create)? else {
+            return Ok(None);
         };
         let p = fd_path(&fd);
         self.held.borrow_mut().push(fd);
@@ -406,84 +482,11 @@ impl Sys for LinuxSys {
         rel: &Path,
         kind: TargetKind,
     ) -> io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        let lower_fd = Self::open_root(lower)?;
-        let lower_name = std::fs::read_link(fd_path(&lower_fd))?;
-        let rel = rel.strip_prefix("/").unwrap_or(rel);
-        // The longest prefix that exists in the image, resolved (symlinks followed inside it).
-        let comps: Vec<_> = rel.components().collect();
-        let mut resolved = PathBuf::new();
-        let mut existing = 0;
-        for i in 0..comps.len() {
-            let prefix: PathBuf = comps[..=i].iter().map(|c| c.as_os_str()).collect();
-            match Self::open_in(&lower_fd, &prefix, OFlag::O_PATH) {
-                Ok(fd) => {
-                    let name = std::fs::read_link(fd_path(&fd))?;
-                    resolved = name
-                        .strip_prefix(&lower_name)
-                        .map(Path::to_path_buf)
-                        .unwrap_or_default();
-                    existing = i + 1;
-                }
-                Err(nix::Error::ENOENT) => break,
-                Err(e) => return Err(errno(e)),
-            }
-        }
-        if existing == comps.len() {
-            return Ok(());
-        }
-        // Mirror the existing directories in the upper layer (same modes), then create the
-        // rest.
-        let mut up = upper.to_path_buf();
-        let mut low = lower.to_path_buf();
-        for c in resolved.components() {
-            up.push(c.as_os_str());
-            low.push(c.as_os_str());
-            let mode = std::fs::metadata(&low)
-                .map(|m| m.mode() & 0o7777)
-                .unwrap_or(0o755);
-            match std::fs::DirBuilder::new().mode(mode).create(&up) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-        for (i, c) in comps[existing..].iter().enumerate() {
-            up.push(c.as_os_str());
-            let last = existing + i + 1 == comps.len();
-            let r = if last && kind != TargetKind::Dir {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&up)
-                    .map(|_| ())
-            } else {
-                std::fs::DirBuilder::new().mode(0o755).create(&up)
-            };
-            match r {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        create_in_upper(lower, upper, rel, kind)
     }
 
     fn read_in_root(&self, root: &Path, rel: &Path) -> io::Result<Option<Vec<u8>>> {
-        use std::io::Read;
-        let root_fd = Self::open_root(root)?;
-        let rel = rel.strip_prefix("/").unwrap_or(rel);
-        match Self::open_in(&root_fd, rel, OFlag::O_RDONLY) {
-            Ok(fd) => {
-                let mut f = std::fs::File::from(fd);
-                let mut buf = Vec::new();
-                // Bounded: these are small text files (passwd, group).
-                f.by_ref().take(16 << 20).read_to_end(&mut buf)?;
-                Ok(Some(buf))
-            }
-            Err(nix::Error::ENOENT) => Ok(None),
-            Err(e) => Err(errno(e)),
-        }
+        read_in_root(root, rel)
     }
 
     fn host_source(&self, path: &Path) -> PathBuf {
@@ -601,28 +604,34 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// Records operations instead of performing them; resolution joins paths lexically and
-/// reports targets as existing unless listed in `missing`.
+/// Records operations instead of performing them. Paths inside the container are resolved
+/// by the real resolver in `image`, a real directory standing for the container's root (the
+/// image and its session layer as one tree), so a symlink planted there acts as it would in
+/// a container; the path reported is the root asked for joined with the resolved path.
 #[derive(Debug, Default)]
 pub struct RecordingSys {
     pub calls: RefCell<Vec<Call>>,
     pub mounts: RefCell<Vec<MountCall>>,
-    /// Paths (inside the root) that do not exist in the image.
-    pub missing: Vec<PathBuf>,
-    /// Files inside the root, for `read_in_root`.
-    pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// The real directory standing for the container's root.
+    pub image: PathBuf,
+    /// What bind sources hold: a recorded bind of one of these makes the directories listed
+    /// under its target in `image`, as the mount would show them.
+    pub bind_contents: BTreeMap<PathBuf, Vec<PathBuf>>,
     /// Mount calls whose target ends with one of these fail with EPERM.
     pub fail_mounts: Vec<String>,
-    /// Missing paths created by `create_in_upper` (they then exist).
-    pub created: RefCell<Vec<PathBuf>>,
     /// Process steps that fail with EPERM.
     pub fail_steps: Vec<Call>,
+    /// The real place in `image` of each path `resolve_in_root` reported.
+    resolved: RefCell<BTreeMap<PathBuf, PathBuf>>,
 }
 
 impl RecordingSys {
-    /// A step described in words (resolution creating a missing target).
-    fn log(&self, s: String) {
-        self.record(Call::Note(s));
+    /// A recorder whose container root is the real directory `image`.
+    pub fn new(image: &Path) -> RecordingSys {
+        RecordingSys {
+            image: image.to_path_buf(),
+            ..Default::default()
+        }
     }
 
     fn record(&self, c: Call) {
@@ -675,6 +684,13 @@ impl Sys for RecordingSys {
         if fail {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
+        let bind = flags.contains(MsFlags::MS_BIND) && !flags.contains(MsFlags::MS_REMOUNT);
+        let shown = source.and_then(|s| self.bind_contents.get(s));
+        if let (true, Some(dirs), Some(real)) = (bind, shown, self.resolved.borrow().get(target)) {
+            for d in dirs {
+                std::fs::create_dir_all(real.join(d))?;
+            }
+        }
         Ok(())
     }
 
@@ -718,18 +734,30 @@ impl Sys for RecordingSys {
         &self,
         root: &Path,
         rel: &Path,
-        create: Option<TargetKind>,
+        create: Option<CreateOn<'_>>,
     ) -> io::Result<Option<PathBuf>> {
-        let rel_s = rel.strip_prefix("/").unwrap_or(rel);
-        let missing = self.missing.iter().any(|m| m == rel)
-            && !self.created.borrow().iter().any(|c| c == rel);
-        if missing {
-            match create {
-                Some(k) => self.log(format!("create {:?} {}", k, rel.display())),
-                None => return Ok(None),
-            }
+        let exists = open_in_root(&self.image, rel, OFlag::O_PATH, None)?.is_some();
+        let create = create.filter(|_| !exists);
+        let Some(fd) = open_in_root(&self.image, rel, OFlag::O_PATH, create)? else {
+            return Ok(None);
+        };
+        if let Some(c) = create {
+            self.record(Call::CreateInRoot(c.kind, rel.to_path_buf()));
         }
-        Ok(Some(root.join(rel_s)))
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        let image = std::fs::canonicalize(&self.image)?;
+        let inside = real.strip_prefix(&image).map_err(|_| {
+            io::Error::other(format!(
+                "{} resolved outside the root, to {}",
+                rel.display(),
+                real.display()
+            ))
+        })?;
+        let reported = root.join(inside);
+        self.resolved
+            .borrow_mut()
+            .insert(reported.clone(), real.clone());
+        Ok(Some(reported))
     }
 
     fn create_in_upper(
@@ -744,12 +772,12 @@ impl Sys for RecordingSys {
             rel: rel.to_path_buf(),
             upper: upper.to_path_buf(),
         });
-        self.created.borrow_mut().push(rel.to_path_buf());
-        Ok(())
+        // The image stands for both layers: what the upper layer gets is made in it.
+        create_in_upper(&self.image, &self.image, rel, kind)
     }
 
     fn read_in_root(&self, _root: &Path, rel: &Path) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.files.get(rel).cloned())
+        read_in_root(&self.image, rel)
     }
 
     fn host_source(&self, path: &Path) -> PathBuf {
@@ -777,7 +805,10 @@ impl Sys for RecordingSys {
     }
 
     fn exists(&self, path: &Path) -> bool {
-        !self.missing.iter().any(|m| m == path)
+        matches!(
+            open_in_root(&self.image, path, OFlag::O_PATH, None),
+            Ok(Some(_))
+        )
     }
 
     fn umask(&self, mask: u32) {
