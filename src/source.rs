@@ -15,6 +15,8 @@ use tempfile::TempPath;
 
 use crate::build::convert::{self, Conversion, ConvertError};
 use crate::build::oci::reference::ReferenceError;
+use crate::config::{Config, ContainerKind, PolicyError};
+use crate::image::ImageKind;
 use crate::image::source::{self as local, OpenedImage};
 
 pub use crate::build::oci::Source as OciSource;
@@ -40,6 +42,13 @@ pub enum SourceError {
     NotUtf8(PathBuf),
     #[error(transparent)]
     Local(#[from] local::SourceError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("cannot read image {}: {cause}", path.display())]
+    Stat {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// Whether `arg` names an OCI source rather than a local image.
@@ -90,6 +99,28 @@ pub fn open(arg: &str, conv: &Conversion, cache: bool) -> Result<Opened, SourceE
         image: local::open(path)?,
         remove_after,
     })
+}
+
+/// Refuses an opened image that the administrator's `allow container *` and `limit
+/// container *` directives forbid, checked on its canonical path and its owner, before
+/// anything is mounted.
+pub fn check_policy(cfg: &Config, opened: &OpenedImage) -> Result<(), SourceError> {
+    use std::os::unix::fs::MetadataExt;
+    let path = &opened.path;
+    let stat = |cause| SourceError::Stat {
+        path: path.clone(),
+        cause,
+    };
+    let meta = std::fs::metadata(path).map_err(stat)?;
+    let canonical = std::fs::canonicalize(path).map_err(stat)?;
+    let kind = match opened.kind {
+        ImageKind::Sif => ContainerKind::Sif,
+        ImageKind::Squashfs => ContainerKind::Squashfs,
+        ImageKind::Ext => ContainerKind::Extfs,
+        ImageKind::Sandbox => ContainerKind::Sandbox,
+    };
+    cfg.allows_container_path(&canonical, kind, meta.uid(), meta.gid())?;
+    Ok(())
 }
 
 #[cfg(test)]

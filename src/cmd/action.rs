@@ -1,29 +1,24 @@
-//! `exec`, `run`, `shell`, `test`: resolve the image, gather host facts, plan, launch.
+//! `exec`, `run`, `shell`, `test`: the flags become typed launch options; the image is
+//! opened, checked against the policy and the execution control list, and started.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::{Context, registry_access};
 use crate::build::convert::Conversion;
 use crate::cli::action::ActionArgs;
-use crate::config::{Config, ContainerKind, SystemPaths};
-use crate::image::ImageKind;
-use crate::image::sif::SifImage;
-use crate::image::source::OpenedImage;
+use crate::config::{Config, SystemPaths};
 use crate::launch::binds::BindSpec;
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
 use crate::launch::options::{HomeSpec, NoMount, Options, Unavailable};
-use crate::launch::plan::{Action, IdMapPlan, MountSource, Plan, RootSource};
-use crate::launch::planner::{self, HostFacts, LaunchPolicy, LiveHost, Request};
-use crate::launch::process::{self, Launch, Outcome};
-use crate::launch::sys::LinuxSys;
+use crate::launch::plan::{Action, IdMapPlan};
+use crate::launch::planner::{LaunchPolicy, Request};
+use crate::launch::start::start;
 use crate::sign::ecl;
 use crate::source;
-use sifr_fuse::ImageSource;
 
 /// Loads the system configuration (sifr.conf next to the install, or `-c FILE`).
 pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
@@ -31,29 +26,6 @@ pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
     let cfg = Config::load(&paths, ctx.global.config.as_deref())?;
     cfg.log_debug();
     Ok(cfg)
-}
-
-/// Refuses what the administrator forbids before anything is mounted.
-fn enforce_image_policy(cfg: &Config, kind: ImageKind, path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if !cfg.allow_user_ns {
-        bail!(
-            "sifr needs user namespaces, which the administrator disabled (sifr.conf: allow \
-             user ns = no)"
-        );
-    }
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    let canonical = std::fs::canonicalize(path)
-        .with_context(|| format!("cannot resolve image path {}", path.display()))?;
-    let ckind = match kind {
-        ImageKind::Sif => ContainerKind::Sif,
-        ImageKind::Squashfs => ContainerKind::Squashfs,
-        ImageKind::Ext => ContainerKind::Extfs,
-        ImageKind::Sandbox => ContainerKind::Sandbox,
-    };
-    cfg.allows_container_path(&canonical, ckind, meta.uid(), meta.gid())?;
-    Ok(())
 }
 
 /// Runs an action and returns sifr's exit status.
@@ -78,84 +50,44 @@ pub fn run_action(
         image: opened,
         remove_after: _remove_after,
     } = source::open(image_arg, &conv, !flags.disable_cache)?;
-    enforce_image_policy(&cfg, opened.kind, &opened.path)?;
+    source::check_policy(&cfg, &opened)?;
     let opened = ecl::enforce(&SystemPaths::detect()?, opened)?;
-    let OpenedImage {
-        path: image_display,
-        root,
-        sif,
-        file,
-        pinned,
-        ..
-    } = opened;
-    // What the FUSE driver serves: the verified bytes when the list governs the image.
-    let image: Option<Arc<dyn ImageSource>> = match pinned {
-        Some(p) => Some(p),
-        None => sif
-            .and_then(SifImage::into_file)
-            .or(file)
-            .map(|f| Arc::new(f) as Arc<dyn ImageSource>),
-    };
     let user = HostUser::current()?;
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let host = HostFacts {
-        user: user.clone(),
-        cwd,
-        env: std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect(),
-        umask: current_umask(),
-        mountpoints: host_mountpoints(),
-    };
-    let mut env_files = Vec::new();
-    for f in &flags.env_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read --env-file {}", f.display()))?;
-        env_files.push((f.display().to_string(), text));
-    }
-    let writable = flags.writable;
     let (ids, emulation) = if flags.fakeroot {
         let (ids, em) = idplan::fakeroot(&user, flags.ignore_subuid);
         (ids, Some(em))
     } else {
         (IdMapPlan::single(user.uid, user.gid), None)
     };
-    let opts = launch_options(&flags)?;
     let req = Request {
         action,
         args,
-        opts,
+        opts: launch_options(&flags)?,
         shell,
-        image_display,
-        root,
-        env_files,
+        image_display: opened.path.clone(),
+        root: opened.root.clone(),
+        env_files: read_env_files(&flags.env_file)?,
         ids,
         emulation,
     };
-    let mut plan = planner::plan(&req, &LaunchPolicy::from(&cfg), &host, &LiveHost)?;
-    for d in &plan.host_dirs {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(d)
-            .with_context(|| format!("cannot create {} in the --workdir", d.display()))?;
-    }
-    canonicalize_sources(&mut plan);
-    for w in &plan.warnings {
-        log::warn!("{w}");
-    }
-    log::debug!("launch plan: {plan:#?}");
-    let sys = LinuxSys::new();
-    let outcome = process::run(Launch {
-        plan,
-        sys,
-        user,
-        mounter: Box::new(Mounter { writable, image }),
-        write_maps: Box::new(idplan::write_maps),
-        explain_userns: Box::new(idplan::explain_userns),
-    })?;
-    Ok(exit_status(outcome))
+    let mounter = Mounter {
+        writable: flags.writable,
+        image: opened.into_served(),
+    };
+    let outcome = start(&req, &LaunchPolicy::from(&cfg), user, mounter)?;
+    Ok(outcome.exit_status())
+}
+
+/// The `--env-file` files, read: (name, contents).
+fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --env-file {}", f.display()))?;
+            Ok((f.display().to_string(), text))
+        })
+        .collect()
 }
 
 /// Translates the action flags into the launch's typed options: composite flags expanded
@@ -220,78 +152,6 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             sharens: f.sharens,
         },
     })
-}
-
-/// Replaces every host path the plan mounts by its canonical form: the supervisor reaches
-/// host paths under its own root, where an absolute symlink would resolve wrongly.
-fn canonicalize_sources(plan: &mut Plan) {
-    for m in &mut plan.mounts {
-        if let MountSource::Host(p) = &mut m.source
-            && let Ok(c) = std::fs::canonicalize(&*p)
-        {
-            *p = c;
-        }
-    }
-    if let RootSource::Directory { path } = &mut plan.root
-        && let Ok(c) = std::fs::canonicalize(&*path)
-    {
-        *path = c;
-    }
-}
-
-fn current_umask() -> u32 {
-    use nix::sys::stat::{Mode, umask};
-    let old = umask(Mode::from_bits_truncate(0o022));
-    umask(old);
-    old.bits()
-}
-
-fn host_mountpoints() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|s| {
-            s.lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// sifr's exit status for the payload's outcome. A payload killed by signal N makes sifr
-/// exit with 128+N after re-raising N on itself, so a calling shell sees the same death.
-pub fn exit_status(outcome: Outcome) -> i32 {
-    match outcome {
-        Outcome::Exited(code) => code,
-        Outcome::Signaled(sig) => {
-            if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-                use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, sigprocmask};
-                // Core dumps would be sifr's, not the payload's: only re-raise signals whose
-                // default action does not dump core.
-                let dumps = matches!(
-                    s,
-                    nix::sys::signal::Signal::SIGQUIT
-                        | nix::sys::signal::Signal::SIGILL
-                        | nix::sys::signal::Signal::SIGABRT
-                        | nix::sys::signal::Signal::SIGFPE
-                        | nix::sys::signal::Signal::SIGSEGV
-                        | nix::sys::signal::Signal::SIGBUS
-                        | nix::sys::signal::Signal::SIGSYS
-                        | nix::sys::signal::Signal::SIGTRAP
-                        | nix::sys::signal::Signal::SIGXCPU
-                        | nix::sys::signal::Signal::SIGXFSZ
-                );
-                if !dumps {
-                    // SAFETY: restoring the default action installs no handler code.
-                    let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };
-                    let mut set = SigSet::empty();
-                    set.add(s);
-                    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
-                    let _ = nix::sys::signal::raise(s);
-                }
-            }
-            128 + sig
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,22 @@ pub struct OpenedImage {
     pub pinned: Option<Arc<PinnedFile>>,
 }
 
+impl OpenedImage {
+    /// What the FUSE driver serves for this image: the verified bytes when the execution
+    /// control list governs it, else the SIF's or image's file; `None` for a sandbox
+    /// directory.
+    pub fn into_served(self) -> Option<Arc<dyn sifr_fuse::ImageSource>> {
+        match self.pinned {
+            Some(p) => Some(p),
+            None => self
+                .sif
+                .and_then(SifImage::into_file)
+                .or(self.file)
+                .map(|f| Arc::new(f) as Arc<dyn sifr_fuse::ImageSource>),
+        }
+    }
+}
+
 /// An image that cannot be opened or run.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

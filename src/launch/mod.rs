@@ -2,15 +2,20 @@
 //!
 //! - `binds`, `environ`, `shenv`, `identity`: parsing and computing, no system calls.
 //! - `options`: what the user asked for, typed; `plan`, `planner`: the `Plan` value and how
-//!   it is derived.
+//!   it is derived; `host`: what the planner reads from the host, and the host preparation
+//!   a plan asks for.
 //! - `sys`: the seam to the kernel; `rootfs`: the mount sequence inside the container.
 //! - `action`: the payload's argv; `security`: the last steps before execve.
 //! - `process`: the process tree (sifr, supervisor, payload) and signals.
 //! - `mounter`: mounting the image itself; `msg`: the messages that cross fork.
+//! - `start`: the whole start as one call (plan, prepare, run), for the verbs.
+//!
+//! docs/architecture.md draws the road from the command line to execve through these.
 
 pub mod action;
 pub mod binds;
 pub mod environ;
+pub mod host;
 pub mod identity;
 pub mod idplan;
 pub mod mounter;
@@ -23,5 +28,6 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 pub mod shenv;
+pub mod start;
 pub mod sys;
 pub mod userns;

@@ -247,3 +247,47 @@ pub struct Plan {
     /// Messages to show before starting (one line each).
     pub warnings: Vec<String>,
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A plan for tests: `true` run in a read-only sandbox `/sb` with nothing mounted, as
+    /// uid/gid 1000, in /work.
+    pub(crate) fn minimal() -> Plan {
+        Plan {
+            image_display: "/i.sif".into(),
+            root: RootSource::Directory { path: "/sb".into() },
+            layer: RootLayer::Direct,
+            writable: false,
+            ids: IdMapPlan::single(1000, 1000),
+            namespaces: NamespacePlan::default(),
+            session: SessionPlan {
+                size_mb: 64,
+                fstype: MemoryFs::Tmpfs,
+            },
+            mounts: vec![],
+            process: ProcessPlan {
+                action: Action::Exec,
+                args: vec!["true".into()],
+                env: vec![],
+                inject: vec![],
+                evaluate: true,
+                cwd: "/work".into(),
+                cwd_required: false,
+                home: "/home/u".into(),
+                umask: Some(0o022),
+                app: None,
+                shell: None,
+            },
+            security: SecurityPlan {
+                no_new_privs: true,
+                keep_userns_caps: false,
+                emulate_root: false,
+                mknod_noop: false,
+            },
+            host_dirs: vec![],
+            warnings: vec![],
+        }
+    }
+}

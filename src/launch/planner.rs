@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::binds::{BindError, BindSpec};
 use super::environ::{self, EnvError, EnvInputs};
-use super::identity::HostUser;
+pub use super::host::{HostFacts, HostProbe, LiveHost};
 use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
 use super::seccomp::Emulation;
@@ -45,6 +45,8 @@ pub struct LaunchPolicy {
     pub allow_ipc_ns: bool,
     pub allow_uts_ns: bool,
     pub allow_net_ns: bool,
+    /// `allow user ns`: sifr cannot run a container without one.
+    pub allow_user_ns: bool,
 }
 
 impl Default for LaunchPolicy {
@@ -87,39 +89,8 @@ impl From<&Config> for LaunchPolicy {
             allow_ipc_ns: c.allow_ipc_ns,
             allow_uts_ns: c.allow_uts_ns,
             allow_net_ns: true,
+            allow_user_ns: c.allow_user_ns,
         }
-    }
-}
-
-/// Facts about the host, gathered by the caller.
-#[derive(Debug, Clone)]
-pub struct HostFacts {
-    pub user: HostUser,
-    pub cwd: PathBuf,
-    pub env: Vec<(String, String)>,
-    pub umask: u32,
-    /// Host mount points (for `mount hostfs`).
-    pub mountpoints: Vec<PathBuf>,
-}
-
-/// The questions the planner asks about host paths. [`LiveHost`] asks the filesystem; tests
-/// describe a host.
-pub trait HostProbe {
-    fn exists(&self, p: &Path) -> bool;
-    /// Whether `p` is a directory (following symbolic links, as a bind does).
-    fn is_dir(&self, p: &Path) -> bool;
-}
-
-/// The real host, through `stat`.
-pub struct LiveHost;
-
-impl HostProbe for LiveHost {
-    fn exists(&self, p: &Path) -> bool {
-        p.exists()
-    }
-
-    fn is_dir(&self, p: &Path) -> bool {
-        p.is_dir()
     }
 }
 
@@ -167,6 +138,10 @@ pub enum PlanError {
     WritableImage(PathBuf),
     #[error("{0} is disabled by the administrator (sifr.conf: enable overlay = no)")]
     OverlayDisabled(&'static str),
+    #[error(
+        "sifr needs user namespaces, which the administrator disabled (sifr.conf: allow user ns = no)"
+    )]
+    UserNsDisabled,
     #[error("the {ns} namespace is disabled by the administrator (sifr.conf: allow {ns} ns = no)")]
     NamespaceDisabled { ns: &'static str },
     #[error(
@@ -299,6 +274,9 @@ fn namespaces(
     policy: &LaunchPolicy,
     fakeroot_uid0: bool,
 ) -> Result<NamespacePlan, PlanError> {
+    if !policy.allow_user_ns {
+        return Err(PlanError::UserNsDisabled);
+    }
     if o.pid && !policy.allow_pid_ns {
         return Err(PlanError::NamespaceDisabled { ns: "pid" });
     }
@@ -827,6 +805,7 @@ fn workdir_dirs(o: &Options, mounts: &[MountOp]) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launch::identity::HostUser;
     use crate::launch::options::HomeSpec;
 
     fn host() -> HostFacts {
@@ -1138,6 +1117,13 @@ mod tests {
         };
         let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
         assert_eq!(p.layer, RootLayer::Direct);
+        // allow user ns = no: nothing can start.
+        let policy = LaunchPolicy {
+            allow_user_ns: false,
+            ..Default::default()
+        };
+        let e = plan(&req(Options::default()), &policy, &host()).expect_err("refused");
+        assert!(e.to_string().contains("allow user ns = no"), "{e}");
     }
 
     #[test]

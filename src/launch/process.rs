@@ -238,6 +238,45 @@ pub enum Outcome {
     Signaled(i32),
 }
 
+impl Outcome {
+    /// sifr's exit status for the payload's outcome. A payload killed by signal N makes sifr
+    /// exit with 128+N after re-raising N on itself, so a calling shell sees the same death.
+    pub fn exit_status(self) -> i32 {
+        match self {
+            Outcome::Exited(code) => code,
+            Outcome::Signaled(sig) => {
+                if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, sigprocmask};
+                    // Core dumps would be sifr's, not the payload's: only re-raise signals whose
+                    // default action does not dump core.
+                    let dumps = matches!(
+                        s,
+                        nix::sys::signal::Signal::SIGQUIT
+                            | nix::sys::signal::Signal::SIGILL
+                            | nix::sys::signal::Signal::SIGABRT
+                            | nix::sys::signal::Signal::SIGFPE
+                            | nix::sys::signal::Signal::SIGSEGV
+                            | nix::sys::signal::Signal::SIGBUS
+                            | nix::sys::signal::Signal::SIGSYS
+                            | nix::sys::signal::Signal::SIGTRAP
+                            | nix::sys::signal::Signal::SIGXCPU
+                            | nix::sys::signal::Signal::SIGXFSZ
+                    );
+                    if !dumps {
+                        // SAFETY: restoring the default action installs no handler code.
+                        let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };
+                        let mut set = SigSet::empty();
+                        set.add(s);
+                        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+                        let _ = nix::sys::signal::raise(s);
+                    }
+                }
+                128 + sig
+            }
+        }
+    }
+}
+
 /// Runs the container; returns the payload's outcome.
 pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
     let Launch {
@@ -946,16 +985,8 @@ mod tests {
 
     fn plan(namespaces: NamespacePlan, security: SecurityPlan) -> Plan {
         Plan {
-            image_display: "/i.sif".into(),
-            root: RootSource::Directory { path: "/sb".into() },
-            layer: RootLayer::Direct,
-            writable: false,
-            ids: IdMapPlan::single(1000, 1000),
             namespaces,
-            session: SessionPlan {
-                size_mb: 64,
-                fstype: MemoryFs::Tmpfs,
-            },
+            security,
             mounts: vec![MountOp {
                 source: MountSource::Host("/proc".into()),
                 dest: "/proc".into(),
@@ -966,22 +997,7 @@ mod tests {
                 optional: false,
                 why: "/proc",
             }],
-            process: ProcessPlan {
-                action: Action::Exec,
-                args: vec!["true".into()],
-                env: vec![],
-                inject: vec![],
-                evaluate: true,
-                cwd: "/work".into(),
-                cwd_required: false,
-                home: "/home/u".into(),
-                umask: Some(0o022),
-                app: None,
-                shell: None,
-            },
-            security,
-            host_dirs: vec![],
-            warnings: vec![],
+            ..crate::launch::plan::tests::minimal()
         }
     }
 

@@ -1,0 +1,195 @@
+//! The host side of a launch, kept out of the pure planner: the facts it reads about the
+//! calling process ([`HostFacts`]), the questions it asks about host paths ([`HostProbe`]),
+//! and [`prepare`], the one step that changes the host for a plan before the process tree
+//! starts (directories under `--workdir`, bind sources in canonical form).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::identity::HostUser;
+use super::plan::{MountSource, Plan, RootSource};
+
+/// Facts about the calling process and its host, read once before planning.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub user: HostUser,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub umask: u32,
+    /// Host mount points (for `mount hostfs`).
+    pub mountpoints: Vec<PathBuf>,
+}
+
+impl HostFacts {
+    /// The facts of this process: its working directory (`/` when it was deleted), its
+    /// environment (variables that are not UTF-8 are left out), umask and the host's mount
+    /// points.
+    pub fn current(user: HostUser) -> HostFacts {
+        HostFacts {
+            user,
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            umask: current_umask(),
+            mountpoints: mountpoints(),
+        }
+    }
+}
+
+/// The questions the planner asks about host paths. [`LiveHost`] asks the filesystem; tests
+/// describe a host.
+pub trait HostProbe {
+    fn exists(&self, p: &Path) -> bool;
+    /// Whether `p` is a directory (following symbolic links, as a bind does).
+    fn is_dir(&self, p: &Path) -> bool;
+}
+
+/// The real host, through `stat`.
+pub struct LiveHost;
+
+impl HostProbe for LiveHost {
+    fn exists(&self, p: &Path) -> bool {
+        p.exists()
+    }
+
+    fn is_dir(&self, p: &Path) -> bool {
+        p.is_dir()
+    }
+}
+
+/// Why the host could not be prepared for a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot create {} in the --workdir: {cause}", path.display())]
+    Workdir { path: PathBuf, cause: io::Error },
+}
+
+/// Prepares the host for `plan`: creates the directories it keeps under `--workdir` (mode
+/// 0700, as Apptainer's), then replaces every host path it mounts, and a sandbox root, by
+/// its canonical form, because the supervisor reaches host paths under its own root, where
+/// an absolute symlink would resolve wrongly. Paths that cannot be resolved are left as they
+/// are (the mount then fails, or is skipped when optional, with the path named).
+pub fn prepare(plan: &mut Plan) -> Result<(), HostError> {
+    use std::os::unix::fs::DirBuilderExt;
+    for d in &plan.host_dirs {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+            .map_err(|cause| HostError::Workdir {
+                path: d.clone(),
+                cause,
+            })?;
+    }
+    for m in &mut plan.mounts {
+        if let MountSource::Host(p) = &mut m.source
+            && let Ok(c) = std::fs::canonicalize(&*p)
+        {
+            *p = c;
+        }
+    }
+    if let RootSource::Directory { path } = &mut plan.root
+        && let Ok(c) = std::fs::canonicalize(&*path)
+    {
+        *path = c;
+    }
+    Ok(())
+}
+
+fn current_umask() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o022));
+    umask(old);
+    old.bits()
+}
+
+/// The mount points of this process's mount namespace (field 5 of mountinfo).
+fn mountpoints() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::plan::{MountOp, TargetKind};
+
+    #[test]
+    fn test_prepare_creates_workdir_dirs_and_canonicalizes() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, t.path().join("link")).expect("ln");
+        let mut plan = Plan {
+            root: RootSource::Directory {
+                path: t.path().join("link"),
+            },
+            mounts: vec![
+                MountOp {
+                    source: MountSource::Host(t.path().join("link")),
+                    dest: "/data".into(),
+                    target: TargetKind::Dir,
+                    readonly: false,
+                    recursive: true,
+                    allow_dev: false,
+                    optional: false,
+                    why: "user bind",
+                },
+                MountOp {
+                    source: MountSource::Host(t.path().join("absent")),
+                    dest: "/absent".into(),
+                    target: TargetKind::Dir,
+                    readonly: false,
+                    recursive: true,
+                    allow_dev: false,
+                    optional: true,
+                    why: "user bind",
+                },
+            ],
+            host_dirs: vec![t.path().join("work/tmp")],
+            ..crate::launch::plan::tests::minimal()
+        };
+        prepare(&mut plan).expect("prepare");
+        let real = std::fs::canonicalize(&real).expect("canon");
+        assert_eq!(plan.mounts[0].source, MountSource::Host(real.clone()));
+        assert_eq!(
+            plan.mounts[1].source,
+            MountSource::Host(t.path().join("absent"))
+        );
+        assert_eq!(plan.root, RootSource::Directory { path: real });
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(t.path().join("work/tmp"))
+            .expect("made")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // A workdir that cannot be created names the path.
+        std::fs::write(t.path().join("file"), b"").expect("write");
+        plan.host_dirs = vec![t.path().join("file/tmp")];
+        let e = prepare(&mut plan).expect_err("not a directory");
+        assert!(e.to_string().contains("file/tmp"), "{e}");
+    }
+
+    #[test]
+    fn test_current_facts() {
+        let f = HostFacts::current(HostUser {
+            uid: 1,
+            gid: 1,
+            name: "u".into(),
+            gecos: String::new(),
+            home: "/h".into(),
+            shell: "/bin/sh".into(),
+            groups: vec![],
+        });
+        assert!(f.cwd.is_absolute());
+        assert!(f.mountpoints.contains(&PathBuf::from("/")));
+        assert!(f.umask <= 0o777);
+    }
+}

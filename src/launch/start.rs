@@ -1,0 +1,51 @@
+//! A container start as one call, for the verbs: plan the request against this host (pure),
+//! prepare the host for the plan, then run the process tree (sifr, supervisor, payload)
+//! with the real kernel behind the seam, and report how the payload ended.
+
+use super::host::{self, HostError, HostFacts, LiveHost};
+use super::identity::HostUser;
+use super::idplan;
+use super::mounter::Mounter;
+use super::planner::{self, LaunchPolicy, PlanError, Request};
+use super::process::{self, Launch, LaunchError, Outcome};
+use super::sys::LinuxSys;
+
+/// Why a container could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+}
+
+/// Starts the container `req` describes, as `user`, under `policy`, with `mounter` serving
+/// the image; returns when the payload has ended. The plan's warnings are logged (one line
+/// each) before anything starts.
+pub fn start(
+    req: &Request,
+    policy: &LaunchPolicy,
+    user: HostUser,
+    mounter: Mounter,
+) -> Result<Outcome, StartError> {
+    // 1. Plan: every decision, from the request, the policy and the host's answers.
+    let facts = HostFacts::current(user.clone());
+    let mut plan = planner::plan(req, policy, &facts, &LiveHost)?;
+    // 2. The host changes the plan asks for (directories under --workdir, canonical paths).
+    host::prepare(&mut plan)?;
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
+    log::debug!("launch plan: {plan:#?}");
+    // 3. The process tree, against the kernel.
+    Ok(process::run(Launch {
+        plan,
+        sys: LinuxSys::new(),
+        user,
+        mounter: Box::new(mounter),
+        write_maps: Box::new(idplan::write_maps),
+        explain_userns: Box::new(idplan::explain_userns),
+    })?)
+}
