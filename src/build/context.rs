@@ -8,6 +8,7 @@ use super::oci::RegistryAccess;
 use super::workdir;
 use crate::launch::idplan;
 use crate::launch::plan::IdMapPlan;
+use crate::launch::sys::LinuxSys;
 use crate::launch::userns::run_as_fakeroot;
 
 /// Settings shared by the build steps.
@@ -27,10 +28,15 @@ impl Build {
         if workdir::interrupted() {
             bail!("build interrupted");
         }
-        let r = run_as_fakeroot(&self.ids, &idplan::write_maps, move || {
-            workdir::exit_on_interrupt();
-            work()
-        });
+        let r = run_as_fakeroot(
+            &LinuxSys::new(),
+            &self.ids,
+            &idplan::write_maps,
+            move || {
+                workdir::exit_on_interrupt();
+                work()
+            },
+        );
         if workdir::interrupted() {
             bail!("build interrupted");
         }

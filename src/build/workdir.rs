@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::launch::idplan;
 use crate::launch::plan::IdMapPlan;
+use crate::launch::sys::LinuxSys;
 use crate::launch::userns::run_as_fakeroot;
 
 /// Set by SIGINT/SIGTERM/SIGHUP while a build runs.
@@ -181,7 +182,7 @@ impl BuildDir {
             Ok(()) => return Ok(()),
             Err(e) => log::debug!("removing {} as the user: {e}", p.display()),
         }
-        run_as_fakeroot(ids, &idplan::write_maps, move || {
+        run_as_fakeroot(&LinuxSys::new(), ids, &idplan::write_maps, move || {
             remove_all(&p).map_err(|e| format!("cannot remove {}: {e}", p.display()))
         })
         .map_err(|e| e.0)

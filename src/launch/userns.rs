@@ -13,6 +13,7 @@ use nix::unistd::{ForkResult, fork};
 
 use super::msg::ChildMsg;
 use super::plan::IdMapPlan;
+use super::sys::Sys;
 
 /// A failure of the work or of the namespace set-up.
 #[derive(Debug, thiserror::Error)]
@@ -20,10 +21,12 @@ use super::plan::IdMapPlan;
 pub struct UsernsError(pub String);
 
 /// Runs `work` as uid 0 of a new user namespace mapped by `ids` (with its own mount
-/// namespace), in a child process; `write_maps` applies the maps from this process.
+/// namespace), in a child process; `write_maps` applies the maps from this process. The
+/// child's namespace step goes through `sys` (the kernel's: `LinuxSys`).
 ///
 /// Must be called while the process is single-threaded (it forks).
 pub fn run_as_fakeroot<F>(
+    sys: &dyn Sys,
     ids: &IdMapPlan,
     write_maps: &dyn Fn(nix::unistd::Pid, &IdMapPlan) -> Result<(), String>,
     work: F,
@@ -52,9 +55,11 @@ where
             if !super::security::die_with_parent(parent) {
                 fail("the caller exited before the fakeroot work started".into());
             }
-            if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-            {
-                fail(format!("cannot create a user namespace: {e}"));
+            if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+                fail(format!(
+                    "cannot create a user namespace: {}",
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+                ));
             }
             ChildMsg::UsernsReady.send(&ready_w);
             drop(ready_w);
@@ -108,6 +113,7 @@ where
 mod tests {
     use super::*;
     use crate::launch::process::write_single_maps;
+    use crate::launch::sys::{Call, LinuxSys, RecordingSys};
     use std::os::unix::fs::MetadataExt;
 
     /// The identity map of this user as root of the namespace.
@@ -141,7 +147,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let f = dir.path().join("made-as-root");
         let f2 = f.clone();
-        let r = run_as_fakeroot(&ids, &write_single_maps, move || {
+        let r = run_as_fakeroot(&LinuxSys::new(), &ids, &write_single_maps, move || {
             // SAFETY: these getters cannot fail.
             let ids = unsafe {
                 [
@@ -179,8 +185,30 @@ mod tests {
             Err(e) => panic!("{e}"),
         }
         // The work's error comes back as it was, word for word.
-        let err = run_as_fakeroot(&ids, &write_single_maps, || Err("work failed: x".into()))
-            .expect_err("fails");
+        let err = run_as_fakeroot(&LinuxSys::new(), &ids, &write_single_maps, || {
+            Err("work failed: x".into())
+        })
+        .expect_err("fails");
         assert_eq!(err.0, "work failed: x");
+    }
+
+    /// The namespace step goes through the seam: a refused unshare is reported in nix's
+    /// words, the maps are never written and the work never runs.
+    #[test]
+    fn test_refused_namespace_stops_before_the_work() {
+        let (ids, _, _) = single_map();
+        let mut sys = RecordingSys::default();
+        sys.fail_steps = vec![Call::Unshare(
+            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
+        )];
+        let maps = |_: nix::unistd::Pid, _: &IdMapPlan| -> Result<(), String> {
+            Err("the maps were written".into())
+        };
+        let err =
+            run_as_fakeroot(&sys, &ids, &maps, || Err("the work ran".into())).expect_err("refused");
+        assert_eq!(
+            err.0,
+            "cannot create a user namespace: EPERM: Operation not permitted"
+        );
     }
 }
