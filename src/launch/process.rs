@@ -677,7 +677,7 @@ fn create_ephemeral_mountpoints<S: Sys>(
             continue;
         }
         let parent = op.dest.parent().unwrap_or(Path::new("/"));
-        let Ok(Some(dir)) = sys.resolve_in_root(&layout.rootfs(), parent, None) else {
+        let Ok(Some(dir)) = sys.path_in_root(&layout.rootfs(), parent, None) else {
             continue;
         };
         let Some(name) = op.dest.file_name() else {

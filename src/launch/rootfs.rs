@@ -206,7 +206,7 @@ fn mount_overlay(
                 continue;
             }
             let exists = sys
-                .resolve_in_root(&layout.rootfs(), &op.dest, None)
+                .path_in_root(&layout.rootfs(), &op.dest, None)
                 .map_err(|err| RootfsError::Create {
                     what: "mount point",
                     path: op.dest.clone(),
@@ -336,7 +336,7 @@ fn bind(
     }
     sys.mount(Some(source), target, None, flags, None)?;
     let mounted = sys
-        .resolve_in_root(root, &op.dest, None)?
+        .path_in_root(root, &op.dest, None)?
         .unwrap_or_else(|| target.to_path_buf());
     if op.recursive {
         // Restrict the whole tree, submounts included (a plain remount only reaches the top).
@@ -386,7 +386,7 @@ fn parent_required_and_present(
     }
     let parent = op.dest.parent().unwrap_or(Path::new("/"));
     Ok(sys
-        .resolve_in_root(root, parent, None)
+        .path_in_root(root, parent, None)
         .map_err(|err| RootfsError::Create {
             what: "mount point",
             path: op.dest.clone(),
@@ -424,7 +424,7 @@ fn mount_one(
         mount,
     });
     let target = sys
-        .resolve_in_root(root, &op.dest, create)
+        .path_in_root(root, &op.dest, create)
         .map_err(|err| RootfsError::Create {
             what: "mount point",
             path: op.dest.clone(),
@@ -549,7 +549,7 @@ fn minimal_dev(
     )?;
     // Reach the new tmpfs (see `bind` on why the mount point's name does not).
     let target = sys
-        .resolve_in_root(root, dest, None)?
+        .path_in_root(root, dest, None)?
         .unwrap_or_else(|| mountpoint.to_path_buf());
     let target = target.as_path();
     // Device nodes cannot be created in a user namespace: bind the host's.

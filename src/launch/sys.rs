@@ -116,7 +116,7 @@ impl std::fmt::Display for Call {
     }
 }
 
-/// Where [`Sys::resolve_in_root`] may create a missing target.
+/// Where [`Sys::path_in_root`] may create a missing target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreateOn<'a> {
     pub kind: TargetKind,
@@ -149,11 +149,11 @@ pub trait Sys {
     fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> io::Result<()>;
     /// Creates a symlink at an absolute path outside the container (minimal /dev).
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
-    /// Resolves `rel` inside `root` as if `root` were `/`, and returns a path that names the
-    /// result for mount(2). With `create`, missing components are created (directories, and
+    /// Resolves `rel` inside `root` as if `root` were `/` (through `image::inroot`, the one
+    /// resolver), and returns a path that names the result for mount(2). With `create`, missing components are created (directories, and
     /// the last one as the given kind), only on the mount `create` names; without it a
     /// missing target gives `Ok(None)`.
-    fn resolve_in_root(
+    fn path_in_root(
         &self,
         root: &Path,
         rel: &Path,
@@ -461,7 +461,7 @@ impl Sys for LinuxSys {
         std::os::unix::fs::symlink(target, link)
     }
 
-    fn resolve_in_root(
+    fn path_in_root(
         &self,
         root: &Path,
         rel: &Path,
@@ -621,7 +621,7 @@ pub struct RecordingSys {
     pub fail_mounts: Vec<String>,
     /// Process steps that fail with EPERM.
     pub fail_steps: Vec<Call>,
-    /// The real place in `image` of each path `resolve_in_root` reported.
+    /// The real place in `image` of each path `path_in_root` reported.
     resolved: RefCell<BTreeMap<PathBuf, PathBuf>>,
 }
 
@@ -730,7 +730,7 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn resolve_in_root(
+    fn path_in_root(
         &self,
         root: &Path,
         rel: &Path,
