@@ -130,7 +130,9 @@ fn test_bind_under_absolute_symlink_to_host_dir_stays_inside() {
 
 /// A writable sandbox has no session layer: missing mount points are created in the image
 /// itself, through its symlinks, and must land inside it. (`--no-mount tmp`: the image's
-/// `<outside>` is under /tmp, which would otherwise be the host's; see the next test.)
+/// `<outside>` is under /tmp, which would otherwise be the host's; see the next test.) The
+/// mount is the home directory (`-H`): a missing *user bind* destination is an error with
+/// `--writable`, as in Apptainer (tests/e2e_binds.rs).
 #[test]
 fn test_writable_sandbox_creates_mount_points_inside_the_image() {
     require_unprivileged();
@@ -152,7 +154,7 @@ fn test_writable_sandbox_creates_mount_points_inside_the_image() {
             "--writable",
             "--no-mount",
             "tmp",
-            "-B",
+            "-H",
             &spec,
             &img.display().to_string(),
             "sh",

@@ -299,8 +299,10 @@ fn test_build_post_cannot_reach_the_build() {
         &def,
         format!(
             // `exec`: the probe reports every process it can see and open, and the shell
-            // of `%post` would be one, the container's own.
-            "Bootstrap: localimage\nFrom: {}\n\n%post\n    exec /probe /x\n",
+            // of `%post` would be one, the container's own. %post runs `--writable`, where
+            // bind destinations must exist (as in Apptainer): %setup makes them.
+            "Bootstrap: localimage\nFrom: {}\n\n%setup\n    mkdir -p \"$APPTAINER_ROOTFS/x\" && \
+             touch \"$APPTAINER_ROOTFS/probe\"\n\n%post\n    exec /probe /x\n",
             busybox().display()
         ),
     )

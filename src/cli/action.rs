@@ -13,14 +13,16 @@ use clap::Args;
 pub struct ActionArgs {
     // --- filesystem ------------------------------------------------------------------------
     /// a user-bind path specification: src[:dest[:opts]] (opts: ro, rw); repeatable and
-    /// comma-separated
-    #[arg(short = 'B', long = "bind", value_name = "SPEC", value_delimiter = ',',
-          env = "SIFR_BIND", action = clap::ArgAction::Append)]
+    /// comma-separated ('\,' is a comma in a path). APPTAINER_BIND and APPTAINER_BINDPATH
+    /// (or SINGULARITY_*) are appended
+    // No `env =` here: clap would let -B replace the variables; `cmd::action` appends them,
+    // and splits the lists itself (Apptainer's escapes and option lists).
+    #[arg(short = 'B', long = "bind", value_name = "SPEC", action = clap::ArgAction::Append)]
     pub bind: Vec<String>,
 
-    /// a mount specification: type=bind,source=/opt,destination=/hostopt[,ro]
-    #[arg(long = "mount", value_name = "SPEC", env = "SIFR_MOUNT",
-          action = clap::ArgAction::Append)]
+    /// a mount specification: [type=bind,]source=/opt,destination=/hostopt[,ro]; repeatable.
+    /// APPTAINER_MOUNT is appended
+    #[arg(long = "mount", value_name = "SPEC", action = clap::ArgAction::Append)]
     pub mount: Vec<String>,
 
     /// a home directory specification: src[:dest]

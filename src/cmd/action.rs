@@ -9,7 +9,7 @@ use super::{Context, registry_access};
 use crate::build::convert::Conversion;
 use crate::cli::action::ActionArgs;
 use crate::config::{Config, SystemPaths};
-use crate::launch::binds::BindSpec;
+use crate::launch::binds::{BindError, BindSpec};
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
@@ -78,6 +78,31 @@ pub fn run_action(
     Ok(outcome.exit_status())
 }
 
+/// The user binds, as Apptainer collects them: `-B` values, then the `BIND` and `BINDPATH`
+/// variables appended (`SIFR_`, `APPTAINER_` or `SINGULARITY_`, normalised by
+/// `compat`), then `--mount` values and the `MOUNT` variable. `env` reads a control
+/// variable by its suffix.
+fn user_binds(
+    f: &ActionArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<BindSpec>, BindError> {
+    let mut binds = Vec::new();
+    let bind_values = f
+        .bind
+        .iter()
+        .cloned()
+        .chain(env("BIND"))
+        .chain(env("BINDPATH"));
+    for value in bind_values {
+        binds.extend(BindSpec::parse_list(&value)?);
+    }
+    let mount_values = f.mount.iter().cloned().chain(env("MOUNT"));
+    for value in mount_values.filter(|v| !v.trim().is_empty()) {
+        binds.extend(BindSpec::parse_mount(&value)?);
+    }
+    Ok(binds)
+}
+
 /// The `--env-file` files, read: (name, contents).
 fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
     files
@@ -96,13 +121,7 @@ fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
 pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
     let compat = f.compat;
     let containall = f.containall || compat;
-    let mut binds = Vec::new();
-    for spec in f.bind.iter().filter(|s| !s.trim().is_empty()) {
-        binds.push(BindSpec::parse(spec)?);
-    }
-    for spec in &f.mount {
-        binds.push(BindSpec::parse_mount(spec)?);
-    }
+    let binds = user_binds(f, &crate::compat::control_var)?;
     let uts = match (&f.hostname, f.uts) {
         (Some(h), _) => Some(h.clone()),
         (None, true) => Some(String::new()),
@@ -216,11 +235,56 @@ mod tests {
                 ..Default::default()
             },
             ActionArgs {
+                mount: vec!["type=tmpfs,dst=/x".into()],
+                ..Default::default()
+            },
+            ActionArgs {
                 home: Some("/h:rel".into()),
                 ..Default::default()
             },
         ] {
             assert!(launch_options(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The bind variables are appended to -B (never replaced by it), in Apptainer's order;
+    /// `--mount` values follow, then the MOUNT variable; lists and escapes as Apptainer's.
+    #[test]
+    fn test_bind_variables_append_to_flags() {
+        let f = ActionArgs {
+            bind: vec!["/a:/b:ro,/c\\,d".into()],
+            mount: vec!["src=/m,dst=/n".into()],
+            ..Default::default()
+        };
+        let env = |k: &str| match k {
+            "BIND" => Some("/e:/f".to_string()),
+            "BINDPATH" => Some(" /g ".to_string()),
+            "MOUNT" => Some("src=/h,dst=/i\nsrc=/j,dst=/k".to_string()),
+            _ => None,
+        };
+        let b = user_binds(&f, &env).expect("ok");
+        let pairs: Vec<_> = b
+            .iter()
+            .map(|b| {
+                (
+                    b.source.display().to_string(),
+                    b.destination.display().to_string(),
+                )
+            })
+            .collect();
+        let want = [
+            ("/a", "/b"),
+            ("/c,d", "/c,d"),
+            ("/e", "/f"),
+            ("/g", "/g"),
+            ("/m", "/n"),
+            ("/h", "/i"),
+            ("/j", "/k"),
+        ];
+        assert_eq!(pairs, want.map(|(s, d)| (s.to_string(), d.to_string())));
+        assert!(b[0].readonly && !b[1].readonly);
+        // Nothing set: the flags alone; a bad variable is an error like a bad flag.
+        assert_eq!(user_binds(&f, &|_| None).expect("ok").len(), 3);
+        assert!(user_binds(&f, &|k| (k == "BIND").then(|| "/x:rel".to_string())).is_err());
     }
 }

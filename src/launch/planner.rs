@@ -7,8 +7,10 @@
 //! [`plan`] reads top to bottom like the start it describes (bubblewrap's `setup_newroot`):
 //! refusals, namespaces, the root layer, then the mounts in Apptainer's order
 //! (apptainer-contract.md §4.4): kernel filesystems, /dev, host filesystems, configured
-//! binds, home, user binds, tmp, scratch, generated files, the working directory; then the
-//! payload and its environment. Each step is a function of its own.
+//! binds, home, tmp, scratch, generated files, user binds, the working directory; then the
+//! payload and its environment. Each step is a function of its own. User binds come after
+//! every system mount, as in Apptainer (its `userbinds` mount tag), so that a user's bind on
+//! /tmp, /var/tmp, a scratch directory or /etc/passwd is what the job sees.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +75,7 @@ impl From<&Config> for LaunchPolicy {
                     source: b.source.clone(),
                     destination: b.dest.clone(),
                     readonly: b.read_only,
+                    nonested: false,
                 })
                 .collect(),
             user_bind_control: c.user_bind_control,
@@ -121,10 +124,6 @@ pub enum PlanError {
     Env(#[from] EnvError),
     #[error("bind source {0} does not exist on the host (check the path given to -B/--bind)")]
     MissingBindSource(PathBuf),
-    #[error(
-        "user bind control is disabled by the administrator (sifr.conf: user bind control = no); remove {0}"
-    )]
-    UserBindDisabled(&'static str),
     #[error("{flag} is not supported by sifr: {why}")]
     Unsupported {
         flag: &'static str,
@@ -173,10 +172,8 @@ pub fn plan(
     mounts.extend(configured_binds(o, policy, probe));
     let home = home(o, policy, host, probe, fakeroot_uid0)?;
     mounts.extend(home.mount.clone());
-    let binds = user_binds(o, policy, host, probe)?;
-    mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
     mounts.extend(temporary_dirs(o, policy, probe));
-    mounts.extend(scratch_dirs(o, policy)?);
+    mounts.extend(scratch_dirs(o, policy, &mut warnings)?);
     mounts.extend(generated_files(
         o,
         policy,
@@ -185,9 +182,11 @@ pub fn plan(
         &namespaces,
         probe,
     ));
+    let binds = user_binds(o, policy, host, probe, &mut warnings)?;
+    mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
     mounts.extend(working_dir(o, policy, host, probe, &mounts));
     // 4. The payload and its environment.
-    let process = payload(req, host, &binds, &home.dest, &mut warnings)?;
+    let process = payload(req, host, &o.binds, &home.dest, &mut warnings)?;
     if let Some(n) = &req.ids.notice {
         warnings.insert(0, n.clone());
     }
@@ -492,25 +491,40 @@ fn home(
         recursive: true,
         allow_dev: false,
         optional: false,
-        why: "home directory",
+        why: WHY_HOME,
     });
     Ok(Home { dest, mount })
 }
 
-/// The user binds, absolute, allowed and present on the host.
+/// Why-labels of the mounts that other steps (the root's construction) tell apart.
+pub const WHY_USER_BIND: &str = "user bind";
+pub const WHY_TEMPORARY: &str = "temporary directory";
+pub const WHY_SCRATCH: &str = "scratch directory";
+pub const WHY_HOME: &str = "home directory";
+
+/// The user binds, absolute and present on the host. With `user bind control = no` each is
+/// ignored with a warning, as Apptainer does.
 fn user_binds(
     o: &Options,
     policy: &LaunchPolicy,
     host: &HostFacts,
     probe: &dyn HostProbe,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<BindSpec>, PlanError> {
     let binds: Vec<BindSpec> = o
         .binds
         .iter()
         .map(|b| b.clone().absolutize(&host.cwd))
         .collect();
-    if !binds.is_empty() && !policy.user_bind_control {
-        return Err(PlanError::UserBindDisabled("-B/--bind and --mount"));
+    if !policy.user_bind_control {
+        warnings.extend(binds.iter().map(|b| {
+            format!(
+                "ignoring bind {}: user bind control is disabled by the administrator \
+                 (sifr.conf: user bind control = no)",
+                b.display()
+            )
+        }));
+        return Ok(Vec::new());
     }
     if let Some(b) = binds.iter().find(|b| !probe.exists(&b.source)) {
         return Err(PlanError::MissingBindSource(b.source.clone()));
@@ -532,7 +546,7 @@ fn user_bind_mount(b: &BindSpec, probe: &dyn HostProbe) -> MountOp {
         recursive: true,
         allow_dev: false,
         optional: false,
-        why: "user bind",
+        why: WHY_USER_BIND,
     }
 }
 
@@ -562,16 +576,28 @@ fn temporary_dirs(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -> 
         }
         mounts.push(MountOp {
             optional: !o.contain,
-            ..sys_op(source, dest, "temporary directory")
+            ..sys_op(source, dest, WHY_TEMPORARY)
         });
     }
     mounts
 }
 
-/// Scratch directories (`--scratch`), empty, under --workdir if given.
-fn scratch_dirs(o: &Options, policy: &LaunchPolicy) -> Result<Vec<MountOp>, PlanError> {
-    if !o.scratch.is_empty() && !policy.user_bind_control {
-        return Err(PlanError::UserBindDisabled("--scratch"));
+/// Scratch directories (`--scratch`), empty, under --workdir if given. With `user bind
+/// control = no` they are not mounted, with a warning (Apptainer skips them too).
+fn scratch_dirs(
+    o: &Options,
+    policy: &LaunchPolicy,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<MountOp>, PlanError> {
+    if !policy.user_bind_control {
+        if o.scratch.iter().any(|s| !s.is_empty()) {
+            warnings.push(format!(
+                "not mounting --scratch {}: user bind control is disabled by the \
+                 administrator (sifr.conf: user bind control = no)",
+                o.scratch.join(",")
+            ));
+        }
+        return Ok(Vec::new());
     }
     let mut mounts = Vec::new();
     for (i, s) in o.scratch.iter().filter(|s| !s.is_empty()).enumerate() {
@@ -593,7 +619,7 @@ fn scratch_dirs(o: &Options, policy: &LaunchPolicy) -> Result<Vec<MountOp>, Plan
             recursive: false,
             allow_dev: false,
             optional: false,
-            why: "scratch directory",
+            why: WHY_SCRATCH,
         });
     }
     Ok(mounts)
@@ -744,16 +770,16 @@ fn payload(
         ),
         ("COMMAND".to_string(), req.action.as_str().to_string()),
     ];
-    if !binds.is_empty() {
-        runtime.push((
-            "BIND".into(),
-            binds
-                .iter()
-                .map(BindSpec::display)
-                .collect::<Vec<_>>()
-                .join(","),
-        ));
-    }
+    // As Apptainer: the destinations, for a nested container to bind again; always set.
+    runtime.push((
+        "BIND".into(),
+        binds
+            .iter()
+            .filter(|b| !b.nonested)
+            .map(|b| b.destination.display().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
     if let Some(app) = &o.app {
         runtime.push(("APPNAME".into(), app.clone()));
     }
@@ -995,11 +1021,12 @@ mod tests {
             .expect("bind");
         assert_eq!(b.dest, PathBuf::from("/mnt/data"));
         assert!(b.readonly);
+        // Inside, APPTAINER_BIND lists the destinations, as Apptainer sets it.
         assert!(
             p.process
                 .env
                 .iter()
-                .any(|(k, v)| k == "APPTAINER_BIND" && v == "/data:/mnt/data:ro")
+                .any(|(k, v)| k == "APPTAINER_BIND" && v == "/mnt/data")
         );
 
         let flags = Options {
@@ -1017,10 +1044,100 @@ mod tests {
             user_bind_control: false,
             ..Default::default()
         };
-        assert!(matches!(
-            plan(&req(flags), &policy, &host()),
-            Err(PlanError::UserBindDisabled(_))
-        ));
+        // user bind control = no: ignored with a warning naming the bind, as Apptainer does.
+        let p = plan(&req(flags), &policy, &host()).expect("ignored, not refused");
+        assert!(!p.mounts.iter().any(|m| m.why == WHY_USER_BIND));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("/data:/data") && w.contains("user bind control = no")),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    /// User binds come after /tmp, /var/tmp, scratch directories and the generated files,
+    /// whatever --contain and --workdir say, so the user's bind is what the job sees; the
+    /// working directory comes last.
+    #[test]
+    fn test_user_binds_win_over_system_mounts() {
+        for (contain, workdir) in [(false, None), (true, None), (true, Some("/w"))] {
+            let flags = Options {
+                contain,
+                workdir: workdir.map(PathBuf::from),
+                scratch: vec!["/s".into()],
+                binds: [
+                    "/data:/tmp",
+                    "/data:/var/tmp",
+                    "/data:/s",
+                    "/data:/etc/passwd",
+                ]
+                .iter()
+                .map(|b| BindSpec::parse(b).expect("spec"))
+                .collect(),
+                ..Default::default()
+            };
+            let mut h = host();
+            h.cwd = "/data".into();
+            let p = plan(&req(flags), &LaunchPolicy::default(), &h).expect("ok");
+            let last_system = p
+                .mounts
+                .iter()
+                .rposition(|m| m.why != WHY_USER_BIND && m.why != "current working directory")
+                .expect("system mounts");
+            let first_user = p
+                .mounts
+                .iter()
+                .position(|m| m.why == WHY_USER_BIND)
+                .expect("user binds");
+            assert!(
+                last_system < first_user,
+                "contain={contain} workdir={workdir:?}: {:?}",
+                dests(&p)
+            );
+            for d in ["/tmp", "/var/tmp", "/s", "/etc/passwd"] {
+                let last = p.mounts.iter().rfind(|m| m.dest == Path::new(d));
+                assert_eq!(last.map(|m| m.why), Some(WHY_USER_BIND), "{d}");
+            }
+        }
+        // --scratch under user bind control = no: not mounted, with a warning.
+        let o = Options {
+            scratch: vec!["/s".into()],
+            ..Default::default()
+        };
+        let policy = LaunchPolicy {
+            user_bind_control: false,
+            ..Default::default()
+        };
+        let mut w = Vec::new();
+        assert!(scratch_dirs(&o, &policy, &mut w).expect("ok").is_empty());
+        assert!(w[0].contains("--scratch /s"), "{w:?}");
+    }
+
+    /// APPTAINER_BIND is always set: empty without binds, `nonested` mounts left out.
+    #[test]
+    fn test_apptainer_bind_lists_destinations() {
+        let env_of = |binds: Vec<BindSpec>| {
+            let p = plan(
+                &req(Options {
+                    binds,
+                    ..Default::default()
+                }),
+                &LaunchPolicy::default(),
+                &host(),
+            )
+            .expect("ok");
+            p.process
+                .env
+                .iter()
+                .find(|(k, _)| k == "SINGULARITY_BIND")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(env_of(vec![]), Some(String::new()));
+        let mut binds = BindSpec::parse_mount("src=/data,dst=/hidden,nonested").expect("m");
+        binds.insert(0, BindSpec::parse("/data:/visible").expect("b"));
+        binds.push(BindSpec::parse("/data:/also").expect("b"));
+        assert_eq!(env_of(binds), Some("/visible,/also".into()));
     }
 
     #[test]
@@ -1259,6 +1376,6 @@ mod tests {
             scratch: vec!["rel".into()],
             ..Default::default()
         };
-        assert!(scratch_dirs(&o, &policy).is_err());
+        assert!(scratch_dirs(&o, &policy, &mut Vec::new()).is_err());
     }
 }

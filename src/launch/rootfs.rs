@@ -26,6 +26,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use super::identity::{self, HostUser};
 use super::plan::{GeneratedFile, MountOp, MountSource, Plan, RootLayer, TargetKind};
+use super::planner::{WHY_HOME, WHY_SCRATCH, WHY_TEMPORARY, WHY_USER_BIND};
 use super::sys::{CreateOn, Sys};
 
 /// Where the supervisor first mounts the session tmpfs, before pivoting into it (the host's
@@ -90,6 +91,12 @@ pub enum RootfsError {
          destination that exists)"
     )]
     MissingTarget { why: &'static str, dest: PathBuf },
+    #[error(
+        "cannot mount {why} on {dest}: the destination does not exist in the sandbox, and \
+         with --writable sifr does not create it (create it in the sandbox first, or drop \
+         --writable)"
+    )]
+    MissingWritableTarget { why: &'static str, dest: PathBuf },
     #[error("cannot read {path} in the image: {err}")]
     Read { path: PathBuf, err: std::io::Error },
     #[error("cannot enter the container root ({step}): {err}")]
@@ -139,17 +146,22 @@ pub fn build_root(
 
     // 2. The mounts, in plan order.
     for (i, op) in plan.mounts.iter().enumerate() {
-        // A destination inside an earlier mount can be created only if that mount is one of
-        // sifr's own directories, never inside a host directory or /proc; and only on that
-        // mount (or the root's own), wherever the image's symlinks lead.
+        // With --writable a user bind's destination must exist (Apptainer creates none
+        // without a layer). Otherwise a destination inside an earlier mount can be created
+        // only if that mount is one of sifr's own directories or a host directory the user
+        // asked for (a bind, /tmp, scratch, home: Apptainer creates it there too), never
+        // inside /proc, /sys, /dev or a configured bind; and only on that mount (or the
+        // root's own), wherever symlinks lead.
+        let user_bind_writable = plan.writable && op.why == WHY_USER_BIND;
         let create = match enclosing(&plan.mounts[..i], &op.dest) {
-            Some(outer) => matches!(
-                outer.source,
-                MountSource::SessionDir(_) | MountSource::Tmpfs { .. }
-            )
-            .then_some(outer.dest.as_path()),
+            _ if user_bind_writable => None,
+            Some(outer) => may_create_in(outer).then_some(outer.dest.as_path()),
             None => (layer == RootLayer::Direct && plan.writable).then_some(Path::new("/")),
         };
+        if is_var_tmp_on_tmp(sys, &root, op) {
+            log::debug!("/var/tmp resolves to /tmp in the container: not mounted again");
+            continue;
+        }
         log::trace!(
             "{:.1} ms: mount {}",
             crate::log::since_start_ms(),
@@ -158,6 +170,9 @@ pub fn build_root(
         match mount_one(sys, layout, &root, create, op, user) {
             Ok(()) => {}
             Err(e) if op.optional => warnings.push(format!("skipping {}: {e}", op.why)),
+            Err(RootfsError::MissingTarget { why, dest }) if user_bind_writable => {
+                return Err(RootfsError::MissingWritableTarget { why, dest });
+            }
             Err(e) => return Err(e),
         }
     }
@@ -393,6 +408,42 @@ fn parent_required_and_present(
             err,
         })?
         .is_some())
+}
+
+/// True when a missing mount point may be created inside the mount `outer` (on that mount
+/// only): sifr's own session directories and tmpfs, and the host directories the user
+/// asked to see (user binds, /tmp and /var/tmp, scratch, home), as Apptainer creates a
+/// nested bind destination in them.
+fn may_create_in(outer: &MountOp) -> bool {
+    match outer.source {
+        MountSource::SessionDir(_) | MountSource::Tmpfs { .. } => true,
+        MountSource::Host(_) => {
+            [WHY_USER_BIND, WHY_TEMPORARY, WHY_SCRATCH, WHY_HOME].contains(&outer.why)
+        }
+        _ => false,
+    }
+}
+
+/// True for the temporary /var/tmp mount when the container's /var/tmp resolves to its
+/// /tmp (the image links one to the other): the host's /var/tmp is then not bound over
+/// /tmp, as Apptainer skips it.
+fn is_var_tmp_on_tmp(sys: &dyn Sys, root: &Path, op: &MountOp) -> bool {
+    if op.why != WHY_TEMPORARY || op.dest != Path::new("/var/tmp") {
+        return false;
+    }
+    let resolve = |p: &str| sys.path_in_root(root, Path::new(p), None).ok().flatten();
+    let (Some(tmp), Some(var_tmp)) = (resolve("/tmp"), resolve("/var/tmp")) else {
+        return false;
+    };
+    if tmp == var_tmp {
+        return true;
+    }
+    // Resolved paths may be descriptor names: compare the directories themselves.
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(&tmp), std::fs::metadata(&var_tmp)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// The last earlier mount whose destination contains `dest` (a nested mount point).
@@ -852,12 +903,14 @@ pub(crate) mod tests {
         assert!(calls.contains("mount /oldroot/dev/null /final/dev/null"));
     }
 
-    /// The user binds of [`test_hostile_symlinks_at_mount_points`].
-    fn hostile_binds() -> Vec<MountOp> {
+    /// The host mounts of [`test_hostile_symlinks_at_mount_points`]: user binds, or (on a
+    /// writable sandbox, where a missing user bind destination is an error) home-like
+    /// mounts, whose missing destinations are created in the root.
+    fn hostile_binds(why: &'static str) -> Vec<MountOp> {
         vec![
-            op(MountSource::Host("/h1".into()), "/mnt/x", "user bind"),
-            op(MountSource::Host("/h2".into()), "/etc/evil", "user bind"),
-            op(MountSource::Host("/h3".into()), "/srv/y", "user bind"),
+            op(MountSource::Host("/h1".into()), "/mnt/x", why),
+            op(MountSource::Host("/h2".into()), "/etc/evil", why),
+            op(MountSource::Host("/h3".into()), "/srv/y", why),
         ]
     }
 
@@ -880,9 +933,13 @@ pub(crate) mod tests {
             symlink(&outside, img.join("etc")).expect("ln");
             symlink("../../../../../../../srv-target", img.join("srv")).expect("ln");
             std::fs::create_dir_all(img.join(rel_outside)).expect("mkdir");
+            let why = match layer {
+                RootLayer::Direct => WHY_HOME,
+                _ => WHY_USER_BIND,
+            };
             let p = Plan {
                 writable: layer == RootLayer::Direct,
-                ..plan(layer, hostile_binds())
+                ..plan(layer, hostile_binds(why))
             };
             build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
             let targets: Vec<(String, String)> = sys
@@ -945,5 +1002,95 @@ pub(crate) mod tests {
                     .all(|m| m.source.as_deref() != Some("/oldroot/h"))
             );
         }
+    }
+
+    /// A user bind's missing destination inside an earlier user bind (a host directory) is
+    /// created on that mount; inside a configured bind it is not, and with --writable a
+    /// missing user bind destination is an error that says so, with nothing created.
+    #[test]
+    fn test_nested_bind_destinations() {
+        let nested = |outer_why: &'static str| {
+            vec![
+                op(MountSource::Host("/h1".into()), "/mnt/outer", outer_why),
+                op(
+                    MountSource::Host("/h2".into()),
+                    "/mnt/outer/sub/dir",
+                    WHY_USER_BIND,
+                ),
+            ]
+        };
+        let (_t, sys) = recorder(&["mnt/outer"]);
+        let p = plan(RootLayer::Session, nested(WHY_USER_BIND));
+        build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        assert!(sys.transcript().contains("create Dir /mnt/outer/sub/dir"));
+        assert!(
+            sys.mounts
+                .borrow()
+                .iter()
+                .any(|m| m.source.as_deref() == Some("/oldroot/h2")
+                    && m.target == "/final/mnt/outer/sub/dir")
+        );
+
+        let (_t, sys) = recorder(&["mnt/outer"]);
+        let p = plan(RootLayer::Session, nested("configured bind path"));
+        let e = build_root(&sys, &p, &Layout::default(), &user()).expect_err("no layer");
+        assert!(matches!(e, RootfsError::MissingTarget { .. }), "{e}");
+
+        for outer in [WHY_USER_BIND, WHY_HOME] {
+            let (t, sys) = recorder(&["mnt/outer"]);
+            let p = Plan {
+                writable: true,
+                ..plan(RootLayer::Direct, nested(outer))
+            };
+            let e = build_root(&sys, &p, &Layout::default(), &user()).expect_err("writable");
+            assert!(
+                matches!(e, RootfsError::MissingWritableTarget { .. })
+                    && e.to_string().contains("/mnt/outer/sub/dir")
+                    && e.to_string().contains("--writable"),
+                "{e}"
+            );
+            assert!(!t.path().join("mnt/outer/sub").exists());
+        }
+    }
+
+    /// An image whose /var/tmp links to /tmp: the host's /var/tmp is not bound over the
+    /// container's /tmp; a real /var/tmp gets it.
+    #[test]
+    fn test_var_tmp_linked_to_tmp_is_skipped() {
+        let tmp_ops = || {
+            vec![
+                op(MountSource::Host("/tmp".into()), "/tmp", WHY_TEMPORARY),
+                op(
+                    MountSource::Host("/var/tmp".into()),
+                    "/var/tmp",
+                    WHY_TEMPORARY,
+                ),
+            ]
+        };
+        let var_tmp_bound = |sys: &RecordingSys| {
+            sys.mounts
+                .borrow()
+                .iter()
+                .any(|m| m.source.as_deref() == Some("/oldroot/var/tmp"))
+        };
+        let (t, sys) = recorder(&["tmp", "var"]);
+        symlink("../tmp", t.path().join("var/tmp")).expect("ln");
+        build_root(
+            &sys,
+            &plan(RootLayer::Session, tmp_ops()),
+            &Layout::default(),
+            &user(),
+        )
+        .expect("ok");
+        assert!(!var_tmp_bound(&sys), "{}", sys.transcript());
+        let (_t, sys) = recorder(&["tmp", "var/tmp"]);
+        build_root(
+            &sys,
+            &plan(RootLayer::Session, tmp_ops()),
+            &Layout::default(),
+            &user(),
+        )
+        .expect("ok");
+        assert!(var_tmp_bound(&sys), "{}", sys.transcript());
     }
 }

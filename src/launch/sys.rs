@@ -120,10 +120,11 @@ impl std::fmt::Display for Call {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreateOn<'a> {
     pub kind: TargetKind,
-    /// The container path of the only mount that may be written: `/` for the root's own, or
-    /// a mount of sifr's (a session directory, a tmpfs) that encloses the target. A symlink
-    /// in the image leading into any other mount (a host directory bound earlier, such as
-    /// /tmp) makes the creation fail with EXDEV instead of creating on the host.
+    /// The container path of the only mount that may be written: `/` for the root's own, a
+    /// mount of sifr's (a session directory, a tmpfs), or a host directory the user asked for
+    /// (a bind, /tmp, scratch, home; `rootfs::may_create_in`) that encloses the target. A
+    /// symlink leading into any other mount (a host directory bound earlier, such as /tmp)
+    /// makes the creation fail with EXDEV instead of creating on the host.
     pub mount: &'a Path,
 }
 
