@@ -19,7 +19,7 @@ use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
 use super::seccomp::Emulation;
 use crate::config::Config;
-use crate::config::directives::{EnableOverlay, MemoryFsType, MountDev};
+use crate::config::directives::{EnableOverlay, EnableUnderlay, MemoryFsType, MountDev};
 
 /// The part of the configuration the planner needs (see `config`), with Apptainer's
 /// defaults.
@@ -39,6 +39,11 @@ pub struct LaunchPolicy {
     pub config_group: bool,
     pub config_resolv_conf: bool,
     pub enable_overlay: EnableOverlay,
+    /// `enable underlay`: with overlays disabled, whether missing mount points may still be
+    /// created (Apptainer's underlay; sifr's read-only session layer).
+    pub enable_underlay: EnableUnderlay,
+    /// `mount slave`: host mounts made later propagate into the container.
+    pub mount_slave: bool,
     pub sessiondir_max_size_mb: u64,
     pub memory_fs_type: MemoryFs,
     pub allow_pid_ns: bool,
@@ -80,6 +85,8 @@ impl From<&Config> for LaunchPolicy {
             config_group: c.config_group,
             config_resolv_conf: c.config_resolv_conf,
             enable_overlay: c.enable_overlay,
+            enable_underlay: c.enable_underlay,
+            mount_slave: c.mount_slave,
             sessiondir_max_size_mb: c.sessiondir_max_size,
             memory_fs_type: match c.memory_fs_type {
                 MemoryFsType::Ramfs => MemoryFs::Ramfs,
@@ -136,7 +143,9 @@ pub enum PlanError {
         "--writable needs a sandbox directory; {0} is an image file (use --writable-tmpfs for a throw-away writable layer)"
     )]
     WritableImage(PathBuf),
-    #[error("{0} is disabled by the administrator (sifr.conf: enable overlay = no)")]
+    #[error(
+        "{0} requires 'enable overlay', but the administrator set it to 'no' (sifr.conf: enable overlay = no); drop {0}"
+    )]
     OverlayDisabled(&'static str),
     #[error(
         "sifr needs user namespaces, which the administrator disabled (sifr.conf: allow user ns = no)"
@@ -163,7 +172,7 @@ pub fn plan(
     // 1. What cannot be honoured rootless.
     let mut warnings = refuse_unavailable(&o.unavailable)?;
     // 2. Namespaces, and the root with its layer.
-    let namespaces = namespaces(o, policy, fakeroot_uid0)?;
+    let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
     let layer = root_layer(o, policy, req)?;
     // 3. Mounts, in Apptainer's order.
     let mut mounts = Vec::new();
@@ -171,7 +180,7 @@ pub fn plan(
     mounts.extend(dev(o, policy));
     mounts.extend(host_filesystems(o, policy, host));
     mounts.extend(configured_binds(o, policy, probe));
-    let home = home(o, policy, host, probe, fakeroot_uid0)?;
+    let home = home(o, policy, host, probe, fakeroot_uid0, &mut warnings)?;
     mounts.extend(home.mount.clone());
     let binds = user_binds(o, policy, host, probe)?;
     mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
@@ -264,6 +273,10 @@ fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
 
 /// The namespaces besides user and mount, as the administrator allows them.
 ///
+/// As in Apptainer (prepareContainerConfig), a PID, IPC or UTS namespace the administrator
+/// does not allow (`allow pid ns = no`, ...) is dropped with Apptainer's warning, and the
+/// container runs without it; with a UTS namespace dropped the hostname cannot be set.
+///
 /// A payload that holds capabilities in its user namespace (fakeroot: container root has the
 /// caller's uid and CAP_KILL there) could signal every process of its PID namespace, sifr's
 /// own included: it always gets a PID namespace of its own with sifr's init as PID 1 (and so
@@ -273,19 +286,27 @@ fn namespaces(
     o: &Options,
     policy: &LaunchPolicy,
     fakeroot_uid0: bool,
+    warnings: &mut Vec<String>,
 ) -> Result<NamespacePlan, PlanError> {
     if !policy.allow_user_ns {
         return Err(PlanError::UserNsDisabled);
     }
-    if o.pid && !policy.allow_pid_ns {
-        return Err(PlanError::NamespaceDisabled { ns: "pid" });
-    }
-    if o.ipc && !policy.allow_ipc_ns {
-        return Err(PlanError::NamespaceDisabled { ns: "ipc" });
-    }
-    if o.uts.is_some() && !policy.allow_uts_ns {
-        return Err(PlanError::NamespaceDisabled { ns: "uts" });
-    }
+    let mut dropped = |requested: bool, allowed: bool, ns: &str| {
+        if requested && !allowed {
+            warnings.push(format!("Not virtualizing {ns} namespace by configuration"));
+        }
+        requested && allowed
+    };
+    let pid = dropped(o.pid && !fakeroot_uid0, policy.allow_pid_ns, "pid") || fakeroot_uid0;
+    let ipc = dropped(o.ipc, policy.allow_ipc_ns, "ipc");
+    let uts = if dropped(o.uts.is_some(), policy.allow_uts_ns, "uts") {
+        o.uts.clone()
+    } else {
+        if o.uts.as_ref().is_some_and(|h| !h.is_empty()) {
+            warnings.push("Container hostname cannot be set.".to_string());
+        }
+        None
+    };
     if let Some(n) = &o.network
         && n != "none"
     {
@@ -296,30 +317,41 @@ fn namespaces(
         return Err(PlanError::NamespaceDisabled { ns: "net" });
     }
     Ok(NamespacePlan {
-        pid: o.pid || fakeroot_uid0,
-        ipc: o.ipc,
-        uts: o.uts.clone(),
+        pid,
+        ipc,
+        uts,
         net,
-        init: (o.pid && o.init) || fakeroot_uid0,
+        init: (pid && o.pid && o.init) || fakeroot_uid0,
+        private_mounts: !policy.mount_slave,
     })
 }
 
 /// How the image's root is presented: directly, or under a session layer.
+///
+/// Apptainer's choice (setSessionLayer): `--writable` uses no layer; `--writable-tmpfs`
+/// needs `enable overlay` (refused with `no`, as Apptainer refuses it); otherwise an overlay
+/// when overlays are enabled, else an underlay unless `enable underlay = no`, else nothing.
+/// sifr's read-only session layer does what Apptainer's underlay is for (bind destinations
+/// the image lacks are created; nothing of the image becomes writable), so it stands in for
+/// the underlay too; with both disabled the root is the image itself and every bind
+/// destination must exist in it.
 fn root_layer(o: &Options, policy: &LaunchPolicy, req: &Request) -> Result<RootLayer, PlanError> {
     if o.writable && !matches!(req.root, RootSource::Directory { .. }) {
         return Err(PlanError::WritableImage(req.image_display.clone()));
     }
+    let overlay = policy.enable_overlay != EnableOverlay::No;
+    let underlay = policy.enable_underlay != EnableUnderlay::No;
     Ok(if o.writable {
         RootLayer::Direct
     } else if o.writable_tmpfs {
-        if policy.enable_overlay == EnableOverlay::No {
+        if !overlay {
             return Err(PlanError::OverlayDisabled("--writable-tmpfs"));
         }
         RootLayer::WritableTmpfs
-    } else if policy.enable_overlay == EnableOverlay::No {
-        RootLayer::Direct
-    } else {
+    } else if overlay || underlay {
         RootLayer::Session
+    } else {
+        RootLayer::Direct
     })
 }
 
@@ -424,7 +456,8 @@ fn host_filesystems(o: &Options, policy: &LaunchPolicy, host: &HostFacts) -> Vec
 }
 
 /// Configured binds (`bind path`) whose source exists; with --contain only /etc/localtime
-/// and /etc/hosts.
+/// and /etc/hosts. `--no-mount bind-paths` drops them all and `--no-mount DEST` the one
+/// bound at DEST (Apptainer matches the destination, /etc/hosts and /etc/localtime too).
 fn configured_binds(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -> Vec<MountOp> {
     if o.skips(&NoMount::BindPaths) {
         return Vec::new();
@@ -437,6 +470,7 @@ fn configured_binds(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -
                 || b.source == Path::new("/etc/localtime")
                 || b.source == Path::new("/etc/hosts")
         })
+        .filter(|b| !o.skips_dest(&b.destination))
         .filter(|b| probe.exists(&b.source))
         .map(|b| MountOp {
             optional: true,
@@ -458,6 +492,7 @@ fn home(
     host: &HostFacts,
     probe: &dyn HostProbe,
     fakeroot_uid0: bool,
+    warnings: &mut Vec<String>,
 ) -> Result<Home, PlanError> {
     let user_home = PathBuf::from(&host.user.home);
     let (source, dest) = match &o.home {
@@ -472,6 +507,11 @@ fn home(
         None => (user_home.clone(), user_home),
     };
     if !policy.mount_home || o.no_home || o.skips(&NoMount::Home) {
+        return Ok(Home { dest, mount: None });
+    }
+    // As Apptainer (issue 5228): a home of '/' (an account such as nobody) is not mounted.
+    if dest == Path::new("/") {
+        warnings.push("Skipping impossible home directory mount to '/'".to_string());
         return Ok(Home { dest, mount: None });
     }
     let source = if o.contain && o.home.is_none() {
@@ -1111,12 +1151,7 @@ mod tests {
         };
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
         assert!(p.namespaces.net);
-        let policy = LaunchPolicy {
-            enable_overlay: EnableOverlay::No,
-            ..Default::default()
-        };
-        let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
-        assert_eq!(p.layer, RootLayer::Direct);
+        // enable overlay = no: see test_overlay_disabled_falls_back_to_underlay.
         // allow user ns = no: nothing can start.
         let policy = LaunchPolicy {
             allow_user_ns: false,
@@ -1140,6 +1175,7 @@ mod tests {
             uid: 0,
             gid: 0,
             notice: Some("fakeroot: root-mapped".into()),
+            helper_dirs: vec![],
         };
         r.emulation = Some(Emulation::RootMapped);
         let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
@@ -1201,7 +1237,15 @@ mod tests {
     fn test_steps_alone() {
         let policy = LaunchPolicy::default();
         // Home under fakeroot is /root, from the caller's home; none with --no-home.
-        let h = home(&Options::default(), &policy, &host(), &listed(), true).expect("ok");
+        let h = home(
+            &Options::default(),
+            &policy,
+            &host(),
+            &listed(),
+            true,
+            &mut vec![],
+        )
+        .expect("ok");
         assert_eq!(h.dest, PathBuf::from("/root"));
         let m = h.mount.expect("mounted");
         assert_eq!(m.source, MountSource::Host("/home/u".into()));
@@ -1210,7 +1254,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            home(&o, &policy, &host(), &listed(), false)
+            home(&o, &policy, &host(), &listed(), false, &mut vec![])
                 .expect("ok")
                 .mount
                 .is_none()
@@ -1221,7 +1265,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            home(&o, &policy, &host(), &listed(), false),
+            home(&o, &policy, &host(), &listed(), false, &mut vec![]),
             Err(PlanError::MissingBindSource(_))
         ));
         // Temporary directories under --workdir with --contain.
@@ -1260,5 +1304,150 @@ mod tests {
             ..Default::default()
         };
         assert!(scratch_dirs(&o, &policy).is_err());
+    }
+
+    #[test]
+    fn test_disallowed_namespaces_are_dropped_with_a_warning() {
+        let flags = Options {
+            pid: true,
+            ipc: true,
+            init: true,
+            uts: Some("box".into()),
+            ..Default::default()
+        };
+        let policy = LaunchPolicy {
+            allow_pid_ns: false,
+            allow_ipc_ns: false,
+            allow_uts_ns: false,
+            ..Default::default()
+        };
+        let p = plan(&req(flags.clone()), &policy, &host()).expect("runs");
+        assert!(!p.namespaces.pid && !p.namespaces.ipc && !p.namespaces.init);
+        assert_eq!(p.namespaces.uts, None);
+        for w in [
+            "Not virtualizing pid namespace by configuration",
+            "Not virtualizing ipc namespace by configuration",
+            "Not virtualizing uts namespace by configuration",
+            "Container hostname cannot be set.",
+        ] {
+            assert!(p.warnings.iter().any(|x| x == w), "{w}: {:?}", p.warnings);
+        }
+        // Allowed: kept, no warning.
+        let p = plan(&req(flags.clone()), &LaunchPolicy::default(), &host()).expect("runs");
+        assert!(p.namespaces.pid && p.namespaces.ipc && p.namespaces.init);
+        assert_eq!(p.namespaces.uts.as_deref(), Some("box"));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Not requested: nothing to drop, nothing said.
+        let p = plan(&req(Options::default()), &policy, &host()).expect("runs");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Fakeroot keeps its own PID namespace (sifr's safety rule) whatever the policy.
+        let mut r = req(flags);
+        r.ids.uid = 0;
+        let p = plan(&r, &policy, &host()).expect("runs");
+        assert!(p.namespaces.pid);
+    }
+
+    #[test]
+    fn test_overlay_disabled_falls_back_to_underlay() {
+        let no_overlay = LaunchPolicy {
+            enable_overlay: EnableOverlay::No,
+            ..Default::default()
+        };
+        // Underlay allowed (the default): a read-only layer that creates mount points.
+        let p = plan(&req(Options::default()), &no_overlay, &host()).expect("ok");
+        assert_eq!(p.layer, RootLayer::Session);
+        // Both disabled: the image itself.
+        let neither = LaunchPolicy {
+            enable_underlay: EnableUnderlay::No,
+            ..no_overlay.clone()
+        };
+        let p = plan(&req(Options::default()), &neither, &host()).expect("ok");
+        assert_eq!(p.layer, RootLayer::Direct);
+        // --writable-tmpfs needs the overlay, as in Apptainer.
+        let flags = Options {
+            writable_tmpfs: true,
+            ..Default::default()
+        };
+        let e = plan(&req(flags.clone()), &no_overlay, &host()).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "--writable-tmpfs requires 'enable overlay', but the administrator set it to 'no' (sifr.conf: enable overlay = no); drop --writable-tmpfs"
+        );
+        let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
+        assert_eq!(p.layer, RootLayer::WritableTmpfs);
+    }
+
+    #[test]
+    fn test_mount_slave_sets_propagation() {
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(!p.namespaces.private_mounts);
+        let policy = LaunchPolicy {
+            mount_slave: false,
+            ..Default::default()
+        };
+        let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
+        assert!(p.namespaces.private_mounts);
+    }
+
+    #[test]
+    fn test_home_onto_root_is_skipped() {
+        let mut h = host();
+        h.user.home = "/".into();
+        h.cwd = "/".into();
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &h).expect("runs");
+        assert!(!p.mounts.iter().any(|m| m.why == "home directory"));
+        assert_eq!(p.process.home, PathBuf::from("/"));
+        assert!(
+            p.warnings
+                .contains(&"Skipping impossible home directory mount to '/'".to_string()),
+            "{:?}",
+            p.warnings
+        );
+        let flags = Options {
+            home: Some(HomeSpec::parse("/data:/").expect("spec")),
+            ..Default::default()
+        };
+        let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("runs");
+        assert!(!p.mounts.iter().any(|m| m.dest == Path::new("/")));
+    }
+
+    #[test]
+    fn test_no_mount_removes_bind_path_entries_by_destination() {
+        let mut policy = LaunchPolicy::default();
+        policy.bind_paths.push(BindSpec {
+            source: "/data".into(),
+            destination: "/opt/site".into(),
+            readonly: false,
+        });
+        let binds = |no_mount: Vec<NoMount>, contain: bool| {
+            let o = Options {
+                no_mount,
+                contain,
+                ..Default::default()
+            };
+            configured_binds(&o, &policy, &listed())
+                .iter()
+                .map(|m| m.dest.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            binds(vec![], false),
+            ["/etc/localtime", "/etc/hosts", "/opt/site"]
+        );
+        assert_eq!(
+            binds(vec![NoMount::Dest("/etc/hosts".into())], false),
+            ["/etc/localtime", "/opt/site"]
+        );
+        assert_eq!(
+            binds(vec![NoMount::Dest("/etc/localtime".into())], true),
+            ["/etc/hosts"]
+        );
+        // By destination, not source.
+        assert_eq!(binds(vec![NoMount::Dest("/data".into())], false).len(), 3);
+        assert_eq!(
+            binds(vec![NoMount::Dest("/opt/site".into())], false),
+            ["/etc/localtime", "/etc/hosts"]
+        );
+        assert!(binds(vec![NoMount::BindPaths], false).is_empty());
     }
 }
