@@ -898,6 +898,16 @@ mod tests {
                 "/etc/sifr/sifr.conf:2: \"mksquashfs mem\" has no effect in sifr: sifr's own squashfs writer takes no memory limit"
             ]
         );
+        let (_, w) = warnings_of("always use rocm = yes\nimage driver = squashfuse\n");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains(":1: \"always use rocm\" has no effect in sifr"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains(":2: \"image driver\" has no effect in sifr"),
+            "{w:?}"
+        );
         // Their defaults say nothing.
         assert!(
             warnings_of("always use nv = no\nalways use rocm = no\n")

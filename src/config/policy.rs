@@ -422,6 +422,10 @@ mod tests {
         let c = config("allow container encrypted = no\n");
         assert!(check(&c, "/e.sif", ContainerKind::EncryptedSif, 0, 0).is_err());
         assert!(check(&c, "/p.sif", ContainerKind::Sif, 0, 0).is_ok());
+        let c = config("allow container sif = no\nallow container squashfs = no\n");
+        assert!(check(&c, "/p.sif", ContainerKind::Sif, 0, 0).is_err());
+        assert!(check(&c, "/a.sqfs", ContainerKind::Squashfs, 0, 0).is_err());
+        assert!(check(&c, "/a.img", ContainerKind::Extfs, 0, 0).is_ok());
     }
 
     #[test]

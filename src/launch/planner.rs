@@ -1450,4 +1450,171 @@ mod tests {
         );
         assert!(binds(vec![NoMount::BindPaths], false).is_empty());
     }
+
+    /// Every sifr.conf directive the planner reads reaches the policy: a `From<&Config>`
+    /// that dropped one would leave its default here.
+    #[test]
+    fn test_policy_takes_every_directive_from_the_config() {
+        let c = Config::parse(
+            "mount proc = no\nmount sys = no\nmount dev = minimal\nmount devpts = no\n\
+             mount home = no\nmount tmp = no\nmount hostfs = yes\nmount slave = no\n\
+             bind path = /data:/opt/data:ro\nuser bind control = no\nconfig passwd = no\n\
+             config group = no\nconfig resolv_conf = no\nenable overlay = no\n\
+             enable underlay = no\nsessiondir max size = 7\nmemory fs type = ramfs\n\
+             allow pid ns = no\nallow ipc ns = no\nallow uts ns = no\nallow user ns = no\n",
+            crate::config::Source::BuiltIn("test"),
+        )
+        .expect("parses");
+        let want = LaunchPolicy {
+            mount_proc: false,
+            mount_sys: false,
+            mount_dev: MountDev::Minimal,
+            mount_devpts: false,
+            mount_home: false,
+            mount_tmp: false,
+            mount_hostfs: true,
+            bind_paths: vec![BindSpec {
+                source: "/data".into(),
+                destination: "/opt/data".into(),
+                readonly: true,
+            }],
+            user_bind_control: false,
+            config_passwd: false,
+            config_group: false,
+            config_resolv_conf: false,
+            enable_overlay: EnableOverlay::No,
+            enable_underlay: EnableUnderlay::No,
+            mount_slave: false,
+            sessiondir_max_size_mb: 7,
+            memory_fs_type: MemoryFs::Ramfs,
+            allow_pid_ns: false,
+            allow_ipc_ns: false,
+            allow_uts_ns: false,
+            allow_net_ns: true,
+            allow_user_ns: false,
+        };
+        assert_eq!(LaunchPolicy::from(&c), want);
+    }
+
+    /// The mount directives change the plan (each one alone against the defaults).
+    #[test]
+    fn test_each_mount_directive_changes_the_plan() {
+        let mut h = host();
+        h.mountpoints = vec!["/scratch".into()];
+        h.cwd = "/".into();
+        let mounts = |policy: LaunchPolicy| {
+            let p = plan(&req(Options::default()), &policy, &h).expect("ok");
+            (dests(&p), p)
+        };
+        let (base, p) = mounts(LaunchPolicy::default());
+        assert_eq!((p.session.size_mb, p.session.fstype), (64, MemoryFs::Tmpfs));
+        let d = LaunchPolicy::default;
+        for (policy, gone) in [
+            (
+                LaunchPolicy {
+                    mount_proc: false,
+                    ..d()
+                },
+                "/proc",
+            ),
+            (
+                LaunchPolicy {
+                    mount_sys: false,
+                    ..d()
+                },
+                "/sys",
+            ),
+            (
+                LaunchPolicy {
+                    mount_dev: MountDev::No,
+                    ..d()
+                },
+                "/dev",
+            ),
+            (
+                LaunchPolicy {
+                    mount_home: false,
+                    ..d()
+                },
+                "/home/u",
+            ),
+            (
+                LaunchPolicy {
+                    mount_tmp: false,
+                    ..d()
+                },
+                "/tmp",
+            ),
+            (
+                LaunchPolicy {
+                    config_passwd: false,
+                    ..d()
+                },
+                "/etc/passwd",
+            ),
+            (
+                LaunchPolicy {
+                    config_group: false,
+                    ..d()
+                },
+                "/etc/group",
+            ),
+            (
+                LaunchPolicy {
+                    config_resolv_conf: false,
+                    ..d()
+                },
+                "/etc/resolv.conf",
+            ),
+            (
+                LaunchPolicy {
+                    bind_paths: vec![],
+                    ..d()
+                },
+                "/etc/hosts",
+            ),
+        ] {
+            assert!(base.iter().any(|m| m == gone), "{gone} in the default plan");
+            assert!(!mounts(policy).0.iter().any(|m| m == gone), "{gone}");
+        }
+        assert!(!base.iter().any(|m| m == "/scratch"));
+        let (m, _) = mounts(LaunchPolicy {
+            mount_hostfs: true,
+            ..d()
+        });
+        assert!(m.iter().any(|m| m == "/scratch"), "mount hostfs");
+        let devpts = |on: bool| {
+            let (_, p) = mounts(LaunchPolicy {
+                mount_dev: MountDev::Minimal,
+                mount_devpts: on,
+                ..d()
+            });
+            p.mounts
+                .iter()
+                .any(|m| matches!(m.source, MountSource::MinimalDev { devpts: true, .. }))
+        };
+        assert!(devpts(true) && !devpts(false), "mount devpts");
+        let (_, p) = mounts(LaunchPolicy {
+            sessiondir_max_size_mb: 5,
+            memory_fs_type: MemoryFs::Ramfs,
+            ..d()
+        });
+        assert_eq!((p.session.size_mb, p.session.fstype), (5, MemoryFs::Ramfs));
+        let flags = Options {
+            binds: vec![BindSpec {
+                source: "/data".into(),
+                destination: "/data".into(),
+                readonly: false,
+            }],
+            ..Default::default()
+        };
+        let policy = LaunchPolicy {
+            user_bind_control: false,
+            ..d()
+        };
+        assert!(matches!(
+            plan(&req(flags), &policy, &h),
+            Err(PlanError::UserBindDisabled(_))
+        ));
+    }
 }
