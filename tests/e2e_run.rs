@@ -734,9 +734,10 @@ fn test_config_file_is_enforced() {
     require_unprivileged();
     let dir = tempdir();
     let img = sif_fixture("busybox_amd64.sif").display().to_string();
-    // An unknown directive: file and line.
+    // A bad value: file and line. (An unknown directive only warns, as in Apptainer; see
+    // tests/e2e_config_compat.rs.)
     let bad = dir.path().join("bad.conf");
-    std::fs::write(&bad, "mount proc = yes\nmount everything = yes\n").expect("write");
+    std::fs::write(&bad, "mount proc = yes\nmount dev = everything\n").expect("write");
     let out = sifr(["-c", bad.to_str().expect("utf8"), "exec", &img, "true"]);
     assert_eq!(out.status.code(), Some(255));
     assert_one_line_error(&out, "bad.conf:2");

@@ -215,6 +215,7 @@ mod tests {
             uid: 0,
             gid: 0,
             notice: None,
+            helper_dirs: vec![],
         }
     }
 

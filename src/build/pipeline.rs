@@ -51,6 +51,9 @@ pub struct Request {
     pub warn_unused_build_args: bool,
     /// Squashfs writer options, as mksquashfs takes them.
     pub mksquashfs_args: Option<String>,
+    /// Compression threads (sifr.conf `mksquashfs procs`; 0: one per CPU). A `-processors`
+    /// in `mksquashfs_args` takes precedence.
+    pub squash_threads: usize,
     /// Fixed times and ids (time 0 unless `SOURCE_DATE_EPOCH` is set).
     pub reproducible: bool,
     /// Bind specifications for `%post` and `%test`.
@@ -61,6 +64,8 @@ pub struct Request {
     pub no_cleanup: bool,
     /// Do not use the subuid/subgid mapping for fakeroot.
     pub ignore_subuid: bool,
+    /// Where newuidmap/newgidmap are looked for (sifr.conf `binary path`).
+    pub helper_dirs: Vec<PathBuf>,
 }
 
 impl Request {
@@ -81,13 +86,28 @@ impl Request {
             build_arg_file: None,
             warn_unused_build_args: false,
             mksquashfs_args: None,
+            squash_threads: 0,
             reproducible: false,
             binds: Vec::new(),
             access: oci::RegistryAccess::default(),
             no_cleanup: false,
             ignore_subuid: false,
+            helper_dirs: sifr_idmap::write::default_helper_dirs(),
         }
     }
+}
+
+/// The squashfs writer settings of a request: `mksquashfs procs` threads, then the user's
+/// `--mksquashfs-args`.
+fn squash_settings(a: &Request) -> Result<SquashSettings, assemble::SquashArgsError> {
+    let mut squash = SquashSettings {
+        threads: a.squash_threads,
+        ..SquashSettings::default()
+    };
+    if let Some(args) = &a.mksquashfs_args {
+        squash.parse_args(args)?;
+    }
+    Ok(squash)
 }
 
 /// Why a build could not start (once started, the worker reports a failure itself).
@@ -196,14 +216,11 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
         );
     }
     let user = HostUser::current()?;
-    let (ids, _emulation) = idplan::fakeroot(&user, a.ignore_subuid);
+    let (ids, _emulation) = idplan::fakeroot(&user, a.ignore_subuid, a.helper_dirs.clone());
     if let Some(n) = &ids.notice {
         log::info!("{n}");
     }
-    let mut squash = SquashSettings::default();
-    if let Some(args) = &a.mksquashfs_args {
-        squash.parse_args(args)?;
-    }
+    let mut squash = squash_settings(a)?;
     let epoch = epoch(a.reproducible)?;
     squash.fixed_time = epoch.map(|e| e.clamp(0, u32::MAX as i64) as u32);
     let access = a.access.clone();
@@ -413,4 +430,19 @@ fn finish(
     }
     tmp.commit(dest)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_squash_threads_from_config_then_flags() {
+        let mut r = Request::new("o.sif".into(), "d.def".into());
+        assert_eq!(squash_settings(&r).expect("ok").threads, 0);
+        r.squash_threads = 2;
+        assert_eq!(squash_settings(&r).expect("ok").threads, 2);
+        r.mksquashfs_args = Some("-processors 5".into());
+        assert_eq!(squash_settings(&r).expect("ok").threads, 5);
+    }
 }

@@ -54,7 +54,7 @@ pub fn run_action(
     let opened = ecl::enforce(&SystemPaths::detect()?, opened)?;
     let user = HostUser::current()?;
     let (ids, emulation) = if flags.fakeroot {
-        let (ids, em) = idplan::fakeroot(&user, flags.ignore_subuid);
+        let (ids, em) = idplan::fakeroot(&user, flags.ignore_subuid, cfg.setuid_helper_dirs());
         (ids, Some(em))
     } else {
         (IdMapPlan::single(user.uid, user.gid), None)

@@ -7,9 +7,11 @@
 use super::{Context, registry_access};
 use crate::build::pipeline::{self, Request};
 use crate::cli::build::BuildArgs;
+use crate::config::Config;
 
-/// The build flags as a build request.
-fn request(a: BuildArgs) -> Request {
+/// The build flags as a build request, with the sifr.conf settings a build reads
+/// (`mksquashfs procs`).
+fn request(a: BuildArgs, cfg: &Config) -> Request {
     Request {
         access: registry_access(&a.registry),
         spec: a.spec,
@@ -25,6 +27,8 @@ fn request(a: BuildArgs) -> Request {
         build_arg_file: a.build_arg_file,
         warn_unused_build_args: a.warn_unused_build_args,
         mksquashfs_args: a.mksquashfs_args,
+        squash_threads: usize::try_from(cfg.mksquashfs_procs).unwrap_or(usize::MAX),
+        helper_dirs: cfg.setuid_helper_dirs(),
         reproducible: a.reproducible,
         binds: a.bind,
         no_cleanup: a.no_cleanup,
@@ -34,8 +38,9 @@ fn request(a: BuildArgs) -> Request {
 
 /// `sifr build`: returns 0 when the build succeeded; a failed build reported itself and
 /// ended this process with its exit status (see `build::pipeline::run`).
-pub fn build(_ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
-    pipeline::run(&request(a))?;
+pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
+    let cfg = super::action::load_config(ctx)?;
+    pipeline::run(&request(a, &cfg))?;
     Ok(0)
 }
 
@@ -60,6 +65,21 @@ mod tests {
         want.tmpdir = a.tmpdir.clone();
         want.ignore_subuid = a.ignore_subuid;
         want.access = registry_access(&a.registry);
-        assert_eq!(request(a), want);
+        assert_eq!(request(a, &Config::default()), want);
+    }
+
+    /// `mksquashfs procs` reaches the squashfs writer's thread count.
+    #[test]
+    fn test_mksquashfs_procs_sets_the_writer_threads() {
+        let cmd = BuildArgs::augment_args(clap::Command::new("build").no_binary_name(true));
+        let m = cmd
+            .try_get_matches_from(["out.sif", "docker://alpine"])
+            .expect("parse");
+        let a = BuildArgs::from_arg_matches(&m).expect("args");
+        let cfg = Config {
+            mksquashfs_procs: 3,
+            ..Config::default()
+        };
+        assert_eq!(request(a, &cfg).squash_threads, 3);
     }
 }

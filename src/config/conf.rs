@@ -2,9 +2,12 @@
 //! `-c/--config FILE`, or from the built-in default.
 //!
 //! Syntax (apptainer.conf's): `directive = value` per line; `#` starts a comment line; blank
-//! lines are ignored. Unlike Apptainer, which skips lines it does not understand, an unknown
-//! directive, a bad value, a missing `=` or a second value for a single-valued directive is
-//! an error naming the file and line: a typo must not silently weaken the site's policy.
+//! lines are ignored. As in Apptainer (pkg/util/apptainerconf), a line that names no known
+//! directive (or has no `=`) is ignored, and a single-valued directive set twice keeps its
+//! FIRST value, so that a SingularityCE or older Singularity file loads unchanged. Unlike
+//! Apptainer, which is silent, each such line is a warning naming the file and line (see
+//! [`Provenance::warnings`]), so a typo does not pass unnoticed. A bad value for a known
+//! directive stays an error (as in Apptainer).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +112,9 @@ pub struct Provenance {
     pub lines: BTreeMap<&'static str, Vec<usize>>,
     /// The install the config was loaded for (its internal bin dir is searched first).
     pub install: Option<SystemPaths>,
+    /// Lines that were ignored, one message each (`FILE:LINE: what, and what to do`);
+    /// `Config::load` logs them as warnings.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -246,7 +252,9 @@ pub enum DirectiveError {
         expected: String,
     },
 
-    #[error("\"{directive}\" is set again (first on line {first_line}); it takes a single value")]
+    #[error(
+        "\"{directive}\" is set again; it takes a single value and the first one (line {first_line}) applies, as in Apptainer: delete one of the lines"
+    )]
     Duplicate {
         directive: String,
         first_line: usize,
@@ -263,7 +271,7 @@ pub enum DirectiveError {
 fn unknown_hint(suggestion: Option<&'static str>) -> String {
     match suggestion {
         Some(s) => format!(" (did you mean \"{s}\"?)"),
-        None => " (the shipped sifr.conf lists every directive sifr knows)".to_string(),
+        None => " (not an Apptainer or sifr directive; the shipped sifr.conf lists every directive sifr knows)".to_string(),
     }
 }
 
@@ -321,6 +329,7 @@ impl Config {
         // A file lists its binds itself; the defaults apply only when there is no file.
         config.bind_path.clear();
         let mut lines: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
+        let mut warnings = Vec::new();
         let fail = |line: usize, error: DirectiveError| ConfigError::Directive {
             origin: origin.clone(),
             line,
@@ -333,26 +342,26 @@ impl Config {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err(fail(
-                    number,
-                    DirectiveError::MissingEquals {
-                        text: line.to_string(),
-                    },
-                ));
+            let warn = |warnings: &mut Vec<String>, error: DirectiveError| {
+                warnings.push(format!("{origin}:{number}: {error}; the line is ignored"));
             };
-            let name = key.split_whitespace().collect::<Vec<_>>().join(" ");
-            if name.is_empty() {
-                return Err(fail(
-                    number,
+            let name = line
+                .split_once('=')
+                .map(|(key, _)| key.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            let Some((_, value)) = line.split_once('=').filter(|_| !name.is_empty()) else {
+                warn(
+                    &mut warnings,
                     DirectiveError::MissingEquals {
                         text: line.to_string(),
                     },
-                ));
-            }
+                );
+                continue;
+            };
             let Some(directive) = directives::lookup(&name) else {
                 let suggestion = directives::suggest(&name);
-                return Err(fail(number, DirectiveError::Unknown { name, suggestion }));
+                warn(&mut warnings, DirectiveError::Unknown { name, suggestion });
+                continue;
             };
             let value = value.trim();
             if value.is_empty() {
@@ -362,13 +371,14 @@ impl Config {
             if !directive.repeatable
                 && let Some(first) = lines.get(directive.name).and_then(|l| l.first())
             {
-                return Err(fail(
-                    number,
+                warn(
+                    &mut warnings,
                     DirectiveError::Duplicate {
                         directive: name,
                         first_line: *first,
                     },
-                ));
+                );
+                continue;
             }
             (directive.apply)(&mut config, value).map_err(|expected| {
                 fail(
@@ -383,8 +393,47 @@ impl Config {
             source: Some(origin),
             lines,
             install: None,
+            warnings,
         };
+        let ignored = config.ignored_settings();
+        config.provenance.warnings.extend(ignored);
         Ok(config)
+    }
+
+    /// One warning for each setting that has no effect in sifr although Apptainer would act
+    /// on it in a way a user would notice: every container getting GPU libraries, a memory
+    /// limit for image builds, an image driver plugin.
+    pub fn ignored_settings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |directive: &str, set: bool, what: &str| {
+            if set {
+                out.push(format!(
+                    "{}: \"{directive}\" has no effect in sifr: {what}",
+                    self.origin_of(directive)
+                ));
+            }
+        };
+        note(
+            "always use nv",
+            self.always_use_nv,
+            "sifr has no NVIDIA GPU support, so containers run without the host's NVIDIA libraries",
+        );
+        note(
+            "always use rocm",
+            self.always_use_rocm,
+            "sifr has no ROCm GPU support, so containers run without the host's ROCm libraries",
+        );
+        note(
+            "mksquashfs mem",
+            self.mksquashfs_mem.is_some(),
+            "sifr's own squashfs writer takes no memory limit",
+        );
+        note(
+            "image driver",
+            self.image_driver.is_some(),
+            "sifr has no image driver plugins and always serves images with its own FUSE driver",
+        );
+        out
     }
 
     /// Reads and parses a sifr.conf file.
@@ -410,6 +459,7 @@ impl Config {
         log::debug!("sifr.conf: {}", loaded.source);
         let mut config = Config::parse(&loaded.value, loaded.source)?;
         config.provenance.install = Some(paths.clone());
+        config.log_warnings();
         Ok(config)
     }
 
@@ -445,6 +495,13 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// Logs the lines the parser ignored (`provenance.warnings`) as warnings.
+    pub fn log_warnings(&self) {
+        for w in &self.provenance.warnings {
+            log::warn!("{w}");
+        }
     }
 
     /// Logs `describe()` at debug level.
@@ -604,35 +661,38 @@ mod tests {
         assert!(parse("image driver =\nimage driver = x\n").is_ok());
     }
 
+    /// The warnings of a text that parses.
+    fn warnings_of(text: &str) -> (Config, Vec<String>) {
+        let c = parse(text).expect("parses");
+        let w = c.provenance.warnings.clone();
+        (c, w)
+    }
+
     #[test]
-    fn test_error_unknown_directive() {
-        let (line, error, message) = parse_err("mount proc = yes\n\nmount devs = yes\n");
-        assert_eq!(line, 3);
+    fn test_unknown_directive_warns_and_is_ignored() {
+        // Apptainer ignores a line it does not know; sifr does too, with a warning naming the
+        // file and line (and the closest known name).
+        let (c, w) = warnings_of("mount proc = no\n\nmount devs = minimal\nmount sys = no\n");
+        assert!(!c.mount_proc && !c.mount_sys, "the lines around it apply");
+        assert_eq!(c.mount_dev, MountDev::Yes);
         assert_eq!(
-            error,
-            DirectiveError::Unknown {
-                name: "mount devs".to_string(),
-                suggestion: Some("mount dev")
-            }
+            w,
+            [
+                "/etc/sifr/sifr.conf:3: unknown directive \"mount devs\" (did you mean \"mount dev\"?); the line is ignored"
+            ]
         );
-        assert_eq!(
-            message,
-            "/etc/sifr/sifr.conf:3: unknown directive \"mount devs\" (did you mean \"mount dev\"?)"
-        );
-        let (_, _, message) = parse_err("frobnicate everything = yes\n");
+        let (_, w) = warnings_of("autofs bug path = /nfs\n");
+        assert_eq!(w.len(), 1);
         assert!(
-            message.contains("the shipped sifr.conf lists every directive"),
-            "{message}"
+            w[0].contains("\"autofs bug path\" (not an Apptainer or sifr directive"),
+            "{w:?}"
         );
         // Directive names are case-sensitive, as in Apptainer, with a helpful suggestion.
-        let (_, error, _) = parse_err("Mount Proc = yes\n");
-        assert!(matches!(
-            error,
-            DirectiveError::Unknown {
-                suggestion: Some("mount proc"),
-                ..
-            }
-        ));
+        let (c, w) = warnings_of("Mount Proc = no\n");
+        assert!(c.mount_proc);
+        assert!(w[0].contains("did you mean \"mount proc\""), "{w:?}");
+        // A clean file has no warnings.
+        assert!(warnings_of("mount proc = no\n").1.is_empty());
     }
 
     #[test]
@@ -681,21 +741,16 @@ mod tests {
     }
 
     #[test]
-    fn test_error_missing_equals() {
-        let (line, error, message) = parse_err("mount proc = yes\nmount sys yes\n");
-        assert_eq!(line, 2);
+    fn test_line_without_equals_warns_and_is_ignored() {
+        let (c, w) = warnings_of("mount proc = no\nmount sys yes\n = yes\n");
+        assert!(!c.mount_proc && c.mount_sys);
         assert_eq!(
-            error,
-            DirectiveError::MissingEquals {
-                text: "mount sys yes".to_string()
-            }
+            w,
+            [
+                "/etc/sifr/sifr.conf:2: expected \"directive = value\", got \"mount sys yes\"; the line is ignored",
+                "/etc/sifr/sifr.conf:3: expected \"directive = value\", got \"= yes\"; the line is ignored"
+            ]
         );
-        assert_eq!(
-            message,
-            "/etc/sifr/sifr.conf:2: expected \"directive = value\", got \"mount sys yes\""
-        );
-        let (_, error, _) = parse_err(" = yes\n");
-        assert!(matches!(error, DirectiveError::MissingEquals { .. }));
     }
 
     #[test]
@@ -714,20 +769,26 @@ mod tests {
     }
 
     #[test]
-    fn test_error_duplicate_scalar() {
-        let (line, error, message) = parse_err("mount dev = yes\n\nmount dev = no\n");
-        assert_eq!(line, 3);
-        assert_eq!(
-            error,
-            DirectiveError::Duplicate {
-                directive: "mount dev".to_string(),
-                first_line: 1
-            }
+    fn test_repeated_scalar_keeps_the_first_value() {
+        // Apptainer's GetConfig takes value[0] of a single-valued directive.
+        let (c, w) = warnings_of(
+            "mount dev = minimal\n\nmount dev = no\nsessiondir max size = 8\nsessiondir max size = 99\n",
         );
-        assert!(message.contains("first on line 1"), "{message}");
+        assert_eq!(c.mount_dev, MountDev::Minimal);
+        assert_eq!(c.sessiondir_max_size, 8);
+        assert_eq!(c.origin_of("mount dev"), "/etc/sifr/sifr.conf:1");
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            w[0],
+            "/etc/sifr/sifr.conf:3: \"mount dev\" is set again; it takes a single value and the first one (line 1) applies, as in Apptainer: delete one of the lines; the line is ignored"
+        );
         // An alias and its canonical name are the same setting.
-        let (_, error, _) = parse_err("allow setuid-mount extfs = no\nallow kernel extfs = yes\n");
-        assert!(matches!(error, DirectiveError::Duplicate { .. }));
+        let (c, w) = warnings_of("allow setuid-mount extfs = no\nallow kernel extfs = yes\n");
+        assert!(!c.allow_setuid_mount_extfs);
+        assert_eq!(w.len(), 1);
+        // Apptainer never reads a second value, so a bad one is not an error either.
+        let (c, w) = warnings_of("mount dev = yes\nmount dev = maybe\n");
+        assert_eq!((c.mount_dev, w.len()), (MountDev::Yes, 1));
     }
 
     #[test]
@@ -795,6 +856,65 @@ mod tests {
         assert_eq!(c.enable_overlay, EnableOverlay::Try);
         assert_eq!(c.allow_setuid_mount_squashfs, SetuidMountSquashfs::Yes);
         assert_eq!(c.mksquashfs_path, None);
+    }
+
+    #[test]
+    fn test_singularity_33_and_singularityce_45_files_load() {
+        // Singularity 3.3's default singularity.conf (its own test fixture of the file) and
+        // SingularityCE 4.5's (its template rendered with its defaults), unchanged.
+        let text = include_str!("../../tests/data/conf/singularity-3.3.conf");
+        let (c, w) = warnings_of(text);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.enable_overlay, EnableOverlay::Try);
+        assert_eq!(c.sessiondir_max_size, 16);
+        assert_eq!(c.bind_path.len(), 2);
+        assert!(c.mount_slave && c.user_bind_control);
+
+        let text = include_str!("../../tests/data/conf/singularityce-4.5.conf");
+        let (c, w) = warnings_of(text);
+        // SingularityCE's own search paths are not Apptainer's: warned about and ignored.
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("unknown directive \"root search path\""),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("unknown directive \"user search path\""),
+            "{w:?}"
+        );
+        assert_eq!(c.enable_overlay, EnableOverlay::Try);
+        assert_eq!(c.sessiondir_max_size, 64);
+        assert_eq!(c.download_part_size, 5_242_880);
+        assert!(c.allow_setuid_mount_squashfs == SetuidMountSquashfs::Yes && c.tmp_sandbox);
+    }
+
+    #[test]
+    fn test_no_effect_settings_that_matter_warn() {
+        let (_, w) = warnings_of("always use nv = yes\nmksquashfs mem = 1G\n");
+        assert_eq!(
+            w,
+            [
+                "/etc/sifr/sifr.conf:1: \"always use nv\" has no effect in sifr: sifr has no NVIDIA GPU support, so containers run without the host's NVIDIA libraries",
+                "/etc/sifr/sifr.conf:2: \"mksquashfs mem\" has no effect in sifr: sifr's own squashfs writer takes no memory limit"
+            ]
+        );
+        let (_, w) = warnings_of("always use rocm = yes\nimage driver = squashfuse\n");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains(":1: \"always use rocm\" has no effect in sifr"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains(":2: \"image driver\" has no effect in sifr"),
+            "{w:?}"
+        );
+        // Their defaults say nothing.
+        assert!(
+            warnings_of("always use nv = no\nalways use rocm = no\n")
+                .1
+                .is_empty()
+        );
+        assert!(Config::default().ignored_settings().is_empty());
     }
 
     #[test]
@@ -907,7 +1027,7 @@ mod tests {
             );
             let effect_line = match d.effect {
                 Effect::Enforced => "# IN SIFR: enforced.",
-                Effect::NoEffect => "# IN SIFR: no effect",
+                Effect::NoEffect => "# IN SIFR: parsed, no effect in sifr",
             };
             assert!(
                 block.iter().any(|l| l.starts_with(effect_line)),

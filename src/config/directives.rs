@@ -8,10 +8,17 @@
 //! - `allow kernel squashfs` and `allow kernel extfs` are synonyms of Apptainer's
 //!   `allow setuid-mount squashfs` / `extfs` (the same setting under another name).
 //! - `cryptsetup path`, `go path`, `ldconfig path`, `mksquashfs path`, `unsquashfs path` and
-//!   `nvidia-container-cli path` name a program's full path; `Config::find_binary` honours
-//!   them ahead of `binary path` (older Apptainer releases had them too).
-//! - `tmp sandbox` is honoured; `sif fuse` is accepted and has no effect (sifr always uses
-//!   FUSE).
+//!   `nvidia-container-cli path` name a program's full path (older Apptainer releases had
+//!   them too). sifr runs none of these programs (its own squashfs writer and reader, no
+//!   encryption, no plugins, no GPU setup), so they are parsed and have no effect;
+//!   `Config::find_binary` would honour them ahead of `binary path`.
+//! - `tmp sandbox` and `sif fuse` are parsed and have no effect: sifr always serves images
+//!   with its own FUSE driver and never extracts one into a temporary sandbox.
+//!
+//! A directive marked [`Effect::Enforced`] is read by run-time code and has a test that fails
+//! when its value is ignored (docs/compatibility.md, section "sifr.conf directives", names
+//! it). [`Effect::NoEffect`] ones are parsed and checked; [`Config::ignored_settings`] warns
+//! about the values whose Apptainer behaviour a user would miss.
 //! - `oci mode` is accepted with `no` only: `yes` is refused with a message, since silently
 //!   ignoring it would run containers in a way the administrator did not choose.
 //!
@@ -534,7 +541,7 @@ pub static DIRECTIVES: &[Directive] = &[
     directive!("sync writable extfs", sync_writable_extfs: bool, NoEffect),
     directive!("image driver", image_driver: Option<String>, NoEffect),
     directive!("sif fuse", sif_fuse: bool, NoEffect),
-    directive!("tmp sandbox", tmp_sandbox: bool, Enforced),
+    directive!("tmp sandbox", tmp_sandbox: bool, NoEffect),
     Directive {
         name: "oci mode",
         kind: Kind::Bool,
@@ -562,31 +569,31 @@ pub static DIRECTIVES: &[Directive] = &[
     directive!("mount slave", mount_slave: bool, Enforced),
     directive!("bind path", bind_path: Vec<BindPath>, Enforced),
     directive!("user bind control", user_bind_control: bool, Enforced),
-    directive!("enable fusemount", enable_fusemount: bool, Enforced),
+    directive!("enable fusemount", enable_fusemount: bool, NoEffect),
     directive!("enable overlay", enable_overlay: EnableOverlay, Enforced),
     directive!("enable underlay", enable_underlay: EnableUnderlay, Enforced),
     directive!("sessiondir max size", sessiondir_max_size: u64, Enforced),
     directive!("memory fs type", memory_fs_type: MemoryFsType, Enforced),
     // GPUs.
-    directive!("always use nv", always_use_nv: bool, Enforced),
+    directive!("always use nv", always_use_nv: bool, NoEffect),
     directive!("use nvidia-container-cli", use_nvidia_container_cli: bool, NoEffect),
-    directive!("always use rocm", always_use_rocm: bool, Enforced),
+    directive!("always use rocm", always_use_rocm: bool, NoEffect),
     // Helper programs.
     directive!("binary path", binary_path: SearchPath, Enforced),
     directive!("suidbinary path", suidbinary_path: Option<String>, NoEffect),
-    directive!("cryptsetup path", cryptsetup_path: Option<PathBuf>, Enforced),
-    directive!("go path", go_path: Option<PathBuf>, Enforced),
-    directive!("ldconfig path", ldconfig_path: Option<PathBuf>, Enforced),
-    directive!("mksquashfs path", mksquashfs_path: Option<PathBuf>, Enforced),
-    directive!("unsquashfs path", unsquashfs_path: Option<PathBuf>, Enforced),
-    directive!("nvidia-container-cli path", nvidia_container_cli_path: Option<PathBuf>, Enforced),
+    directive!("cryptsetup path", cryptsetup_path: Option<PathBuf>, NoEffect),
+    directive!("go path", go_path: Option<PathBuf>, NoEffect),
+    directive!("ldconfig path", ldconfig_path: Option<PathBuf>, NoEffect),
+    directive!("mksquashfs path", mksquashfs_path: Option<PathBuf>, NoEffect),
+    directive!("unsquashfs path", unsquashfs_path: Option<PathBuf>, NoEffect),
+    directive!("nvidia-container-cli path", nvidia_container_cli_path: Option<PathBuf>, NoEffect),
     directive!("mksquashfs procs", mksquashfs_procs: u32, Enforced),
-    directive!("mksquashfs mem", mksquashfs_mem: Option<MemSize>, Enforced),
+    directive!("mksquashfs mem", mksquashfs_mem: Option<MemSize>, NoEffect),
     // Downloads, cgroups, monitoring.
-    directive!("download concurrency", download_concurrency: u32, Enforced),
-    directive!("download part size", download_part_size: u64, Enforced),
-    directive!("download buffer size", download_buffer_size: u64, Enforced),
-    directive!("systemd cgroups", systemd_cgroups: bool, Enforced),
+    directive!("download concurrency", download_concurrency: u32, NoEffect),
+    directive!("download part size", download_part_size: u64, NoEffect),
+    directive!("download buffer size", download_buffer_size: u64, NoEffect),
+    directive!("systemd cgroups", systemd_cgroups: bool, NoEffect),
     directive!("apptheus socket path", apptheus_socket_path: PathBuf, NoEffect),
     directive!("allow monitoring", allow_monitoring: bool, NoEffect),
 ];

@@ -261,6 +261,27 @@ impl Config {
         dirs
     }
 
+    /// Where the setuid helpers newuidmap and newgidmap are looked for: the `binary path`
+    /// directories in order, with `$PATH` standing for the system directories
+    /// (`sifr_idmap::write::HELPER_DIRS`), never the caller's PATH: Apptainer searches
+    /// `binary path` for them too, and sifr keeps a user's own PATH out of the lookup of a
+    /// setuid program.
+    pub fn setuid_helper_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for entry in self.binary_path.entries() {
+            let more = match entry {
+                Some(dir) => vec![dir.to_path_buf()],
+                None => sifr_idmap::write::default_helper_dirs(),
+            };
+            for d in more {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        dirs
+    }
+
     /// Finds helper program `name`: its `... path` directive when set, else the first
     /// executable file called `name` in [`Config::binary_search_dirs`] with the caller's PATH.
     pub fn find_binary(&self, name: &str) -> Result<PathBuf, BinaryError> {
@@ -401,6 +422,10 @@ mod tests {
         let c = config("allow container encrypted = no\n");
         assert!(check(&c, "/e.sif", ContainerKind::EncryptedSif, 0, 0).is_err());
         assert!(check(&c, "/p.sif", ContainerKind::Sif, 0, 0).is_ok());
+        let c = config("allow container sif = no\nallow container squashfs = no\n");
+        assert!(check(&c, "/p.sif", ContainerKind::Sif, 0, 0).is_err());
+        assert!(check(&c, "/a.sqfs", ContainerKind::Squashfs, 0, 0).is_err());
+        assert!(check(&c, "/a.img", ContainerKind::Extfs, 0, 0).is_ok());
     }
 
     #[test]
@@ -520,6 +545,21 @@ mod tests {
         make_exe(&site, "plain", 0o644);
         let in_user_plain = make_exe(&user, "plain", 0o700);
         assert_eq!(c.find_binary_with("plain", Some(&env)), Ok(in_user_plain));
+    }
+
+    #[test]
+    fn test_setuid_helper_dirs_follow_binary_path() {
+        let system: Vec<PathBuf> = sifr_idmap::write::default_helper_dirs();
+        // The default binary path gives exactly the system directories.
+        assert_eq!(Config::default().setuid_helper_dirs(), system);
+        // A site directory first; $PATH is the system directories, not the caller's PATH.
+        let c = config("binary path = /opt/shadow/bin:$PATH\n");
+        let dirs = c.setuid_helper_dirs();
+        assert_eq!(dirs[0], PathBuf::from("/opt/shadow/bin"));
+        assert_eq!(dirs[1..], system[..]);
+        // Without $PATH only the listed directories.
+        let c = config("binary path = /opt/shadow/bin\n");
+        assert_eq!(c.setuid_helper_dirs(), [PathBuf::from("/opt/shadow/bin")]);
     }
 
     #[test]

@@ -31,7 +31,8 @@ __sifr_app=${APPTAINER_APPNAME:-}
 case "$__sifr_action" in
 exec)
     [ $# -gt 0 ] || __sifr_fail "no command given"
-    command -v "$1" >/dev/null 2>&1 || __sifr_fail "\"$1\": executable file not found in \$PATH"
+    # (No /dev/null: with --no-mount dev or mount dev = no the container may have none.)
+    __sifr_x=$(command -v "$1") || __sifr_fail "\"$1\": executable file not found in \$PATH"
     exec "$@"
     ;;
 run)

@@ -112,6 +112,9 @@ pub struct IdMapPlan {
     pub gid: u32,
     /// A one-line notice for the user (e.g. why fakeroot is root-mapped only).
     pub notice: Option<String>,
+    /// Where newuidmap/newgidmap are looked for (sifr.conf `binary path`, see
+    /// `Config::setuid_helper_dirs`).
+    pub helper_dirs: Vec<PathBuf>,
 }
 
 impl IdMapPlan {
@@ -124,6 +127,7 @@ impl IdMapPlan {
             uid,
             gid,
             notice: None,
+            helper_dirs: sifr_idmap::write::default_helper_dirs(),
         }
     }
 }
@@ -139,6 +143,9 @@ pub struct NamespacePlan {
     pub net: bool,
     /// Run a small init as PID 1 in the PID namespace (not with `--no-init`).
     pub init: bool,
+    /// Mount propagation from the host stops (`mount slave = no`: private); by default the
+    /// container's mounts are slaves of the host's, so later host mounts show up inside.
+    pub private_mounts: bool,
 }
 
 /// The container's working tmpfs (Apptainer's session directory).

@@ -21,7 +21,7 @@ use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
 use super::seccomp::Emulation;
 use crate::config::Config;
-use crate::config::directives::{EnableOverlay, MemoryFsType, MountDev};
+use crate::config::directives::{EnableOverlay, EnableUnderlay, MemoryFsType, MountDev};
 
 /// The part of the configuration the planner needs (see `config`), with Apptainer's
 /// defaults.
@@ -41,6 +41,11 @@ pub struct LaunchPolicy {
     pub config_group: bool,
     pub config_resolv_conf: bool,
     pub enable_overlay: EnableOverlay,
+    /// `enable underlay`: with overlays disabled, whether missing mount points may still be
+    /// created (Apptainer's underlay; sifr's read-only session layer).
+    pub enable_underlay: EnableUnderlay,
+    /// `mount slave`: host mounts made later propagate into the container.
+    pub mount_slave: bool,
     pub sessiondir_max_size_mb: u64,
     pub memory_fs_type: MemoryFs,
     pub allow_pid_ns: bool,
@@ -83,6 +88,8 @@ impl From<&Config> for LaunchPolicy {
             config_group: c.config_group,
             config_resolv_conf: c.config_resolv_conf,
             enable_overlay: c.enable_overlay,
+            enable_underlay: c.enable_underlay,
+            mount_slave: c.mount_slave,
             sessiondir_max_size_mb: c.sessiondir_max_size,
             memory_fs_type: match c.memory_fs_type {
                 MemoryFsType::Ramfs => MemoryFs::Ramfs,
@@ -135,7 +142,9 @@ pub enum PlanError {
         "--writable needs a sandbox directory; {0} is an image file (use --writable-tmpfs for a throw-away writable layer)"
     )]
     WritableImage(PathBuf),
-    #[error("{0} is disabled by the administrator (sifr.conf: enable overlay = no)")]
+    #[error(
+        "{0} requires 'enable overlay', but the administrator set it to 'no' (sifr.conf: enable overlay = no); drop {0}"
+    )]
     OverlayDisabled(&'static str),
     #[error(
         "sifr needs user namespaces, which the administrator disabled (sifr.conf: allow user ns = no)"
@@ -162,7 +171,7 @@ pub fn plan(
     // 1. What cannot be honoured rootless.
     let mut warnings = refuse_unavailable(&o.unavailable)?;
     // 2. Namespaces, and the root with its layer.
-    let namespaces = namespaces(o, policy, fakeroot_uid0)?;
+    let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
     let layer = root_layer(o, policy, req)?;
     // 3. Mounts, in Apptainer's order.
     let mut mounts = Vec::new();
@@ -170,7 +179,7 @@ pub fn plan(
     mounts.extend(dev(o, policy));
     mounts.extend(host_filesystems(o, policy, host));
     mounts.extend(configured_binds(o, policy, probe));
-    let home = home(o, policy, host, probe, fakeroot_uid0)?;
+    let home = home(o, policy, host, probe, fakeroot_uid0, &mut warnings)?;
     mounts.extend(home.mount.clone());
     mounts.extend(temporary_dirs(o, policy, probe));
     mounts.extend(scratch_dirs(o, policy, &mut warnings)?);
@@ -263,6 +272,10 @@ fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
 
 /// The namespaces besides user and mount, as the administrator allows them.
 ///
+/// As in Apptainer (prepareContainerConfig), a PID, IPC or UTS namespace the administrator
+/// does not allow (`allow pid ns = no`, ...) is dropped with Apptainer's warning, and the
+/// container runs without it; with a UTS namespace dropped the hostname cannot be set.
+///
 /// A payload that holds capabilities in its user namespace (fakeroot: container root has the
 /// caller's uid and CAP_KILL there) could signal every process of its PID namespace, sifr's
 /// own included: it always gets a PID namespace of its own with sifr's init as PID 1 (and so
@@ -272,19 +285,27 @@ fn namespaces(
     o: &Options,
     policy: &LaunchPolicy,
     fakeroot_uid0: bool,
+    warnings: &mut Vec<String>,
 ) -> Result<NamespacePlan, PlanError> {
     if !policy.allow_user_ns {
         return Err(PlanError::UserNsDisabled);
     }
-    if o.pid && !policy.allow_pid_ns {
-        return Err(PlanError::NamespaceDisabled { ns: "pid" });
-    }
-    if o.ipc && !policy.allow_ipc_ns {
-        return Err(PlanError::NamespaceDisabled { ns: "ipc" });
-    }
-    if o.uts.is_some() && !policy.allow_uts_ns {
-        return Err(PlanError::NamespaceDisabled { ns: "uts" });
-    }
+    let mut dropped = |requested: bool, allowed: bool, ns: &str| {
+        if requested && !allowed {
+            warnings.push(format!("Not virtualizing {ns} namespace by configuration"));
+        }
+        requested && allowed
+    };
+    let pid = dropped(o.pid && !fakeroot_uid0, policy.allow_pid_ns, "pid") || fakeroot_uid0;
+    let ipc = dropped(o.ipc, policy.allow_ipc_ns, "ipc");
+    let uts = if dropped(o.uts.is_some(), policy.allow_uts_ns, "uts") {
+        o.uts.clone()
+    } else {
+        if o.uts.as_ref().is_some_and(|h| !h.is_empty()) {
+            warnings.push("Container hostname cannot be set.".to_string());
+        }
+        None
+    };
     if let Some(n) = &o.network
         && n != "none"
     {
@@ -295,30 +316,41 @@ fn namespaces(
         return Err(PlanError::NamespaceDisabled { ns: "net" });
     }
     Ok(NamespacePlan {
-        pid: o.pid || fakeroot_uid0,
-        ipc: o.ipc,
-        uts: o.uts.clone(),
+        pid,
+        ipc,
+        uts,
         net,
-        init: (o.pid && o.init) || fakeroot_uid0,
+        init: (pid && o.pid && o.init) || fakeroot_uid0,
+        private_mounts: !policy.mount_slave,
     })
 }
 
 /// How the image's root is presented: directly, or under a session layer.
+///
+/// Apptainer's choice (setSessionLayer): `--writable` uses no layer; `--writable-tmpfs`
+/// needs `enable overlay` (refused with `no`, as Apptainer refuses it); otherwise an overlay
+/// when overlays are enabled, else an underlay unless `enable underlay = no`, else nothing.
+/// sifr's read-only session layer does what Apptainer's underlay is for (bind destinations
+/// the image lacks are created; nothing of the image becomes writable), so it stands in for
+/// the underlay too; with both disabled the root is the image itself and every bind
+/// destination must exist in it.
 fn root_layer(o: &Options, policy: &LaunchPolicy, req: &Request) -> Result<RootLayer, PlanError> {
     if o.writable && !matches!(req.root, RootSource::Directory { .. }) {
         return Err(PlanError::WritableImage(req.image_display.clone()));
     }
+    let overlay = policy.enable_overlay != EnableOverlay::No;
+    let underlay = policy.enable_underlay != EnableUnderlay::No;
     Ok(if o.writable {
         RootLayer::Direct
     } else if o.writable_tmpfs {
-        if policy.enable_overlay == EnableOverlay::No {
+        if !overlay {
             return Err(PlanError::OverlayDisabled("--writable-tmpfs"));
         }
         RootLayer::WritableTmpfs
-    } else if policy.enable_overlay == EnableOverlay::No {
-        RootLayer::Direct
-    } else {
+    } else if overlay || underlay {
         RootLayer::Session
+    } else {
+        RootLayer::Direct
     })
 }
 
@@ -423,7 +455,8 @@ fn host_filesystems(o: &Options, policy: &LaunchPolicy, host: &HostFacts) -> Vec
 }
 
 /// Configured binds (`bind path`) whose source exists; with --contain only /etc/localtime
-/// and /etc/hosts.
+/// and /etc/hosts. `--no-mount bind-paths` drops them all and `--no-mount DEST` the one
+/// bound at DEST (Apptainer matches the destination, /etc/hosts and /etc/localtime too).
 fn configured_binds(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -> Vec<MountOp> {
     if o.skips(&NoMount::BindPaths) {
         return Vec::new();
@@ -436,6 +469,7 @@ fn configured_binds(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -
                 || b.source == Path::new("/etc/localtime")
                 || b.source == Path::new("/etc/hosts")
         })
+        .filter(|b| !o.skips_dest(&b.destination))
         .filter(|b| probe.exists(&b.source))
         .map(|b| MountOp {
             optional: true,
@@ -457,6 +491,7 @@ fn home(
     host: &HostFacts,
     probe: &dyn HostProbe,
     fakeroot_uid0: bool,
+    warnings: &mut Vec<String>,
 ) -> Result<Home, PlanError> {
     let user_home = PathBuf::from(&host.user.home);
     let (source, dest) = match &o.home {
@@ -471,6 +506,11 @@ fn home(
         None => (user_home.clone(), user_home),
     };
     if !policy.mount_home || o.no_home || o.skips(&NoMount::Home) {
+        return Ok(Home { dest, mount: None });
+    }
+    // As Apptainer (issue 5228): a home of '/' (an account such as nobody) is not mounted.
+    if dest == Path::new("/") {
+        warnings.push("Skipping impossible home directory mount to '/'".to_string());
         return Ok(Home { dest, mount: None });
     }
     let source = if o.contain && o.home.is_none() {
@@ -1228,12 +1268,7 @@ mod tests {
         };
         let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
         assert!(p.namespaces.net);
-        let policy = LaunchPolicy {
-            enable_overlay: EnableOverlay::No,
-            ..Default::default()
-        };
-        let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
-        assert_eq!(p.layer, RootLayer::Direct);
+        // enable overlay = no: see test_overlay_disabled_falls_back_to_underlay.
         // allow user ns = no: nothing can start.
         let policy = LaunchPolicy {
             allow_user_ns: false,
@@ -1257,6 +1292,7 @@ mod tests {
             uid: 0,
             gid: 0,
             notice: Some("fakeroot: root-mapped".into()),
+            helper_dirs: vec![],
         };
         r.emulation = Some(Emulation::RootMapped);
         let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
@@ -1318,7 +1354,15 @@ mod tests {
     fn test_steps_alone() {
         let policy = LaunchPolicy::default();
         // Home under fakeroot is /root, from the caller's home; none with --no-home.
-        let h = home(&Options::default(), &policy, &host(), &listed(), true).expect("ok");
+        let h = home(
+            &Options::default(),
+            &policy,
+            &host(),
+            &listed(),
+            true,
+            &mut vec![],
+        )
+        .expect("ok");
         assert_eq!(h.dest, PathBuf::from("/root"));
         let m = h.mount.expect("mounted");
         assert_eq!(m.source, MountSource::Host("/home/u".into()));
@@ -1327,7 +1371,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            home(&o, &policy, &host(), &listed(), false)
+            home(&o, &policy, &host(), &listed(), false, &mut vec![])
                 .expect("ok")
                 .mount
                 .is_none()
@@ -1338,7 +1382,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            home(&o, &policy, &host(), &listed(), false),
+            home(&o, &policy, &host(), &listed(), false, &mut vec![]),
             Err(PlanError::MissingBindSource(_))
         ));
         // Temporary directories under --workdir with --contain.
@@ -1377,5 +1421,317 @@ mod tests {
             ..Default::default()
         };
         assert!(scratch_dirs(&o, &policy, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn test_disallowed_namespaces_are_dropped_with_a_warning() {
+        let flags = Options {
+            pid: true,
+            ipc: true,
+            init: true,
+            uts: Some("box".into()),
+            ..Default::default()
+        };
+        let policy = LaunchPolicy {
+            allow_pid_ns: false,
+            allow_ipc_ns: false,
+            allow_uts_ns: false,
+            ..Default::default()
+        };
+        let p = plan(&req(flags.clone()), &policy, &host()).expect("runs");
+        assert!(!p.namespaces.pid && !p.namespaces.ipc && !p.namespaces.init);
+        assert_eq!(p.namespaces.uts, None);
+        for w in [
+            "Not virtualizing pid namespace by configuration",
+            "Not virtualizing ipc namespace by configuration",
+            "Not virtualizing uts namespace by configuration",
+            "Container hostname cannot be set.",
+        ] {
+            assert!(p.warnings.iter().any(|x| x == w), "{w}: {:?}", p.warnings);
+        }
+        // Allowed: kept, no warning.
+        let p = plan(&req(flags.clone()), &LaunchPolicy::default(), &host()).expect("runs");
+        assert!(p.namespaces.pid && p.namespaces.ipc && p.namespaces.init);
+        assert_eq!(p.namespaces.uts.as_deref(), Some("box"));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Not requested: nothing to drop, nothing said.
+        let p = plan(&req(Options::default()), &policy, &host()).expect("runs");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Fakeroot keeps its own PID namespace (sifr's safety rule) whatever the policy.
+        let mut r = req(flags);
+        r.ids.uid = 0;
+        let p = plan(&r, &policy, &host()).expect("runs");
+        assert!(p.namespaces.pid);
+    }
+
+    #[test]
+    fn test_overlay_disabled_falls_back_to_underlay() {
+        let no_overlay = LaunchPolicy {
+            enable_overlay: EnableOverlay::No,
+            ..Default::default()
+        };
+        // Underlay allowed (the default): a read-only layer that creates mount points.
+        let p = plan(&req(Options::default()), &no_overlay, &host()).expect("ok");
+        assert_eq!(p.layer, RootLayer::Session);
+        // Both disabled: the image itself.
+        let neither = LaunchPolicy {
+            enable_underlay: EnableUnderlay::No,
+            ..no_overlay.clone()
+        };
+        let p = plan(&req(Options::default()), &neither, &host()).expect("ok");
+        assert_eq!(p.layer, RootLayer::Direct);
+        // --writable-tmpfs needs the overlay, as in Apptainer.
+        let flags = Options {
+            writable_tmpfs: true,
+            ..Default::default()
+        };
+        let e = plan(&req(flags.clone()), &no_overlay, &host()).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "--writable-tmpfs requires 'enable overlay', but the administrator set it to 'no' (sifr.conf: enable overlay = no); drop --writable-tmpfs"
+        );
+        let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("ok");
+        assert_eq!(p.layer, RootLayer::WritableTmpfs);
+    }
+
+    #[test]
+    fn test_mount_slave_sets_propagation() {
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(!p.namespaces.private_mounts);
+        let policy = LaunchPolicy {
+            mount_slave: false,
+            ..Default::default()
+        };
+        let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
+        assert!(p.namespaces.private_mounts);
+    }
+
+    #[test]
+    fn test_home_onto_root_is_skipped() {
+        let mut h = host();
+        h.user.home = "/".into();
+        h.cwd = "/".into();
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &h).expect("runs");
+        assert!(!p.mounts.iter().any(|m| m.why == "home directory"));
+        assert_eq!(p.process.home, PathBuf::from("/"));
+        assert!(
+            p.warnings
+                .contains(&"Skipping impossible home directory mount to '/'".to_string()),
+            "{:?}",
+            p.warnings
+        );
+        let flags = Options {
+            home: Some(HomeSpec::parse("/data:/").expect("spec")),
+            ..Default::default()
+        };
+        let p = plan(&req(flags), &LaunchPolicy::default(), &host()).expect("runs");
+        assert!(!p.mounts.iter().any(|m| m.dest == Path::new("/")));
+    }
+
+    #[test]
+    fn test_no_mount_removes_bind_path_entries_by_destination() {
+        let mut policy = LaunchPolicy::default();
+        policy.bind_paths.push(BindSpec {
+            source: "/data".into(),
+            destination: "/opt/site".into(),
+            readonly: false,
+        });
+        let binds = |no_mount: Vec<NoMount>, contain: bool| {
+            let o = Options {
+                no_mount,
+                contain,
+                ..Default::default()
+            };
+            configured_binds(&o, &policy, &listed())
+                .iter()
+                .map(|m| m.dest.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            binds(vec![], false),
+            ["/etc/localtime", "/etc/hosts", "/opt/site"]
+        );
+        assert_eq!(
+            binds(vec![NoMount::Dest("/etc/hosts".into())], false),
+            ["/etc/localtime", "/opt/site"]
+        );
+        assert_eq!(
+            binds(vec![NoMount::Dest("/etc/localtime".into())], true),
+            ["/etc/hosts"]
+        );
+        // By destination, not source.
+        assert_eq!(binds(vec![NoMount::Dest("/data".into())], false).len(), 3);
+        assert_eq!(
+            binds(vec![NoMount::Dest("/opt/site".into())], false),
+            ["/etc/localtime", "/etc/hosts"]
+        );
+        assert!(binds(vec![NoMount::BindPaths], false).is_empty());
+    }
+
+    /// Every sifr.conf directive the planner reads reaches the policy: a `From<&Config>`
+    /// that dropped one would leave its default here.
+    #[test]
+    fn test_policy_takes_every_directive_from_the_config() {
+        let c = Config::parse(
+            "mount proc = no\nmount sys = no\nmount dev = minimal\nmount devpts = no\n\
+             mount home = no\nmount tmp = no\nmount hostfs = yes\nmount slave = no\n\
+             bind path = /data:/opt/data:ro\nuser bind control = no\nconfig passwd = no\n\
+             config group = no\nconfig resolv_conf = no\nenable overlay = no\n\
+             enable underlay = no\nsessiondir max size = 7\nmemory fs type = ramfs\n\
+             allow pid ns = no\nallow ipc ns = no\nallow uts ns = no\nallow user ns = no\n",
+            crate::config::Source::BuiltIn("test"),
+        )
+        .expect("parses");
+        let want = LaunchPolicy {
+            mount_proc: false,
+            mount_sys: false,
+            mount_dev: MountDev::Minimal,
+            mount_devpts: false,
+            mount_home: false,
+            mount_tmp: false,
+            mount_hostfs: true,
+            bind_paths: vec![BindSpec {
+                source: "/data".into(),
+                destination: "/opt/data".into(),
+                readonly: true,
+            }],
+            user_bind_control: false,
+            config_passwd: false,
+            config_group: false,
+            config_resolv_conf: false,
+            enable_overlay: EnableOverlay::No,
+            enable_underlay: EnableUnderlay::No,
+            mount_slave: false,
+            sessiondir_max_size_mb: 7,
+            memory_fs_type: MemoryFs::Ramfs,
+            allow_pid_ns: false,
+            allow_ipc_ns: false,
+            allow_uts_ns: false,
+            allow_net_ns: true,
+            allow_user_ns: false,
+        };
+        assert_eq!(LaunchPolicy::from(&c), want);
+    }
+
+    /// The mount directives change the plan (each one alone against the defaults).
+    #[test]
+    fn test_each_mount_directive_changes_the_plan() {
+        let mut h = host();
+        h.mountpoints = vec!["/scratch".into()];
+        h.cwd = "/".into();
+        let mounts = |policy: LaunchPolicy| {
+            let p = plan(&req(Options::default()), &policy, &h).expect("ok");
+            (dests(&p), p)
+        };
+        let (base, p) = mounts(LaunchPolicy::default());
+        assert_eq!((p.session.size_mb, p.session.fstype), (64, MemoryFs::Tmpfs));
+        let d = LaunchPolicy::default;
+        for (policy, gone) in [
+            (
+                LaunchPolicy {
+                    mount_proc: false,
+                    ..d()
+                },
+                "/proc",
+            ),
+            (
+                LaunchPolicy {
+                    mount_sys: false,
+                    ..d()
+                },
+                "/sys",
+            ),
+            (
+                LaunchPolicy {
+                    mount_dev: MountDev::No,
+                    ..d()
+                },
+                "/dev",
+            ),
+            (
+                LaunchPolicy {
+                    mount_home: false,
+                    ..d()
+                },
+                "/home/u",
+            ),
+            (
+                LaunchPolicy {
+                    mount_tmp: false,
+                    ..d()
+                },
+                "/tmp",
+            ),
+            (
+                LaunchPolicy {
+                    config_passwd: false,
+                    ..d()
+                },
+                "/etc/passwd",
+            ),
+            (
+                LaunchPolicy {
+                    config_group: false,
+                    ..d()
+                },
+                "/etc/group",
+            ),
+            (
+                LaunchPolicy {
+                    config_resolv_conf: false,
+                    ..d()
+                },
+                "/etc/resolv.conf",
+            ),
+            (
+                LaunchPolicy {
+                    bind_paths: vec![],
+                    ..d()
+                },
+                "/etc/hosts",
+            ),
+        ] {
+            assert!(base.iter().any(|m| m == gone), "{gone} in the default plan");
+            assert!(!mounts(policy).0.iter().any(|m| m == gone), "{gone}");
+        }
+        assert!(!base.iter().any(|m| m == "/scratch"));
+        let (m, _) = mounts(LaunchPolicy {
+            mount_hostfs: true,
+            ..d()
+        });
+        assert!(m.iter().any(|m| m == "/scratch"), "mount hostfs");
+        let devpts = |on: bool| {
+            let (_, p) = mounts(LaunchPolicy {
+                mount_dev: MountDev::Minimal,
+                mount_devpts: on,
+                ..d()
+            });
+            p.mounts
+                .iter()
+                .any(|m| matches!(m.source, MountSource::MinimalDev { devpts: true, .. }))
+        };
+        assert!(devpts(true) && !devpts(false), "mount devpts");
+        let (_, p) = mounts(LaunchPolicy {
+            sessiondir_max_size_mb: 5,
+            memory_fs_type: MemoryFs::Ramfs,
+            ..d()
+        });
+        assert_eq!((p.session.size_mb, p.session.fstype), (5, MemoryFs::Ramfs));
+        let flags = Options {
+            binds: vec![BindSpec {
+                source: "/data".into(),
+                destination: "/data".into(),
+                readonly: false,
+            }],
+            ..Default::default()
+        };
+        let policy = LaunchPolicy {
+            user_bind_control: false,
+            ..d()
+        };
+        assert!(matches!(
+            plan(&req(flags), &policy, &h),
+            Err(PlanError::UserBindDisabled(_))
+        ));
     }
 }

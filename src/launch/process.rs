@@ -521,13 +521,19 @@ fn supervisor_namespaces<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
             .map_err(|e| format!("cannot bring up the loopback interface: {e}"))?;
     }
     // Mount events must not travel back to the host (they could not anyway from a user
-    // namespace, but this also stops host mounts from appearing later).
+    // namespace). `mount slave = yes` (the default) keeps host mounts made later (autofs,
+    // for example) showing up inside, as Apptainer's MS_SLAVE; `no` makes the tree private.
     use nix::mount::MsFlags;
+    let propagation = if ns.private_mounts {
+        MsFlags::MS_PRIVATE
+    } else {
+        MsFlags::MS_SLAVE
+    };
     sys.mount(
         None,
         Path::new("/"),
         None,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        MsFlags::MS_REC | propagation,
         None,
     )
     .map_err(|e| format!("cannot make the mount namespace private: {e}"))
@@ -1040,6 +1046,24 @@ mod tests {
         container_root(sys, plan, &Layout::default(), &user())?;
         exec_steps(sys, plan)?;
         Ok(sys.calls.borrow().clone())
+    }
+
+    #[test]
+    fn test_mount_slave_no_makes_the_tree_private() {
+        for (private, want) in [(false, MsFlags::MS_SLAVE), (true, MsFlags::MS_PRIVATE)] {
+            let (_t, sys) = image();
+            let ns = NamespacePlan {
+                private_mounts: private,
+                ..Default::default()
+            };
+            supervisor_namespaces(&sys, &plan(ns, normal())).expect("namespaces");
+            let calls = sys.calls.borrow();
+            let Call::Mount(m) = &calls[1] else {
+                panic!("{:?}", calls[1])
+            };
+            assert_eq!(m.target, "/");
+            assert_eq!(m.flags, MsFlags::MS_REC | want, "private_mounts {private}");
+        }
     }
 
     #[test]

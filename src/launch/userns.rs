@@ -127,6 +127,7 @@ mod tests {
             uid: 0,
             gid: 0,
             notice: None,
+            helper_dirs: vec![],
         };
         (ids, uid, gid)
     }
