@@ -150,6 +150,22 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             security: f.security.clone(),
             resource_limits: f.cpus.is_some() || f.memory.is_some() || f.pids_limit.is_some(),
             sharens: f.sharens,
+            overlay: f
+                .overlay
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .cloned()
+                .collect(),
+            nv: f.nv,
+            nvccli: f.nvccli,
+            rocm: f.rocm,
+            contain_libs: f.contain_libs,
+            add_caps: f.add_caps.is_some(),
+            drop_caps: f.drop_caps.is_some(),
+            no_privs: f.no_privs,
+            unsquash: f.unsquash,
+            network_args: !f.network_args.is_empty(),
+            ignore_userns: f.ignore_userns,
         },
     })
 }
