@@ -473,7 +473,7 @@ fn test_new_key_pairs_sign_for_the_reference() {
         "{list}"
     );
     assert!(
-        list.contains("1)  User:              Rsa Key <rsa@example.com>"),
+        list.contains("1)  User:              Rsa Key () <rsa@example.com>"),
         "{list}"
     );
     assert!(list.contains("Length (in bits):  2048"), "{list}");

@@ -28,6 +28,19 @@ use crate::log::{self as sylog, Verbosity};
 /// Exit status for sifr's own fatal errors (Apptainer's sylog uses 255).
 pub use crate::log::EXIT_FATAL;
 
+/// Exit status for a command line Apptainer's cobra refuses (an unknown verb or flag, a
+/// missing argument) and for an error a verb returns rather than a fatal one.
+pub const EXIT_USAGE: i32 = 1;
+
+/// An error Apptainer reports from a verb's own run function (cobra's `RunE`): one line
+/// `Error for command "VERB": MESSAGE` and exit status 1, not a fatal 255.
+#[derive(Debug, thiserror::Error)]
+#[error("Error for command \"{verb}\": {message}")]
+pub struct CommandError {
+    pub verb: &'static str,
+    pub message: String,
+}
+
 /// Everything a verb needs to know about how sifr was invoked.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -188,7 +201,7 @@ pub fn main() -> i32 {
             let code = match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-                _ => EXIT_FATAL,
+                _ => EXIT_USAGE,
             };
             if code == 0 {
                 // Help goes to stdout.
@@ -266,17 +279,34 @@ pub fn main() -> i32 {
         Some(Command::Sign(a)) => sign::sign(&ctx, a),
         Some(Command::Verify(a)) => sign::verify(&ctx, a),
         Some(Command::Version) => {
-            println!("{}", compat::SIFR_VERSION);
+            println!("{}", version_number(persona));
             Ok(0)
         }
         None => Ok(0),
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            sylog::fatal(&format!("{e:#}"));
-            EXIT_FATAL
-        }
+        Err(e) => match e.downcast_ref::<CommandError>() {
+            Some(c) => {
+                eprintln!("{c}");
+                EXIT_USAGE
+            }
+            None => {
+                sylog::fatal(&format!("{e:#}"));
+                EXIT_FATAL
+            }
+        },
+    }
+}
+
+/// What `version` prints: the version that `--version` shows under this name, alone on its
+/// line, as Apptainer's `version` verb prints its package version (`apptainer version` →
+/// `1.4.0`, `apptainer --version` → `apptainer version 1.4.0`).
+pub fn version_number(persona: Persona) -> String {
+    let line = persona.version_line();
+    match line.rsplit_once(' ') {
+        Some((_, v)) => v.to_string(),
+        None => line,
     }
 }
 
@@ -286,6 +316,21 @@ mod tests {
 
     fn v(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn test_version_verb_prints_the_version_of_the_version_flag() {
+        for p in [
+            Persona::Sifr,
+            Persona::Apptainer,
+            Persona::Singularity,
+            Persona::RunSingularity,
+        ] {
+            let line = p.version_line();
+            let v = version_number(p);
+            assert!(line.ends_with(&format!(" version {v}")), "{line} / {v}");
+            assert!(!v.contains(' '), "{v}");
+        }
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! Output that scripts parse, as Apptainer gives it: `version` under each name, the exit
+//! status of usage errors (1, as cobra's), `instance stop` with nothing to stop, and
+//! `key list` (`Name (Comment) <Email>`, creation times in local time).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// `version` prints the version `--version` shows, under sifr's own name and the drop-in
+/// names: `apptainer --version` → `apptainer version V`, `apptainer version` → `V`.
+#[test]
+fn test_version_verb_matches_version_flag_under_each_name() {
+    let dir = tempdir();
+    let mut names = vec![sifr_bin()];
+    for name in ["apptainer", "singularity"] {
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink(sifr_bin(), &link).expect("symlink");
+        names.push(link);
+    }
+    for bin in names {
+        let flag = ok(&run(&bin, ["--version"]));
+        let verb = ok(&run(&bin, ["version"]));
+        assert_eq!(verb.lines().count(), 1, "{verb:?}");
+        let (_, v) = flag
+            .trim_end()
+            .rsplit_once(" version ")
+            .expect("a version line");
+        assert_eq!(
+            verb,
+            format!("{v}\n"),
+            "{}: --version said {flag:?}",
+            bin.display()
+        );
+    }
+}
+
+/// Unknown verbs and flags and missing arguments exit 1, as Apptainer's cobra handling
+/// does, with one line.
+#[test]
+fn test_usage_errors_exit_1() {
+    let img = sif_fixture("busybox_amd64.sif").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["no-such-verb"], "no-such-verb"),
+        (vec!["--no-such-flag", "version"], "--no-such-flag"),
+        (
+            vec!["exec", "--no-such-flag", &img, "true"],
+            "--no-such-flag",
+        ),
+        (vec!["exec", &img], "COMMAND"),
+        (vec!["inspect"], "IMAGE"),
+        (vec!["key", "no-such-subcommand"], "no-such-subcommand"),
+    ];
+    for (args, needle) in cases {
+        let out = sifr(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_one_line_error(&out, needle);
+    }
+    // A verb group without its subcommand shows its help, as cobra does.
+    let out = sifr(["instance"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// `instance stop` with nothing to stop: Apptainer's message and exit status 1, for the
+/// legacy `instance.stop --all` that spython sends too.
+#[test]
+fn test_instance_stop_with_nothing_to_stop() {
+    for args in [
+        vec!["instance", "stop", "--all"],
+        vec!["instance.stop", "--all"],
+        vec!["instance", "stop", "web1"],
+    ] {
+        let out = sifr(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "Error for command \"stop\": no instance found\n",
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = sifr(["instance", "stop"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error for command \"stop\": invalid command\n"
+    );
+}
+
+/// `key list`: `Name (Comment) <Email>` even with no comment, and the creation time in the
+/// local time zone in Go's format.
+#[test]
+fn test_key_list_shows_apptainer_user_and_local_time() {
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    let keys = keys.to_str().expect("utf8");
+    let key = |args: &[&str], tz: &str| {
+        Command::new(sifr_bin())
+            .arg("key")
+            .args(args)
+            .args(["--keysdir", keys])
+            .env("TZ", tz)
+            .output()
+            .expect("run sifr")
+    };
+    ok(&key(
+        &[
+            "newpair",
+            "-N",
+            "Key Owner",
+            "-E",
+            "owner@example.com",
+            "-C",
+            "",
+            "-P",
+            "",
+            "--algorithm",
+            "ed25519",
+        ],
+        "UTC",
+    ));
+    let list = ok(&key(&["list"], "Asia/Tokyo"));
+    assert!(
+        list.contains("0)  User:              Key Owner () <owner@example.com>\n"),
+        "{list}"
+    );
+    let created = list
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Creation time:"))
+        .expect("a creation time")
+        .trim()
+        .to_string();
+    assert!(created.ends_with(" +0900 JST"), "{created}");
+    let utc = ok(&key(&["list"], "UTC"));
+    assert!(utc.contains(" +0000 UTC\n"), "{utc}");
+}
