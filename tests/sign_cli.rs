@@ -743,7 +743,7 @@ fn test_gpg_exported_keys() {
     e.ok(&["key", "import", s(&secret_armored)]);
     let list = e.ok(&["key", "list", "--secret"]);
     assert!(
-        list.contains("Gpg Ed <ged@example.com>") && list.contains("Gpg Rsa"),
+        list.contains("Gpg Ed () <ged@example.com>") && list.contains("Gpg Rsa"),
         "{list}"
     );
     // Both keys sign (password from the environment), and gpg's public export verifies.
