@@ -135,3 +135,69 @@ fn test_key_list_shows_apptainer_user_and_local_time() {
     let utc = ok(&key(&["list"], "UTC"));
     assert!(utc.contains(" +0000 UTC\n"), "{utc}");
 }
+
+/// `VERB --help` has the shape of Apptainer's help (its docs/templates.go): the short
+/// description, `Usage:` with Apptainer's usage line under the name sifr was called by,
+/// `Description:`, `Options:`; verb groups list `Available Commands:`.
+#[test]
+fn test_help_has_apptainer_shape() {
+    let dir = tempdir();
+    let link = dir.path().join("apptainer");
+    std::os::unix::fs::symlink(sifr_bin(), &link).expect("symlink");
+    for (bin, name) in [(sifr_bin(), "sifr"), (link, "apptainer")] {
+        for (verb, usage) in [
+            ("exec", "exec [exec options...] <container> <command>"),
+            ("run", "run [run options...] <container> [args...]"),
+            ("shell", "shell [shell options...] <container>"),
+            (
+                "build",
+                "build [local options...] <IMAGE PATH> <BUILD SPEC>",
+            ),
+            ("pull", "pull [pull options...] [output file] <URI>"),
+            ("inspect", "inspect [inspect options...] <image path>"),
+        ] {
+            let help = ok(&run(&bin, [verb, "--help"]));
+            let want = format!("\n\nUsage:\n  {name} {usage}\n\nDescription:\n");
+            assert!(help.contains(&want), "{name} {verb}: {help}");
+            assert!(help.contains("\nOptions:\n"), "{name} {verb}: {help}");
+        }
+        let help = ok(&run(&bin, ["instance", "stop", "--help"]));
+        assert!(
+            help.contains(&format!(
+                "Usage:\n  {name} instance stop [stop options...] [instance]\n"
+            )),
+            "{help}"
+        );
+        let help = ok(&run(&bin, ["key", "--help"]));
+        assert!(help.contains("\nAvailable Commands:\n"), "{help}");
+        assert!(
+            help.contains(&format!("Usage:\n  {name} key [key options...]\n")),
+            "{help}"
+        );
+    }
+}
+
+/// An Apptainer verb that sifr does not implement says so in one line (not "unrecognized
+/// subcommand", as for a typo), and exits with sifr's fatal status.
+#[test]
+fn test_apptainer_verbs_sifr_lacks_say_so() {
+    for args in [
+        vec!["cache", "list"],
+        vec!["overlay", "create", "o.img"],
+        vec!["oci", "state", "x"],
+        vec!["remote", "list"],
+        vec!["plugin", "list"],
+        vec!["instance", "run", "img.sif", "web1"],
+        vec!["key", "search", "someone"],
+        vec!["config", "global", "--set", "x", "y"],
+    ] {
+        let out = sifr(&args);
+        assert_eq!(out.status.code(), Some(255), "{args:?}: {out:?}");
+        let what = args[..2].join(" ");
+        let needle = match args[0] {
+            "instance" | "key" | "config" => format!("'{what}' is an Apptainer command"),
+            v => format!("'{v}' is an Apptainer command"),
+        };
+        assert_one_line_error(&out, &needle);
+    }
+}
