@@ -117,3 +117,49 @@ fn test_unsupported_scheme_message_is_not_misleading() {
         assert!(!err.contains("pull the image"), "{err}");
     }
 }
+
+/// Apptainer's other action flags that sifr does not implement are refused by name too,
+/// and the cgroup flags warn that they are not applied (as --cpus/--memory do); the
+/// hidden `--no-nv`/`--no-rocm` ask for what sifr always does.
+#[test]
+fn test_other_apptainer_action_flags() {
+    require_unprivileged();
+    let img = busybox();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--boot"], "--boot"),
+        (&["--fusemount", "host:sshfs#u@h: /mnt"], "--fusemount"),
+        (&["--device", "nvidia.com/gpu=all"], "--device"),
+        (&["--cdi-dirs", "/etc/cdi"], "--cdi-dirs"),
+        (&["--compat32"], "--compat32"),
+        (&["--intel-hpu"], "--intel-hpu"),
+        (&["--dmtcp-launch", "ck"], "--dmtcp-launch"),
+        (&["--dmtcp-restart", "ck"], "--dmtcp-restart"),
+        (&["--underlay"], "--underlay"),
+        (&["--runscript-timeout", "5s"], "--runscript-timeout"),
+        (&["--netns-path", "/run/netns/x"], "--netns-path"),
+        (&["--containlibs"], "--contain-libs"),
+    ];
+    for (flags, needle) in cases {
+        let mut args: Vec<String> = vec!["exec".into()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args.push(img.clone());
+        args.extend(["echo".to_string(), "payload-ran".to_string()]);
+        refused(&args, &[], needle);
+    }
+    for flags in [
+        &["--cpu-shares", "512"][..],
+        &["--memory-swap", "1G"][..],
+        &["--oom-kill-disable"][..],
+    ] {
+        let mut args = vec!["exec"];
+        args.extend(flags);
+        args.extend([img.as_str(), "echo", "ran"]);
+        let out = sifr(&args);
+        assert_eq!(ok(&out), "ran\n", "{flags:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("resource limits"), "{flags:?}: {err}");
+    }
+    for flag in ["--no-nv", "--no-rocm"] {
+        assert_eq!(ok(&sifr(["exec", flag, &img, "echo", "ran"])), "ran\n");
+    }
+}

@@ -99,6 +99,9 @@ pub struct Unavailable {
     pub network_args: bool,
     /// hidden `--ignore-userns`.
     pub ignore_userns: bool,
+    /// Other Apptainer action flags given that sifr does not implement (`--boot`,
+    /// `--fusemount`, `--device`, ...), by name.
+    pub other: Vec<&'static str>,
 }
 
 /// `-H/--home SRC[:DST]`.

@@ -298,6 +298,12 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
              sifr; drop --no-privs or --fakeroot",
         );
     }
+    if let Some(flag) = u.other.first() {
+        return match *flag {
+            "--boot" | "--netns-path" => Err(PlanError::RootOnly { flag }),
+            _ => unsupported(flag, other_reason(flag)),
+        };
+    }
     if u.network_args {
         return unsupported(
             "--network-args",
@@ -317,6 +323,26 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
         warnings.push("--sharens is not supported yet; running with separate namespaces".into());
     }
     Ok(warnings)
+}
+
+/// Why one of the other Apptainer action flags is refused, and what to do instead.
+fn other_reason(flag: &str) -> &'static str {
+    match flag {
+        "--compat32" | "--intel-hpu" | "--device" | "--cdi-dirs" => {
+            "sifr does not set up GPUs or other devices yet; bind the devices and libraries \
+             with -B, or run this job with Apptainer"
+        }
+        "--fusemount" => {
+            "FUSE mounts inside the container are not supported yet; mount on the host and \
+             bind the mount point with -B"
+        }
+        "--dmtcp-launch" | "--dmtcp-restart" => "sifr does not checkpoint containers (DMTCP)",
+        "--underlay" => {
+            "sifr chooses its root layer itself (sifr.conf: enable overlay); drop --underlay"
+        }
+        "--runscript-timeout" => "the runscript runs without a time limit; drop the flag",
+        _ => "not implemented",
+    }
 }
 
 /// One `--security` option: `uid:`/`gid:` need root; seccomp, AppArmor and SELinux
@@ -1425,6 +1451,38 @@ mod tests {
                 },
                 false,
                 "--ignore-userns",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--fusemount"],
+                    ..d()
+                },
+                false,
+                "--fusemount",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--device"],
+                    ..d()
+                },
+                false,
+                "--device",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--underlay"],
+                    ..d()
+                },
+                false,
+                "--underlay",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--boot"],
+                    ..d()
+                },
+                false,
+                "--boot requires root",
             ),
             (
                 Unavailable {
