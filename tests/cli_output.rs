@@ -168,6 +168,11 @@ fn test_help_has_apptainer_shape() {
             )),
             "{help}"
         );
+        // `help VERB` is `VERB --help`, as cobra's help command.
+        assert_eq!(
+            ok(&run(&bin, ["help", "exec"])),
+            ok(&run(&bin, ["exec", "--help"]))
+        );
         let help = ok(&run(&bin, ["key", "--help"]));
         assert!(help.contains("\nAvailable Commands:\n"), "{help}");
         assert!(
@@ -183,19 +188,35 @@ fn test_help_has_apptainer_shape() {
 fn test_apptainer_verbs_sifr_lacks_say_so() {
     for args in [
         vec!["cache", "list"],
-        vec!["overlay", "create", "o.img"],
+        vec!["capability", "avail"],
+        vec!["checkpoint", "list"],
+        vec!["completion", "bash"],
+        vec!["delete", "library://x/y/z:1"],
+        vec!["keyserver", "list"],
         vec!["oci", "state", "x"],
-        vec!["remote", "list"],
+        vec!["overlay", "create", "o.img"],
         vec!["plugin", "list"],
+        vec!["push", "img.sif", "oras://x/y:1"],
+        vec!["registry", "list"],
+        vec!["remote", "list"],
+        vec!["search", "alpine"],
+        vec!["tag", "x", "y"],
+        vec!["buildcfg", "x"],
+        vec!["confgen", "x"],
         vec!["instance", "run", "img.sif", "web1"],
+        vec!["instance", "stats", "web1"],
         vec!["key", "search", "someone"],
+        vec!["key", "pull", "ABCD"],
+        vec!["keys", "push", "ABCD"],
         vec!["config", "global", "--set", "x", "y"],
     ] {
         let out = sifr(&args);
         assert_eq!(out.status.code(), Some(255), "{args:?}: {out:?}");
         let what = args[..2].join(" ");
         let needle = match args[0] {
-            "instance" | "key" | "config" => format!("'{what}' is an Apptainer command"),
+            "instance" | "key" | "keys" | "config" => {
+                format!("'{what}' is an Apptainer command")
+            }
             v => format!("'{v}' is an Apptainer command"),
         };
         assert_one_line_error(&out, &needle);

@@ -122,6 +122,10 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("tag", "sifr talks to no container library"),
     ("buildcfg", "sifr has no compile-time paths to show"),
     ("confgen", "sifr.conf is edited by hand"),
+    (
+        "completion",
+        "sifr generates no shell completion scripts yet",
+    ),
     ("instance run", "instances are not supported yet"),
     ("instance stats", "instances are not supported yet"),
     ("key search", "sifr talks to no keyserver"),
@@ -417,6 +421,15 @@ mod tests {
         assert!(m.starts_with("'cache' is an Apptainer command"), "{m}");
         let m = not_implemented(&v(&["sifr", "key", "push", "ABC"])).expect("key push");
         assert!(m.starts_with("'key push' is an Apptainer command"), "{m}");
+        for (name, _) in NOT_IMPLEMENTED {
+            let mut args = vec![OsString::from("sifr")];
+            args.extend(name.split(' ').map(OsString::from));
+            let m = not_implemented(&args).expect(name);
+            assert!(
+                m.starts_with(&format!("'{name}' is an Apptainer command")),
+                "{m}"
+            );
+        }
         for implemented in [
             v(&["sifr", "key", "list"]),
             v(&["sifr", "exec", "img", "cache"]),
