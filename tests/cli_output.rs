@@ -49,6 +49,15 @@ fn test_usage_errors_exit_1() {
             "--no-such-flag",
         ),
         (vec!["exec", &img], "COMMAND"),
+        // Apptainer's interactive registry login and docker daemon flags: not in sifr.
+        (
+            vec!["exec", "--docker-login", &img, "true"],
+            "--docker-login",
+        ),
+        (
+            vec!["pull", "--docker-host", "unix:///x", "docker://a"],
+            "--docker-host",
+        ),
         (vec!["inspect"], "IMAGE"),
         (vec!["key", "no-such-subcommand"], "no-such-subcommand"),
     ];

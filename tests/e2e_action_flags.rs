@@ -220,3 +220,59 @@ fn test_root_only_flags_refused_and_limits_warned() {
         "ran\n"
     );
 }
+
+#[test]
+fn test_mount_home_and_ignore_subuid() {
+    require_unprivileged();
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("f"), "in-data\n").expect("write");
+    let d = data.to_str().expect("utf8");
+    // --mount type=bind: source and destination.
+    let spec = format!("type=bind,source={d},destination=/mnt/m");
+    let (out, _) = exec_sh(&["--mount", &spec], "cat /mnt/m/f");
+    assert_eq!(out, "in-data\n", "--mount");
+    // -H SRC:DST: the home directory is SRC, seen at DST.
+    let home = format!("{d}:/home/alt");
+    let (out, _) = exec_sh(&["-H", &home], "echo $HOME; cat /home/alt/f");
+    assert_eq!(out, "/home/alt\nin-data\n", "-H");
+    // --ignore-subuid: fakeroot maps only the caller's id (root-mapped), whatever
+    // /etc/subuid grants.
+    let (out, _) = exec_sh(
+        &["--fakeroot", "--ignore-subuid"],
+        "id -u; grep -c . /proc/self/uid_map",
+    );
+    assert_eq!(out, "0\n1\n", "--fakeroot --ignore-subuid");
+}
+
+/// `--tmpdir`: where an OCI source is converted (an empty OCI layout made with umoci).
+#[test]
+fn test_tmpdir_is_where_a_conversion_works() {
+    require_unprivileged();
+    if !common::oci::have_tools(&["umoci"]) {
+        return;
+    }
+    let dir = tempdir();
+    common::oci::tool(dir.path(), "umoci", &["init", "--layout", "L"]);
+    common::oci::tool(dir.path(), "umoci", &["new", "--image", "L:v0"]);
+    let layout = format!("oci:{}:v0", dir.path().join("L").display());
+    let missing = dir.path().join("no-such-tmp");
+    let m = missing.to_str().expect("utf8");
+    let out = sifr([
+        "-q",
+        "exec",
+        "--disable-cache",
+        "--tmpdir",
+        m,
+        &layout,
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, m);
+    // Without it the conversion works (the empty image then has no `true` to run).
+    let out = sifr(["exec", "--disable-cache", &layout, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(m), "{err}");
+    assert!(err.contains("executable file not found"), "{err}");
+}
