@@ -89,6 +89,13 @@ fn test_instance_stop_with_nothing_to_stop() {
         );
         assert!(out.stdout.is_empty());
     }
+    // Another user's instances are root's business (Apptainer's fatal line, 255).
+    require_unprivileged();
+    for verb in ["stop", "list"] {
+        let out = sifr(["instance", verb, "--user", "root", "x"]);
+        assert_eq!(out.status.code(), Some(255), "{verb}: {out:?}");
+        assert_one_line_error(&out, &format!("Only root user can {verb} user's instances"));
+    }
     let out = sifr(["instance", "stop"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

@@ -18,6 +18,9 @@ pub fn instance(_ctx: &Context, a: InstanceArgs) -> anyhow::Result<i32> {
             "instances are not supported by sifr yet: run the service in the foreground with \
              `sifr run` or `sifr exec`"
         ),
+        InstanceCommand::List { user: Some(_), .. } if !is_root() => {
+            bail!("Only root user can list user's instances")
+        }
         InstanceCommand::List { json, logs, .. } => {
             if json {
                 print!("{EMPTY_JSON}");
@@ -39,10 +42,18 @@ pub fn instance(_ctx: &Context, a: InstanceArgs) -> anyhow::Result<i32> {
             message: "invalid command".into(),
         }
         .into()),
+        InstanceCommand::Stop { user: Some(_), .. } if !is_root() => {
+            bail!("Only root user can stop user's instances")
+        }
         InstanceCommand::Stop { .. } => Err(CommandError {
             verb: "stop",
             message: "no instance found".into(),
         }
         .into()),
     }
+}
+
+/// Whether sifr runs as root (only root may name another user's instances).
+fn is_root() -> bool {
+    nix::unistd::getuid().is_root()
 }
