@@ -79,3 +79,46 @@ fn test_launch_line_without_image_is_refused() {
     assert_eq!(out.status.code(), Some(255));
     assert_one_line_error(&out, "is not a container image");
 }
+
+/// An ext3 image behind the launch line (Singularity 2.x `.img`), as Apptainer's ext3
+/// detection allows: made with mke2fs from a sandbox of the busybox image.
+#[test]
+fn test_ext3_img_with_launch_line_runs() {
+    require_unprivileged();
+    let mke2fs = which("mke2fs").or_else(|| {
+        ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    });
+    let Some(mke2fs) = mke2fs else {
+        assert!(!in_ci(), "mke2fs (e2fsprogs) not found; CI requires it");
+        eprintln!("SKIP: mke2fs not found");
+        return;
+    };
+    let dir = tempdir();
+    let sb = dir.path().join("sb");
+    let sb_s = sb.to_str().expect("utf8");
+    let fixture = sif_fixture("busybox_amd64.sif");
+    ok(&sifr([
+        "-q",
+        "build",
+        "--sandbox",
+        sb_s,
+        fixture.to_str().expect("utf8"),
+    ]));
+    let ext = dir.path().join("e.img");
+    let ext_s = ext.to_str().expect("utf8");
+    ok(&run(
+        &mke2fs,
+        ["-q", "-t", "ext3", "-d", sb_s, "-F", ext_s, "16M"],
+    ));
+    let mut bytes = LAUNCH.to_vec();
+    bytes.extend_from_slice(&std::fs::read(&ext).expect("read"));
+    let img = dir.path().join("old.img");
+    std::fs::write(&img, bytes).expect("write");
+    let img = img.to_str().expect("utf8");
+    assert_eq!(ok(&sifr(["exec", img, "echo", "ext3-img"])), "ext3-img\n");
+    let text = ok(&sifr(["inspect", "--runscript", img]));
+    assert!(text.contains("OCI_CMD"), "{text}");
+}
