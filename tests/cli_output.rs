@@ -67,8 +67,22 @@ fn test_usage_errors_exit_1() {
         assert_one_line_error(&out, needle);
     }
     // A verb group without its subcommand shows its help, as cobra does.
-    let out = sifr(["instance"]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for group in [
+        &["instance"][..],
+        &["key"][..],
+        &["sif"][..],
+        &["config"][..],
+        &[][..],
+    ] {
+        let out = sifr(group);
+        assert_eq!(out.status.code(), Some(0), "{group:?}: {out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("\nAvailable Commands:\n"),
+            "{group:?}: {help}"
+        );
+        assert!(out.stderr.is_empty(), "{group:?}: {out:?}");
+    }
 }
 
 /// `instance stop` with nothing to stop: Apptainer's message and exit status 1, for the

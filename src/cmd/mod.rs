@@ -286,8 +286,13 @@ pub fn main() -> i32 {
                 _ => EXIT_USAGE,
             };
             if code == 0 {
-                // Help goes to stdout.
-                let _ = e.print();
+                // Help goes to stdout, also when shown for a verb group given without its
+                // sub-command (`sifr instance`), which clap would print on stderr.
+                if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    print!("{}", e.render());
+                } else {
+                    let _ = e.print();
+                }
             } else {
                 // Usage errors get one line, like every other bad input: clap's first
                 // paragraph (which may list the missing arguments on indented lines).
