@@ -97,7 +97,11 @@ fn test_unknown_user_is_one_line_error() {
 fn test_missing_action_is_one_line_error() {
     let f = files("", "");
     let out = fakeroot(&f, &["root"]);
-    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a usage error exits 1, as Apptainer's"
+    );
     assert_one_line_error(&out, "--add");
 }
 

@@ -112,9 +112,9 @@ fn test_bad_object_ids_and_commands() {
         &empty,
         "no objects in image",
     );
-    // Not an ID: clap's error, one line.
+    // Not an ID: clap's error, one line, exit 1 as a usage error of Apptainer's.
     let out = sifr(["sif", "info", "x", p]);
-    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(out.status.code(), Some(1));
     assert_one_line_error(&out, "invalid value");
 }
 

@@ -473,7 +473,7 @@ fn test_new_key_pairs_sign_for_the_reference() {
         "{list}"
     );
     assert!(
-        list.contains("1)  User:              Rsa Key <rsa@example.com>"),
+        list.contains("1)  User:              Rsa Key () <rsa@example.com>"),
         "{list}"
     );
     assert!(list.contains("Length (in bits):  2048"), "{list}");
@@ -743,7 +743,7 @@ fn test_gpg_exported_keys() {
     e.ok(&["key", "import", s(&secret_armored)]);
     let list = e.ok(&["key", "list", "--secret"]);
     assert!(
-        list.contains("Gpg Ed <ged@example.com>") && list.contains("Gpg Rsa"),
+        list.contains("Gpg Ed () <ged@example.com>") && list.contains("Gpg Rsa"),
         "{list}"
     );
     // Both keys sign (password from the environment), and gpg's public export verifies.

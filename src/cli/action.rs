@@ -205,8 +205,61 @@ pub struct ActionArgs {
     pub rocm: bool,
 
     /// contain libraries from the host (only with --nv/--rocm)
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, alias = "containlibs")]
     pub contain_libs: bool,
+
+    /// additionally bind the 32-bit GPU libraries (requires --nv or --rocm; not supported)
+    #[arg(long)]
+    pub compat32: bool,
+
+    /// enable Intel(R) Gaudi accelerator support (not supported by sifr)
+    #[arg(long)]
+    pub intel_hpu: bool,
+
+    /// fully-qualified CDI device name(s) (not supported by sifr)
+    #[arg(long, value_name = "NAME", action = clap::ArgAction::Append)]
+    pub device: Vec<String>,
+
+    /// directories to search for CDI specifications (not supported by sifr)
+    #[arg(long, value_name = "DIRS", action = clap::ArgAction::Append)]
+    pub cdi_dirs: Vec<String>,
+
+    /// hidden: do not set up Nvidia GPUs (sifr never does)
+    #[arg(long, hide = true)]
+    pub no_nv: bool,
+
+    /// hidden: do not set up ROCm GPUs (sifr never does)
+    #[arg(long, hide = true)]
+    pub no_rocm: bool,
+
+    // --- other Apptainer action flags that sifr refuses -------------------------------------
+    /// execute /sbin/init to boot the container (root only)
+    #[arg(long)]
+    pub boot: bool,
+
+    /// a FUSE filesystem mount specification (not supported by sifr yet)
+    #[arg(long, value_name = "SPEC", action = clap::ArgAction::Append)]
+    pub fusemount: Vec<String>,
+
+    /// run a container with DMTCP checkpointing (not supported by sifr)
+    #[arg(long, value_name = "NAME")]
+    pub dmtcp_launch: Option<String>,
+
+    /// restart a container from a DMTCP checkpoint (not supported by sifr)
+    #[arg(long, value_name = "NAME")]
+    pub dmtcp_restart: Option<String>,
+
+    /// use underlay instead of overlay for bind mounts (sifr chooses its root layer itself)
+    #[arg(long)]
+    pub underlay: bool,
+
+    /// set the timeout duration for the runscript (not supported by sifr)
+    #[arg(long, value_name = "DURATION")]
+    pub runscript_timeout: Option<String>,
+
+    /// join a network namespace by path (root only)
+    #[arg(long, value_name = "PATH")]
+    pub netns_path: Option<String>,
 
     // --- resources (cgroups) -------------------------------------------------------------------
     /// apply cgroups from file for container processes (root only)
@@ -224,6 +277,38 @@ pub struct ActionArgs {
     /// limit the number of processes in the container
     #[arg(long, value_name = "N")]
     pub pids_limit: Option<String>,
+
+    /// block IO relative weight (cgroups; not applied by sifr)
+    #[arg(long, value_name = "N")]
+    pub blkio_weight: Option<String>,
+
+    /// device specific block IO relative weight (cgroups; not applied by sifr)
+    #[arg(long, value_name = "SPEC", action = clap::ArgAction::Append)]
+    pub blkio_weight_device: Vec<String>,
+
+    /// CPU shares (cgroups; not applied by sifr)
+    #[arg(long, value_name = "N")]
+    pub cpu_shares: Option<String>,
+
+    /// CPUs in which to allow execution (cgroups; not applied by sifr)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+
+    /// memory nodes in which to allow execution (cgroups; not applied by sifr)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+
+    /// memory soft limit (cgroups; not applied by sifr)
+    #[arg(long, value_name = "BYTES")]
+    pub memory_reservation: Option<String>,
+
+    /// swap limit (cgroups; not applied by sifr)
+    #[arg(long, value_name = "BYTES")]
+    pub memory_swap: Option<String>,
+
+    /// disable the OOM killer (cgroups; not applied by sifr)
+    #[arg(long)]
+    pub oom_kill_disable: bool,
 
     // --- OCI mode (SingularityCE flags passed by Nextflow) ------------------------------------
     /// launch container with OCI runtime (not supported by sifr)

@@ -6,6 +6,7 @@ use clap::{ArgGroup, Args, Subcommand};
 
 /// `sifr config SUBCOMMAND`.
 #[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
 pub struct ConfigArgs {
     #[command(subcommand)]
     pub command: ConfigCommand,

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 
 /// `instance <start|stop|list>`
 #[derive(Debug, Args, Clone)]
+#[command(arg_required_else_help = true)]
 pub struct InstanceArgs {
     #[command(subcommand)]
     pub command: InstanceCommand,

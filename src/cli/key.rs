@@ -6,6 +6,7 @@ use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
 /// `key SUBCOMMAND`
 #[derive(Debug, Args, Clone)]
+#[command(arg_required_else_help = true)]
 pub struct KeyArgs {
     #[command(subcommand)]
     pub command: KeyCommand,

@@ -106,6 +106,81 @@ pub enum Command {
     Version,
 }
 
+/// Apptainer's help layout for a verb (its `docs/templates.go`): the short description,
+/// `Usage:`, `Description:`, then the options.
+const HELP_TEMPLATE: &str = "{about-with-newline}\nUsage:\n  {usage}\n\nDescription:\n  {about}\n\nOptions:\n{options}{after-help}\n";
+
+/// The same for a verb with sub-commands (`instance`, `key`, ...) and for sifr itself.
+const GROUP_HELP_TEMPLATE: &str = "{about-with-newline}\nUsage:\n  {usage}\n\nDescription:\n  {about}\n\nOptions:\n{options}\n\nAvailable Commands:\n{subcommands}{after-help}\n";
+
+/// Apptainer's usage line of each verb (the `...Use` strings of its `docs/content.go`),
+/// after the command name; sub-commands as `PARENT SUB`.
+const APPTAINER_USAGE: &[(&str, &str)] = &[
+    (
+        "build",
+        "build [local options...] <IMAGE PATH> <BUILD SPEC>",
+    ),
+    ("exec", "exec [exec options...] <container> <command>"),
+    ("run", "run [run options...] <container> [args...]"),
+    ("shell", "shell [shell options...] <container>"),
+    ("test", "test [exec options...] <image path>"),
+    ("pull", "pull [pull options...] [output file] <URI>"),
+    ("inspect", "inspect [inspect options...] <image path>"),
+    ("run-help", "run-help <image path>"),
+    ("sign", "sign [sign options...] <image path>"),
+    ("verify", "verify [verify options...] <image path>"),
+    ("version", "version"),
+    ("instance", "instance"),
+    (
+        "instance start",
+        "instance start [start options...] <container path> <instance name> [startscript args...]",
+    ),
+    (
+        "instance stop",
+        "instance stop [stop options...] [instance]",
+    ),
+    (
+        "instance list",
+        "instance list [list options...] [<instance name glob>]",
+    ),
+    ("key", "key [key options...]"),
+    ("key newpair", "key newpair"),
+    ("key list", "key list"),
+    ("key import", "key import [import options...] <input-key>"),
+    ("key export", "key export [export options...] <output-file>"),
+    ("key remove", "key remove <fingerprint>"),
+    ("config", "config"),
+    ("config fakeroot", "config fakeroot <option> <user>"),
+    ("sif", "sif"),
+];
+
+/// The command line's help in Apptainer's shape, under the name sifr was invoked by
+/// (`sifr`, `apptainer`, `singularity`): the layout of every verb's `--help`, and
+/// Apptainer's usage lines.
+pub fn with_apptainer_help(cmd: clap::Command, name: &str) -> clap::Command {
+    let shape = |c: clap::Command, path: &str| {
+        let c = match APPTAINER_USAGE.iter().find(|(p, _)| *p == path) {
+            Some((_, usage)) => c.override_usage(format!("{name} {usage}")),
+            None => c,
+        };
+        if c.has_subcommands() {
+            c.help_template(GROUP_HELP_TEMPLATE)
+        } else {
+            c.help_template(HELP_TEMPLATE)
+        }
+    };
+    cmd.bin_name(name)
+        .override_usage(format!("{name} [global options...]"))
+        .help_template(GROUP_HELP_TEMPLATE)
+        .mut_subcommands(|verb| {
+            let path = verb.get_name().to_string();
+            shape(verb, &path).mut_subcommands(|sub| {
+                let sub_path = format!("{path} {}", sub.get_name());
+                shape(sub, &sub_path)
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +189,28 @@ mod tests {
     fn test_cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_apptainer_help_is_consistent() {
+        use clap::CommandFactory;
+        let mut cmd = with_apptainer_help(Cli::command(), "apptainer");
+        cmd.build();
+        let exec = cmd.find_subcommand_mut("exec").expect("exec");
+        let help = exec.render_long_help().to_string();
+        assert!(
+            help.starts_with(
+                "Run a command within a container\n\nUsage:\n  apptainer exec [exec options...] <container> <command>\n\nDescription:\n"
+            ),
+            "{help}"
+        );
+        // Every usage line names a verb that exists.
+        for (path, _) in APPTAINER_USAGE {
+            let mut c = &cmd;
+            for part in path.split(' ') {
+                c = c.find_subcommand(part).unwrap_or_else(|| panic!("{path}"));
+            }
+        }
     }
 
     #[test]

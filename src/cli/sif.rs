@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 /// `sif COMMAND ...`
 #[derive(Debug, Args, Clone)]
+#[command(arg_required_else_help = true)]
 pub struct SifArgs {
     #[command(subcommand)]
     pub command: SifCommand,

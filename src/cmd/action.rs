@@ -167,8 +167,50 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             oci: f.oci,
             apply_cgroups: f.apply_cgroups.is_some(),
             security: f.security.clone(),
-            resource_limits: f.cpus.is_some() || f.memory.is_some() || f.pids_limit.is_some(),
+            resource_limits: f.cpus.is_some()
+                || f.memory.is_some()
+                || f.pids_limit.is_some()
+                || f.blkio_weight.is_some()
+                || !f.blkio_weight_device.is_empty()
+                || f.cpu_shares.is_some()
+                || f.cpuset_cpus.is_some()
+                || f.cpuset_mems.is_some()
+                || f.memory_reservation.is_some()
+                || f.memory_swap.is_some()
+                || f.oom_kill_disable,
             sharens: f.sharens,
+            overlay: f
+                .overlay
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .cloned()
+                .collect(),
+            nv: f.nv,
+            nvccli: f.nvccli,
+            rocm: f.rocm,
+            contain_libs: f.contain_libs,
+            add_caps: f.add_caps.is_some(),
+            drop_caps: f.drop_caps.is_some(),
+            no_privs: f.no_privs,
+            unsquash: f.unsquash,
+            network_args: !f.network_args.is_empty(),
+            ignore_userns: f.ignore_userns,
+            other: [
+                (f.compat32, "--compat32"),
+                (f.intel_hpu, "--intel-hpu"),
+                (!f.device.is_empty(), "--device"),
+                (!f.cdi_dirs.is_empty(), "--cdi-dirs"),
+                (f.boot, "--boot"),
+                (!f.fusemount.is_empty(), "--fusemount"),
+                (f.dmtcp_launch.is_some(), "--dmtcp-launch"),
+                (f.dmtcp_restart.is_some(), "--dmtcp-restart"),
+                (f.underlay, "--underlay"),
+                (f.runscript_timeout.is_some(), "--runscript-timeout"),
+                (f.netns_path.is_some(), "--netns-path"),
+            ]
+            .into_iter()
+            .filter_map(|(given, flag)| given.then_some(flag))
+            .collect(),
         },
     })
 }

@@ -17,18 +17,21 @@ pub fn open_files(arg: &str) -> anyhow::Result<(PathBuf, Box<dyn ImageFiles>)> {
     let kind = image::detect(&path)?;
     match kind {
         ImageKind::Sandbox => Ok((path.clone(), Box::new(SandboxFiles::new(&path)))),
+        // A bare image, possibly behind a Singularity 2.x launch line (`.simg`).
         ImageKind::Squashfs => {
             let f = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open image {}", path.display()))?;
-            let files = SquashFiles::open(f, 0)
+            let offset = image::fs_offset(&f);
+            let files = SquashFiles::open(f, offset)
                 .with_context(|| format!("cannot read image {}", path.display()))?;
             Ok((path, Box::new(files)))
         }
         ImageKind::Ext => {
             let f = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open image {}", path.display()))?;
-            let size = f.metadata()?.len();
-            let files = BackendFiles::open_ext(f, 0, size)
+            let offset = image::fs_offset(&f);
+            let size = f.metadata()?.len().saturating_sub(offset);
+            let files = BackendFiles::open_ext(f, offset, size)
                 .with_context(|| format!("cannot read image {}", path.display()))?;
             Ok((path, Box::new(files)))
         }

@@ -1,11 +1,12 @@
 //! `instance`: sifr does not run instances (services kept running in the background) yet.
 //! `list` therefore always reports none, in Apptainer's formats (spython calls
-//! `instance list --json` and expects rc 0 with an empty list); `stop --all` has nothing to
-//! stop; `stop NAME` finds no instance; `start` fails with one clear line.
+//! `instance list --json` and expects rc 0 with an empty list); `stop` finds nothing to
+//! stop and says so as Apptainer does (`Error for command "stop": no instance found`, exit
+//! status 1); `start` fails with one clear line.
 
 use anyhow::bail;
 
-use super::Context;
+use super::{CommandError, Context};
 use crate::cli::instance::{InstanceArgs, InstanceCommand};
 
 /// `instance list --json` with no instance, as Go's json.Encoder with a tab indent writes it.
@@ -17,6 +18,9 @@ pub fn instance(_ctx: &Context, a: InstanceArgs) -> anyhow::Result<i32> {
             "instances are not supported by sifr yet: run the service in the foreground with \
              `sifr run` or `sifr exec`"
         ),
+        InstanceCommand::List { user: Some(_), .. } if !is_root() => {
+            bail!("Only root user can list user's instances")
+        }
         InstanceCommand::List { json, logs, .. } => {
             if json {
                 print!("{EMPTY_JSON}");
@@ -27,12 +31,29 @@ pub fn instance(_ctx: &Context, a: InstanceArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        InstanceCommand::Stop { all: true, .. } => Ok(0),
+        // Apptainer: no name and no --all is "invalid command"; otherwise the (empty) list
+        // of matching instances is "no instance found". Both exit with status 1.
         InstanceCommand::Stop {
-            name: Some(name), ..
-        } => bail!("no instance found with name {name}"),
-        InstanceCommand::Stop { .. } => {
-            bail!("instance stop needs an instance name or --all")
+            all: false,
+            name: None,
+            ..
+        } => Err(CommandError {
+            verb: "stop",
+            message: "invalid command".into(),
         }
+        .into()),
+        InstanceCommand::Stop { user: Some(_), .. } if !is_root() => {
+            bail!("Only root user can stop user's instances")
+        }
+        InstanceCommand::Stop { .. } => Err(CommandError {
+            verb: "stop",
+            message: "no instance found".into(),
+        }
+        .into()),
     }
+}
+
+/// Whether sifr runs as root (only root may name another user's instances).
+fn is_root() -> bool {
+    nix::unistd::getuid().is_root()
 }

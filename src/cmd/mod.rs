@@ -7,8 +7,6 @@ pub mod config;
 
 use std::ffi::OsString;
 
-use clap::Parser;
-
 use crate::build::oci::RegistryAccess;
 use crate::cli::registry::RegistryArgs;
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -27,6 +25,19 @@ use crate::log::{self as sylog, Verbosity};
 
 /// Exit status for sifr's own fatal errors (Apptainer's sylog uses 255).
 pub use crate::log::EXIT_FATAL;
+
+/// Exit status for a command line Apptainer's cobra refuses (an unknown verb or flag, a
+/// missing argument) and for an error a verb returns rather than a fatal one.
+pub const EXIT_USAGE: i32 = 1;
+
+/// An error Apptainer reports from a verb's own run function (cobra's `RunE`): one line
+/// `Error for command "VERB": MESSAGE` and exit status 1, not a fatal 255.
+#[derive(Debug, thiserror::Error)]
+#[error("Error for command \"{verb}\": {message}")]
+pub struct CommandError {
+    pub verb: &'static str,
+    pub message: String,
+}
 
 /// Everything a verb needs to know about how sifr was invoked.
 #[derive(Debug, Clone)]
@@ -79,6 +90,80 @@ fn verb_index(args: &[OsString]) -> Option<usize> {
         return Some(i);
     }
     None
+}
+
+/// Apptainer verbs (and sub-commands) that sifr does not implement, with what to do
+/// instead. Anything else that clap does not know is a typo, reported as one.
+const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    (
+        "cache",
+        "sifr's image cache has no command-line management yet",
+    ),
+    (
+        "capability",
+        "sifr never grants capabilities: it runs without privileges",
+    ),
+    ("checkpoint", "sifr does not checkpoint containers"),
+    ("delete", "sifr talks to no container library"),
+    (
+        "keyserver",
+        "sifr talks to no keyserver; publish keys with 'key export --armor'",
+    ),
+    ("oci", "sifr runs SIF images natively, with no OCI runtime"),
+    ("overlay", "overlay images are not supported yet"),
+    ("plugin", "sifr has no plugins"),
+    ("push", "sifr uploads to no library or registry"),
+    (
+        "registry",
+        "log in with your registry's own tool and give sifr --authfile",
+    ),
+    ("remote", "sifr talks to no library or remote endpoint"),
+    ("search", "sifr talks to no container library"),
+    ("tag", "sifr talks to no container library"),
+    ("buildcfg", "sifr has no compile-time paths to show"),
+    ("confgen", "sifr.conf is edited by hand"),
+    (
+        "completion",
+        "sifr generates no shell completion scripts yet",
+    ),
+    ("instance run", "instances are not supported yet"),
+    ("instance stats", "instances are not supported yet"),
+    ("key search", "sifr talks to no keyserver"),
+    (
+        "key pull",
+        "sifr talks to no keyserver; import a key file with 'key import'",
+    ),
+    (
+        "key push",
+        "sifr talks to no keyserver; export the key with 'key export --armor'",
+    ),
+    ("keys search", "sifr talks to no keyserver"),
+    (
+        "keys pull",
+        "sifr talks to no keyserver; import a key file with 'key import'",
+    ),
+    (
+        "keys push",
+        "sifr talks to no keyserver; export the key with 'key export --armor'",
+    ),
+    ("config global", "sifr.conf is edited by hand"),
+];
+
+/// One line for an Apptainer verb or sub-command that sifr does not implement.
+pub fn not_implemented(args: &[OsString]) -> Option<String> {
+    let i = verb_index(args)?;
+    let verb = args[i].to_str()?;
+    let sub = args
+        .get(i + 1)
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.starts_with('-'));
+    let two = sub.map(|s| format!("{verb} {s}"));
+    NOT_IMPLEMENTED
+        .iter()
+        .find(|(name, _)| Some(*name) == two.as_deref() || *name == verb)
+        .map(|(name, why)| {
+            format!("'{name}' is an Apptainer command that sifr does not implement: {why}")
+        })
 }
 
 /// Verbs whose arguments after the image belong to the container, as Apptainer parses them
@@ -181,18 +266,33 @@ pub fn main() -> i32 {
     }
 
     let args = end_options_after_image(legacy_instance_verbs(args));
-    let cli = match Cli::try_parse_from(&args) {
+    if let Some(msg) = not_implemented(&args) {
+        sylog::fatal(&msg);
+        return EXIT_FATAL;
+    }
+    let parsed = {
+        use clap::{CommandFactory, FromArgMatches};
+        crate::cli::with_apptainer_help(Cli::command(), persona.command_name())
+            .try_get_matches_from(&args)
+            .and_then(|m| Cli::from_arg_matches(&m))
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
             let code = match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-                _ => EXIT_FATAL,
+                _ => EXIT_USAGE,
             };
             if code == 0 {
-                // Help goes to stdout.
-                let _ = e.print();
+                // Help goes to stdout, also when shown for a verb group given without its
+                // sub-command (`sifr instance`), which clap would print on stderr.
+                if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    print!("{}", e.render());
+                } else {
+                    let _ = e.print();
+                }
             } else {
                 // Usage errors get one line, like every other bad input: clap's first
                 // paragraph (which may list the missing arguments on indented lines).
@@ -266,17 +366,34 @@ pub fn main() -> i32 {
         Some(Command::Sign(a)) => sign::sign(&ctx, a),
         Some(Command::Verify(a)) => sign::verify(&ctx, a),
         Some(Command::Version) => {
-            println!("{}", compat::SIFR_VERSION);
+            println!("{}", version_number(persona));
             Ok(0)
         }
         None => Ok(0),
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            sylog::fatal(&format!("{e:#}"));
-            EXIT_FATAL
-        }
+        Err(e) => match e.downcast_ref::<CommandError>() {
+            Some(c) => {
+                eprintln!("{c}");
+                EXIT_USAGE
+            }
+            None => {
+                sylog::fatal(&format!("{e:#}"));
+                EXIT_FATAL
+            }
+        },
+    }
+}
+
+/// What `version` prints: the version that `--version` shows under this name, alone on its
+/// line, as Apptainer's `version` verb prints its package version (`apptainer version` →
+/// `1.4.0`, `apptainer --version` → `apptainer version 1.4.0`).
+pub fn version_number(persona: Persona) -> String {
+    let line = persona.version_line();
+    match line.rsplit_once(' ') {
+        Some((_, v)) => v.to_string(),
+        None => line,
     }
 }
 
@@ -286,6 +403,47 @@ mod tests {
 
     fn v(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn test_version_verb_prints_the_version_of_the_version_flag() {
+        for p in [
+            Persona::Sifr,
+            Persona::Apptainer,
+            Persona::Singularity,
+            Persona::RunSingularity,
+        ] {
+            let line = p.version_line();
+            let v = version_number(p);
+            assert!(line.ends_with(&format!(" version {v}")), "{line} / {v}");
+            assert!(!v.contains(' '), "{v}");
+        }
+    }
+
+    #[test]
+    fn test_not_implemented_names_the_apptainer_command() {
+        let m = not_implemented(&v(&["apptainer", "-q", "cache", "clean"])).expect("cache");
+        assert!(m.starts_with("'cache' is an Apptainer command"), "{m}");
+        let m = not_implemented(&v(&["sifr", "key", "push", "ABC"])).expect("key push");
+        assert!(m.starts_with("'key push' is an Apptainer command"), "{m}");
+        for (name, _) in NOT_IMPLEMENTED {
+            let mut args = vec![OsString::from("sifr")];
+            args.extend(name.split(' ').map(OsString::from));
+            let m = not_implemented(&args).expect(name);
+            assert!(
+                m.starts_with(&format!("'{name}' is an Apptainer command")),
+                "{m}"
+            );
+        }
+        for implemented in [
+            v(&["sifr", "key", "list"]),
+            v(&["sifr", "exec", "img", "cache"]),
+            v(&["sifr", "instance", "stop", "--all"]),
+            v(&["sifr", "no-such-verb"]),
+            v(&["sifr"]),
+        ] {
+            assert_eq!(not_implemented(&implemented), None, "{implemented:?}");
+        }
     }
 
     #[test]

@@ -45,7 +45,9 @@ impl OpenedImage {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
-        "{arg}: {scheme}:// images are not supported yet; pull the image to a local SIF file first"
+        "{arg}: {scheme}:// images are not supported by sifr (it runs local images and \
+         docker://, oci:, oci-archive: and docker-archive: sources; 'pull' fetches no \
+         {scheme}:// image either): download the image with another tool and give its path"
     )]
     Scheme { arg: String, scheme: String },
     #[error("cannot read the current directory: {0}")]
@@ -92,38 +94,50 @@ pub fn open(arg: &str) -> Result<OpenedImage, SourceError> {
             .join(path)
     };
     let (kind, file) = super::open(&abs)?;
-    let size = |f: &Option<File>| -> Result<u64, SourceError> {
+    // A bare filesystem image: where it starts in the file (after a Singularity 2.x launch
+    // line, see `image::fs_offset`) and how long it is from there.
+    let extent = |f: &Option<File>| -> Result<(u64, u64), SourceError> {
         match f {
-            Some(f) => Ok(f
-                .metadata()
-                .map_err(|err| SourceError::Read {
-                    path: abs.clone(),
-                    err,
-                })?
-                .len()),
-            None => Ok(0),
+            Some(f) => {
+                let len = f
+                    .metadata()
+                    .map_err(|err| SourceError::Read {
+                        path: abs.clone(),
+                        err,
+                    })?
+                    .len();
+                let offset = super::fs_offset(f);
+                Ok((offset, len.saturating_sub(offset)))
+            }
+            None => Ok((0, 0)),
         }
     };
     let (root, sif, file) = match (kind, file) {
         (ImageKind::Sandbox, _) => (RootSource::Directory { path: abs.clone() }, None, None),
-        (ImageKind::Squashfs, file) => (
-            RootSource::Squashfs {
-                path: abs.clone(),
-                offset: 0,
-                size: size(&file)?,
-            },
-            None,
-            file,
-        ),
-        (ImageKind::Ext, file) => (
-            RootSource::Ext {
-                path: abs.clone(),
-                offset: 0,
-                size: size(&file)?,
-            },
-            None,
-            file,
-        ),
+        (ImageKind::Squashfs, file) => {
+            let (offset, size) = extent(&file)?;
+            (
+                RootSource::Squashfs {
+                    path: abs.clone(),
+                    offset,
+                    size,
+                },
+                None,
+                file,
+            )
+        }
+        (ImageKind::Ext, file) => {
+            let (offset, size) = extent(&file)?;
+            (
+                RootSource::Ext {
+                    path: abs.clone(),
+                    offset,
+                    size,
+                },
+                None,
+                file,
+            )
+        }
         (ImageKind::Sif, Some(file)) => {
             let img = SifImage::from_file(file, &abs)?;
             (sif_root_of(&img, &abs)?, Some(img), None)

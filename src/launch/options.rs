@@ -80,6 +80,28 @@ pub struct Unavailable {
     /// `--cpus`, `--memory` or `--pids-limit` was given.
     pub resource_limits: bool,
     pub sharens: bool,
+    /// `--overlay` images or directories.
+    pub overlay: Vec<String>,
+    /// `--nv`, `--nvccli`, `--rocm`, hidden `--contain-libs`.
+    pub nv: bool,
+    pub nvccli: bool,
+    pub rocm: bool,
+    pub contain_libs: bool,
+    /// `--add-caps`, `--drop-caps`.
+    pub add_caps: bool,
+    pub drop_caps: bool,
+    /// `--no-privs` (refused with `--fakeroot` only: without it the payload holds nothing to
+    /// drop).
+    pub no_privs: bool,
+    /// `--unsquash`.
+    pub unsquash: bool,
+    /// `--network-args`.
+    pub network_args: bool,
+    /// hidden `--ignore-userns`.
+    pub ignore_userns: bool,
+    /// Other Apptainer action flags given that sifr does not implement (`--boot`,
+    /// `--fusemount`, `--device`, ...), by name.
+    pub other: Vec<&'static str>,
 }
 
 /// `-H/--home SRC[:DST]`.

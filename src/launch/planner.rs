@@ -136,6 +136,8 @@ pub enum PlanError {
         flag: &'static str,
         why: &'static str,
     },
+    #[error("--security {spec} is not supported by sifr: {why}")]
+    Security { spec: String, why: &'static str },
     #[error("{flag} requires root privileges (sifr never runs with them)")]
     RootOnly { flag: &'static str },
     #[error(
@@ -169,7 +171,7 @@ pub fn plan(
     let fakeroot_uid0 = req.ids.uid == 0;
 
     // 1. What cannot be honoured rootless.
-    let mut warnings = refuse_unavailable(&o.unavailable)?;
+    let mut warnings = refuse_unavailable(&o.unavailable, req.emulation.is_some())?;
     // 2. Namespaces, and the root with its layer.
     let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
     let layer = root_layer(o, policy, req)?;
@@ -225,8 +227,10 @@ pub fn plan(
 }
 
 /// Refuses what needs privileges or a feature sifr lacks; returns warnings for what is
-/// ignored with a warning.
-fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
+/// ignored with a warning. Nothing the user asked for is dropped silently: a flag sifr does
+/// not implement yet is refused with one line until the work that implements it lands.
+fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, PlanError> {
+    let unsupported = |flag, why| Err(PlanError::Unsupported { flag, why });
     if u.keep_privs {
         return Err(PlanError::RootOnly {
             flag: "--keep-privs",
@@ -238,23 +242,82 @@ fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
         });
     }
     if u.oci {
-        return Err(PlanError::Unsupported {
-            flag: "--oci",
-            why: "sifr runs SIF images natively; drop --oci (or pass --no-oci)",
-        });
+        return unsupported(
+            "--oci",
+            "sifr runs SIF images natively; drop --oci (or pass --no-oci)",
+        );
     }
     if u.apply_cgroups {
         return Err(PlanError::RootOnly {
             flag: "--apply-cgroups",
         });
     }
-    if u.security
-        .iter()
-        .any(|s| s.starts_with("uid:") || s.starts_with("gid:"))
-    {
-        return Err(PlanError::RootOnly {
-            flag: "--security uid:/gid:",
-        });
+    for spec in &u.security {
+        refuse_security(spec)?;
+    }
+    if u.ignore_userns {
+        return unsupported(
+            "--ignore-userns",
+            "sifr always runs containers in a user namespace; drop the flag",
+        );
+    }
+    if !u.overlay.is_empty() {
+        return unsupported(
+            "--overlay",
+            "overlay images and directories are not applied yet; use --writable-tmpfs for a \
+             throw-away writable layer or --writable with a sandbox directory",
+        );
+    }
+    if u.unsquash {
+        return unsupported(
+            "--unsquash",
+            "sifr reads squashfs images with its own reader and does not extract them to a \
+             sandbox; drop --unsquash (or build a sandbox with 'build --sandbox')",
+        );
+    }
+    for (on, flag) in [(u.nv, "--nv"), (u.nvccli, "--nvccli"), (u.rocm, "--rocm")] {
+        if on {
+            return unsupported(
+                flag,
+                "sifr does not look for GPUs or bind their driver libraries yet; bind the \
+                 devices and libraries with -B, or run this job with Apptainer",
+            );
+        }
+    }
+    if u.contain_libs {
+        return unsupported(
+            "--contain-libs",
+            "host libraries are bound only with --nv/--rocm, which sifr does not support yet",
+        );
+    }
+    for (on, flag) in [(u.add_caps, "--add-caps"), (u.drop_caps, "--drop-caps")] {
+        if on {
+            return unsupported(
+                flag,
+                "sifr does not manage capability sets yet: the payload runs with no \
+                 capabilities (with --fakeroot, with those of its user namespace)",
+            );
+        }
+    }
+    if u.no_privs && fakeroot {
+        return unsupported(
+            "--no-privs with --fakeroot",
+            "container root keeps its user namespace's capabilities under --fakeroot in \
+             sifr; drop --no-privs or --fakeroot",
+        );
+    }
+    if let Some(flag) = u.other.first() {
+        return match *flag {
+            "--boot" | "--netns-path" => Err(PlanError::RootOnly { flag }),
+            _ => unsupported(flag, other_reason(flag)),
+        };
+    }
+    if u.network_args {
+        return unsupported(
+            "--network-args",
+            "there are no CNI network plugins without privileges (only --network none); \
+             drop --network-args",
+        );
     }
     let mut warnings = Vec::new();
     if u.resource_limits {
@@ -268,6 +331,50 @@ fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
         warnings.push("--sharens is not supported yet; running with separate namespaces".into());
     }
     Ok(warnings)
+}
+
+/// Why one of the other Apptainer action flags is refused, and what to do instead.
+fn other_reason(flag: &str) -> &'static str {
+    match flag {
+        "--compat32" | "--intel-hpu" | "--device" | "--cdi-dirs" => {
+            "sifr does not set up GPUs or other devices yet; bind the devices and libraries \
+             with -B, or run this job with Apptainer"
+        }
+        "--fusemount" => {
+            "FUSE mounts inside the container are not supported yet; mount on the host and \
+             bind the mount point with -B"
+        }
+        "--dmtcp-launch" | "--dmtcp-restart" => "sifr does not checkpoint containers (DMTCP)",
+        "--underlay" => {
+            "sifr chooses its root layer itself (sifr.conf: enable overlay); drop --underlay"
+        }
+        "--runscript-timeout" => "the runscript runs without a time limit; drop the flag",
+        _ => "not implemented",
+    }
+}
+
+/// One `--security` option: `uid:`/`gid:` need root; seccomp, AppArmor and SELinux
+/// profiles are not applied by sifr yet, and anything else is not an option.
+fn refuse_security(spec: &str) -> Result<(), PlanError> {
+    let kind = spec.split_once(':').map_or(spec, |(k, _)| k).trim();
+    let why = match kind {
+        "uid" | "gid" => {
+            return Err(PlanError::RootOnly {
+                flag: "--security uid:/gid:",
+            });
+        }
+        "seccomp" => {
+            "seccomp profiles are not applied yet (fakeroot containers get sifr's own filter); \
+             drop the option"
+        }
+        "apparmor" => "AppArmor profiles are not applied yet; drop the option",
+        "selinux" => "SELinux labels are not applied yet; drop the option",
+        _ => "expected seccomp:PROFILE, apparmor:PROFILE, selinux:LABEL, uid:N or gid:N",
+    };
+    Err(PlanError::Security {
+        spec: spec.to_string(),
+        why,
+    })
 }
 
 /// The namespaces besides user and mount, as the administrator allows them.
@@ -1409,10 +1516,13 @@ mod tests {
         assert!(b.iter().all(|m| m.target == TargetKind::File && m.optional));
         assert_eq!(b.len(), 2);
         // Refusals name the flag.
-        let e = refuse_unavailable(&Unavailable {
-            oci: true,
-            ..Default::default()
-        })
+        let e = refuse_unavailable(
+            &Unavailable {
+                oci: true,
+                ..Default::default()
+            },
+            false,
+        )
         .expect_err("refused");
         assert!(e.to_string().contains("--oci"), "{e}");
         // Scratch destinations must be absolute.
@@ -1733,5 +1843,175 @@ mod tests {
             plan(&req(flags), &policy, &h),
             Err(PlanError::UserBindDisabled(_))
         ));
+    }
+
+    /// Every flag sifr parses but does not implement is refused with one line naming it;
+    /// none is dropped silently.
+    #[test]
+    fn test_unimplemented_flags_are_refused_by_name() {
+        let d = Unavailable::default;
+        let cases: Vec<(Unavailable, bool, &str)> = vec![
+            (
+                Unavailable {
+                    overlay: vec!["o.img".into()],
+                    ..d()
+                },
+                false,
+                "--overlay",
+            ),
+            (Unavailable { nv: true, ..d() }, false, "--nv"),
+            (
+                Unavailable {
+                    nvccli: true,
+                    ..d()
+                },
+                false,
+                "--nvccli",
+            ),
+            (Unavailable { rocm: true, ..d() }, false, "--rocm"),
+            (
+                Unavailable {
+                    contain_libs: true,
+                    ..d()
+                },
+                false,
+                "--contain-libs",
+            ),
+            (
+                Unavailable {
+                    add_caps: true,
+                    ..d()
+                },
+                false,
+                "--add-caps",
+            ),
+            (
+                Unavailable {
+                    drop_caps: true,
+                    ..d()
+                },
+                false,
+                "--drop-caps",
+            ),
+            (
+                Unavailable {
+                    no_privs: true,
+                    ..d()
+                },
+                true,
+                "--no-privs with --fakeroot",
+            ),
+            (
+                Unavailable {
+                    unsquash: true,
+                    ..d()
+                },
+                false,
+                "--unsquash",
+            ),
+            (
+                Unavailable {
+                    network_args: true,
+                    ..d()
+                },
+                false,
+                "--network-args",
+            ),
+            (
+                Unavailable {
+                    ignore_userns: true,
+                    ..d()
+                },
+                false,
+                "--ignore-userns",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--fusemount"],
+                    ..d()
+                },
+                false,
+                "--fusemount",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--device"],
+                    ..d()
+                },
+                false,
+                "--device",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--underlay"],
+                    ..d()
+                },
+                false,
+                "--underlay",
+            ),
+            (
+                Unavailable {
+                    other: vec!["--boot"],
+                    ..d()
+                },
+                false,
+                "--boot requires root",
+            ),
+            (
+                Unavailable {
+                    security: vec!["seccomp:/p.json".into()],
+                    ..d()
+                },
+                false,
+                "--security seccomp:/p.json",
+            ),
+            (
+                Unavailable {
+                    security: vec!["apparmor:p".into()],
+                    ..d()
+                },
+                false,
+                "--security apparmor:p",
+            ),
+            (
+                Unavailable {
+                    security: vec!["selinux:l".into()],
+                    ..d()
+                },
+                false,
+                "--security selinux:l",
+            ),
+            (
+                Unavailable {
+                    security: vec!["bogus".into()],
+                    ..d()
+                },
+                false,
+                "--security bogus",
+            ),
+            (
+                Unavailable {
+                    security: vec!["uid:0".into()],
+                    ..d()
+                },
+                false,
+                "--security uid:/gid:",
+            ),
+        ];
+        for (u, fakeroot, needle) in cases {
+            let e = refuse_unavailable(&u, fakeroot).expect_err(needle);
+            let msg = e.to_string();
+            assert!(msg.starts_with(needle), "{msg}");
+            assert_eq!(msg.lines().count(), 1, "{msg}");
+        }
+        // Without --fakeroot the caller holds no privileges: --no-privs changes nothing.
+        let u = Unavailable {
+            no_privs: true,
+            ..d()
+        };
+        assert_eq!(
+            refuse_unavailable(&u, false).expect("runs"),
+            Vec::<String>::new()
+        );
     }
 }
