@@ -1645,6 +1645,7 @@ mod tests {
             source: "/data".into(),
             destination: "/opt/site".into(),
             readonly: false,
+            nonested: false,
         });
         let binds = |no_mount: Vec<NoMount>, contain: bool| {
             let o = Options {
@@ -1704,6 +1705,7 @@ mod tests {
                 source: "/data".into(),
                 destination: "/opt/data".into(),
                 readonly: true,
+                nonested: false,
             }],
             user_bind_control: false,
             config_passwd: false,
@@ -1832,6 +1834,7 @@ mod tests {
                 source: "/data".into(),
                 destination: "/data".into(),
                 readonly: false,
+                nonested: false,
             }],
             ..Default::default()
         };
@@ -1839,10 +1842,14 @@ mod tests {
             user_bind_control: false,
             ..d()
         };
-        assert!(matches!(
-            plan(&req(flags), &policy, &h),
-            Err(PlanError::UserBindDisabled(_))
-        ));
+        // user bind control = no: the bind is ignored with a warning (binds' own tests).
+        let p = plan(&req(flags), &policy, &h).expect("runs");
+        assert!(!p.mounts.iter().any(|m| m.dest == Path::new("/data")));
+        assert!(
+            p.warnings.iter().any(|w| w.contains("user bind control")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     /// Every flag sifr parses but does not implement is refused with one line naming it;
