@@ -105,6 +105,18 @@ pub fn without_shell(
         };
         sh.export(k, Some(value));
     }
+    // PREPEND_/APPEND_LD_LIBRARY_PATH extend a set LD_LIBRARY_PATH, as Apptainer's action
+    // script does (the ldconfig directories need a shell and glibc's ldconfig: not here).
+    if let Some(lp) = sh.get("LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+        let mut lp = lp.to_string();
+        if let Some(pre) = sh.get("PREPEND_LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+            lp = format!("{pre}:{lp}");
+        }
+        if let Some(post) = sh.get("APPEND_LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+            lp = format!("{lp}:{post}");
+        }
+        sh.export("LD_LIBRARY_PATH", Some(lp));
+    }
     let mut path = sh.get("PATH").unwrap_or("").to_string();
     if let Some(v) = sh.get("SING_USER_DEFINED_PATH") {
         path = v.to_string();
@@ -290,6 +302,28 @@ mod tests {
         assert_eq!(err, Err(ActionError::NotFound("nope".into())));
         let err = without_shell(&proc_plan(Action::Shell, &[]), &fake, &mut notes);
         assert_eq!(err, Err(ActionError::NoShell("shell")));
+    }
+
+    #[test]
+    fn test_without_shell_prepends_and_appends_ld_library_path() {
+        let fake = Fake {
+            files: [(
+                "/.singularity.d/env/99-base.sh",
+                "LD_LIBRARY_PATH=/.singularity.d/libs\nexport LD_LIBRARY_PATH",
+            )]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            exec: vec!["/bin/tool".into()],
+        };
+        let mut p = proc_plan(Action::Exec, &["tool"]);
+        p.inject = vec![
+            ("PREPEND_LD_LIBRARY_PATH".into(), "/pre".into()),
+            ("APPEND_LD_LIBRARY_PATH".into(), "/post".into()),
+        ];
+        let e = without_shell(&p, &fake, &mut vec![]).expect("ok");
+        let env: BTreeMap<_, _> = e.env.into_iter().collect();
+        assert_eq!(env["LD_LIBRARY_PATH"], "/pre:/.singularity.d/libs:/post");
     }
 
     #[test]
