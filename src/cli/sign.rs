@@ -72,10 +72,10 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE", env = "SIFR_VERIFY_ROOTS")]
     pub certificate_roots: Option<PathBuf>,
     /// enable online revocation check for certificates (not supported)
-    #[arg(long, env = "SIFR_VERIFY_OCSP")]
+    #[arg(long, env = "SIFR_VERIFY_OCSP", value_parser = clap::builder::BoolishValueParser::new())]
     pub ocsp_verify: bool,
     /// only verify with local key(s) in keyring (always the case: sifr uses no keyserver)
-    #[arg(short = 'l', long, env = "SIFR_LOCAL_VERIFY")]
+    #[arg(short = 'l', long, env = "SIFR_LOCAL_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
     pub local: bool,
     /// output json
     #[arg(short = 'j', long)]
