@@ -83,6 +83,10 @@ pub const ALTERNATIVE_NAMES: &[(&str, &[&str])] = &[
     ("PULLFOLDER", &["PULLDIR", "PULLFOLDER"]),
 ];
 
+/// Names Apptainer's flags also read without a prefix, after the prefixed spellings
+/// (`DOCKER_HOST` too, but sifr has no `--docker-host`: the plain name is left alone).
+const WITHOUT_PREFIX: [&str; 2] = ["DOCKER_USERNAME", "DOCKER_PASSWORD"];
+
 /// Names whose value Apptainer does not trim: `BIND`/`BINDPATH` are appended to `-B`
 /// as given. Every other flag-bound value is trimmed of surrounding white space.
 const UNTRIMMED: [&str; 2] = ["BIND", "BINDPATH"];
@@ -132,8 +136,15 @@ pub fn normalize_env(
     let mut sifr: BTreeMap<String, OsString> = BTreeMap::new();
     let mut app: BTreeMap<String, OsString> = BTreeMap::new();
     let mut sing: BTreeMap<String, OsString> = BTreeMap::new();
+    let mut plain: BTreeMap<String, OsString> = BTreeMap::new();
     for (k, v) in vars {
         let Some(k) = k.to_str() else { continue };
+        if WITHOUT_PREFIX.contains(&k) {
+            if let Some(v) = flag_value(k, &v) {
+                plain.insert(k.to_string(), v);
+            }
+            continue;
+        }
         if let Some(rest) = k.strip_prefix("SIFR_") {
             sifr.insert(rest.to_string(), v);
             continue;
@@ -182,6 +193,11 @@ pub fn normalize_env(
             .or_else(|| spellings.iter().find_map(|k| sing.get(*k)));
         if let Some(v) = first {
             set.insert(canonical.to_string(), v.clone());
+        }
+    }
+    for (k, v) in plain {
+        if !sifr.contains_key(&k) {
+            set.entry(k).or_insert(v);
         }
     }
     let set = set
@@ -498,6 +514,22 @@ mod tests {
         assert_eq!(set["SIFR_PWD"], OsString::from("/first"));
         let set = set_of(&[("SIFR_PWD", "/mine"), ("APPTAINER_CWD", "/first")]);
         assert!(!set.contains_key("SIFR_PWD"));
+    }
+
+    #[test]
+    fn test_docker_credentials_are_also_read_without_prefix() {
+        // Apptainer's --docker-username/--docker-password also read the plain names.
+        let set = set_of(&[("DOCKER_USERNAME", "u"), ("DOCKER_PASSWORD", "p")]);
+        assert_eq!(set["SIFR_DOCKER_USERNAME"], OsString::from("u"));
+        assert_eq!(set["SIFR_DOCKER_PASSWORD"], OsString::from("p"));
+        // A prefixed name wins over the plain one; DOCKER_HOST is never taken.
+        let set = set_of(&[
+            ("DOCKER_USERNAME", "plain"),
+            ("SINGULARITY_DOCKER_USERNAME", "prefixed"),
+            ("DOCKER_HOST", "tcp://x"),
+        ]);
+        assert_eq!(set["SIFR_DOCKER_USERNAME"], OsString::from("prefixed"));
+        assert!(!set.contains_key("SIFR_DOCKER_HOST"));
     }
 
     #[test]

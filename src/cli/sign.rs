@@ -81,7 +81,7 @@ pub struct VerifyArgs {
     #[arg(short = 'j', long)]
     pub json: bool,
     /// specify a URL for a key server (not supported)
-    #[arg(short = 'u', long, value_name = "URL")]
+    #[arg(short = 'u', long, value_name = "URL", env = "SIFR_URL")]
     pub url: Option<String>,
     /// the local keyring directory (also SIFR_KEYSDIR)
     #[arg(long, env = "SIFR_KEYSDIR", value_name = "DIR")]
