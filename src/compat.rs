@@ -390,6 +390,31 @@ pub fn control_var(suffix: &str) -> Option<String> {
     std::env::var(format!("SIFR_{suffix}")).ok()
 }
 
+/// The `APPTAINER_`/`SINGULARITY_` names set in `vars` that are refused for `exec` but that
+/// Apptainer does not bind for `verb`. `build` drops them from its own environment before
+/// it runs `%post`/`%test` through `sifr exec`, so that a name Apptainer's build ignores
+/// does not fail the build's container steps.
+pub fn exec_only_names(
+    verb: &str,
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<OsString> {
+    vars.into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let Some(k) = k.to_str() else { return false };
+            let Some(bare) = k
+                .strip_prefix("APPTAINER_")
+                .or_else(|| k.strip_prefix("SINGULARITY_"))
+            else {
+                return false;
+            };
+            UNSUPPORTED.iter().any(|u| {
+                u.keys.contains(&bare) && u.verbs.contains(&"exec") && !u.verbs.contains(&verb)
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,6 +595,28 @@ mod tests {
         // Apptainer reads DOCKER_HOST without prefix too; sifr never refuses the plain name.
         assert_eq!(refused("pull", "DOCKER_HOST", "tcp://x"), None);
         assert!(refused("pull", "APPTAINER_DOCKER_HOST", "tcp://x").is_some());
+    }
+
+    #[test]
+    fn test_build_drops_names_only_exec_refuses() {
+        let vars = os(&[
+            ("APPTAINER_UNDERLAY", "1"),
+            ("SINGULARITY_COMPAT32", "1"),
+            ("APPTAINER_MOUNT", "/x"),
+            ("APPTAINER_DOCKER_LOGIN", "1"),
+            ("APPTAINER_CLEANENV", "1"),
+            ("UNDERLAY", "1"),
+        ]);
+        let mut got = exec_only_names("build", vars.clone());
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                OsString::from("APPTAINER_UNDERLAY"),
+                OsString::from("SINGULARITY_COMPAT32")
+            ]
+        );
+        assert!(exec_only_names("exec", vars).is_empty());
     }
 
     /// Every name Apptainer 1.4's CLI binds (its flags' EnvKeys, cmd/internal/cli/*.go) for

@@ -341,3 +341,35 @@ fn test_build_names_under_both_prefixes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn test_build_post_is_not_refused_for_names_only_actions_bind() {
+    require_unprivileged();
+    // Apptainer's build ignores APPTAINER_UNDERLAY; %post runs through `sifr exec`, which
+    // must not refuse it there.
+    let d = tempdir();
+    let def = d.path().join("img.def");
+    std::fs::write(
+        &def,
+        format!(
+            "Bootstrap: localimage\nFrom: {}\n\n%post\n    echo ran > /post-ran\n",
+            sif_fixture("busybox_amd64.sif").display()
+        ),
+    )
+    .expect("write def");
+    let dest = d.path().join("sb");
+    let out = Command::new(sifr_bin())
+        .args(["build", "--sandbox"])
+        .arg(&dest)
+        .arg(&def)
+        .current_dir(d.path())
+        .env("APPTAINER_UNDERLAY", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sifr");
+    ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("post-ran")).expect("%post ran"),
+        "ran\n"
+    );
+}

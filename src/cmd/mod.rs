@@ -247,6 +247,14 @@ pub fn main() -> i32 {
         sylog::fatal(&msg);
         return EXIT_FATAL;
     }
+    if verb == Some("build") {
+        // %post and %test run through `sifr exec`: names Apptainer's build ignores must not
+        // fail them there.
+        for k in compat::exec_only_names("build", std::env::vars_os()) {
+            // SAFETY: still single-threaded: nothing has started a thread since main began.
+            unsafe { std::env::remove_var(k) };
+        }
+    }
 
     let ctx = Context {
         persona,
