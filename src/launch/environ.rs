@@ -35,6 +35,10 @@ const CLEANENV_KEEP: [&str; 11] = [
     "FTP_PROXY",
 ];
 
+/// Names an `--env-file` never sets (the shell's read-only variables; Apptainer's
+/// `env.ReadOnlyVars`).
+const FILE_READ_ONLY: [&str; 7] = ["EUID", "GID", "HOME", "IFS", "OPTIND", "PWD", "UID"];
+
 /// What the environment depends on.
 #[derive(Debug, Clone, Default)]
 pub struct EnvInputs {
@@ -232,15 +236,25 @@ pub fn compute(inputs: &EnvInputs) -> Result<ContainerEnv, EnvError> {
     let mut inject: BTreeMap<String, String> = BTreeMap::new();
     inject.extend(from_prefixes(&host, &mut warnings));
     for (path, contents) in &inputs.env_files {
-        // Evaluated with the host environment visible, as Apptainer does.
-        let mut sh = ShellEnv::from_env(host.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        // Every variable the file sets counts, exported or not (Docker-style env files).
-        let before: BTreeMap<String, String> = sh.all().into_iter().collect();
+        // Evaluated as Apptainer does: the host environment (and APPTAINER_IMAGE) visible
+        // but not exported, every assignment exported; what the file set is what it
+        // exports, a value equal to the host's included. The shell's read-only names never
+        // come from a file.
+        let image = inputs
+            .runtime
+            .iter()
+            .find(|(k, _)| k == "CONTAINER")
+            .map(|(_, v)| ("APPTAINER_IMAGE".to_string(), v.clone()));
+        let mut sh = ShellEnv::allexport_over(
+            host.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(image),
+        );
         for note in sh.eval(contents) {
             warnings.push(format!("--env-file {path}: {note}"));
         }
-        for (k, v) in sh.all() {
-            if before.get(&k) != Some(&v) {
+        for (k, v) in sh.exported() {
+            if !FILE_READ_ONLY.contains(&k.as_str()) {
                 inject.insert(k, v);
             }
         }
@@ -416,6 +430,28 @@ mod tests {
         );
         i.env_flags = vec!["1X=2".into()];
         assert!(matches!(compute(&i), Err(EnvError::BadName(..))));
+    }
+
+    #[test]
+    fn test_env_file_injects_what_it_sets_as_apptainer_evaluates_it() {
+        let mut i = inputs(&[("FOO", "1"), ("OTHER", "o")]);
+        i.runtime = vec![("CONTAINER".into(), "/img.sif".into())];
+        i.env_files = vec![(
+            "f".into(),
+            "FOO=1\nexport BAR=\"$FOO-$APPTAINER_IMAGE\"\nUID=5\nHOME=/x\n".into(),
+        )];
+        let e = compute(&i).expect("ok");
+        // FOO is set to the host's value: the file set it, so it is injected.
+        assert_eq!(get(&e.inject, "FOO"), Some("1"));
+        assert_eq!(get(&e.inject, "BAR"), Some("1-/img.sif"));
+        assert_eq!(get(&e.inject, "OTHER"), None);
+        assert_eq!(get(&e.inject, "UID"), None);
+        assert_eq!(get(&e.inject, "HOME"), None);
+        assert!(
+            !e.warnings.iter().any(|w| w.contains("HOME")),
+            "a file's HOME is dropped silently: {:?}",
+            e.warnings
+        );
     }
 
     #[test]
