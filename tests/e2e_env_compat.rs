@@ -373,3 +373,65 @@ fn test_build_post_is_not_refused_for_names_only_actions_bind() {
         "ran\n"
     );
 }
+
+#[test]
+fn test_names_bound_to_flags_behave_as_the_flags() {
+    require_unprivileged();
+    // Whatever sifr does with the flag (runs, warns or refuses), the name does the same,
+    // word for word, under both prefixes.
+    let img = busybox();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("NV", "1", &["--nv"]),
+        ("ROCM", "true", &["--rocm"]),
+        ("ADD_CAPS", "CAP_NET_RAW", &["--add-caps", "CAP_NET_RAW"]),
+        ("DROP_CAPS", "CAP_CHOWN", &["--drop-caps", "CAP_CHOWN"]),
+        (
+            "SECURITY",
+            "seccomp:x.json",
+            &["--security", "seccomp:x.json"],
+        ),
+        (
+            "NETWORK_ARGS",
+            "portmap=80:80",
+            &["--network-args", "portmap=80:80"],
+        ),
+        (
+            "APPLY_CGROUPS",
+            "/nonexistent.toml",
+            &["--apply-cgroups", "/nonexistent.toml"],
+        ),
+        ("MEMORY", "1G", &["--memory", "1G"]),
+        ("CPU_SHARES", "2", &["--cpus", "2"]),
+        ("PIDS_LIMIT", "10", &["--pids-limit", "10"]),
+        ("KEEP_PRIVS", "1", &["--keep-privs"]),
+        ("ALLOW_SETUID", "1", &["--allow-setuid"]),
+        ("NETWORK", "bridge", &["--network", "bridge"]),
+        ("HOSTNAME", "box", &["--hostname", "box"]),
+    ];
+    for (key, value, flag) in cases {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flag);
+        args.extend_from_slice(&[img.as_str(), "sh", "-c", "hostname"]);
+        let by_flag = sifr_env(&args, &[]);
+        for prefix in ["APPTAINER_", "SINGULARITY_"] {
+            let name = format!("{prefix}{key}");
+            let by_env = sifr_env(
+                &["exec", &img, "sh", "-c", "hostname"],
+                &[(name.as_str(), value)],
+            );
+            assert_eq!(
+                (
+                    by_env.status.code(),
+                    String::from_utf8_lossy(&by_env.stdout),
+                    String::from_utf8_lossy(&by_env.stderr)
+                ),
+                (
+                    by_flag.status.code(),
+                    String::from_utf8_lossy(&by_flag.stdout),
+                    String::from_utf8_lossy(&by_flag.stderr)
+                ),
+                "{name}={value} must behave as {flag:?}"
+            );
+        }
+    }
+}
