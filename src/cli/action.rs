@@ -83,7 +83,8 @@ pub struct ActionArgs {
     #[arg(short = 'e', long, env = "SIFR_CLEANENV", value_parser = clap::builder::BoolishValueParser::new())]
     pub cleanenv: bool,
 
-    /// pass environment variable to contained process: K=V; repeatable and comma-separated
+    /// pass environment variable to contained process: K=V (one '=': commas are part of the
+    /// value), or several pairs as K=V,K2=V2 (a CSV record: "K=a,b",K2=c); repeatable
     #[arg(long = "env", value_name = "K=V", action = clap::ArgAction::Append)]
     pub env: Vec<String>,
 
