@@ -435,3 +435,47 @@ fn test_names_bound_to_flags_behave_as_the_flags() {
         }
     }
 }
+
+#[test]
+fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
+    require_unprivileged();
+    // Apptainer binds these names only for verbs sifr does not have: the verb itself is
+    // refused, one line, whatever the environment says.
+    let cases: &[(&[&str], (&str, &str))] = &[
+        (
+            &["capability", "add", "CAP_NET_RAW"],
+            ("APPTAINER_CAP_USER", "u"),
+        ),
+        (&["delete", "library://x"], ("APPTAINER_ARCH", "amd64")),
+        (
+            &["registry", "login", "docker://x"],
+            ("APPTAINER_LOGIN_USERNAME", "u"),
+        ),
+        (
+            &["remote", "add", "x", "https://x"],
+            ("APPTAINER_ADD_INSECURE", "1"),
+        ),
+        (&["oci", "state", "x"], ("APPTAINER_LOG_FORMAT", "json")),
+        (&["overlay", "create", "x.img"], ("APPTAINER_SPARSE", "1")),
+        (&["search", "x"], ("SINGULARITY_SEARCH_ARCH", "amd64")),
+        (
+            &["push", "x.sif", "library://x"],
+            ("APPTAINER_ALLOW_UNSIGNED", "1"),
+        ),
+        (&["instance", "stats", "x"], ("APPTAINER_USER", "u")),
+        (&["key", "search", "x"], ("APPTAINER_URL", "https://x")),
+    ];
+    for (verb, env) in cases {
+        let out = sifr_env(verb, &[*env]);
+        assert_one_line_error(&out, "unrecognized subcommand");
+    }
+    let img = busybox();
+    let out = sifr_env(
+        &["instance", "start", &img, "x"],
+        &[
+            ("APPTAINER_PID_FILE", "/tmp/x.pid"),
+            ("APPTAINER_BOOT", "1"),
+        ],
+    );
+    assert_one_line_error(&out, "instances are not supported by sifr");
+}
