@@ -17,7 +17,8 @@ fn busybox() -> String {
 }
 
 /// The busybox rootfs as a sandbox directory with a stand-in `/sbin/ldconfig` that lists two
-/// library directories the way glibc's `ldconfig -Nv` does; extracted once per run.
+/// library directories the way glibc's `ldconfig -Nv` does, and an environment script that
+/// defaults one variable and empties another; extracted once per run.
 fn busybox_with_ldconfig() -> PathBuf {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -46,6 +47,11 @@ fn busybox_with_ldconfig() -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&ldconfig, std::fs::Permissions::from_mode(0o755))
             .expect("chmod ldconfig");
+        std::fs::write(
+            root.join(".singularity.d/env/95-sifrtest.sh"),
+            "export FROMHOST=\"${FROMHOST:-image-default}\"\nexport EMPTIED=\n",
+        )
+        .expect("write env script");
         (t, root)
     })
     .1
@@ -168,6 +174,32 @@ fn test_prepend_append_ld_library_path_and_ldconfig_directories() {
         &[("APPTAINERENV_APPEND_LD_LIBRARY_PATH", "/post")],
     ));
     assert_eq!(out, "/opt/lib1:/usr/lib/extra:/.singularity.d/libs:/post\n");
+}
+
+#[test]
+fn test_image_scripts_run_without_the_host_environment_as_in_apptainer() {
+    require_unprivileged();
+    // Apptainer hides the starting environment from the image's scripts (clear_env) and
+    // gives back afterwards what they left unset; what they left empty is unset.
+    let root = busybox_with_ldconfig();
+    let img = root.to_str().expect("utf-8");
+    let out = ok(&sifr_env(
+        &[
+            "exec",
+            img,
+            "sh",
+            "-c",
+            "echo \"$FROMHOST|${EMPTIED-unset}|$KEPT|$HOME|$PATH\"",
+        ],
+        &[("FROMHOST", "host"), ("EMPTIED", "x"), ("KEPT", "k")],
+    ));
+    let home = std::env::var("HOME").expect("HOME");
+    assert_eq!(
+        out,
+        format!(
+            "image-default|unset|k|{home}|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        )
+    );
 }
 
 #[test]

@@ -46,6 +46,23 @@ pub fn inject_code(p: &ProcessPlan) -> String {
         .collect()
 }
 
+/// The names of the environment the action starts with, one a line, for the action script's
+/// clear and restore (Apptainer hides them from the image's environment scripts). Only
+/// names the shell can handle; never the script's own `__sifr_` names.
+pub fn base_names(p: &ProcessPlan) -> String {
+    p.env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| {
+            let mut c = k.chars();
+            matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+                && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                && !k.starts_with("__sifr_")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Builds the exec for a container that has `/bin/sh`.
 pub fn with_shell(p: &ProcessPlan) -> Exec {
     let mut argv = vec![
@@ -58,6 +75,7 @@ pub fn with_shell(p: &ProcessPlan) -> Exec {
     let mut env = p.env.clone();
     env.push(("__SIFR_ACTION".into(), p.action.as_str().into()));
     env.push(("__SIFR_INJECT".into(), inject_code(p)));
+    env.push(("__SIFR_BASE_NAMES".into(), base_names(p)));
     Exec {
         path: PathBuf::from("/bin/sh"),
         argv,
@@ -269,6 +287,19 @@ mod tests {
             .expect("inject");
         assert!(inject.contains("export FOO=\"injected\"\n"));
         assert!(e.env.contains(&("__SIFR_ACTION".into(), "exec".into())));
+        assert!(
+            e.env
+                .contains(&("__SIFR_BASE_NAMES".into(), "PATH\nHOME".into()))
+        );
+    }
+
+    #[test]
+    fn test_base_names_are_what_the_shell_can_clear() {
+        let mut p = proc_plan(Action::Exec, &["true"]);
+        p.env.push(("BASH_FUNC_f%%".into(), "() { :; }".into()));
+        p.env.push(("__sifr_n".into(), "x".into()));
+        p.env.push(("_OK1".into(), "x".into()));
+        assert_eq!(base_names(&p), "PATH\nHOME\n_OK1");
     }
 
     #[test]
