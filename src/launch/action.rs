@@ -91,6 +91,38 @@ pub trait Files {
     fn is_executable(&self, path: &Path) -> bool;
 }
 
+/// The variables Apptainer's `clear_env` leaves visible to the image's environment scripts
+/// (the action script's `__sifr_kept` has the same list).
+const KEPT_FOR_SCRIPTS: [&str; 10] = [
+    "PWD",
+    "HOME",
+    "OPTIND",
+    "UID",
+    "GID",
+    "SINGULARITY_APPNAME",
+    "SINGULARITY_SHELL",
+    "APPTAINER_NAME",
+    "APPTAINER_CONTAINER",
+    "APPTAINER_INSTANCE",
+];
+
+/// Apptainer's `fixpath`: PATH with the default directories it lacks appended.
+fn fixpath(sh: &mut ShellEnv) {
+    let current = sh.get("PATH").unwrap_or("").to_string();
+    let mut parts: Vec<&str> = if current.is_empty() {
+        Vec::new()
+    } else {
+        current.split(':').collect()
+    };
+    for d in DEFAULT_PATH.split(':') {
+        if !parts.contains(&d) {
+            parts.push(d);
+        }
+    }
+    let path = parts.join(":");
+    sh.export("PATH", Some(path));
+}
+
 /// Builds the exec for a container without `/bin/sh`; `notes` receives the environment
 /// statements that could not be evaluated.
 pub fn without_shell(
@@ -98,7 +130,24 @@ pub fn without_shell(
     files: &dyn Files,
     notes: &mut Vec<String>,
 ) -> Result<Exec, ActionError> {
-    let mut sh = ShellEnv::from_env(p.env.iter().cloned());
+    // Apptainer's clear_env: the scripts see only the variables it keeps.
+    let mut sh = ShellEnv::from_env(
+        p.env
+            .iter()
+            .filter(|(k, _)| KEPT_FOR_SCRIPTS.contains(&k.as_str()))
+            .cloned(),
+    );
+    let inject = |sh: &mut ShellEnv| {
+        for (k, v) in &p.inject {
+            let value = if p.evaluate {
+                sh.expand(&shell_quote(v, true))
+                    .unwrap_or_else(|_| v.clone())
+            } else {
+                v.clone()
+            };
+            sh.export(k, Some(value));
+        }
+    };
     let env_dir = Path::new("/.singularity.d/env");
     let mut scripts: Vec<String> = files
         .list(env_dir)
@@ -106,22 +155,28 @@ pub fn without_shell(
         .filter(|n| n.ends_with(".sh") && n != "99-runtimevars.sh")
         .collect();
     scripts.sort();
+    let mut injected = false;
     for name in scripts {
         let path = env_dir.join(&name);
+        if name == "90-environment.sh" && sh.get("PATH").is_none() {
+            sh.export("PATH", Some(DEFAULT_PATH.to_string()));
+        }
         if let Some(text) = files.read(&path) {
             for n in sh.eval(&text) {
                 notes.push(format!("{}: {n}", path.display()));
             }
         }
+        match name.as_str() {
+            "10-docker2singularity.sh" | "10-docker.sh" => fixpath(&mut sh),
+            "99-base.sh" => {
+                inject(&mut sh);
+                injected = true;
+            }
+            _ => {}
+        }
     }
-    for (k, v) in &p.inject {
-        let value = if p.evaluate {
-            sh.expand(&shell_quote(v, true))
-                .unwrap_or_else(|_| v.clone())
-        } else {
-            v.clone()
-        };
-        sh.export(k, Some(value));
+    if !injected {
+        inject(&mut sh);
     }
     // PREPEND_/APPEND_LD_LIBRARY_PATH extend a set LD_LIBRARY_PATH, as Apptainer's action
     // script does (the ldconfig directories need a shell and glibc's ldconfig: not here).
@@ -134,6 +189,18 @@ pub fn without_shell(
             lp = format!("{lp}:{post}");
         }
         sh.export("LD_LIBRARY_PATH", Some(lp));
+    }
+    // Apptainer's restore_env: what the scripts left unset comes back, what they left
+    // empty is unset.
+    for (k, v) in &p.env {
+        if KEPT_FOR_SCRIPTS.contains(&k.as_str()) {
+            continue;
+        }
+        match sh.get(k) {
+            None => sh.export(k, Some(v.clone())),
+            Some("") => sh.unset(k),
+            Some(_) => {}
+        }
     }
     let mut path = sh.get("PATH").unwrap_or("").to_string();
     if let Some(v) = sh.get("SING_USER_DEFINED_PATH") {
@@ -333,6 +400,43 @@ mod tests {
         assert_eq!(err, Err(ActionError::NotFound("nope".into())));
         let err = without_shell(&proc_plan(Action::Shell, &[]), &fake, &mut notes);
         assert_eq!(err, Err(ActionError::NoShell("shell")));
+    }
+
+    #[test]
+    fn test_without_shell_scripts_run_without_the_starting_environment() {
+        // As Apptainer's clear_env/restore_env: the scripts do not see FOO, so they set
+        // the default; EMPTIED left empty is unset; KEPT is given back; HOME stays visible.
+        let fake = Fake {
+            files: [
+                (
+                    "/.singularity.d/env/10-docker2singularity.sh",
+                    "export PATH=/app/bin\nexport SEEN_HOME=$HOME",
+                ),
+                (
+                    "/.singularity.d/env/90-environment.sh",
+                    "export FOO=${FOO:-image}\nexport EMPTIED=",
+                ),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            exec: vec!["/app/bin/tool".into()],
+        };
+        let mut p = proc_plan(Action::Exec, &["tool"]);
+        p.inject = vec![];
+        p.env.extend([
+            ("FOO".into(), "host".into()),
+            ("EMPTIED".into(), "x".into()),
+            ("KEPT".into(), "k".into()),
+        ]);
+        let e = without_shell(&p, &fake, &mut vec![]).expect("ok");
+        let env: BTreeMap<_, _> = e.env.into_iter().collect();
+        assert_eq!(env["FOO"], "image");
+        assert!(!env.contains_key("EMPTIED"));
+        assert_eq!(env["KEPT"], "k");
+        assert_eq!(env["SEEN_HOME"], "/h");
+        // fixpath: the default directories the docker script's PATH lacks are appended.
+        assert_eq!(env["PATH"], format!("/app/bin:{DEFAULT_PATH}"));
     }
 
     #[test]
