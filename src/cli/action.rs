@@ -85,9 +85,9 @@ pub struct ActionArgs {
     #[arg(short = 'e', long, env = "SIFR_CLEANENV", value_parser = clap::builder::BoolishValueParser::new())]
     pub cleanenv: bool,
 
-    /// pass environment variable to contained process: K=V; repeatable and comma-separated
-    #[arg(long = "env", value_name = "K=V", value_delimiter = ',',
-          action = clap::ArgAction::Append)]
+    /// pass environment variable to contained process: K=V (one '=': commas are part of the
+    /// value), or several pairs as K=V,K2=V2 (a CSV record: "K=a,b",K2=c); repeatable
+    #[arg(long = "env", value_name = "K=V", action = clap::ArgAction::Append)]
     pub env: Vec<String>,
 
     /// pass environment variables from file to contained process; repeatable
@@ -95,7 +95,8 @@ pub struct ActionArgs {
     pub env_file: Vec<PathBuf>,
 
     /// do not pass these host environment variables (comma-separated)
-    #[arg(long, value_name = "VARS", value_delimiter = ',', action = clap::ArgAction::Append)]
+    #[arg(long, value_name = "VARS", value_delimiter = ',', env = "SIFR_NOENV",
+          action = clap::ArgAction::Append)]
     pub no_env: Vec<String>,
 
     /// do not shell-evaluate environment variables or OCI container CMD/ENTRYPOINT
@@ -149,7 +150,7 @@ pub struct ActionArgs {
     pub network: Option<String>,
 
     /// specify network arguments to pass to CNI plugins
-    #[arg(long, value_name = "ARGS", action = clap::ArgAction::Append)]
+    #[arg(long, value_name = "ARGS", env = "SIFR_NETWORK_ARGS", action = clap::ArgAction::Append)]
     pub network_args: Vec<String>,
 
     /// list of DNS server separated by commas to add in resolv.conf
@@ -263,19 +264,19 @@ pub struct ActionArgs {
 
     // --- resources (cgroups) -------------------------------------------------------------------
     /// apply cgroups from file for container processes (root only)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "SIFR_APPLY_CGROUPS")]
     pub apply_cgroups: Option<PathBuf>,
 
     /// number of CPUs available to container
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "SIFR_CPU_SHARES")]
     pub cpus: Option<String>,
 
     /// maximum memory a container can use, in bytes (optional suffix k, m, g)
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", env = "SIFR_MEMORY")]
     pub memory: Option<String>,
 
     /// limit the number of processes in the container
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "SIFR_PIDS_LIMIT")]
     pub pids_limit: Option<String>,
 
     /// block IO relative weight (cgroups; not applied by sifr)
@@ -341,11 +342,11 @@ pub struct ActionArgs {
     pub ignore_subuid: bool,
 
     /// hidden: ignore the fakeroot command (sifr never uses it)
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "SIFR_IGNORE_FAKEROOT_COMMAND", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_fakeroot_command: bool,
 
     /// hidden: do not use user namespaces (not possible with sifr)
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "SIFR_IGNORE_USERNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_userns: bool,
 }
 
@@ -425,4 +426,24 @@ pub struct TestArgs {
         allow_hyphen_values = true
     )]
     pub args: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches as _;
+
+    fn exec(args: &[&str]) -> ExecArgs {
+        let cmd = ExecArgs::augment_args(clap::Command::new("exec").no_binary_name(true));
+        let m = cmd.try_get_matches_from(args).expect("parse");
+        ExecArgs::from_arg_matches(&m).expect("args")
+    }
+
+    #[test]
+    fn test_env_values_reach_the_launch_whole() {
+        // Apptainer's --env is a string-to-string map flag: the launch splits each value
+        // (one '=': one pair, commas included); clap must not split on commas first.
+        let a = exec(&["--env", "A=x,y", "--env", "B=1,C=2", "img", "true"]);
+        assert_eq!(a.action.env, ["A=x,y", "B=1,C=2"]);
+    }
 }

@@ -22,19 +22,19 @@ pub enum InstanceCommand {
     /// Stop a named instance of a given container image
     Stop {
         /// stop all user's instances
-        #[arg(short = 'a', long)]
+        #[arg(short = 'a', long, env = "SIFR_ALL", value_parser = clap::builder::BoolishValueParser::new())]
         all: bool,
         /// force kill instance
-        #[arg(short = 'F', long)]
+        #[arg(short = 'F', long, env = "SIFR_FORCE", value_parser = clap::builder::BoolishValueParser::new())]
         force: bool,
         /// send a signal to the instance
-        #[arg(short = 's', long, value_name = "SIGNAL")]
+        #[arg(short = 's', long, value_name = "SIGNAL", env = "SIFR_SIGNAL")]
         signal: Option<String>,
         /// seconds to wait before sending SIGKILL
         #[arg(short = 't', long, value_name = "SECONDS")]
         timeout: Option<u32>,
         /// stop an instance of another user (root only)
-        #[arg(short = 'u', long, value_name = "USER")]
+        #[arg(short = 'u', long, value_name = "USER", env = "SIFR_USER")]
         user: Option<String>,
         /// the instance name (a glob pattern)
         name: Option<String>,
@@ -42,16 +42,16 @@ pub enum InstanceCommand {
     /// List all running and named instances
     List {
         /// print structured json instead of a list
-        #[arg(short = 'j', long)]
+        #[arg(short = 'j', long, env = "SIFR_JSON", value_parser = clap::builder::BoolishValueParser::new())]
         json: bool,
         /// show the paths of the log files
-        #[arg(short = 'l', long)]
+        #[arg(short = 'l', long, env = "SIFR_LOGS", value_parser = clap::builder::BoolishValueParser::new())]
         logs: bool,
         /// list the instances of another user (root only)
-        #[arg(short = 'u', long, value_name = "USER")]
+        #[arg(short = 'u', long, value_name = "USER", env = "SIFR_USER")]
         user: Option<String>,
         /// show all users' instances (root only)
-        #[arg(short = 'a', long)]
+        #[arg(short = 'a', long, env = "SIFR_ALL", value_parser = clap::builder::BoolishValueParser::new())]
         all: bool,
         /// the instance name (a glob pattern)
         name: Option<String>,

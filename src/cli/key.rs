@@ -81,7 +81,7 @@ pub struct NewpairArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ListArgs {
     /// list private keys instead of the default which displays public ones
-    #[arg(short = 's', long, env = "SIFR_SECRET")]
+    #[arg(short = 's', long, env = "SIFR_SECRET", value_parser = clap::builder::BoolishValueParser::new())]
     pub secret: bool,
     /// manage global public keys
     #[arg(short = 'g', long)]

@@ -8,7 +8,7 @@ use clap::Args;
 #[derive(Debug, Args, Clone)]
 pub struct PullArgs {
     /// name of the image file to write (the default is NAME_TAG.sif from the URI)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "SIFR_PULL_NAME")]
     pub name: Option<PathBuf>,
     /// download the image into this directory [env: SIFR_PULLFOLDER; empty: the current
     /// directory]

@@ -8,7 +8,7 @@ use clap::Args;
 #[derive(Debug, Args, Clone, Default)]
 pub struct RegistryArgs {
     /// do not use HTTPS with the docker:// transport (insecure registries)
-    #[arg(long, alias = "nohttps")]
+    #[arg(long, alias = "nohttps", env = "SIFR_NO_HTTPS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_https: bool,
     /// specify a username for docker:// registries
     #[arg(long, value_name = "USER", env = "SIFR_DOCKER_USERNAME")]

@@ -72,16 +72,16 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE", env = "SIFR_VERIFY_ROOTS")]
     pub certificate_roots: Option<PathBuf>,
     /// enable online revocation check for certificates (not supported)
-    #[arg(long, env = "SIFR_VERIFY_OCSP")]
+    #[arg(long, env = "SIFR_VERIFY_OCSP", value_parser = clap::builder::BoolishValueParser::new())]
     pub ocsp_verify: bool,
     /// only verify with local key(s) in keyring (always the case: sifr uses no keyserver)
-    #[arg(short = 'l', long, env = "SIFR_LOCAL_VERIFY")]
+    #[arg(short = 'l', long, env = "SIFR_LOCAL_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
     pub local: bool,
     /// output json
     #[arg(short = 'j', long)]
     pub json: bool,
     /// specify a URL for a key server (not supported)
-    #[arg(short = 'u', long, value_name = "URL")]
+    #[arg(short = 'u', long, value_name = "URL", env = "SIFR_URL")]
     pub url: Option<String>,
     /// the local keyring directory (also SIFR_KEYSDIR)
     #[arg(long, env = "SIFR_KEYSDIR", value_name = "DIR")]

@@ -333,6 +333,28 @@ pub fn main() -> i32 {
     for w in alias_warnings {
         log::warn!("{w}");
     }
+    // An APPTAINER_/SINGULARITY_ name bound to a flag sifr lacks is refused as the flag is.
+    let verb = match &cli.command {
+        Some(Command::Exec(_)) => Some("exec"),
+        Some(Command::Run(_)) => Some("run"),
+        Some(Command::Shell(_)) => Some("shell"),
+        Some(Command::Test(_)) => Some("test"),
+        Some(Command::Build(_)) => Some("build"),
+        Some(Command::Pull(_)) => Some("pull"),
+        _ => None,
+    };
+    if let Some(msg) = verb.and_then(|v| compat::refused_env(v, std::env::vars_os())) {
+        sylog::fatal(&msg);
+        return EXIT_FATAL;
+    }
+    if verb == Some("build") {
+        // %post and %test run through `sifr exec`: names Apptainer's build ignores must not
+        // fail them there.
+        for k in compat::exec_only_names("build", std::env::vars_os()) {
+            // SAFETY: still single-threaded: nothing has started a thread since main began.
+            unsafe { std::env::remove_var(k) };
+        }
+    }
 
     let ctx = Context {
         persona,

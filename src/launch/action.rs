@@ -46,6 +46,23 @@ pub fn inject_code(p: &ProcessPlan) -> String {
         .collect()
 }
 
+/// The names of the environment the action starts with, one a line, for the action script's
+/// clear and restore (Apptainer hides them from the image's environment scripts). Only
+/// names the shell can handle; never the script's own `__sifr_` names.
+pub fn base_names(p: &ProcessPlan) -> String {
+    p.env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| {
+            let mut c = k.chars();
+            matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+                && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                && !k.starts_with("__sifr_")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Builds the exec for a container that has `/bin/sh`.
 pub fn with_shell(p: &ProcessPlan) -> Exec {
     let mut argv = vec![
@@ -58,6 +75,7 @@ pub fn with_shell(p: &ProcessPlan) -> Exec {
     let mut env = p.env.clone();
     env.push(("__SIFR_ACTION".into(), p.action.as_str().into()));
     env.push(("__SIFR_INJECT".into(), inject_code(p)));
+    env.push(("__SIFR_BASE_NAMES".into(), base_names(p)));
     Exec {
         path: PathBuf::from("/bin/sh"),
         argv,
@@ -73,6 +91,38 @@ pub trait Files {
     fn is_executable(&self, path: &Path) -> bool;
 }
 
+/// The variables Apptainer's `clear_env` leaves visible to the image's environment scripts
+/// (the action script's `__sifr_kept` has the same list).
+const KEPT_FOR_SCRIPTS: [&str; 10] = [
+    "PWD",
+    "HOME",
+    "OPTIND",
+    "UID",
+    "GID",
+    "SINGULARITY_APPNAME",
+    "SINGULARITY_SHELL",
+    "APPTAINER_NAME",
+    "APPTAINER_CONTAINER",
+    "APPTAINER_INSTANCE",
+];
+
+/// Apptainer's `fixpath`: PATH with the default directories it lacks appended.
+fn fixpath(sh: &mut ShellEnv) {
+    let current = sh.get("PATH").unwrap_or("").to_string();
+    let mut parts: Vec<&str> = if current.is_empty() {
+        Vec::new()
+    } else {
+        current.split(':').collect()
+    };
+    for d in DEFAULT_PATH.split(':') {
+        if !parts.contains(&d) {
+            parts.push(d);
+        }
+    }
+    let path = parts.join(":");
+    sh.export("PATH", Some(path));
+}
+
 /// Builds the exec for a container without `/bin/sh`; `notes` receives the environment
 /// statements that could not be evaluated.
 pub fn without_shell(
@@ -80,7 +130,24 @@ pub fn without_shell(
     files: &dyn Files,
     notes: &mut Vec<String>,
 ) -> Result<Exec, ActionError> {
-    let mut sh = ShellEnv::from_env(p.env.iter().cloned());
+    // Apptainer's clear_env: the scripts see only the variables it keeps.
+    let mut sh = ShellEnv::from_env(
+        p.env
+            .iter()
+            .filter(|(k, _)| KEPT_FOR_SCRIPTS.contains(&k.as_str()))
+            .cloned(),
+    );
+    let inject = |sh: &mut ShellEnv| {
+        for (k, v) in &p.inject {
+            let value = if p.evaluate {
+                sh.expand(&shell_quote(v, true))
+                    .unwrap_or_else(|_| v.clone())
+            } else {
+                v.clone()
+            };
+            sh.export(k, Some(value));
+        }
+    };
     let env_dir = Path::new("/.singularity.d/env");
     let mut scripts: Vec<String> = files
         .list(env_dir)
@@ -88,22 +155,52 @@ pub fn without_shell(
         .filter(|n| n.ends_with(".sh") && n != "99-runtimevars.sh")
         .collect();
     scripts.sort();
+    let mut injected = false;
     for name in scripts {
         let path = env_dir.join(&name);
+        if name == "90-environment.sh" && sh.get("PATH").is_none() {
+            sh.export("PATH", Some(DEFAULT_PATH.to_string()));
+        }
         if let Some(text) = files.read(&path) {
             for n in sh.eval(&text) {
                 notes.push(format!("{}: {n}", path.display()));
             }
         }
+        match name.as_str() {
+            "10-docker2singularity.sh" | "10-docker.sh" => fixpath(&mut sh),
+            "99-base.sh" => {
+                inject(&mut sh);
+                injected = true;
+            }
+            _ => {}
+        }
     }
-    for (k, v) in &p.inject {
-        let value = if p.evaluate {
-            sh.expand(&shell_quote(v, true))
-                .unwrap_or_else(|_| v.clone())
-        } else {
-            v.clone()
-        };
-        sh.export(k, Some(value));
+    if !injected {
+        inject(&mut sh);
+    }
+    // PREPEND_/APPEND_LD_LIBRARY_PATH extend a set LD_LIBRARY_PATH, as Apptainer's action
+    // script does (the ldconfig directories need a shell and glibc's ldconfig: not here).
+    if let Some(lp) = sh.get("LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+        let mut lp = lp.to_string();
+        if let Some(pre) = sh.get("PREPEND_LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+            lp = format!("{pre}:{lp}");
+        }
+        if let Some(post) = sh.get("APPEND_LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+            lp = format!("{lp}:{post}");
+        }
+        sh.export("LD_LIBRARY_PATH", Some(lp));
+    }
+    // Apptainer's restore_env: what the scripts left unset comes back, what they left
+    // empty is unset.
+    for (k, v) in &p.env {
+        if KEPT_FOR_SCRIPTS.contains(&k.as_str()) {
+            continue;
+        }
+        match sh.get(k) {
+            None => sh.export(k, Some(v.clone())),
+            Some("") => sh.unset(k),
+            Some(_) => {}
+        }
     }
     let mut path = sh.get("PATH").unwrap_or("").to_string();
     if let Some(v) = sh.get("SING_USER_DEFINED_PATH") {
@@ -257,6 +354,19 @@ mod tests {
             .expect("inject");
         assert!(inject.contains("export FOO=\"injected\"\n"));
         assert!(e.env.contains(&("__SIFR_ACTION".into(), "exec".into())));
+        assert!(
+            e.env
+                .contains(&("__SIFR_BASE_NAMES".into(), "PATH\nHOME".into()))
+        );
+    }
+
+    #[test]
+    fn test_base_names_are_what_the_shell_can_clear() {
+        let mut p = proc_plan(Action::Exec, &["true"]);
+        p.env.push(("BASH_FUNC_f%%".into(), "() { :; }".into()));
+        p.env.push(("__sifr_n".into(), "x".into()));
+        p.env.push(("_OK1".into(), "x".into()));
+        assert_eq!(base_names(&p), "PATH\nHOME\n_OK1");
     }
 
     #[test]
@@ -290,6 +400,65 @@ mod tests {
         assert_eq!(err, Err(ActionError::NotFound("nope".into())));
         let err = without_shell(&proc_plan(Action::Shell, &[]), &fake, &mut notes);
         assert_eq!(err, Err(ActionError::NoShell("shell")));
+    }
+
+    #[test]
+    fn test_without_shell_scripts_run_without_the_starting_environment() {
+        // As Apptainer's clear_env/restore_env: the scripts do not see FOO, so they set
+        // the default; EMPTIED left empty is unset; KEPT is given back; HOME stays visible.
+        let fake = Fake {
+            files: [
+                (
+                    "/.singularity.d/env/10-docker2singularity.sh",
+                    "export PATH=/app/bin\nexport SEEN_HOME=$HOME",
+                ),
+                (
+                    "/.singularity.d/env/90-environment.sh",
+                    "export FOO=${FOO:-image}\nexport EMPTIED=",
+                ),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            exec: vec!["/app/bin/tool".into()],
+        };
+        let mut p = proc_plan(Action::Exec, &["tool"]);
+        p.inject = vec![];
+        p.env.extend([
+            ("FOO".into(), "host".into()),
+            ("EMPTIED".into(), "x".into()),
+            ("KEPT".into(), "k".into()),
+        ]);
+        let e = without_shell(&p, &fake, &mut vec![]).expect("ok");
+        let env: BTreeMap<_, _> = e.env.into_iter().collect();
+        assert_eq!(env["FOO"], "image");
+        assert!(!env.contains_key("EMPTIED"));
+        assert_eq!(env["KEPT"], "k");
+        assert_eq!(env["SEEN_HOME"], "/h");
+        // fixpath: the default directories the docker script's PATH lacks are appended.
+        assert_eq!(env["PATH"], format!("/app/bin:{DEFAULT_PATH}"));
+    }
+
+    #[test]
+    fn test_without_shell_prepends_and_appends_ld_library_path() {
+        let fake = Fake {
+            files: [(
+                "/.singularity.d/env/99-base.sh",
+                "LD_LIBRARY_PATH=/.singularity.d/libs\nexport LD_LIBRARY_PATH",
+            )]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            exec: vec!["/bin/tool".into()],
+        };
+        let mut p = proc_plan(Action::Exec, &["tool"]);
+        p.inject = vec![
+            ("PREPEND_LD_LIBRARY_PATH".into(), "/pre".into()),
+            ("APPEND_LD_LIBRARY_PATH".into(), "/post".into()),
+        ];
+        let e = without_shell(&p, &fake, &mut vec![]).expect("ok");
+        let env: BTreeMap<_, _> = e.env.into_iter().collect();
+        assert_eq!(env["LD_LIBRARY_PATH"], "/pre:/.singularity.d/libs:/post");
     }
 
     #[test]

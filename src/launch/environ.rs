@@ -35,6 +35,10 @@ const CLEANENV_KEEP: [&str; 11] = [
     "FTP_PROXY",
 ];
 
+/// Names an `--env-file` never sets (the shell's read-only variables; Apptainer's
+/// `env.ReadOnlyVars`).
+const FILE_READ_ONLY: [&str; 7] = ["EUID", "GID", "HOME", "IFS", "OPTIND", "PWD", "UID"];
+
 /// What the environment depends on.
 #[derive(Debug, Clone, Default)]
 pub struct EnvInputs {
@@ -68,10 +72,85 @@ pub struct ContainerEnv {
 /// Errors in user-supplied environment settings.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvError {
-    #[error("--env {0:?}: expected NAME=VALUE")]
-    BadEnvFlag(String),
+    #[error("--env {0:?}: {1:?} must be formatted as NAME=VALUE")]
+    BadEnvFlag(String, String),
     #[error("--env {0:?}: {1:?} is not a valid variable name")]
     BadName(String, String),
+    #[error("--env {0:?}: {1}; quote a pair holding commas as a whole: \"NAME=a,b\",OTHER=c")]
+    BadCsv(String, &'static str),
+}
+
+/// The directory Apptainer appends to an injected `LD_LIBRARY_PATH` (its engine's
+/// injection does, so that bound GPU libraries stay visible).
+pub const LIBS_DIR: &str = "/.singularity.d/libs";
+
+/// Parses one `--env` value as Apptainer's flag (pflag's string-to-string map) does: with
+/// one `=`, the whole value is one `NAME=VALUE` (outer double quotes trimmed); with more,
+/// it is one CSV record of `NAME=VALUE` fields, so `A=1,B=2` sets two variables, a value
+/// may itself hold `=`, and a quoted field (`"A=x,y"`) may hold commas.
+pub fn parse_env_flag(flag: &str) -> Result<Vec<(String, String)>, EnvError> {
+    let fields = match flag.matches('=').count() {
+        0 => return Err(EnvError::BadEnvFlag(flag.to_string(), flag.to_string())),
+        1 => vec![flag.trim_matches('"').to_string()],
+        _ => csv_record(flag).map_err(|why| EnvError::BadCsv(flag.to_string(), why))?,
+    };
+    fields
+        .into_iter()
+        .map(|f| match f.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(EnvError::BadEnvFlag(flag.to_string(), f)),
+        })
+        .collect()
+}
+
+/// The first record of `s` read as Go's `encoding/csv` reads it (comma separated; a field
+/// that starts with `"` is quoted, `""` inside it is one `"`; a bare `"` elsewhere is an
+/// error; an unquoted newline ends the record).
+fn csv_record(s: &str) -> Result<Vec<String>, &'static str> {
+    let mut fields = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err("extraneous or missing \" in quoted-field"),
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            match chars.next() {
+                None | Some('\n') => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => fields.push(field),
+                Some('\r') if matches!(chars.peek(), None | Some('\n')) => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(_) => return Err("extraneous or missing \" in quoted-field"),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None | Some('\n') => {
+                        fields.push(field.trim_end_matches('\r').to_string());
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some('"') => return Err("bare \" in non-quoted-field"),
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+        }
+    }
 }
 
 fn is_valid_name(s: &str) -> bool {
@@ -157,27 +236,43 @@ pub fn compute(inputs: &EnvInputs) -> Result<ContainerEnv, EnvError> {
     let mut inject: BTreeMap<String, String> = BTreeMap::new();
     inject.extend(from_prefixes(&host, &mut warnings));
     for (path, contents) in &inputs.env_files {
-        // Evaluated with the host environment visible, as Apptainer does.
-        let mut sh = ShellEnv::from_env(host.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        // Every variable the file sets counts, exported or not (Docker-style env files).
-        let before: BTreeMap<String, String> = sh.all().into_iter().collect();
+        // Evaluated as Apptainer does: the host environment (and APPTAINER_IMAGE) visible
+        // but not exported, every assignment exported; what the file set is what it
+        // exports, a value equal to the host's included. The shell's read-only names never
+        // come from a file.
+        let image = inputs
+            .runtime
+            .iter()
+            .find(|(k, _)| k == "CONTAINER")
+            .map(|(_, v)| ("APPTAINER_IMAGE".to_string(), v.clone()));
+        let mut sh = ShellEnv::allexport_over(
+            host.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(image),
+        );
         for note in sh.eval(contents) {
             warnings.push(format!("--env-file {path}: {note}"));
         }
-        for (k, v) in sh.all() {
-            if before.get(&k) != Some(&v) {
+        for (k, v) in sh.exported() {
+            if !FILE_READ_ONLY.contains(&k.as_str()) {
                 inject.insert(k, v);
             }
         }
     }
     for flag in &inputs.env_flags {
-        let (k, v) = flag
-            .split_once('=')
-            .ok_or_else(|| EnvError::BadEnvFlag(flag.clone()))?;
-        if !is_valid_name(k) {
-            return Err(EnvError::BadName(flag.clone(), k.to_string()));
+        for (k, v) in parse_env_flag(flag)? {
+            if k.is_empty() {
+                // Apptainer skips a pair without a name, with a warning.
+                warnings.push(format!(
+                    "Ignore environment variable {k}={v}: variable name missing"
+                ));
+                continue;
+            }
+            if !is_valid_name(&k) {
+                return Err(EnvError::BadName(flag.clone(), k));
+            }
+            inject.insert(k, v);
         }
-        inject.insert(k.to_string(), v.to_string());
     }
 
     // 3. Injected names the runtime owns, and the PATH specials.
@@ -190,7 +285,12 @@ pub fn compute(inputs: &EnvInputs) -> Result<ContainerEnv, EnvError> {
                      permitted"
                 ));
             }
+            // Apptainer's engine never injects these (the shell owns them).
+            "UID" | "GID" => {}
             "PATH" => inject_out.push(("SING_USER_DEFINED_PATH".to_string(), v)),
+            "LD_LIBRARY_PATH" if !v.is_empty() => {
+                inject_out.push((k, format!("{v}:{LIBS_DIR}")));
+            }
             "PREPEND_PATH" => inject_out.push(("SING_USER_DEFINED_PREPEND_PATH".to_string(), v)),
             "APPEND_PATH" => inject_out.push(("SING_USER_DEFINED_APPEND_PATH".to_string(), v)),
             _ if !is_valid_name(&k) => {
@@ -220,19 +320,12 @@ pub fn compute(inputs: &EnvInputs) -> Result<ContainerEnv, EnvError> {
     })
 }
 
-/// Quotes a value for the action script: double quotes (the shell expands `$VAR` and command
-/// substitutions, as Apptainer's default evaluation does), or single quotes with `--no-eval`.
+/// Quotes a value for the action script as Apptainer's engine does: double quotes with only
+/// `"` escaped (the shell expands `$VAR` and command substitutions and consumes one level of
+/// backslash escaping, so `\$X` stays a literal `$X`), or single quotes with `--no-eval`.
 pub fn shell_quote(value: &str, evaluate: bool) -> String {
     if evaluate {
-        let mut s = String::from("\"");
-        for c in value.chars() {
-            if matches!(c, '"' | '\\') {
-                s.push('\\');
-            }
-            s.push(c);
-        }
-        s.push('"');
-        s
+        format!("\"{}\"", value.replace('"', "\\\""))
     } else {
         format!("'{}'", value.replace('\'', "'\\''"))
     }
@@ -331,9 +424,34 @@ mod tests {
         assert_eq!(get(&e.inject, "D"), Some("hx"));
         let mut i = inputs(&[]);
         i.env_flags = vec!["NOEQUALS".into()];
-        assert_eq!(compute(&i), Err(EnvError::BadEnvFlag("NOEQUALS".into())));
+        assert_eq!(
+            compute(&i),
+            Err(EnvError::BadEnvFlag("NOEQUALS".into(), "NOEQUALS".into()))
+        );
         i.env_flags = vec!["1X=2".into()];
         assert!(matches!(compute(&i), Err(EnvError::BadName(..))));
+    }
+
+    #[test]
+    fn test_env_file_injects_what_it_sets_as_apptainer_evaluates_it() {
+        let mut i = inputs(&[("FOO", "1"), ("OTHER", "o")]);
+        i.runtime = vec![("CONTAINER".into(), "/img.sif".into())];
+        i.env_files = vec![(
+            "f".into(),
+            "FOO=1\nexport BAR=\"$FOO-$APPTAINER_IMAGE\"\nUID=5\nHOME=/x\n".into(),
+        )];
+        let e = compute(&i).expect("ok");
+        // FOO is set to the host's value: the file set it, so it is injected.
+        assert_eq!(get(&e.inject, "FOO"), Some("1"));
+        assert_eq!(get(&e.inject, "BAR"), Some("1-/img.sif"));
+        assert_eq!(get(&e.inject, "OTHER"), None);
+        assert_eq!(get(&e.inject, "UID"), None);
+        assert_eq!(get(&e.inject, "HOME"), None);
+        assert!(
+            !e.warnings.iter().any(|w| w.contains("HOME")),
+            "a file's HOME is dropped silently: {:?}",
+            e.warnings
+        );
     }
 
     #[test]
@@ -343,6 +461,97 @@ mod tests {
         let e = compute(&i).expect("ok");
         assert_eq!(get(&e.base, "APPTAINER_CONTAINER"), Some("/img.sif"));
         assert_eq!(get(&e.base, "SINGULARITY_CONTAINER"), Some("/img.sif"));
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn test_env_flag_parses_as_apptainers_string_to_string_flag() {
+        // One '=': one variable, commas and all; outer double quotes trimmed.
+        assert_eq!(parse_env_flag("A=x,y"), Ok(pairs(&[("A", "x,y")])));
+        assert_eq!(parse_env_flag("\"A=x\""), Ok(pairs(&[("A", "x")])));
+        // More: a CSV record of pairs; a value may hold '='; quoted fields hold commas.
+        assert_eq!(
+            parse_env_flag("B=1,C=a=b"),
+            Ok(pairs(&[("B", "1"), ("C", "a=b")]))
+        );
+        assert_eq!(
+            parse_env_flag("\"D=q,r\",E=s,\"F=say \"\"hi\"\"\""),
+            Ok(pairs(&[("D", "q,r"), ("E", "s"), ("F", "say \"hi\"")]))
+        );
+        assert_eq!(parse_env_flag("G=,H="), Ok(pairs(&[("G", ""), ("H", "")])));
+        // Errors, each naming what is wrong.
+        assert_eq!(
+            parse_env_flag("NOEQUALS"),
+            Err(EnvError::BadEnvFlag("NOEQUALS".into(), "NOEQUALS".into()))
+        );
+        assert_eq!(
+            parse_env_flag("A=1,B,C=2"),
+            Err(EnvError::BadEnvFlag("A=1,B,C=2".into(), "B".into()))
+        );
+        assert!(matches!(
+            parse_env_flag("A=1,B=x\"y"),
+            Err(EnvError::BadCsv(_, _))
+        ));
+        assert!(matches!(
+            parse_env_flag("\"A=1,B=2"),
+            Err(EnvError::BadCsv(_, _))
+        ));
+        // A pair without a name is skipped with a warning, as Apptainer does.
+        let mut i = inputs(&[]);
+        i.env_flags = vec!["=v,K=1".into()];
+        let e = compute(&i).expect("ok");
+        assert_eq!(e.inject, pairs(&[("K", "1")]));
+        assert!(
+            e.warnings
+                .iter()
+                .any(|w| w.contains("variable name missing"))
+        );
+    }
+
+    #[test]
+    fn test_injected_ld_library_path_gets_libs_dir_and_uid_is_never_injected() {
+        let mut i = inputs(&[
+            ("APPTAINERENV_LD_LIBRARY_PATH", "/opt/lib"),
+            ("APPTAINERENV_UID", "0"),
+            ("SINGULARITYENV_GID", "0"),
+            ("LD_LIBRARY_PATH", "/host/lib"),
+        ]);
+        let e = compute(&i).expect("ok");
+        assert_eq!(
+            e.inject,
+            pairs(&[("LD_LIBRARY_PATH", "/opt/lib:/.singularity.d/libs")])
+        );
+        assert_eq!(get(&e.base, "LD_LIBRARY_PATH"), None);
+        // An empty value is injected as it is.
+        i.host = pairs(&[("APPTAINERENV_LD_LIBRARY_PATH", "")]);
+        let e = compute(&i).expect("ok");
+        assert_eq!(e.inject, pairs(&[("LD_LIBRARY_PATH", "")]));
+    }
+
+    #[test]
+    fn test_shell_quote_keeps_an_escaped_dollar_literal() {
+        // What the container's shell makes of the quoted value: one level of backslash
+        // escaping consumed, unescaped variables expanded (Apptainer's injection).
+        let eval = |value: &str| {
+            let code = format!(
+                "X=expanded; export A={}; printf %s \"$A\"",
+                shell_quote(value, true)
+            );
+            let out = std::process::Command::new("/bin/sh")
+                .args(["-c", &code])
+                .output()
+                .expect("run sh");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(eval("\\$X"), "$X");
+        assert_eq!(eval("a\\$X-$X"), "a$X-expanded");
+        assert_eq!(eval("say \"hi\""), "say \"hi\"");
+        assert_eq!(eval("back\\\\slash"), "back\\slash");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShellEnv {
     vars: BTreeMap<String, (String, bool)>,
+    /// `set -a`: every assignment exports.
+    allexport: bool,
 }
 
 impl ShellEnv {
@@ -32,6 +34,25 @@ impl ShellEnv {
                 .into_iter()
                 .map(|(k, v)| (k.into(), (v.into(), true)))
                 .collect(),
+            allexport: false,
+        }
+    }
+
+    /// Starts as Apptainer evaluates an `--env-file`: the variables are visible but not
+    /// exported, and every assignment exports (`set -a`), so [`ShellEnv::exported`] is
+    /// exactly what the script set.
+    pub fn allexport_over<I, K, V>(vars: I) -> ShellEnv
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        ShellEnv {
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), (v.into(), false)))
+                .collect(),
+            allexport: true,
         }
     }
 
@@ -42,7 +63,7 @@ impl ShellEnv {
 
     /// Sets a variable, keeping its exported flag (new variables are not exported).
     pub fn set(&mut self, name: &str, value: String) {
-        let exported = self.vars.get(name).is_some_and(|(_, e)| *e);
+        let exported = self.allexport || self.vars.get(name).is_some_and(|(_, e)| *e);
         self.vars.insert(name.to_string(), (value, exported));
     }
 
