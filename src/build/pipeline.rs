@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use super::assemble::{self, SifContents, SquashSettings};
+use super::baseenv;
 use super::context::Build;
 use super::oci;
-use super::output::TempOutput;
+use super::output::{self, TempOutput};
 use super::supervise::{self, Role};
 use super::unpack::{unpack_image, unpack_oci};
 use super::workdir::{self, BuildDir};
@@ -195,12 +196,20 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
             }
         );
     }
+    if !(a.update && a.sandbox) {
+        output::check_destination_dir(&dest)?;
+    }
     let user = HostUser::current()?;
     let (ids, _emulation) = idplan::fakeroot(&user, a.ignore_subuid);
     if let Some(n) = &ids.notice {
         log::info!("{n}");
     }
-    let mut squash = SquashSettings::default();
+    // As Apptainer's mksquashfs -all-root when the user is not root: the image stores no
+    // subordinate or host ids, so it works as a base for anyone's build.
+    let mut squash = SquashSettings {
+        all_root: user.uid != 0,
+        ..SquashSettings::default()
+    };
     if let Some(args) = &a.mksquashfs_args {
         squash.parse_args(args)?;
     }
@@ -222,6 +231,12 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
     let (deffile, metadata) = match source {
         Source::Image(path, kind) => {
             unpack_image(&b, &path, kind, &rootfs)?;
+            // The /.singularity.d base, the image's own files kept (Apptainer's local
+            // conveyor packer): a directory of a root filesystem becomes a container.
+            let r = rootfs.clone();
+            b.as_root(move || {
+                baseenv::write(&r, false).map_err(|e| format!("cannot write /.singularity.d: {e}"))
+            })?;
             sif_metadata_of(&path, kind)
         }
         Source::Definition(path) => {
@@ -357,6 +372,15 @@ fn finish(
             b.as_root(move || {
                 workdir::make_writable(&r);
                 Ok(())
+            })?;
+        }
+        if b.squash.all_root {
+            // Everything the user's: a sandbox the user can delete (rm -rf), as an
+            // unprivileged Apptainer build leaves it.
+            let r = rootfs.to_path_buf();
+            b.as_root(move || {
+                workdir::own_tree(&r)
+                    .map_err(|e| format!("cannot give {} to the user: {e}", r.display()))
             })?;
         }
         let tmp = TempOutput::dir_for(dest, &b.ids)?;

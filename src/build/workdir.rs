@@ -365,6 +365,34 @@ pub fn make_writable(path: &Path) {
     }
 }
 
+/// Makes every entry of the tree `path` root's (0:0) and gives directories owner rwx: run
+/// as root of the fakeroot namespace, that is the user on the host, so the user can delete
+/// the tree (a sandbox output) with `rm -rf`. Links are not followed; set-id bits, which
+/// chown clears, are put back.
+pub fn own_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::symlink_metadata(path)?;
+    if md.uid() != 0 || md.gid() != 0 {
+        std::os::unix::fs::lchown(path, Some(0), Some(0))?;
+        if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 && !md.is_dir() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        }
+    }
+    if !md.is_dir() {
+        return Ok(());
+    }
+    if md.mode() & 0o700 != 0o700 {
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode((md.mode() & 0o7777) | 0o700),
+        )?;
+    }
+    for e in std::fs::read_dir(path)? {
+        own_tree(&e?.path())?;
+    }
+    Ok(())
+}
+
 impl Drop for BuildDir {
     fn drop(&mut self) {
         if self.keep {
