@@ -318,3 +318,74 @@ fn test_unwritable_destination_directory_fails_before_the_build() {
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     p.assert_clean_and_deletable();
 }
+
+#[test]
+fn test_debian_build_killed_outright_is_cleaned_up_by_the_next_build() {
+    use std::os::unix::process::CommandExt;
+    require_unprivileged();
+    let Some(images) = test_images() else { return };
+    let p = Project::new();
+    p.write(
+        "k.def",
+        &format!(
+            "Bootstrap: localimage\nFrom: {}\n\n%post\n    useradd -m builder\n    \
+             mkdir -p /home/builder/deep/er\n    touch /home/builder/deep/er/f\n    \
+             chown -R builder:builder /home/builder\n    chmod 0500 /home/builder/deep\n    \
+             touch /post-started\n    sleep 300\n",
+            images.join("debian.sif").display()
+        ),
+    );
+    let mut child = Command::new(sifr_bin())
+        .args(["build", "k.sif", "k.def"])
+        .current_dir(p.path())
+        .env("TMPDIR", p.tmp())
+        .env_remove("SIFR_TMPDIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn sifr");
+    // Wait until %post made its files (owned by another user of the container).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let started = loop {
+        let found = std::fs::read_dir(p.tmp())
+            .expect("tmp")
+            .flatten()
+            .any(|e| e.path().join("rootfs/post-started").exists());
+        if found || std::time::Instant::now() > deadline {
+            break found;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("the build ended before %post ran: {st}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // Every process of the build killed at once (as an out-of-memory kill or a job
+    // scheduler does): nothing can clean up.
+    // SAFETY: kill(2) on the process group of our child.
+    assert_eq!(
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) },
+        0
+    );
+    let _ = child.wait();
+    assert!(started, "%post did not start in time");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let left: Vec<PathBuf> = std::fs::read_dir(p.tmp())
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left.len(), 1, "one build directory left: {left:?}");
+    // Some time later, the next build removes it.
+    ok(&run(
+        "touch",
+        [OsStr("-d"), OsStr("1 hour ago"), OsStr(left[0].as_os_str())],
+    ));
+    ok(&p.sifr(&["build", "--sandbox", "next", "busybox.sif"]));
+    assert!(
+        !left[0].exists(),
+        "the killed build's directory is still there"
+    );
+    p.assert_clean_and_deletable();
+}
