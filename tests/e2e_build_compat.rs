@@ -389,3 +389,35 @@ fn test_debian_build_killed_outright_is_cleaned_up_by_the_next_build() {
     );
     p.assert_clean_and_deletable();
 }
+
+#[test]
+fn test_apptainer_build_flags_refused_or_accepted() {
+    require_unprivileged();
+    let p = Project::new();
+    p.write("s.def", "Bootstrap: localimage\nFrom: busybox.sif\n");
+    for flag in [
+        "--nv",
+        "--rocm",
+        "--encrypt",
+        "--writable-tmpfs",
+        "--disable-cache",
+    ] {
+        let out = p.sifr(&["build", flag, "out.sif", "s.def"]);
+        assert_one_line_error(&out, &format!("build {flag} is not supported by sifr"));
+        assert!(!p.path().join("out.sif").exists());
+    }
+    let out = p.sifr(&["build", "--arch", "ppc64le", "out.sif", "s.def"]);
+    assert_one_line_error(&out, "--arch ppc64le");
+    // What sifr always does: accepted.
+    ok(&p.sifr(&[
+        "build",
+        "--userns",
+        "--ignore-proot",
+        "--ignore-fakeroot-command",
+        "--arch",
+        "amd64",
+        "out.sif",
+        "s.def",
+    ]));
+    p.assert_clean_and_deletable();
+}
