@@ -281,6 +281,24 @@ fn test_post_sees_labels_file_and_appinstall_has_the_scif_environment() {
         p.cat("l.sif", "/scif/apps/foo/out.txt"),
         "foo /scif/apps/foo /scif/apps/foo /scif/data/foo /scif/apps/foo/scif\n"
     );
+    // The app's labels as Apptainer writes them (tab indented, with SCIF_APP_NAME), its
+    // environment sourced for --app.
+    assert_eq!(
+        p.cat("l.sif", "/scif/apps/foo/scif/labels.json"),
+        "{\n\t\"SCIF_APP_NAME\": \"foo\"\n}"
+    );
+    assert_eq!(
+        ok(&p.sifr(&[
+            "exec",
+            "--app",
+            "foo",
+            "l.sif",
+            "sh",
+            "-c",
+            "echo $FOO $SCIF_APPNAME"
+        ])),
+        "1 foo\n"
+    );
     // The labels file is not left in the image.
     let out = p.sifr(&["exec", "l.sif", "test", "-e", "/.build.labels"]);
     assert!(!out.status.success(), "/.build.labels left in the image");
@@ -363,11 +381,10 @@ fn test_debian_build_killed_outright_is_cleaned_up_by_the_next_build() {
     };
     // Every process of the build killed at once (as an out-of-memory kill or a job
     // scheduler does): nothing can clean up.
+    let pgid = -(child.id() as i32);
     // SAFETY: kill(2) on the process group of our child.
-    assert_eq!(
-        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) },
-        0
-    );
+    let killed = unsafe { libc::kill(pgid, libc::SIGKILL) };
+    assert_eq!(killed, 0);
     let _ = child.wait();
     assert!(started, "%post did not start in time");
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -406,6 +423,9 @@ fn test_apptainer_build_flags_refused_or_accepted() {
         assert_one_line_error(&out, &format!("build {flag} is not supported by sifr"));
         assert!(!p.path().join("out.sif").exists());
     }
+    p.write("y.def", "Bootstrap: yum\nOSVersion: 9\n");
+    let out = p.sifr(&["build", "out.sif", "y.def"]);
+    assert_one_line_error(&out, "Bootstrap: yum is not supported by sifr");
     let out = p.sifr(&["build", "--arch", "ppc64le", "out.sif", "s.def"]);
     assert_one_line_error(&out, "--arch ppc64le");
     // What sifr always does: accepted.

@@ -296,6 +296,10 @@ mod tests {
         assert!(s.parse_args("-b 3000").is_err());
         assert!(s.parse_args("-e /x").is_err());
         assert!(s.parse_args("-comp").is_err());
+        assert!(!s.all_root);
+        s.parse_args("-all-root -processors 2").expect("ok");
+        assert!(s.all_root && s.write_options().all_root);
+        assert_eq!(s.threads, 2);
     }
 
     #[test]
