@@ -199,6 +199,11 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
     if !(a.update && a.sandbox) {
         output::check_destination_dir(&dest)?;
     }
+    // A definition is read and checked before anything is made.
+    let def = match &source {
+        Source::Definition(path) => Some(parse_definition(a, path)?),
+        _ => None,
+    };
     let user = HostUser::current()?;
     let (ids, _emulation) = idplan::fakeroot(&user, a.ignore_subuid);
     if let Some(n) = &ids.notice {
@@ -239,9 +244,10 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
             })?;
             sif_metadata_of(&path, kind)
         }
-        Source::Definition(path) => {
-            let def = build_definition(a, &b, &bd, &path, &rootfs)?;
-            (Some(def), None)
+        Source::Definition(_) => {
+            let def = def.context("the definition was not read")?;
+            let text = build_definition(a, &b, &bd, &def, &rootfs)?;
+            (Some(text), None)
         }
         Source::Oci(src) => {
             let image = b.access.fetch(&src)?;
@@ -273,17 +279,10 @@ fn bootstrap_deffile(src: &oci::Source) -> String {
     format!("bootstrap: {agent}\nfrom: {from}\n")
 }
 
-/// Builds every stage of a definition file; the last one ends in `rootfs`. Returns the
-/// definition text (for the SIF's definition object).
-fn build_definition(
-    a: &Request,
-    b: &Build,
-    bd: &BuildDir,
-    path: &Path,
-    rootfs: &Path,
-) -> anyhow::Result<String> {
-    use super::deffile::{self, BuildArgs as DefArgs, ParseOptions, SectionFilter};
-    use super::stage::{StageEnv, build_stage};
+/// Reads the definition file `path` with the request's build arguments, and checks it can
+/// be built (unused build arguments, bootstrap agents) before anything is made.
+fn parse_definition(a: &Request, path: &Path) -> anyhow::Result<super::deffile::Definition> {
+    use super::deffile::{self, BuildArgs as DefArgs, ParseOptions};
     let opts = ParseOptions {
         build_args: DefArgs::from_cli(&a.build_args, a.build_arg_file.as_deref())?,
         update: a.update,
@@ -296,6 +295,27 @@ fn build_definition(
             return Err(e.into());
         }
     }
+    let n = def.stages.len();
+    for (i, stage) in def.stages.iter().enumerate() {
+        // --update builds the last stage without bootstrapping it.
+        if !(a.update && i + 1 == n) {
+            super::stage::check_agent(stage)?;
+        }
+    }
+    Ok(def)
+}
+
+/// Builds every stage of a definition file; the last one ends in `rootfs`. Returns the
+/// definition text (for the SIF's definition object).
+fn build_definition(
+    a: &Request,
+    b: &Build,
+    bd: &BuildDir,
+    def: &super::deffile::Definition,
+    rootfs: &Path,
+) -> anyhow::Result<String> {
+    use super::deffile::SectionFilter;
+    use super::stage::{StageEnv, build_stage};
     let filter = SectionFilter::parse(&a.sections)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut built: std::collections::BTreeMap<String, PathBuf> = Default::default();
@@ -323,7 +343,7 @@ fn build_definition(
         if let Some(name) = &stage.name {
             log::info!("Building stage {name}");
         }
-        build_stage(&def, stage, &dir, &env)?;
+        build_stage(def, stage, &dir, &env)?;
         if let Some(name) = &stage.name {
             built.insert(name.clone(), dir.clone());
         }

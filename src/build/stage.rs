@@ -810,12 +810,32 @@ fn bootstrap(stage: &Stage, rootfs: &Path, env: &StageEnv<'_>) -> anyhow::Result
             let image = b.access.fetch(&source)?;
             unpack_oci(b, &image, rootfs).map(|_| ())
         }
+        Some(_) | None => check_agent(stage),
+    }
+}
+
+/// Fails, with the reason, for a stage whose bootstrap agent sifr does not build from: run
+/// before the build starts, so an unsupported definition costs nothing.
+pub fn check_agent(stage: &Stage) -> anyhow::Result<()> {
+    match stage.agent {
+        Some(
+            Agent::Scratch
+            | Agent::Localimage
+            | Agent::Debootstrap
+            | Agent::Docker
+            | Agent::Oci
+            | Agent::OciArchive
+            | Agent::DockerArchive,
+        ) => Ok(()),
         Some(a) => bail!(
             "Bootstrap: {} is not supported by sifr (supported: localimage, scratch, \
              debootstrap, docker, oci, oci-archive, docker-archive)",
             a.name()
         ),
-        None => bail!("the definition has no Bootstrap: header"),
+        None if stage.header.get("bootstrap").is_none() => {
+            bail!("the definition has no Bootstrap: header")
+        }
+        None => bail!("the definition's Bootstrap: header names no agent sifr knows"),
     }
 }
 
