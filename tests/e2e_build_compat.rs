@@ -209,6 +209,14 @@ fn test_sandbox_with_files_of_other_users_is_deletable_by_the_user() {
     );
     ok(&p.sifr(&["build", "--sandbox", "out", "sb.def"]));
     assert!(p.path().join("out/other/g").exists());
+    // The same over the sandbox with --update.
+    p.write(
+        "up.def",
+        "Bootstrap: localimage\nFrom: busybox.sif\n\n%post\n    mkdir -p /more/deep\n    \
+         touch /more/deep/f\n    chown -R 1000:1000 /more\n    chmod 0555 /more/deep\n",
+    );
+    ok(&p.sifr(&["build", "--sandbox", "--update", "out", "up.def"]));
+    assert!(p.path().join("out/more/deep/f").exists());
     p.assert_clean_and_deletable();
 }
 

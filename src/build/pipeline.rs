@@ -260,7 +260,14 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
         }
     };
     if a.update && a.sandbox {
-        // Built in place.
+        // Built in place; left the user's to delete, as a new sandbox.
+        if b.squash.all_root {
+            let d = dest.clone();
+            b.as_root(move || {
+                workdir::own_tree(&d)
+                    .map_err(|e| format!("cannot give {} to the user: {e}", d.display()))
+            })?;
+        }
         return Ok(());
     }
     finish(a, &b, &bd, &rootfs, deffile, metadata, extra_json)
