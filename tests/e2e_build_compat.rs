@@ -241,6 +241,11 @@ fn test_environment_files_are_apptainers_bytes() {
         p.cat("env.sif", "/.singularity.d/env/91-environment.sh"),
         "export B=2\n"
     );
+    // The base's definition is kept as Apptainer names it.
+    assert_eq!(
+        p.cat("env.sif", "/.singularity.d/bootstrap_history/Apptainer0"),
+        p.cat("busybox.sif", "/.singularity.d/Singularity")
+    );
     // The base image's 99-base.sh (and its PS1) is kept.
     assert_eq!(p.cat("env.sif", "/.singularity.d/env/99-base.sh"), base99);
     // Without %post writing it, there is no 91-environment.sh (inspect lists what

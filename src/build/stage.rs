@@ -737,13 +737,14 @@ pub fn build_stage(
         labels.extend(stage.sections.labels.clone());
         write_file(&p, &labels_json(&labels)?, 0o644)?;
     }
-    // The definition itself, the previous one kept in bootstrap_history.
+    // The definition itself, the previous one kept in bootstrap_history (as `ApptainerN`,
+    // Apptainer's name).
     let def_path = sd.join("Singularity");
     if def_path.exists() {
         let hist = sd.join("bootstrap_history");
         std::fs::create_dir_all(&hist)?;
         let n = std::fs::read_dir(&hist).map(|d| d.count()).unwrap_or(0);
-        let _ = std::fs::rename(&def_path, hist.join(format!("Singularity{n}")));
+        let _ = std::fs::rename(&def_path, hist.join(format!("Apptainer{n}")));
     }
     write_file(&def_path, &stage.raw, 0o644)?;
     // 9. %test, in the finished container.
