@@ -23,6 +23,9 @@ pub struct SquashSettings {
     /// Fixed time for the image (SOURCE_DATE_EPOCH, or --reproducible's default).
     pub fixed_time: Option<u32>,
     pub threads: usize,
+    /// Every file root's in the image (mksquashfs `-all-root`): what Apptainer's build
+    /// does when the user is not root, so an unprivileged build stores no subordinate ids.
+    pub all_root: bool,
 }
 
 impl Default for SquashSettings {
@@ -33,6 +36,7 @@ impl Default for SquashSettings {
             block_size: 128 << 10,
             fixed_time: None,
             threads: 0,
+            all_root: false,
         }
     }
 }
@@ -44,7 +48,8 @@ pub struct SquashArgsError(pub String);
 
 impl SquashSettings {
     /// Parses the mksquashfs options sifr's writer honours: `-comp NAME`, `-b SIZE` (bytes,
-    /// or with K/M), `-Xcompression-level N`, `-processors N`, `-noappend`/`-quiet` (ignored).
+    /// or with K/M), `-Xcompression-level N`, `-processors N`, `-all-root`,
+    /// `-noappend`/`-quiet` (ignored).
     pub fn parse_args(&mut self, args: &str) -> Result<(), SquashArgsError> {
         let words: Vec<&str> = args.split_whitespace().collect();
         let mut i = 0;
@@ -104,11 +109,15 @@ impl SquashSettings {
                         .map_err(|_| SquashArgsError(format!("-processors {v}: not a number")))?;
                     i += 2;
                 }
+                "-all-root" => {
+                    self.all_root = true;
+                    i += 1;
+                }
                 "-noappend" | "-quiet" | "-no-progress" => i += 1,
                 other => {
                     return Err(SquashArgsError(format!(
                         "option {other:?} is not supported by sifr's squashfs writer (supported: \
-                         -comp, -b, -Xcompression-level, -processors)"
+                         -comp, -b, -Xcompression-level, -processors, -all-root)"
                     )));
                 }
             }
@@ -129,6 +138,7 @@ impl SquashSettings {
             threads: self.threads,
             // Build-host security labels do not belong in a portable image.
             xattrs: sifr_fuse::squashfs::XattrMode::User,
+            all_root: self.all_root,
             ..WriteOptions::default()
         }
     }
@@ -286,6 +296,10 @@ mod tests {
         assert!(s.parse_args("-b 3000").is_err());
         assert!(s.parse_args("-e /x").is_err());
         assert!(s.parse_args("-comp").is_err());
+        assert!(!s.all_root);
+        s.parse_args("-all-root -processors 2").expect("ok");
+        assert!(s.all_root && s.write_options().all_root);
+        assert_eq!(s.threads, 2);
     }
 
     #[test]

@@ -125,11 +125,6 @@ pub fn files() -> Vec<(&'static str, u32, String)> {
             0o755,
             "#!/bin/sh\n# Custom environment shell code should follow\n\n".into(),
         ),
-        (
-            ".singularity.d/env/91-environment.sh",
-            0o755,
-            "#!/bin/sh\n# Custom environment shell code should follow\n\n".into(),
-        ),
         (".singularity.d/env/95-apps.sh", 0o755, apps),
         (".singularity.d/env/99-base.sh", 0o755, base99),
         (".singularity.d/env/99-runtimevars.sh", 0o755, runtimevars),
@@ -168,20 +163,20 @@ pub const LINKS: [(&str, &str); 7] = [
     ("environment", ".singularity.d/env/90-environment.sh"),
 ];
 
-/// Files an image built on another keeps: its environment and scripts carry on into the new
-/// image (a definition's own sections then extend or replace them).
-const KEPT: [&str; 4] = [
-    ".singularity.d/env/90-environment.sh",
-    ".singularity.d/env/91-environment.sh",
-    ".singularity.d/runscript",
-    ".singularity.d/startscript",
-];
-
-/// Creates the skeleton in `root` (an unpacked root filesystem). The standard files are
-/// (re)written; the environment files and scripts of a base image are kept (`KEPT`);
-/// `/etc/hosts` and `/etc/resolv.conf` are created empty when missing (they are mount points
-/// at run time).
-pub fn write(root: &Path) -> std::io::Result<()> {
+/// Creates the skeleton in `root` (an unpacked root filesystem), as Apptainer's
+/// `makeBaseEnv`: the root gets owner write permission, the directories and links are made
+/// where missing, and the standard files are written; with `overwrite` false (a
+/// `localimage` base, a directory source, `--update`) files the image has are kept (its
+/// environment, its 99-base.sh and PS1, its scripts), only their mode set. `/etc/hosts` and
+/// `/etc/resolv.conf` are created empty when missing (they are mount points at run time).
+/// `91-environment.sh` is not made: `%post` creates it when it writes to
+/// `$APPTAINER_ENVIRONMENT`, as in Apptainer.
+pub fn write(root: &Path, overwrite: bool) -> std::io::Result<()> {
+    let md = std::fs::metadata(root)?;
+    if md.permissions().mode() & 0o200 == 0 {
+        let mode = md.permissions().mode() & 0o7777;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o200))?;
+    }
     for d in DIRS {
         std::fs::create_dir_all(root.join(d))?;
     }
@@ -200,11 +195,15 @@ pub fn write(root: &Path) -> std::io::Result<()> {
     }
     for (path, mode, contents) in files() {
         let p = root.join(path);
-        if KEPT.contains(&path) && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
-            continue;
-        }
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
-            std::fs::remove_file(&p)?;
+        let existing = std::fs::symlink_metadata(&p).ok();
+        if let Some(m) = &existing {
+            if m.is_file() && !overwrite {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+                continue;
+            }
+            if m.file_type().is_symlink() {
+                std::fs::remove_file(&p)?;
+            }
         }
         std::fs::write(&p, contents)?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
@@ -230,13 +229,48 @@ mod tests {
             );
         }
         let t = tempfile::tempdir().expect("tmp");
-        write(t.path()).expect("write");
+        write(t.path(), true).expect("write");
         assert!(t.path().join(".singularity.d/env/99-base.sh").is_file());
+        assert!(
+            !t.path()
+                .join(".singularity.d/env/91-environment.sh")
+                .exists()
+        );
         assert_eq!(
             std::fs::read_link(t.path().join("singularity")).expect("link"),
             Path::new(".singularity.d/runscript")
         );
         // Running it twice is fine.
-        write(t.path()).expect("again");
+        write(t.path(), true).expect("again");
+    }
+
+    #[test]
+    fn test_a_base_images_files_are_kept_unless_overwritten() {
+        let t = tempfile::tempdir().expect("tmp");
+        let env = t.path().join(".singularity.d/env");
+        std::fs::create_dir_all(&env).expect("mkdir");
+        std::fs::write(env.join("99-base.sh"), "PS1=\"Singularity> \"\n").expect("write");
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o555)).expect("ro");
+        write(t.path(), false).expect("write");
+        assert_eq!(
+            std::fs::read_to_string(env.join("99-base.sh")).expect("read"),
+            "PS1=\"Singularity> \"\n"
+        );
+        // The root got owner write permission, the missing files were made.
+        assert_eq!(
+            std::fs::metadata(t.path())
+                .expect("md")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
+        assert!(env.join("01-base.sh").is_file());
+        write(t.path(), true).expect("overwrite");
+        assert!(
+            std::fs::read_to_string(env.join("99-base.sh"))
+                .expect("read")
+                .contains("Apptainer> ")
+        );
     }
 }

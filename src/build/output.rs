@@ -21,6 +21,43 @@ pub enum OutputError {
     Sync { dest: PathBuf, err: std::io::Error },
     #[error("cannot replace {dest} with the new image: {err}")]
     Replace { dest: PathBuf, err: std::io::Error },
+    #[error(
+        "cannot write {dest}: the directory {dir} {why} (choose a destination in a directory \
+         you can write to)"
+    )]
+    Destination {
+        dest: PathBuf,
+        dir: PathBuf,
+        why: String,
+    },
+}
+
+/// Checks, before a build starts, that the directory `dest` goes into exists and that the
+/// user can create files in it, so that a long build does not fail only at its end.
+pub fn check_destination_dir(dest: &Path) -> Result<(), OutputError> {
+    let (parent, _) = split(dest);
+    let shown = std::path::absolute(&parent).unwrap_or_else(|_| parent.clone());
+    let fail = |why: String| OutputError::Destination {
+        dest: dest.to_path_buf(),
+        dir: shown.clone(),
+        why,
+    };
+    match std::fs::metadata(&parent) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => return Err(fail("is not a directory".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fail("does not exist".into()));
+        }
+        Err(e) => return Err(fail(format!("cannot be read: {e}"))),
+    }
+    let c = CString::new(parent.as_os_str().as_bytes())
+        .map_err(|_| fail("has a NUL byte in its name".into()))?;
+    // SAFETY: access(2) with a NUL-terminated path; it only reads.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(fail(format!("is not writable by you ({e})")));
+    }
+    Ok(())
 }
 
 /// A temporary output next to its destination; removed on drop unless committed.
@@ -217,6 +254,18 @@ mod tests {
             notice: None,
             helper_dirs: vec![],
         }
+    }
+
+    #[test]
+    fn test_destination_directory_is_checked_before_the_build() {
+        let t = tempfile::tempdir().expect("tmp");
+        check_destination_dir(&t.path().join("out.sif")).expect("writable");
+        let e = check_destination_dir(&t.path().join("nope/out.sif")).expect_err("missing");
+        assert!(e.to_string().contains("nope") && e.to_string().contains("does not exist"));
+        let f = t.path().join("file");
+        std::fs::write(&f, b"").expect("file");
+        let e = check_destination_dir(&f.join("out.sif")).expect_err("not a dir");
+        assert!(e.to_string().contains("is not a directory"), "{e}");
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use super::assemble::{self, SifContents, SquashSettings};
+use super::baseenv;
 use super::context::Build;
 use super::oci;
-use super::output::TempOutput;
+use super::output::{self, TempOutput};
 use super::supervise::{self, Role};
 use super::unpack::{unpack_image, unpack_oci};
 use super::workdir::{self, BuildDir};
@@ -99,9 +100,13 @@ impl Request {
 
 /// The squashfs writer settings of a request: `mksquashfs procs` threads, then the user's
 /// `--mksquashfs-args`.
-fn squash_settings(a: &Request) -> Result<SquashSettings, assemble::SquashArgsError> {
+fn squash_settings(
+    a: &Request,
+    all_root: bool,
+) -> Result<SquashSettings, assemble::SquashArgsError> {
     let mut squash = SquashSettings {
         threads: a.squash_threads,
+        all_root,
         ..SquashSettings::default()
     };
     if let Some(args) = &a.mksquashfs_args {
@@ -215,12 +220,22 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
             }
         );
     }
+    if !(a.update && a.sandbox) {
+        output::check_destination_dir(&dest)?;
+    }
+    // A definition is read and checked before anything is made.
+    let def = match &source {
+        Source::Definition(path) => Some(parse_definition(a, path)?),
+        _ => None,
+    };
     let user = HostUser::current()?;
     let (ids, _emulation) = idplan::fakeroot(&user, a.ignore_subuid, a.helper_dirs.clone());
     if let Some(n) = &ids.notice {
         log::info!("{n}");
     }
-    let mut squash = squash_settings(a)?;
+    // As Apptainer's mksquashfs -all-root when the user is not root: the image stores no
+    // subordinate or host ids, so it works as a base for anyone's build.
+    let mut squash = squash_settings(a, user.uid != 0)?;
     let epoch = epoch(a.reproducible)?;
     squash.fixed_time = epoch.map(|e| e.clamp(0, u32::MAX as i64) as u32);
     let access = a.access.clone();
@@ -239,11 +254,18 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
     let (deffile, metadata) = match source {
         Source::Image(path, kind) => {
             unpack_image(&b, &path, kind, &rootfs)?;
+            // The /.singularity.d base, the image's own files kept (Apptainer's local
+            // conveyor packer): a directory of a root filesystem becomes a container.
+            let r = rootfs.clone();
+            b.as_root(move || {
+                baseenv::write(&r, false).map_err(|e| format!("cannot write /.singularity.d: {e}"))
+            })?;
             sif_metadata_of(&path, kind)
         }
-        Source::Definition(path) => {
-            let def = build_definition(a, &b, &bd, &path, &rootfs)?;
-            (Some(def), None)
+        Source::Definition(_) => {
+            let def = def.context("the definition was not read")?;
+            let text = build_definition(a, &b, &bd, &def, &rootfs)?;
+            (Some(text), None)
         }
         Source::Oci(src) => {
             let image = b.access.fetch(&src)?;
@@ -256,7 +278,14 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
         }
     };
     if a.update && a.sandbox {
-        // Built in place.
+        // Built in place; left the user's to delete, as a new sandbox.
+        if b.squash.all_root {
+            let d = dest.clone();
+            b.as_root(move || {
+                workdir::own_tree(&d)
+                    .map_err(|e| format!("cannot give {} to the user: {e}", d.display()))
+            })?;
+        }
         return Ok(());
     }
     finish(a, &b, &bd, &rootfs, deffile, metadata, extra_json)
@@ -275,17 +304,10 @@ fn bootstrap_deffile(src: &oci::Source) -> String {
     format!("bootstrap: {agent}\nfrom: {from}\n")
 }
 
-/// Builds every stage of a definition file; the last one ends in `rootfs`. Returns the
-/// definition text (for the SIF's definition object).
-fn build_definition(
-    a: &Request,
-    b: &Build,
-    bd: &BuildDir,
-    path: &Path,
-    rootfs: &Path,
-) -> anyhow::Result<String> {
-    use super::deffile::{self, BuildArgs as DefArgs, ParseOptions, SectionFilter};
-    use super::stage::{StageEnv, build_stage};
+/// Reads the definition file `path` with the request's build arguments, and checks it can
+/// be built (unused build arguments, bootstrap agents) before anything is made.
+fn parse_definition(a: &Request, path: &Path) -> anyhow::Result<super::deffile::Definition> {
+    use super::deffile::{self, BuildArgs as DefArgs, ParseOptions};
     let opts = ParseOptions {
         build_args: DefArgs::from_cli(&a.build_args, a.build_arg_file.as_deref())?,
         update: a.update,
@@ -298,6 +320,27 @@ fn build_definition(
             return Err(e.into());
         }
     }
+    let n = def.stages.len();
+    for (i, stage) in def.stages.iter().enumerate() {
+        // --update builds the last stage without bootstrapping it.
+        if !(a.update && i + 1 == n) {
+            super::stage::check_agent(stage)?;
+        }
+    }
+    Ok(def)
+}
+
+/// Builds every stage of a definition file; the last one ends in `rootfs`. Returns the
+/// definition text (for the SIF's definition object).
+fn build_definition(
+    a: &Request,
+    b: &Build,
+    bd: &BuildDir,
+    def: &super::deffile::Definition,
+    rootfs: &Path,
+) -> anyhow::Result<String> {
+    use super::deffile::SectionFilter;
+    use super::stage::{StageEnv, build_stage};
     let filter = SectionFilter::parse(&a.sections)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut built: std::collections::BTreeMap<String, PathBuf> = Default::default();
@@ -325,7 +368,7 @@ fn build_definition(
         if let Some(name) = &stage.name {
             log::info!("Building stage {name}");
         }
-        build_stage(&def, stage, &dir, &env)?;
+        build_stage(def, stage, &dir, &env)?;
         if let Some(name) = &stage.name {
             built.insert(name.clone(), dir.clone());
         }
@@ -374,6 +417,15 @@ fn finish(
             b.as_root(move || {
                 workdir::make_writable(&r);
                 Ok(())
+            })?;
+        }
+        if b.squash.all_root {
+            // Everything the user's: a sandbox the user can delete (rm -rf), as an
+            // unprivileged Apptainer build leaves it.
+            let r = rootfs.to_path_buf();
+            b.as_root(move || {
+                workdir::own_tree(&r)
+                    .map_err(|e| format!("cannot give {} to the user: {e}", r.display()))
             })?;
         }
         let tmp = TempOutput::dir_for(dest, &b.ids)?;
@@ -439,10 +491,10 @@ mod tests {
     #[test]
     fn test_squash_threads_from_config_then_flags() {
         let mut r = Request::new("o.sif".into(), "d.def".into());
-        assert_eq!(squash_settings(&r).expect("ok").threads, 0);
+        assert_eq!(squash_settings(&r, false).expect("ok").threads, 0);
         r.squash_threads = 2;
-        assert_eq!(squash_settings(&r).expect("ok").threads, 2);
+        assert_eq!(squash_settings(&r, false).expect("ok").threads, 2);
         r.mksquashfs_args = Some("-processors 5".into());
-        assert_eq!(squash_settings(&r).expect("ok").threads, 5);
+        assert_eq!(squash_settings(&r, false).expect("ok").threads, 5);
     }
 }

@@ -77,14 +77,113 @@ fn container_script(
     pwd: &str,
     name: &str,
 ) -> anyhow::Result<()> {
-    let inside = format!("/.{name}.script");
-    let host = rootfs.join(inside.trim_start_matches('/'));
-    std::fs::write(&host, &script.body)
-        .with_context(|| format!("cannot write {}", host.display()))?;
-    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))?;
-    let r = run_in_container(env, rootfs, what, pwd, true, script.shell_command(&inside));
-    let _ = std::fs::remove_file(&host);
-    r
+    script_body(
+        env,
+        rootfs,
+        what,
+        &script.body,
+        &script.shell_command(&format!("/.{name}.script")),
+        pwd,
+        name,
+    )
+}
+
+/// Runs `body`, saved as `/.NAME.script` in the root, with `command` inside the container.
+/// The script is written and removed as root of the fakeroot namespace (the root directory
+/// of a base image need not be the user's to write), through a descriptor of the root and
+/// without following a link planted there.
+fn script_body(
+    env: &StageEnv<'_>,
+    rootfs: &Path,
+    what: &str,
+    body: &str,
+    command: &[String],
+    pwd: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let file = format!(".{name}.script");
+    let (root, f, text) = (rootfs.to_path_buf(), file.clone(), body.to_string());
+    env.build.as_root(move || {
+        use std::io::Write as _;
+        let dir = std::fs::File::open(&root)
+            .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+        let _ = nix::unistd::unlinkat(&dir, f.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let fd = nix::fcntl::openat(
+            &dir,
+            f.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o755),
+        )
+        .map_err(|e| format!("cannot write /{f}: {e}"))?;
+        let mut out = std::fs::File::from(fd);
+        out.write_all(text.as_bytes())
+            .and_then(|_| out.set_permissions(std::fs::Permissions::from_mode(0o755)))
+            .map_err(|e| format!("cannot write /{f}: {e}"))
+    })?;
+    let r = run_in_container(env, rootfs, what, pwd, true, command.to_vec());
+    let (root, f) = (rootfs.to_path_buf(), file);
+    let removed = env.build.as_root(move || {
+        let dir = std::fs::File::open(&root)
+            .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+        match nix::unistd::unlinkat(&dir, f.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(format!("cannot remove /{f}: {e}")),
+        }
+    });
+    r.and(removed)
+}
+
+/// Where `%post` writes labels (`$APPTAINER_LABELS`), as in Apptainer; read into labels.json
+/// and removed after the sections that run in the container.
+const BUILD_LABELS: &str = ".build.labels";
+
+/// Takes the labels `%post` wrote to `$APPTAINER_LABELS` out of the root: `KEY VALUE` lines,
+/// as `%labels`. The file is moved (as root of the namespace, not following a link) into
+/// the build directory next to the root and read there.
+fn take_build_labels(b: &Build, rootfs: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let side = rootfs.with_extension("build-labels");
+    let (root, to) = (rootfs.to_path_buf(), side.clone());
+    b.as_root(move || {
+        let dir = std::fs::File::open(&root)
+            .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+        let fd = match nix::fcntl::openat(
+            &dir,
+            BUILD_LABELS,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(format!("cannot read /{BUILD_LABELS}: {e}")),
+        };
+        let mut from = std::fs::File::from(fd);
+        if !from.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(format!("/{BUILD_LABELS} is not a regular file"));
+        }
+        let mut text = Vec::new();
+        use std::io::Read as _;
+        (&mut from)
+            .take(1 << 20)
+            .read_to_end(&mut text)
+            .map_err(|e| format!("cannot read /{BUILD_LABELS}: {e}"))?;
+        std::fs::write(&to, text).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+        nix::unistd::unlinkat(&dir, BUILD_LABELS, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| format!("cannot remove /{BUILD_LABELS}: {e}"))
+    })?;
+    let mut labels = BTreeMap::new();
+    let Ok(text) = std::fs::read(&side) else {
+        return Ok(labels);
+    };
+    let _ = std::fs::remove_file(&side);
+    for line in String::from_utf8_lossy(&text).lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        labels.insert(k.to_string(), v.trim().to_string());
+    }
+    Ok(labels)
 }
 
 fn run_in_container(
@@ -111,12 +210,15 @@ fn run_in_container(
     for b in env.binds {
         cmd.arg("--bind").arg(b);
     }
-    cmd.arg("--env")
-        .arg("APPTAINER_ENVIRONMENT=/.singularity.d/env/91-environment.sh")
-        .arg("--env")
-        .arg("SINGULARITY_ENVIRONMENT=/.singularity.d/env/91-environment.sh")
-        .arg(rootfs)
-        .args(&command);
+    for e in [
+        "APPTAINER_ENVIRONMENT=/.singularity.d/env/91-environment.sh",
+        "SINGULARITY_ENVIRONMENT=/.singularity.d/env/91-environment.sh",
+        "APPTAINER_LABELS=/.build.labels",
+        "SINGULARITY_LABELS=/.build.labels",
+    ] {
+        cmd.arg("--env").arg(e);
+    }
+    cmd.arg(rootfs).args(&command);
     // The build already said which fakeroot mode it uses.
     cmd.env("SIFR_QUIET", "1");
     // The container dies with the build (even a killed one), and an interrupted build
@@ -489,11 +591,20 @@ pub fn build_stage(
     if !env.update {
         bootstrap(stage, rootfs, env)?;
     }
-    // 2. The /.singularity.d skeleton (as root of the namespace: the tree is root's).
-    let r = rootfs.to_path_buf();
-    b.as_root(move || {
-        baseenv::write(&r).map_err(|e| format!("cannot write /.singularity.d: {e}"))
-    })?;
+    // 2. The /.singularity.d skeleton (as root of the namespace: the tree is root's), as
+    // Apptainer's conveyor packers make it: a local image keeps its own files, a new root
+    // gets the standard ones; an OCI image got them with its config when unpacked.
+    let oci = matches!(
+        stage.agent,
+        Some(Agent::Docker | Agent::Oci | Agent::OciArchive | Agent::DockerArchive)
+    );
+    if env.update || !oci {
+        let overwrite = !env.update && stage.agent != Some(Agent::Localimage);
+        let r = rootfs.to_path_buf();
+        b.as_root(move || {
+            baseenv::write(&r, overwrite).map_err(|e| format!("cannot write /.singularity.d: {e}"))
+        })?;
+    }
     let sd = rootfs.join(".singularity.d");
     // 3. %setup on the host.
     if let Some(s) = stage
@@ -542,9 +653,17 @@ pub fn build_stage(
         .as_ref()
         .filter(|_| f.runs(Section::Environment))
     {
+        // As Apptainer's insertEnvScript: appended after a blank line, or a new file.
         let p = sd.join("env/90-environment.sh");
-        let mut text = std::fs::read_to_string(&p).unwrap_or_default();
-        text.push_str(&s.body);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(mut t) => {
+                t.push('\n');
+                t.push_str(&s.body);
+                t.push('\n');
+                t
+            }
+            Err(_) => format!("#!/bin/sh\n\n{}\n", s.body),
+        };
         write_file(&p, &text, 0o755)?;
     }
     // 6. %post inside the container.
@@ -565,14 +684,15 @@ pub fn build_stage(
             };
             build_app(def, name, app, rootfs, env)?;
         }
-        if !stage.app_order.is_empty() {
-            write_file(
-                &sd.join("env/94-appsbase.sh"),
-                &appsbase(&stage.app_order),
-                0o755,
-            )?;
-        }
+        // Written even without apps (empty), as Apptainer's createAllApps does.
+        write_file(
+            &sd.join("env/94-appsbase.sh"),
+            &appsbase(rootfs, &stage.app_order),
+            0o755,
+        )?;
     }
+    // Labels %post wrote to $APPTAINER_LABELS.
+    let post_labels = take_build_labels(b, rootfs)?;
     // 8. The metadata files.
     if let Some(s) = stage
         .sections
@@ -612,17 +732,19 @@ pub fn build_stage(
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        labels.extend(post_labels);
         labels.extend(build_labels(stage));
         labels.extend(stage.sections.labels.clone());
-        write_file(&p, &serde_json::to_string_pretty(&labels)?, 0o644)?;
+        write_file(&p, &labels_json(&labels)?, 0o644)?;
     }
-    // The definition itself, the previous one kept in bootstrap_history.
+    // The definition itself, the previous one kept in bootstrap_history (as `ApptainerN`,
+    // Apptainer's name).
     let def_path = sd.join("Singularity");
     if def_path.exists() {
         let hist = sd.join("bootstrap_history");
         std::fs::create_dir_all(&hist)?;
         let n = std::fs::read_dir(&hist).map(|d| d.count()).unwrap_or(0);
-        let _ = std::fs::rename(&def_path, hist.join(format!("Singularity{n}")));
+        let _ = std::fs::rename(&def_path, hist.join(format!("Apptainer{n}")));
     }
     write_file(&def_path, &stage.raw, 0o644)?;
     // 9. %test, in the finished container.
@@ -689,12 +811,32 @@ fn bootstrap(stage: &Stage, rootfs: &Path, env: &StageEnv<'_>) -> anyhow::Result
             let image = b.access.fetch(&source)?;
             unpack_oci(b, &image, rootfs).map(|_| ())
         }
+        Some(_) | None => check_agent(stage),
+    }
+}
+
+/// Fails, with the reason, for a stage whose bootstrap agent sifr does not build from: run
+/// before the build starts, so an unsupported definition costs nothing.
+pub fn check_agent(stage: &Stage) -> anyhow::Result<()> {
+    match stage.agent {
+        Some(
+            Agent::Scratch
+            | Agent::Localimage
+            | Agent::Debootstrap
+            | Agent::Docker
+            | Agent::Oci
+            | Agent::OciArchive
+            | Agent::DockerArchive,
+        ) => Ok(()),
         Some(a) => bail!(
             "Bootstrap: {} is not supported by sifr (supported: localimage, scratch, \
              debootstrap, docker, oci, oci-archive, docker-archive)",
             a.name()
         ),
-        None => bail!("the definition has no Bootstrap: header"),
+        None if stage.header.get("bootstrap").is_none() => {
+            bail!("the definition has no Bootstrap: header")
+        }
+        None => bail!("the definition's Bootstrap: header names no agent sifr knows"),
     }
 }
 
@@ -738,6 +880,11 @@ fn oci_source(
     Ok(Source::from_bootstrap(agent.name(), &from)?)
 }
 
+/// Builds one SCIF app as Apptainer's `internal/pkg/build/apps` does: its directories
+/// (`bin`, `lib`, `scif/env`, the data directories), `scif/env/01-base.sh` with the app's
+/// SCIF variables, `%appenv` as `scif/env/90-environment.sh`, the scripts, `labels.json`
+/// (with `SCIF_APP_NAME`), `%appfiles`; then `%appinstall` in the container, after sourcing
+/// the app's 01-base.sh, in the app's directory.
 fn build_app(
     _def: &Definition,
     name: &str,
@@ -747,80 +894,115 @@ fn build_app(
 ) -> anyhow::Result<()> {
     let base = format!("/scif/apps/{name}");
     let scif = rootfs.join(format!("scif/apps/{name}/scif"));
-    for d in ["env", ""] {
-        std::fs::create_dir_all(scif.join(d))?;
+    for d in ["scif/env", "bin", "lib"] {
+        std::fs::create_dir_all(rootfs.join(format!("scif/apps/{name}/{d}")))?;
     }
     std::fs::create_dir_all(rootfs.join(format!("scif/data/{name}/input")))?;
     std::fs::create_dir_all(rootfs.join(format!("scif/data/{name}/output")))?;
-    if !app.files.is_empty() {
-        let from = FilesFrom::Host(env.cwd.to_path_buf());
-        copy_files(env.build, from, rootfs, &app.files, &format!("{base}/"))?;
+    write_file(&scif.join("env/01-base.sh"), &app_base_env(name), 0o755)?;
+    if let Some(e) = app.env.as_ref().filter(|e| !e.is_empty()) {
+        write_file(&scif.join("env/90-environment.sh"), &e.body, 0o755)?;
     }
-    write_file(&scif.join("env/01-base.sh"), "#!/bin/sh\n", 0o755)?;
-    let mut envtext = String::from("#!/bin/sh\n");
-    if let Some(e) = &app.env {
-        envtext.push_str(&e.body);
-    }
-    write_file(&scif.join("env/90-environment.sh"), &envtext, 0o755)?;
     if let Some(s) = &app.run {
         write_file(&scif.join("runscript"), &s.script_file(), 0o755)?;
-    }
-    if let Some(s) = &app.test {
-        write_file(&scif.join("test"), &s.script_file(), 0o755)?;
     }
     if let Some(s) = &app.start {
         write_file(&scif.join("startscript"), &s.script_file(), 0o755)?;
     }
+    if let Some(s) = &app.test {
+        write_file(&scif.join("test"), &s.script_file(), 0o755)?;
+    }
     if let Some(s) = &app.help {
         write_file(&scif.join("runscript.help"), &s.body, 0o644)?;
     }
-    if !app.labels.is_empty() {
-        write_file(
-            &scif.join("labels.json"),
-            &serde_json::to_string_pretty(&app.labels)?,
-            0o644,
-        )?;
+    if !app.files.is_empty() {
+        let from = FilesFrom::Host(env.cwd.to_path_buf());
+        copy_files(env.build, from, rootfs, &app.files, &format!("{base}/"))?;
     }
+    let mut labels = app.labels.clone();
+    labels.insert("SCIF_APP_NAME".into(), name.to_string());
+    write_file(&scif.join("labels.json"), &labels_json(&labels)?, 0o644)?;
     if let Some(s) = app.install.as_ref().filter(|s| !s.is_empty()) {
-        container_script(
+        let body = format!(
+            "\ncd /\n. {base}/scif/env/01-base.sh\n\ncd {base}\n{}\n\ncd /\n",
+            s.body
+        );
+        let file = format!("appinstall-{name}");
+        script_body(
             env,
             rootfs,
             &format!("%appinstall {name}"),
-            s,
-            &base,
-            &format!("appinstall-{name}"),
+            &body,
+            &s.shell_command(&format!("/.{file}.script")),
+            "/",
+            &file,
         )?;
     }
     let _ = AppPart::Install;
     Ok(())
 }
 
-/// `/.singularity.d/env/94-appsbase.sh`: where each app lives, for SCIF.
-fn appsbase(apps: &[String]) -> String {
-    let mut s = String::from("#!/bin/sh\n");
+/// An app's `scif/env/01-base.sh`: its SCIF variables, as Apptainer writes them.
+fn app_base_env(name: &str) -> String {
+    format!(
+        "#!/bin/sh\n\nSCIF_APPNAME={name}\nSCIF_APPROOT=\"/scif/apps/{name}\"\n\
+         SCIF_APPMETA=\"/scif/apps/{name}/scif\"\nSCIF_DATA=\"/scif/data\"\n\
+         SCIF_APPDATA=\"/scif/data/{name}\"\nSCIF_APPINPUT=\"/scif/data/{name}/input\"\n\
+         SCIF_APPOUTPUT=\"/scif/data/{name}/output\"\n\
+         export SCIF_APPDATA SCIF_APPNAME SCIF_APPROOT SCIF_APPMETA SCIF_APPINPUT \
+         SCIF_APPOUTPUT SCIF_DATA\n"
+    )
+}
+
+/// Labels as Apptainer writes labels.json: keys sorted, tab indented.
+fn labels_json(labels: &BTreeMap<String, String>) -> anyhow::Result<String> {
+    use serde::Serialize as _;
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b"\t"),
+    );
+    labels.serialize(&mut ser)?;
+    Ok(String::from_utf8(out)?)
+}
+
+/// `/.singularity.d/env/94-appsbase.sh`: where each app lives, as Apptainer writes it (the
+/// app's files made so far decide which variables it has).
+fn appsbase(rootfs: &Path, apps: &[String]) -> String {
+    let mut s = String::new();
     for a in apps {
-        let v = a.replace(['-', '.'], "_");
-        for (k, p) in [
-            ("SCIF_APPDATA", format!("/scif/data/{a}")),
-            ("SCIF_APPMETA", format!("/scif/apps/{a}/scif")),
-            ("SCIF_APPROOT", format!("/scif/apps/{a}")),
-            ("SCIF_APPBIN", format!("/scif/apps/{a}/bin")),
-            ("SCIF_APPLIB", format!("/scif/apps/{a}/lib")),
-            ("SCIF_APPINPUT", format!("/scif/data/{a}/input")),
-            ("SCIF_APPOUTPUT", format!("/scif/data/{a}/output")),
-            (
-                "SCIF_APPENV",
-                format!("/scif/apps/{a}/scif/env/90-environment.sh"),
-            ),
-            ("SCIF_APPRUN", format!("/scif/apps/{a}/scif/runscript")),
-            ("SCIF_APPTEST", format!("/scif/apps/{a}/scif/test")),
-            (
-                "SCIF_APPHELP",
-                format!("/scif/apps/{a}/scif/runscript.help"),
-            ),
-            ("SCIF_APPLABELS", format!("/scif/apps/{a}/scif/labels.json")),
+        let v: String = a
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        s.push_str(&format!(
+            "## App Global Exports For: {v}\n\n\
+             SCIF_APPDATA_{v}=/scif/data/{v}\n\
+             SCIF_APPMETA_{v}=/scif/apps/{v}/scif\n\
+             SCIF_APPROOT_{v}=/scif/apps/{v}\n\
+             SCIF_APPBIN_{v}=/scif/apps/{v}/bin\n\
+             SCIF_APPLIB_{v}=/scif/apps/{v}/lib\n\n\
+             export SCIF_APPDATA_{v} SCIF_APPMETA_{v} SCIF_APPROOT_{v} SCIF_APPBIN_{v} \
+             SCIF_APPLIB_{v}\n"
+        ));
+        let meta = rootfs.join(format!("scif/apps/{a}/scif"));
+        for (file, var) in [
+            ("env/90-environment.sh", "APPENV"),
+            ("labels.json", "APPLABELS"),
+            ("runscript", "APPRUN"),
+            ("startscript", "APPSTART"),
         ] {
-            s.push_str(&format!("{k}_{v}={p}\nexport {k}_{v}\n"));
+            if std::fs::symlink_metadata(meta.join(file)).is_ok() {
+                s.push_str(&format!(
+                    "export SCIF_{var}_{v}=\"/scif/apps/{v}/scif/{file}\"\n"
+                ));
+            }
         }
     }
     s

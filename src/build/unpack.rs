@@ -41,7 +41,7 @@ pub fn unpack_oci(
             report.whiteouts,
             report.opaque_dirs
         );
-        baseenv::write(&dest).map_err(|e| format!("cannot write /.singularity.d: {e}"))?;
+        baseenv::write(&dest, true).map_err(|e| format!("cannot write /.singularity.d: {e}"))?;
         m.write_into(&dest)
             .map_err(|e| format!("cannot write the image metadata: {e}"))
     })?;

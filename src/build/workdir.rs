@@ -142,11 +142,69 @@ impl<R: std::io::Read> std::io::Read for Interruptible<R> {
     }
 }
 
-/// The scratch directory; removed when dropped (unless kept for debugging).
+/// The scratch directory; removed when dropped (unless kept for debugging). While a build
+/// runs, its directory is locked (flock on an open descriptor of it, held by the build and
+/// the processes it forks): a directory left unlocked is one whose build was killed outright
+/// (SIGKILL of every process, an out-of-memory kill), and the next build removes it as root
+/// of its fakeroot namespace, files of subordinate ids and all, which the user could not.
 pub struct BuildDir {
     path: PathBuf,
     ids: IdMapPlan,
     pub keep: bool,
+    /// The open directory holding the lock.
+    _lock: Option<std::fs::File>,
+}
+
+/// The name prefix of build directories.
+const PREFIX: &str = "sifr-build-";
+/// The file that marks a build directory kept with `--no-cleanup`.
+const KEPT_MARK: &str = ".sifr-kept";
+/// A build directory younger than this is never taken for a stale one (it may not be
+/// locked yet).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Locks the open directory `f` for the build; false when another process holds the lock.
+fn try_lock(f: &std::fs::File) -> bool {
+    // SAFETY: flock(2) on an open descriptor; it changes no memory.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes the build directories under `base` that killed builds of this user left:
+/// unlocked, not kept with `--no-cleanup`, older than `STALE_AFTER`.
+fn remove_stale(base: &Path, ids: &IdMapPlan) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let old = md
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if !md.is_dir() || md.uid() != me || !old || path.join(KEPT_MARK).exists() {
+            continue;
+        }
+        let Ok(f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if !try_lock(&f) {
+            continue;
+        }
+        match BuildDir::remove_tree(ids, &path) {
+            Ok(()) => log::info!("removed {} (left by a killed build)", path.display()),
+            Err(e) => log::debug!("cannot remove the stale {}: {e}", path.display()),
+        }
+    }
 }
 
 impl BuildDir {
@@ -159,14 +217,22 @@ impl BuildDir {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp")),
         };
+        remove_stale(&base, &ids);
         let dir = tempfile::Builder::new()
-            .prefix("sifr-build-")
+            .prefix(PREFIX)
             .tempdir_in(&base)
             .map_err(|e| std::io::Error::new(e.kind(), format!("in {}: {e}", base.display())))?;
+        // Locked at once (a directory this young is never taken for a stale one); the
+        // descriptor is close-on-exec, so no container the build runs holds it.
+        let lock = std::fs::File::open(dir.path()).ok().filter(try_lock);
+        if lock.is_none() {
+            log::debug!("cannot lock the build directory {}", dir.path().display());
+        }
         Ok(BuildDir {
             path: dir.keep(),
             ids,
             keep: false,
+            _lock: lock,
         })
     }
 
@@ -365,9 +431,38 @@ pub fn make_writable(path: &Path) {
     }
 }
 
+/// Makes every entry of the tree `path` root's (0:0) and gives directories owner rwx: run
+/// as root of the fakeroot namespace, that is the user on the host, so the user can delete
+/// the tree (a sandbox output) with `rm -rf`. Links are not followed; set-id bits, which
+/// chown clears, are put back.
+pub fn own_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::symlink_metadata(path)?;
+    if md.uid() != 0 || md.gid() != 0 {
+        std::os::unix::fs::lchown(path, Some(0), Some(0))?;
+        if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 && !md.is_dir() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        }
+    }
+    if !md.is_dir() {
+        return Ok(());
+    }
+    if md.mode() & 0o700 != 0o700 {
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode((md.mode() & 0o7777) | 0o700),
+        )?;
+    }
+    for e in std::fs::read_dir(path)? {
+        own_tree(&e?.path())?;
+    }
+    Ok(())
+}
+
 impl Drop for BuildDir {
     fn drop(&mut self) {
         if self.keep {
+            let _ = std::fs::write(self.path.join(KEPT_MARK), b"");
             log::info!("build directory kept: {}", self.path.display());
             return;
         }
@@ -396,6 +491,57 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::Other);
         // io::copy gives up instead of retrying.
         assert!(std::io::copy(&mut r, &mut std::io::sink()).is_err());
+    }
+
+    #[test]
+    fn test_only_unlocked_old_unkept_build_directories_are_stale() {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let ids = IdMapPlan {
+            uid_map: vec![(0, uid, 1)],
+            gid_map: vec![(0, gid, 1)],
+            needs_helpers: false,
+            uid: 0,
+            gid: 0,
+            notice: None,
+            helper_dirs: vec![],
+        };
+        let t = tempfile::tempdir().expect("tmp");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let make = |name: &str| {
+            let d = t.path().join(name);
+            std::fs::create_dir_all(d.join("rootfs/x")).expect("mkdir");
+            d
+        };
+        let age = |d: &Path| {
+            std::fs::File::open(d)
+                .and_then(|f| f.set_modified(old))
+                .expect("set mtime");
+        };
+        let stale = make("sifr-build-stale");
+        let kept = make("sifr-build-kept");
+        std::fs::write(kept.join(KEPT_MARK), b"").expect("mark");
+        let young = make("sifr-build-young");
+        let busy = make("sifr-build-busy");
+        let other = make("other-dir");
+        for d in [&stale, &kept, &busy, &other] {
+            age(d);
+        }
+        let held = std::fs::File::open(&busy).expect("open");
+        assert!(try_lock(&held));
+        remove_stale(t.path(), &ids);
+        assert!(!stale.exists(), "the stale directory is removed");
+        for d in [&kept, &young, &busy, &other] {
+            assert!(d.exists(), "{} is kept", d.display());
+        }
+        // A new build directory is locked while it lives.
+        let bd = BuildDir::create(Some(t.path()), ids.clone()).expect("create");
+        let f = std::fs::File::open(bd.path()).expect("open");
+        assert!(!try_lock(&f), "a live build directory is locked");
+        drop(f);
+        let p = bd.path().to_path_buf();
+        drop(bd);
+        assert!(!p.exists());
     }
 
     #[test]

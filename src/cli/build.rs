@@ -48,7 +48,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub warn_unused_build_args: bool,
     /// options for the squashfs writer, as mksquashfs takes them: -comp gzip|xz|zstd|lz4,
-    /// -b BLOCK_SIZE, -Xcompression-level N
+    /// -b BLOCK_SIZE, -Xcompression-level N, -processors N, -all-root
     #[arg(
         long,
         value_name = "ARGS",
@@ -71,6 +71,53 @@ pub struct BuildArgs {
     #[arg(long, hide = true, env = "SIFR_IGNORE_SUBUID", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_subuid: bool,
 
+    // --- Apptainer build flags: the same where sifr does what they ask, else refused -------
+    /// hidden: Apptainer's --arch; only the host's architecture can be built
+    #[arg(long, hide = true, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// hidden: Apptainer's --userns; sifr always builds in a user namespace
+    #[arg(long, hide = true)]
+    pub userns: bool,
+    /// hidden: Apptainer's --ignore-fakeroot-command; sifr never runs the fakeroot command
+    #[arg(long, hide = true)]
+    pub ignore_fakeroot_command: bool,
+    /// hidden: Apptainer's --ignore-proot; sifr never runs proot (files are root-owned)
+    #[arg(long, hide = true)]
+    pub ignore_proot: bool,
+    /// hidden: Apptainer flags sifr refuses (see `refused`)
+    #[arg(long, hide = true, value_name = "VARIANT")]
+    pub arch_variant: Option<String>,
+    #[arg(long, hide = true)]
+    pub data: bool,
+    #[arg(long, hide = true)]
+    pub json: bool,
+    #[arg(long, hide = true, value_name = "URL")]
+    pub library: Option<String>,
+    #[arg(long, hide = true)]
+    pub disable_cache: bool,
+    #[arg(short = 'e', long, hide = true)]
+    pub encrypt: bool,
+    #[arg(long, hide = true)]
+    pub passphrase: bool,
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub pem_path: Option<String>,
+    #[arg(long, hide = true)]
+    pub nv: bool,
+    #[arg(long, hide = true)]
+    pub nvccli: bool,
+    #[arg(long, hide = true)]
+    pub compat32: bool,
+    #[arg(long, hide = true)]
+    pub rocm: bool,
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub mount: Vec<String>,
+    #[arg(long, hide = true)]
+    pub writable_tmpfs: bool,
+    #[arg(long, hide = true)]
+    pub ignore_userns: bool,
+    #[arg(long, hide = true)]
+    pub remote: bool,
+
     /// the image to write: a SIF file, or a directory with --sandbox
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
@@ -78,4 +125,89 @@ pub struct BuildArgs {
     /// docker://, oci:, oci-archive:, docker-archive: sources
     #[arg(value_name = "SPEC")]
     pub spec: String,
+}
+
+impl BuildArgs {
+    /// The first Apptainer build flag given that sifr does not implement, with why: the
+    /// flag and a reason, for a one-line refusal.
+    pub fn refused(&self) -> Option<(&'static str, &'static str)> {
+        let checks: [(bool, &'static str, &'static str); 16] = [
+            (
+                self.arch_variant.is_some(),
+                "--arch-variant",
+                "only the host's architecture is built",
+            ),
+            (self.data, "--data", "data-container images are not built"),
+            (
+                self.json,
+                "--json",
+                "JSON definition files are not read; use a definition file",
+            ),
+            (
+                self.library.is_some(),
+                "--library",
+                "library:// sources are not supported",
+            ),
+            (
+                self.disable_cache,
+                "--disable-cache",
+                "registry layers are always cached; remove the flag",
+            ),
+            (
+                self.encrypt,
+                "--encrypt",
+                "encrypted images are not supported",
+            ),
+            (
+                self.passphrase,
+                "--passphrase",
+                "encrypted images are not supported",
+            ),
+            (
+                self.pem_path.is_some(),
+                "--pem-path",
+                "encrypted images are not supported",
+            ),
+            (
+                self.nv,
+                "--nv",
+                "GPU libraries are not bound into %post and %test",
+            ),
+            (
+                self.nvccli,
+                "--nvccli",
+                "GPU libraries are not bound into %post and %test",
+            ),
+            (
+                self.compat32,
+                "--compat32",
+                "GPU libraries are not bound into %post and %test",
+            ),
+            (
+                self.rocm,
+                "--rocm",
+                "GPU libraries are not bound into %post and %test",
+            ),
+            (
+                !self.mount.is_empty(),
+                "--mount",
+                "use --bind SRC:DEST for %post and %test",
+            ),
+            (
+                self.writable_tmpfs,
+                "--writable-tmpfs",
+                "%test runs without a writable overlay",
+            ),
+            (
+                self.ignore_userns,
+                "--ignore-userns",
+                "sifr builds only in a user namespace",
+            ),
+            (self.remote, "--remote", "remote builds are not supported"),
+        ];
+        checks
+            .into_iter()
+            .find(|(given, _, _)| *given)
+            .map(|(_, flag, why)| (flag, why))
+    }
 }

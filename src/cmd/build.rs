@@ -39,6 +39,18 @@ fn request(a: BuildArgs, cfg: &Config) -> Request {
 /// `sifr build`: returns 0 when the build succeeded; a failed build reported itself and
 /// ended this process with its exit status (see `build::pipeline::run`).
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
+    if let Some((flag, why)) = a.refused() {
+        anyhow::bail!("build {flag} is not supported by sifr: {why}");
+    }
+    if let Some(arch) = &a.arch {
+        let host = crate::image::sif::Arch::host().go_name();
+        if arch != host {
+            anyhow::bail!(
+                "build --arch {arch} is not supported by sifr: only the host's architecture \
+                 ({host}) is built"
+            );
+        }
+    }
     let cfg = super::action::load_config(ctx)?;
     pipeline::run(&request(a, &cfg))?;
     Ok(0)
@@ -65,6 +77,7 @@ mod tests {
         want.tmpdir = a.tmpdir.clone();
         want.ignore_subuid = a.ignore_subuid;
         want.access = registry_access(&a.registry);
+        assert!(a.refused().is_none());
         assert_eq!(request(a, &Config::default()), want);
     }
 
@@ -81,5 +94,41 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(request(a, &cfg).squash_threads, 3);
+    }
+
+    /// Apptainer's build flags that sifr does not implement are refused, each with why; the
+    /// ones whose effect sifr always has are accepted.
+    #[test]
+    fn test_unimplemented_apptainer_flags_are_refused() {
+        let parse = |args: &[&str]| {
+            let cmd = BuildArgs::augment_args(clap::Command::new("build").no_binary_name(true));
+            let m = cmd.try_get_matches_from(args).expect("parse");
+            BuildArgs::from_arg_matches(&m).expect("args")
+        };
+        for flag in [
+            "--nv",
+            "--nvccli",
+            "--rocm",
+            "--compat32",
+            "--encrypt",
+            "--json",
+            "--data",
+            "--writable-tmpfs",
+            "--disable-cache",
+            "--ignore-userns",
+            "--remote",
+            "--passphrase",
+        ] {
+            let a = parse(&[flag, "out.sif", "x.def"]);
+            assert_eq!(a.refused().map(|r| r.0), Some(flag), "{flag}");
+        }
+        let a = parse(&["--mount", "type=bind,src=/a,dst=/b", "out.sif", "x.def"]);
+        assert_eq!(a.refused().map(|r| r.0), Some("--mount"));
+        for flag in ["--userns", "--ignore-fakeroot-command", "--ignore-proot"] {
+            assert!(
+                parse(&[flag, "out.sif", "x.def"]).refused().is_none(),
+                "{flag}"
+            );
+        }
     }
 }
