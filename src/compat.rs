@@ -800,12 +800,15 @@ mod tests {
             ),
         ];
         // Read elsewhere than a clap attribute: PULLDIR/PULLFOLDER by `pull` itself (a blank
-        // value means unset there), BINDPATH with BIND by the binds code; the GPU switches
-        // off are what sifr always does (it binds no GPU libraries).
+        // value means unset there), BIND, BINDPATH and MOUNT by the binds code (appended to
+        // the flags: cmd::action::user_binds); the GPU switches off are what sifr always does
+        // (it binds no GPU libraries).
         let elsewhere = [
             "PULLDIR",
             "PULLFOLDER",
+            "BIND",
             "BINDPATH",
+            "MOUNT",
             "NV_OFF",
             "NO_NV",
             "ROCM_OFF",
