@@ -499,7 +499,7 @@ fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
     ];
     for (verb, env) in cases {
         let out = sifr_env(verb, &[*env]);
-        assert_one_line_error(&out, "unrecognized subcommand");
+        assert_one_line_error(&out, "is an Apptainer command that sifr does not implement");
     }
     let img = busybox();
     let out = sifr_env(
