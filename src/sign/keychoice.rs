@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::keytext::{local_time_text, user_text};
 use super::password::{self, PasswordError};
 use super::pgp::KeyInfo;
 
@@ -32,21 +33,15 @@ pub enum ChooseError {
     Password(#[from] PasswordError),
 }
 
-/// A key's creation time as Go prints a UTC `time.Time`.
-pub fn created_text(secs: u32) -> String {
-    chrono::DateTime::from_timestamp(i64::from(secs), 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
-        .unwrap_or_else(|| secs.to_string())
-}
-
-/// The short listing shown when choosing a key (Apptainer's `printEntityAtIndex`).
+/// The short listing shown when choosing a key (Apptainer's `printEntityAtIndex`): user ids
+/// and creation time formatted as `key list` formats them.
 fn choice_text(keys: &[KeyInfo]) -> String {
     let mut out = String::new();
     for (i, k) in keys.iter().enumerate() {
         for u in &k.user_ids {
-            out.push_str(&format!("{i}) U: {u}\n"));
+            out.push_str(&format!("{i}) U: {}\n", user_text(u)));
         }
-        out.push_str(&format!("   C: {}\n", created_text(k.created)));
+        out.push_str(&format!("   C: {}\n", local_time_text(k.created)));
         out.push_str(&format!("   F: {}\n", k.fingerprint));
         out.push_str(&format!("   L: {}\n", k.bits));
         out.push_str("   --------\n");
@@ -124,8 +119,23 @@ mod tests {
         assert!(err.to_string().starts_with("index out of range"), "{err}");
     }
 
+    /// The listing `sign` shows before asking is Apptainer's `printEntityAtIndex`: the user id
+    /// split as `Name (Comment) <Email>` and the creation time in local time, formatted as
+    /// `key list` formats them.
     #[test]
-    fn test_created_text_is_go_utc() {
-        assert_eq!(created_text(1_588_023_280), "2020-04-27 21:34:40 +0000 UTC");
+    fn test_choice_text_is_apptainer_listing() {
+        let text = choice_text(&[info(&["Unit Test <unit@test.com>", "Alias (c) <a@b>"])]);
+        let created = local_time_text(1_588_023_280);
+        assert_eq!(
+            text,
+            format!(
+                "0) U: Unit Test () <unit@test.com>\n\
+                 0) U: Alias (c) <a@b>\n   \
+                 C: {created}\n   \
+                 F: 12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84\n   \
+                 L: 2048\n   \
+                 --------\n"
+            )
+        );
     }
 }

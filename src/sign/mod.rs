@@ -6,7 +6,8 @@
 //! - [`signer`]: adding signature objects to an image.
 //! - [`verify`]: checking them (current and legacy formats); [`error`]: why they fail.
 //! - [`keyring`]: the user's and the install's keyrings on disk; [`password`]: key passwords;
-//!   [`keychoice`]: choosing one key of a keyring (index, only key, or asked).
+//!   [`keychoice`]: choosing one key of a keyring (index, only key, or asked);
+//!   [`keytext`]: keys shown as Apptainer shows them (`key list`, the choice listing).
 //! - [`ecl`]: enforcing ecl.toml before a container is mounted (the image is then served
 //!   through `image::pinned`, only as verified).
 
@@ -16,6 +17,7 @@ pub mod ecl;
 pub mod error;
 pub mod keychoice;
 pub mod keyring;
+pub mod keytext;
 pub mod metadata;
 pub mod password;
 pub mod pem;
