@@ -252,3 +252,39 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         assert_one_line_error(&out, &needle);
     }
 }
+
+/// The main verbs' help ends with Apptainer's `Examples:` section (`  $ NAME VERB ...` lines,
+/// under the name sifr was called by), and `Description:` says more than the short text
+/// on the first line.
+#[test]
+fn test_help_has_examples_and_long_descriptions() {
+    let dir = tempdir();
+    let link = dir.path().join("apptainer");
+    std::os::unix::fs::symlink(sifr_bin(), &link).expect("symlink");
+    for (bin, name) in [(sifr_bin(), "sifr"), (link, "apptainer")] {
+        for verb in [
+            "exec", "run", "shell", "test", "build", "pull", "inspect", "sign", "verify", "key",
+        ] {
+            let help = ok(&run(&bin, [verb, "--help"]));
+            let (_, examples) = help
+                .split_once("\n\nExamples:\n")
+                .unwrap_or_else(|| panic!("{name} {verb}: no Examples: section in {help}"));
+            let lines: Vec<&str> = examples.lines().filter(|l| !l.is_empty()).collect();
+            assert!(!lines.is_empty(), "{name} {verb}: {help}");
+            for l in &lines {
+                assert!(
+                    l.starts_with(&format!("  $ {name} {verb}")),
+                    "{name} {verb}: example {l:?} in {help}"
+                );
+            }
+            let short = help.lines().next().expect("a first line");
+            let (_, rest) = help.split_once("\nDescription:\n").expect("Description:");
+            let (description, _) = rest.split_once("\n\nOptions:\n").expect("Options:");
+            assert_ne!(description.trim(), short.trim(), "{name} {verb}: {help}");
+            assert!(
+                description.lines().count() >= 2,
+                "{name} {verb}: a one-line description in {help}"
+            );
+        }
+    }
+}

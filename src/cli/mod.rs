@@ -107,11 +107,181 @@ pub enum Command {
 }
 
 /// Apptainer's help layout for a verb (its `docs/templates.go`): the short description,
-/// `Usage:`, `Description:`, then the options.
-const HELP_TEMPLATE: &str = "{about-with-newline}\nUsage:\n  {usage}\n\nDescription:\n  {about}\n\nOptions:\n{options}{after-help}\n";
+/// `Usage:`, `Description:` (`DESCRIPTION` is replaced by the verb's long text), the options,
+/// then `Examples:` as the after-help.
+const HELP_TEMPLATE: &str = "{about-with-newline}\nUsage:\n  {usage}\n\nDescription:\nDESCRIPTION\n\nOptions:\n{options}{after-help}\n";
 
 /// The same for a verb with sub-commands (`instance`, `key`, ...) and for sifr itself.
-const GROUP_HELP_TEMPLATE: &str = "{about-with-newline}\nUsage:\n  {usage}\n\nDescription:\n  {about}\n\nOptions:\n{options}\n\nAvailable Commands:\n{subcommands}{after-help}\n";
+const GROUP_HELP_TEMPLATE: &str = "{about-with-newline}\nUsage:\n  {usage}\n\nDescription:\nDESCRIPTION\n\nOptions:\n{options}\n\nAvailable Commands:\n{subcommands}{after-help}\n";
+
+/// The `Description:` of the main verbs, longer than their one-line summary (sifr's own
+/// words; the others repeat the summary). Two-space indented, as Apptainer's.
+const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "exec",
+        "  Runs COMMAND with its arguments inside the container, with the image's environment
+  (/.singularity.d/env) applied. The container runs in a user namespace, without
+  privileges; the user's home directory, the current directory and /tmp are shared
+  with it unless a flag says otherwise. The exit status is COMMAND's.",
+    ),
+    (
+        "run",
+        "  Runs the image's runscript (/.singularity.d/runscript, the %runscript section of
+  its definition file) with ARGS, or the runscript of an app with --app. An image
+  without a runscript runs a shell. The exit status is the runscript's.",
+    ),
+    (
+        "shell",
+        "  Starts an interactive shell inside the container: /bin/sh unless --shell or the
+  APPTAINER_SHELL / SINGULARITY_SHELL variable names another. Leave it with 'exit'.",
+    ),
+    (
+        "test",
+        "  Runs the image's test script (/.singularity.d/test, the %test section of its
+  definition file). An image without one succeeds; the exit status is the script's.",
+    ),
+    (
+        "build",
+        "  Builds a SIF image, or a directory tree with --sandbox, from a build spec: a
+  definition file, a docker://, oci:, oci-archive: or docker-archive: source, an
+  existing SIF image or a directory. sifr builds without root: %post runs as root
+  inside a user namespace (--fakeroot is implied). The image is written only when the
+  build succeeds.",
+    ),
+    (
+        "pull",
+        "  Fetches an image from a URI and writes it as a SIF file: docker:// from a
+  registry, or oci:, oci-archive:, docker-archive: from the local disk. Without an
+  output file the name is made from the URI; --name gives one, --force overwrites.",
+    ),
+    (
+        "inspect",
+        "  Shows an image's metadata: its labels by default, or the definition file,
+  runscript, test script, environment or help text, as flags select. --json prints
+  it in Apptainer's JSON shape.",
+    ),
+    (
+        "sign",
+        "  Adds digital signatures to a SIF image: by default one over the image's objects
+  with the first key of the user's PGP keyring (--keyidx chooses another), or with a
+  PEM private key given by --key. Signatures are added to the file itself.",
+    ),
+    (
+        "verify",
+        "  Checks the digital signatures of a SIF image against the user's and the global
+  PGP keyrings, a PEM public key (--key) or an X.509 certificate chain
+  (--certificate). Exits non-zero when a signature is missing or does not match.",
+    ),
+    (
+        "key",
+        "  Manages the OpenPGP keys used by sign and verify: the user's keyring (under
+  ~/.apptainer/keys, or --keysdir) and the global public keyring of the
+  installation. sifr talks to no keyserver.",
+    ),
+    (
+        "instance",
+        "  Instances are containers running in the background as services. sifr does not
+  start instances yet: list shows none, and stop says there is nothing to stop.",
+    ),
+    (
+        "run-help",
+        "  Prints the help text an image carries (the %help section of its definition
+  file, /.singularity.d/runscript.help), or that of an app with --app.",
+    ),
+];
+
+/// The `Examples:` of the main verbs, `NAME` standing for the name sifr was called by. Each
+/// is a complete command line without shell quoting (a unit test parses every one).
+pub const EXAMPLES: &[(&str, &[&str])] = &[
+    (
+        "exec",
+        &[
+            "NAME exec alpine.sif cat /etc/os-release",
+            "NAME exec --bind /data:/mnt alpine.sif ls /mnt",
+            "NAME exec --cleanenv --env LANG=C analysis.sif python3 script.py",
+        ],
+    ),
+    (
+        "run",
+        &[
+            "NAME run tools.sif --input data.csv",
+            "NAME run --app fastqc pipeline.sif sample.fq",
+            "NAME run docker://alpine:3.20",
+        ],
+    ),
+    (
+        "shell",
+        &[
+            "NAME shell alpine.sif",
+            "NAME shell --containall --shell /bin/bash debian.sif",
+        ],
+    ),
+    (
+        "test",
+        &["NAME test tools.sif", "NAME test --contain tools.sif"],
+    ),
+    (
+        "build",
+        &[
+            "NAME build tools.sif tools.def",
+            "NAME build alpine.sif docker://alpine:3.20",
+            "NAME build --sandbox alpine-tree/ alpine.sif",
+            "NAME build --force tools.sif tools.def",
+        ],
+    ),
+    (
+        "pull",
+        &[
+            "NAME pull docker://alpine:3.20",
+            "NAME pull --name alpine.sif docker://alpine:3.20",
+            "NAME pull local.sif oci-archive:image.tar",
+        ],
+    ),
+    (
+        "inspect",
+        &[
+            "NAME inspect tools.sif",
+            "NAME inspect --deffile tools.sif",
+            "NAME inspect --runscript --json tools.sif",
+        ],
+    ),
+    (
+        "sign",
+        &[
+            "NAME sign tools.sif",
+            "NAME sign --keyidx 1 tools.sif",
+            "NAME sign --key private.pem tools.sif",
+        ],
+    ),
+    (
+        "verify",
+        &[
+            "NAME verify tools.sif",
+            "NAME verify --key public.pem tools.sif",
+            "NAME verify --all --json tools.sif",
+        ],
+    ),
+    (
+        "key",
+        &[
+            "NAME key newpair",
+            "NAME key list --secret",
+            "NAME key import colleague.asc",
+            "NAME key export --armor mykey.asc",
+        ],
+    ),
+];
+
+/// The `Examples:` section of a verb under the invoked name, if it has one.
+fn examples_text(path: &str, name: &str) -> Option<String> {
+    let (_, lines) = EXAMPLES.iter().find(|(p, _)| *p == path)?;
+    let mut out = String::from("\nExamples:");
+    for l in lines.iter() {
+        out.push_str("\n  $ ");
+        out.push_str(&l.replacen("NAME", name, 1));
+    }
+    Some(out)
+}
 
 /// Apptainer's usage line of each verb (the `...Use` strings of its `docs/content.go`),
 /// after the command name; sub-commands as `PARENT SUB`.
@@ -163,15 +333,28 @@ pub fn with_apptainer_help(cmd: clap::Command, name: &str) -> clap::Command {
             Some((_, usage)) => c.override_usage(format!("{name} {usage}")),
             None => c,
         };
-        if c.has_subcommands() {
-            c.help_template(GROUP_HELP_TEMPLATE)
+        let c = match examples_text(path, name) {
+            Some(examples) => c.after_help(examples),
+            None => c,
+        };
+        let description = match DESCRIPTIONS.iter().find(|(p, _)| *p == path) {
+            Some((_, d)) => d.to_string(),
+            None => format!(
+                "  {}",
+                c.get_about().map(|a| a.to_string()).unwrap_or_default()
+            ),
+        };
+        let template = if c.has_subcommands() {
+            GROUP_HELP_TEMPLATE
         } else {
-            c.help_template(HELP_TEMPLATE)
-        }
+            HELP_TEMPLATE
+        };
+        c.help_template(template.replace("DESCRIPTION", &description))
     };
+    let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
     cmd.bin_name(name)
         .override_usage(format!("{name} [global options...]"))
-        .help_template(GROUP_HELP_TEMPLATE)
+        .help_template(GROUP_HELP_TEMPLATE.replace("DESCRIPTION", &format!("  {about}")))
         .mut_subcommands(|verb| {
             let path = verb.get_name().to_string();
             shape(verb, &path).mut_subcommands(|sub| {

@@ -468,6 +468,35 @@ mod tests {
         }
     }
 
+    /// Every example the help shows is a command line sifr parses, for the verb it is shown
+    /// under (so the examples cannot name a flag that does not exist).
+    #[test]
+    fn test_help_examples_parse() {
+        use clap::Parser;
+        for (verb, lines) in crate::cli::EXAMPLES {
+            for line in lines.iter() {
+                let line = line.replacen("NAME", "sifr", 1);
+                let args =
+                    end_options_after_image(line.split_whitespace().map(OsString::from).collect());
+                let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+                let name = match cli.command {
+                    Some(Command::Exec(_)) => "exec",
+                    Some(Command::Run(_)) => "run",
+                    Some(Command::Shell(_)) => "shell",
+                    Some(Command::Test(_)) => "test",
+                    Some(Command::Build(_)) => "build",
+                    Some(Command::Pull(_)) => "pull",
+                    Some(Command::Inspect(_)) => "inspect",
+                    Some(Command::Sign(_)) => "sign",
+                    Some(Command::Verify(_)) => "verify",
+                    Some(Command::Key(_)) => "key",
+                    _ => "other",
+                };
+                assert_eq!(name, *verb, "{line}");
+            }
+        }
+    }
+
     #[test]
     fn test_legacy_instance_verbs() {
         assert_eq!(
