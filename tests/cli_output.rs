@@ -37,34 +37,52 @@ fn test_version_verb_matches_version_flag_under_each_name() {
 }
 
 /// Unknown verbs and flags and missing arguments exit 1, as Apptainer's cobra handling
-/// does, with one line.
+/// does, with one line that points to the help of the verb (or sub-command) given.
 #[test]
 fn test_usage_errors_exit_1() {
     let img = sif_fixture("busybox_amd64.sif").display().to_string();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["no-such-verb"], "no-such-verb"),
-        (vec!["--no-such-flag", "version"], "--no-such-flag"),
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (vec!["no-such-verb"], "no-such-verb", "(see 'sifr --help')"),
+        (
+            vec!["--no-such-flag", "version"],
+            "--no-such-flag",
+            "--help')",
+        ),
         (
             vec!["exec", "--no-such-flag", &img, "true"],
             "--no-such-flag",
+            "(see 'sifr exec --help')",
         ),
-        (vec!["exec", &img], "COMMAND"),
+        (vec!["exec", &img], "COMMAND", "(see 'sifr exec --help')"),
         // Apptainer's interactive registry login and docker daemon flags: not in sifr.
         (
             vec!["exec", "--docker-login", &img, "true"],
             "--docker-login",
+            "(see 'sifr exec --help')",
         ),
         (
             vec!["pull", "--docker-host", "unix:///x", "docker://a"],
             "--docker-host",
+            "(see 'sifr pull --help')",
         ),
-        (vec!["inspect"], "IMAGE"),
-        (vec!["key", "no-such-subcommand"], "no-such-subcommand"),
+        (vec!["inspect"], "IMAGE", "(see 'sifr inspect --help')"),
+        (
+            vec!["key", "no-such-subcommand"],
+            "no-such-subcommand",
+            "(see 'sifr key --help')",
+        ),
+        (
+            vec!["key", "export", "--no-such-flag", "x.asc"],
+            "--no-such-flag",
+            "(see 'sifr key export --help')",
+        ),
     ];
-    for (args, needle) in cases {
+    for (args, needle, hint) in cases {
         let out = sifr(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert_one_line_error(&out, needle);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.trim_end().ends_with(hint), "{args:?}: {err}");
     }
     // A verb group without its subcommand shows its help, as cobra does.
     for group in [

@@ -308,8 +308,8 @@ pub fn main() -> i32 {
                 };
                 let first = first.strip_prefix("error: ").unwrap_or(&first);
                 sylog::fatal(&format!(
-                    "{first} (see '{} --help')",
-                    persona.command_name()
+                    "{first} (see '{}')",
+                    help_hint(&args, persona.command_name())
                 ));
             }
             return code;
@@ -406,6 +406,33 @@ pub fn main() -> i32 {
             }
         },
     }
+}
+
+/// The help to point a usage error to: `NAME VERB [SUB] --help` for the verb (and
+/// sub-command) the command line names, `NAME --help` when it names none sifr knows.
+/// Apptainer prints that verb's usage and options after its `Error for command "VERB"` line;
+/// sifr keeps one line and names where they are.
+pub fn help_hint(args: &[OsString], name: &str) -> String {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut words = vec![name.to_string()];
+    let found = verb_index(args).and_then(|i| {
+        let verb = args[i].to_str()?;
+        let c = cmd.find_subcommand(verb)?;
+        Some((i, c))
+    });
+    if let Some((i, c)) = found {
+        words.push(c.get_name().to_string());
+        let sub = args
+            .get(i + 1)
+            .and_then(|s| s.to_str())
+            .and_then(|s| c.find_subcommand(s));
+        if let Some(sub) = sub {
+            words.push(sub.get_name().to_string());
+        }
+    }
+    words.push("--help".to_string());
+    words.join(" ")
 }
 
 /// What `version` prints: the version that `--version` shows under this name, alone on its
