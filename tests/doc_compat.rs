@@ -10,8 +10,14 @@
 const SOURCES: &[(&str, &str)] = &[
     ("tests/cli.rs", include_str!("cli.rs")),
     ("tests/cli_output.rs", include_str!("cli_output.rs")),
-    ("tests/config_fakeroot.rs", include_str!("config_fakeroot.rs")),
-    ("tests/e2e_action_flags.rs", include_str!("e2e_action_flags.rs")),
+    (
+        "tests/config_fakeroot.rs",
+        include_str!("config_fakeroot.rs"),
+    ),
+    (
+        "tests/e2e_action_flags.rs",
+        include_str!("e2e_action_flags.rs"),
+    ),
     ("tests/e2e_binds.rs", include_str!("e2e_binds.rs")),
     ("tests/e2e_build.rs", include_str!("e2e_build.rs")),
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
@@ -26,6 +32,15 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/sif_oracle.rs", include_str!("sif_oracle.rs")),
     ("tests/sign_cli.rs", include_str!("sign_cli.rs")),
     ("src/source.rs", include_str!("../src/source.rs")),
+    ("src/cmd/mod.rs", include_str!("../src/cmd/mod.rs")),
+    (
+        "src/sign/keychoice.rs",
+        include_str!("../src/sign/keychoice.rs"),
+    ),
+    (
+        "src/sign/keytext.rs",
+        include_str!("../src/sign/keytext.rs"),
+    ),
 ];
 
 const DOC: &str = include_str!("../docs/compatibility.md");
