@@ -12,7 +12,7 @@ use crate::cli::key::{
     ExportArgs, ImportArgs, KeyAlgorithm, KeyArgs, KeyCommand, KeysDirArg, ListArgs, NewpairArgs,
     RemoveArgs,
 };
-use crate::sign::keychoice::choose_key;
+use crate::sign::keychoice::{Purpose, choose_key};
 use crate::sign::keyring::{
     GlobalKeyring, LocalKeyring, RemoveWhich, parse_fingerprint, read_key_file,
 };
@@ -217,7 +217,8 @@ fn export(a: &ExportArgs) -> anyhow::Result<()> {
         let kr = local(&a.keysdir)?;
         let keys = kr.secret_keys().context(fail)?;
         let infos: Vec<KeyInfo> = keys.iter().map(pgp::secret_info).collect();
-        let i = choose_key(&infos, a.keyidx, &kr.secret_path()).context(fail)?;
+        let i = choose_key(&infos, a.keyidx, &kr.secret_path(), Purpose::ExportPrivate)
+            .context(fail)?;
         let bytes = if a.armor {
             keys[i]
                 .to_armored_bytes(ArmorOptions::default())
@@ -236,7 +237,7 @@ fn export(a: &ExportArgs) -> anyhow::Result<()> {
             (kr.public_keys().context(fail)?, kr.public_path())
         };
         let infos: Vec<KeyInfo> = keys.iter().map(pgp::public_info).collect();
-        let i = choose_key(&infos, a.keyidx, &path).context(fail)?;
+        let i = choose_key(&infos, a.keyidx, &path, Purpose::ExportPublic).context(fail)?;
         let bytes = if a.armor {
             keys[i]
                 .to_armored_bytes(ArmorOptions::default())

@@ -10,7 +10,7 @@ use super::Context;
 use crate::cli::sign::{SignArgs, VerifyArgs};
 use crate::image::sif::{Descriptor, Link, SifImage, When};
 use crate::sign::error::IntegrityError;
-use crate::sign::keychoice::choose_key;
+use crate::sign::keychoice::{Purpose, choose_key};
 use crate::sign::keyring::verification_keyring;
 use crate::sign::keyring::{GlobalKeyring, LocalKeyring};
 use crate::sign::password::PasswordSources;
@@ -39,7 +39,7 @@ pub fn sign(_ctx: &Context, a: SignArgs) -> anyhow::Result<i32> {
             let kr = LocalKeyring::at_or_default(a.keysdir.as_deref())?;
             let keys = kr.secret_keys().context("Failed to sign container")?;
             let infos: Vec<KeyInfo> = keys.iter().map(pgp::secret_info).collect();
-            let i = choose_key(&infos, a.keyidx, &kr.secret_path())
+            let i = choose_key(&infos, a.keyidx, &kr.secret_path(), Purpose::Sign)
                 .context("Failed to sign container")?;
             let key = &keys[i];
             let password = if pgp::is_locked(key) {

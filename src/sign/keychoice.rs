@@ -1,10 +1,10 @@
 //! Choosing one key of a keyring for `sign` and `key export`: the index given, the only key,
-//! or the one the user picks on the terminal from Apptainer's short listing.
+//! or the one the user picks on the terminal from the listing Apptainer shows for each.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::keytext::{local_time_text, user_text};
+use super::keytext::{entries_text, local_time_text, user_text};
 use super::password::{self, PasswordError};
 use super::pgp::KeyInfo;
 
@@ -49,12 +49,43 @@ fn choice_text(keys: &[KeyInfo]) -> String {
     out
 }
 
+/// What the key is chosen for: Apptainer lists and asks differently for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `sign`: the short listing, a private key.
+    Sign,
+    /// `key export`: the `key list` entries, a public key.
+    ExportPublic,
+    /// `key export --secret`: the `key list` entries, a private key.
+    ExportPrivate,
+}
+
+/// The listing printed before asking, and the question, as Apptainer's (`sign`'s
+/// `selectEntityInteractive`, sypgp's `selectPubKey` and `SelectPrivKey` for `key export`).
+fn asking(keys: &[KeyInfo], purpose: Purpose) -> (String, String) {
+    match purpose {
+        Purpose::Sign => (
+            choice_text(keys),
+            "Enter # of private key to use : ".to_string(),
+        ),
+        Purpose::ExportPublic => (
+            entries_text(keys),
+            "Enter # of public key to use : ".to_string(),
+        ),
+        Purpose::ExportPrivate => (
+            entries_text(keys),
+            "Enter # of private key to use : ".to_string(),
+        ),
+    }
+}
+
 /// Picks a key: `keyidx` if given, the only key if there is one, else asks on the terminal.
 /// `what` names the keyring file in messages.
 pub fn choose_key(
     keys: &[KeyInfo],
     keyidx: Option<usize>,
     what: &Path,
+    purpose: Purpose,
 ) -> Result<usize, ChooseError> {
     if keys.is_empty() {
         return Err(ChooseError::Empty {
@@ -80,9 +111,9 @@ pub fn choose_key(
             count: keys.len(),
         });
     }
-    print!("{}", choice_text(keys));
+    let (listing, prompt) = asking(keys, purpose);
+    print!("{listing}");
     let _ = std::io::stdout().flush();
-    let prompt = format!("Enter # of key to use (0-{}) : ", keys.len() - 1);
     let answer = password::ask(&prompt, true)?.unwrap_or_default();
     match answer.trim().parse::<usize>() {
         Ok(i) if i < keys.len() => Ok(i),
@@ -110,12 +141,18 @@ mod tests {
     #[test]
     fn test_choose_key_rules() {
         let p = Path::new("/k/pgp-secret");
-        let err = choose_key(&[], None, p).expect_err("empty");
+        let err = choose_key(&[], None, p, Purpose::Sign).expect_err("empty");
         assert!(err.to_string().starts_with("keyring is empty"), "{err}");
-        assert_eq!(choose_key(&[info(&["a"])], None, p).expect("only"), 0);
+        assert_eq!(
+            choose_key(&[info(&["a"])], None, p, Purpose::Sign).expect("only"),
+            0
+        );
         let two = [info(&["a"]), info(&["b"])];
-        assert_eq!(choose_key(&two, Some(1), p).expect("index"), 1);
-        let err = choose_key(&two, Some(2), p).expect_err("out of range");
+        assert_eq!(
+            choose_key(&two, Some(1), p, Purpose::ExportPublic).expect("index"),
+            1
+        );
+        let err = choose_key(&two, Some(2), p, Purpose::ExportPrivate).expect_err("out of range");
         assert!(err.to_string().starts_with("index out of range"), "{err}");
     }
 
@@ -135,6 +172,35 @@ mod tests {
                  F: 12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84\n   \
                  L: 2048\n   \
                  --------\n"
+            )
+        );
+    }
+
+    /// What Apptainer asks: `sign` lists the short entries and asks for a private key
+    /// (`printEntityAtIndex`); `key export` lists the `key list` entries and asks for a
+    /// public or a private key (sypgp's `selectPubKey`, `SelectPrivKey`).
+    #[test]
+    fn test_asking_is_apptainers_per_purpose() {
+        let keys = [info(&["A <a@x>"]), info(&["B (b) <b@x>"])];
+        assert_eq!(
+            asking(&keys, Purpose::Sign),
+            (
+                choice_text(&keys),
+                "Enter # of private key to use : ".to_string()
+            )
+        );
+        assert_eq!(
+            asking(&keys, Purpose::ExportPublic),
+            (
+                entries_text(&keys),
+                "Enter # of public key to use : ".to_string()
+            )
+        );
+        assert_eq!(
+            asking(&keys, Purpose::ExportPrivate),
+            (
+                entries_text(&keys),
+                "Enter # of private key to use : ".to_string()
             )
         );
     }
