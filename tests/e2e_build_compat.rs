@@ -269,6 +269,43 @@ fn test_environment_files_are_apptainers_bytes() {
     p.assert_clean_and_deletable();
 }
 
+/// Apptainer's current 99-base.sh (internal/pkg/build/sources/99-base.sh), without its
+/// licence comment: `/.singularity.d/libs` appended to LD_LIBRARY_PATH, PS1 set only when
+/// unset.
+const BASE99: &str = "#!/bin/sh\n\n\
+    if [ -z \"${LD_LIBRARY_PATH:-}\" ]; then\n    LD_LIBRARY_PATH=\"/.singularity.d/libs\"\n\
+    else\n    LD_LIBRARY_PATH=\"$LD_LIBRARY_PATH:/.singularity.d/libs\"\nfi\n\n\
+    if [ -z \"${PS1:-}\" ]; then\n    PS1=\"Apptainer> \"\nfi\n\
+    export LD_LIBRARY_PATH PS1\n";
+
+#[test]
+fn test_new_image_99_base_sets_ps1_only_when_unset() {
+    require_unprivileged();
+    let p = Project::new();
+    let sb = plain_tree(&p);
+    ok(&p.sifr(&["build", "dir.sif", "sb/"]));
+    assert_eq!(p.cat("dir.sif", "/.singularity.d/env/99-base.sh"), BASE99);
+    let ps1 = |set: &str| {
+        ok(&p.sifr(&[
+            "exec",
+            "dir.sif",
+            "sh",
+            "-c",
+            &format!("{set} . /.singularity.d/env/99-base.sh; echo \"$PS1|$LD_LIBRARY_PATH\""),
+        ]))
+    };
+    assert_eq!(
+        ps1("PS1='mine> '; unset LD_LIBRARY_PATH;"),
+        "mine> |/.singularity.d/libs\n"
+    );
+    assert_eq!(
+        ps1("unset PS1; LD_LIBRARY_PATH=/x;"),
+        "Apptainer> |/x:/.singularity.d/libs\n"
+    );
+    std::fs::set_permissions(&sb, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p.assert_clean_and_deletable();
+}
+
 #[test]
 fn test_post_sees_labels_file_and_appinstall_has_the_scif_environment() {
     require_unprivileged();
@@ -412,11 +449,24 @@ fn test_debian_build_killed_outright_is_cleaned_up_by_the_next_build() {
         "touch",
         [OsStr("-d"), OsStr("1 hour ago"), OsStr(left[0].as_os_str())],
     ));
-    ok(&p.sifr(&["build", "--sandbox", "next", "busybox.sif"]));
+    let out = p.sifr(&["build", "--sandbox", "next", "busybox.sif"]);
+    ok(&out);
     assert!(
         !left[0].exists(),
         "the killed build's directory is still there"
     );
+    // One plain line says what was removed and why; nothing alarming.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = left[0].display().to_string();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains(&name)).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].starts_with("INFO:") && said[0].contains("an earlier build that was killed"),
+        "{err}"
+    );
+    for bad in ["WARNING", "ERROR", "FATAL", "cannot", "failed"] {
+        assert!(!err.contains(bad), "{bad} in: {err}");
+    }
     p.assert_clean_and_deletable();
 }
 

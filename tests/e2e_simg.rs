@@ -1,6 +1,7 @@
 //! Singularity 2.x `.simg` images (a squashfs behind a `#!/usr/bin/env run-singularity`
 //! line, as workflow tools such as cwltool still ship them) run with exec/run and are
-//! inspected, as Apptainer's image detection allows. The fixture is made here: the busybox
+//! inspected, and are build sources (`build x.sif old.simg`, `Bootstrap: localimage`), as
+//! Apptainer's image detection allows. The fixture is made here: the busybox
 //! SIF's root partition, behind the launch line.
 //!
 //! Runs as the unprivileged test user (container tests refuse root).
@@ -121,4 +122,51 @@ fn test_ext3_img_with_launch_line_runs() {
     assert_eq!(ok(&sifr(["exec", img, "echo", "ext3-img"])), "ext3-img\n");
     let text = ok(&sifr(["inspect", "--runscript", img]));
     assert!(text.contains("OCI_CMD"), "{text}");
+    // It is a build source too, read from behind the launch line.
+    let sif = dir.path().join("from-img.sif");
+    let sif_s = sif.to_str().expect("utf8");
+    ok(&sifr(["-q", "build", sif_s, img]));
+    assert_eq!(
+        ok(&sifr(["exec", sif_s, "echo", "ext3-built"])),
+        "ext3-built\n"
+    );
+}
+
+/// `sifr build x.sif old.simg` and `Bootstrap: localimage` / `From: old.simg` read the
+/// squashfs behind the launch line (Apptainer's image detection, as exec does).
+#[test]
+fn test_simg_is_a_build_source_and_a_localimage_base() {
+    require_unprivileged();
+    let dir = tempdir();
+    let img = simg(dir.path(), "old.simg", LAUNCH);
+    let img = img.to_str().expect("utf8");
+    let sif = dir.path().join("new.sif");
+    let sif_s = sif.to_str().expect("utf8");
+    ok(&sifr(["-q", "build", sif_s, img]));
+    assert_eq!(
+        ok(&sifr(["exec", sif_s, "echo", "from-simg"])),
+        "from-simg\n"
+    );
+    let text = ok(&sifr(["inspect", "--runscript", sif_s]));
+    assert!(text.contains("OCI_CMD"), "{text}");
+    let def = dir.path().join("post.def");
+    std::fs::write(
+        &def,
+        format!("Bootstrap: localimage\nFrom: {img}\n\n%post\n    echo made > /made.txt\n"),
+    )
+    .expect("write def");
+    let post = dir.path().join("post.sif");
+    let post_s = post.to_str().expect("utf8");
+    ok(&sifr(["-q", "build", post_s, def.to_str().expect("utf8")]));
+    assert_eq!(ok(&sifr(["exec", post_s, "cat", "/made.txt"])), "made\n");
+    // And into a sandbox.
+    let sb = dir.path().join("sb");
+    ok(&sifr([
+        "-q",
+        "build",
+        "--sandbox",
+        sb.to_str().expect("utf8"),
+        img,
+    ]));
+    assert!(sb.join(".singularity.d/runscript").is_file());
 }

@@ -55,9 +55,17 @@ fn make_image(dir: &Path) -> PathBuf {
     std::os::unix::fs::symlink("usr/lib", r.join("lib")).expect("symlink");
     umoci(&["repack", "--image", "L:v1", "B1"]);
 
-    add_whiteout_opaque_and_config(dir, "/usr/bin:/bin", &["--config.workingdir", "/opt"]);
+    add_whiteout_opaque_and_config(
+        dir,
+        "/usr/bin:/bin",
+        &["--config.workingdir", "/opt", "--config.env", TRICKY_ENV],
+    );
     dir.join("L")
 }
+
+/// An ENV value with every character Apptainer's shell.Escape escapes (`\\`, `"`, `` ` ``,
+/// `$`), and a `}`.
+const TRICKY_ENV: &str = "TRICKY=a \"b\" $c `d` \\e }";
 
 fn options() -> FetchOptions {
     FetchOptions {
@@ -142,8 +150,33 @@ fn fetch_and_check(source: &str, dir: &Path, label: &str, cache: &BlobCache, opt
     );
     let env = std::fs::read_to_string(root.join(".singularity.d/env/10-docker2singularity.sh"))
         .expect("env file");
-    assert!(env.contains("export PATH=\"/usr/bin:/bin\"\n"), "{env}");
-    assert!(env.contains("export FOO=\"${FOO:-bar baz}\"\n"), "{env}");
+    // Apptainer's conveyorPacker_oci insertEnv bytes: PATH set as is, the others only
+    // when unset, each value through shell.Escape inside double quotes.
+    assert!(env.starts_with("#!/bin/sh\n"), "{env}");
+    assert!(env.contains("\nexport PATH=\"/usr/bin:/bin\"\n"), "{env}");
+    assert!(
+        env.contains("\nexport FOO=\"${FOO:-\"bar baz\"}\"\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("\nexport TRICKY=\"${TRICKY:-\"a \\\"b\\\" \\$c \\`d\\` \\\\e }\"}\"\n"),
+        "{env}"
+    );
+    assert_eq!(env.lines().count(), 4, "{env}");
+    // The host's /bin/sh reads the values back exactly; a set variable wins except PATH.
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "{env}\nprintf '%s|' \"$PATH\" \"$FOO\" \"$TRICKY\""
+        ))
+        .env_clear()
+        .env("FOO", "mine")
+        .output()
+        .expect("sh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/usr/bin:/bin|mine|a \"b\" $c `d` \\e }|"
+    );
     let labels = std::fs::read_to_string(root.join(".singularity.d/labels.json")).expect("labels");
     assert!(labels.contains("\"org.sifr.test\": \"yes\""), "{labels}");
     let cfg: serde_json::Value = serde_json::from_str(&meta.oci_config_json).expect("json");

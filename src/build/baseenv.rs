@@ -91,13 +91,17 @@ pub fn files() -> Vec<(&'static str, u32, String)> {
         \x20   fi\n\
         fi\n"
         .to_string();
-    let base99 = "#!/bin/sh\n\
+    // Apptainer's current 99-base.sh (its code, not its licence comment): the libs
+    // directory appended, PS1 set only when the caller has none.
+    let base99 = "#!/bin/sh\n\n\
         if [ -z \"${LD_LIBRARY_PATH:-}\" ]; then\n\
-        \x20   LD_LIBRARY_PATH=/.singularity.d/libs\n\
+        \x20   LD_LIBRARY_PATH=\"/.singularity.d/libs\"\n\
         else\n\
         \x20   LD_LIBRARY_PATH=\"$LD_LIBRARY_PATH:/.singularity.d/libs\"\n\
+        fi\n\n\
+        if [ -z \"${PS1:-}\" ]; then\n\
+        \x20   PS1=\"Apptainer> \"\n\
         fi\n\
-        PS1=\"Apptainer> \"\n\
         export LD_LIBRARY_PATH PS1\n"
         .to_string();
     let runtimevars = "#!/bin/sh\n\

@@ -1,6 +1,7 @@
 //! Filling a build's root filesystem from an existing image, as root of the fakeroot
-//! namespace: a local image (SIF, squashfs, ext, sandbox) is extracted or copied; an OCI
-//! image has its layers applied and its config turned into the `/.singularity.d` files.
+//! namespace: a local image (SIF, squashfs, ext, a Singularity 2.x `.simg`, sandbox) is
+//! extracted or copied; an OCI image has its layers applied and its config turned into the
+//! `/.singularity.d` files.
 
 use std::path::Path;
 
@@ -48,22 +49,41 @@ pub fn unpack_oci(
     Ok(meta)
 }
 
+/// Where the filesystem of a bare squashfs or ext image starts in its file (after a
+/// Singularity 2.x `#!/usr/bin/env run-singularity` line, see `image::fs_offset`, as
+/// exec finds it) and how long it is from there.
+fn bare_extent(path: &Path) -> anyhow::Result<(u64, u64)> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let offset = crate::image::fs_offset(&f);
+    Ok((offset, len.saturating_sub(offset)))
+}
+
 /// Unpacks (or copies) an image's root filesystem into `rootfs` as fakeroot.
 pub fn unpack_image(b: &Build, path: &Path, kind: ImageKind, rootfs: &Path) -> anyhow::Result<()> {
     let root = match kind {
         ImageKind::Sandbox => RootSource::Directory {
             path: path.to_path_buf(),
         },
-        ImageKind::Squashfs => RootSource::Squashfs {
-            path: path.to_path_buf(),
-            offset: 0,
-            size: std::fs::metadata(path)?.len(),
-        },
-        ImageKind::Ext => RootSource::Ext {
-            path: path.to_path_buf(),
-            offset: 0,
-            size: std::fs::metadata(path)?.len(),
-        },
+        ImageKind::Squashfs => {
+            let (offset, size) = bare_extent(path)?;
+            RootSource::Squashfs {
+                path: path.to_path_buf(),
+                offset,
+                size,
+            }
+        }
+        ImageKind::Ext => {
+            let (offset, size) = bare_extent(path)?;
+            RootSource::Ext {
+                path: path.to_path_buf(),
+                offset,
+                size,
+            }
+        }
         ImageKind::Sif => crate::image::source::sif_root(path)?,
     };
     let dest = rootfs.to_path_buf();

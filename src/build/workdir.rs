@@ -201,7 +201,11 @@ fn remove_stale(base: &Path, ids: &IdMapPlan) {
             continue;
         }
         match BuildDir::remove_tree(ids, &path) {
-            Ok(()) => log::info!("removed {} (left by a killed build)", path.display()),
+            Ok(()) => log::info!(
+                "removed {}: the build directory of an earlier build that was killed before \
+                 it could clean up",
+                path.display()
+            ),
             Err(e) => log::debug!("cannot remove the stale {}: {e}", path.display()),
         }
     }

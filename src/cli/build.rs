@@ -34,7 +34,8 @@ pub struct BuildArgs {
     /// ensure owner has rwX permissions on all container content for oci/docker sources
     #[arg(long, env = "SIFR_FIXPERMS", value_parser = clap::builder::BoolishValueParser::new())]
     pub fix_perms: bool,
-    /// specify a temporary directory to use for build
+    /// specify a temporary directory to use for build (a build killed outright leaves its
+    /// sifr-build-* directory there; the next build removes it)
     #[arg(long, value_name = "DIR", env = "SIFR_TMPDIR")]
     pub tmpdir: Option<PathBuf>,
     /// defines variable=value to replace {{ variable }} entries in build definition file

@@ -338,13 +338,27 @@ fn find_from(chars: &[char], from: usize, c: char) -> Option<usize> {
     (from..chars.len()).find(|&j| chars[j] == c)
 }
 
+/// How deep `${` and `"` may nest in one word (a malformed file gets a note, not a stack
+/// overflow).
+const MAX_NESTING: usize = 64;
+
 /// Index of the `}` closing a `${` whose body starts at `from`.
 fn matching_brace(chars: &[char], from: usize) -> Option<usize> {
+    brace_at(chars, from, 0)
+}
+
+fn brace_at(chars: &[char], from: usize, nesting: usize) -> Option<usize> {
+    if nesting > MAX_NESTING {
+        return None;
+    }
     let mut depth = 1;
     let mut j = from;
     while j < chars.len() {
         match chars[j] {
             '\\' => j += 1,
+            // A quoted word inside the braces (`"${X:-"a } b"}"`, as Apptainer writes
+            // 10-docker2singularity.sh): its `}` and spaces are not the expansion's.
+            '"' => j = quote_at(chars, j + 1, nesting + 1)?,
             '{' => depth += 1,
             '}' => {
                 depth -= 1;
@@ -352,6 +366,29 @@ fn matching_brace(chars: &[char], from: usize) -> Option<usize> {
                     return Some(j);
                 }
             }
+            _ => {}
+        }
+        j += 1;
+    }
+    None
+}
+
+/// The index of the `"` closing a double-quoted string whose text starts at `from`:
+/// escapes skipped, and a `${...}` inside taken whole (its own quotes nest).
+fn closing_quote(chars: &[char], from: usize) -> Option<usize> {
+    quote_at(chars, from, 0)
+}
+
+fn quote_at(chars: &[char], from: usize, nesting: usize) -> Option<usize> {
+    if nesting > MAX_NESTING {
+        return None;
+    }
+    let mut j = from;
+    while j < chars.len() {
+        match chars[j] {
+            '\\' => j += 1,
+            '"' => return Some(j),
+            '$' if chars.get(j + 1) == Some(&'{') => j = brace_at(chars, j + 2, nesting + 1)?,
             _ => {}
         }
         j += 1;
@@ -385,16 +422,7 @@ fn split_words(stmt: &str) -> Result<Vec<Word>, String> {
                 i = end + 1;
             }
             '"' => {
-                let mut j = i + 1;
-                while j < chars.len() && chars[j] != '"' {
-                    if chars[j] == '\\' {
-                        j += 1;
-                    }
-                    j += 1;
-                }
-                if j >= chars.len() {
-                    return Err("unterminated double quote".to_string());
-                }
+                let j = closing_quote(&chars, i + 1).ok_or("unterminated double quote")?;
                 cur.extend(&chars[i..=j]);
                 in_word = true;
                 i = j + 1;
@@ -533,6 +561,26 @@ mod tests {
         assert_eq!(exported["B"], "two words");
         assert_eq!(exported["C"], "/home/u/c");
         assert!(!exported.contains_key("LOCAL"));
+    }
+
+    #[test]
+    fn test_quoted_default_words_nest_as_apptainer_writes_them() {
+        // 10-docker2singularity.sh lines: the default is a double-quoted word inside the
+        // double-quoted expansion, escaped as Apptainer's shell.Escape does.
+        let mut e = env(&[("SET", "mine")]);
+        let notes = e.eval(
+            "export A=\"${A:-\"two words } here\"}\"\n\
+             export T=\"${T:-\"a \\\"b\\\" \\$c \\`d\\` \\\\e\"}\"\n\
+             export SET=\"${SET:-\"x y\"}\"\n",
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(e.get("A"), Some("two words } here"));
+        assert_eq!(e.get("T"), Some("a \"b\" $c `d` \\e"));
+        assert_eq!(e.get("SET"), Some("mine"));
+        // Nesting without end is a note, not a crash.
+        let deep = format!("X=\"{}\"\n", "${X:-\"".repeat(100_000));
+        let notes = e.eval(&deep);
+        assert_eq!(notes.len(), 1, "{notes:?}");
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //!   and `--compat`) ENTRYPOINT, CMD and the arguments are exec'd exactly, as Docker does.
 //!   Arguments replace CMD; ENTRYPOINT is always kept. The values are also stored in
 //!   `OCI_ENTRYPOINT` / `OCI_CMD`, as Apptainer's runscript stores them.
-//! - `/.singularity.d/env/10-docker2singularity.sh`: the image's `ENV`. `PATH` is set as is;
-//!   every other variable only if not already set (`export X="${X:-value}"`), so values
-//!   injected with `--env` win. Values with quotes, `$`, backslashes, backquotes or `}` go
-//!   through a single-quoted helper variable, because quoting inside `${X:-...}` is not
-//!   portable. Names that are not shell identifiers are skipped.
+//! - `/.singularity.d/env/10-docker2singularity.sh`: the image's `ENV`, the bytes Apptainer's
+//!   OCI conveyor packer writes. `PATH` is set as is (`export PATH="value"`); every other
+//!   variable only if not already set (`export X="${X:-"value"}"`), so values injected with
+//!   `--env` win. Values are escaped for double quotes (`\`, `"`, `` ` ``, `$`), as
+//!   Apptainer's `shell.Escape`. Names that are not shell identifiers are skipped.
 //! - `/.singularity.d/labels.json`: the image's labels (tab-indented JSON).
 //! - `oci-config.json`: the config's runtime section as JSON, which Apptainer stores in a
 //!   SIF descriptor of that name.
@@ -84,12 +84,6 @@ fn dq_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// True if `v` can go between double quotes, inside `${X:-...}`, as it is.
-fn plain(v: &str) -> bool {
-    !v.chars()
-        .any(|c| matches!(c, '"' | '\\' | '$' | '`' | '}' | '\'' | '\n'))
 }
 
 /// A shell single-quoted word.
@@ -180,19 +174,17 @@ pub fn env_script(config: &ContainerConfig) -> (String, Vec<String>) {
             ));
             continue;
         }
+        // Apptainer's insertEnv, byte for byte: PATH as is, every other variable only when
+        // unset, the value escaped as shell.Escape does (`\\`, `"`, `` ` ``, `$`).
         match value {
             None => s.push_str(&format!("export {name}=\"${{{name}:-}}\"\n")),
-            Some(v) if name == "PATH" && plain(v) => s.push_str(&format!("export PATH=\"{v}\"\n")),
-            Some(v) if name == "PATH" => s.push_str(&format!("export PATH={}\n", sq(v))),
-            Some(v) if plain(v) => s.push_str(&format!("export {name}=\"${{{name}:-{v}}}\"\n")),
-            Some(v) => {
-                // Quoting inside `${X:-...}` differs between shells; a value with quotes,
-                // `$`, `\\`, `` ` `` or `}}` goes through a single-quoted helper instead.
-                s.push_str(&format!(
-                    "SIFR_ENV_VALUE={}\nexport {name}=\"${{{name}:-$SIFR_ENV_VALUE}}\"\nunset SIFR_ENV_VALUE\n",
-                    sq(v)
-                ));
+            Some(v) if name == "PATH" => {
+                s.push_str(&format!("export PATH=\"{}\"\n", dq_escape(v)));
             }
+            Some(v) => s.push_str(&format!(
+                "export {name}=\"${{{name}:-\"{}\"}}\"\n",
+                dq_escape(v)
+            )),
         }
     }
     (s, notes)
@@ -346,10 +338,19 @@ mod tests {
             script.contains("export PATH=\"/usr/local/bin:/usr/bin:/bin\"\n"),
             "{script}"
         );
-        assert!(
-            script.contains("export LANG=\"${LANG:-C.UTF-8}\"\n"),
-            "{script}"
+        // Apptainer's insertEnv bytes, value through shell.Escape.
+        assert_eq!(
+            script,
+            "#!/bin/sh\n\
+             export PATH=\"/usr/local/bin:/usr/bin:/bin\"\n\
+             export LANG=\"${LANG:-\"C.UTF-8\"}\"\n\
+             export TRICKY=\"${TRICKY:-\"a \\\"b\\\" \\$c \\`d\\` \\\\e\"}\"\n\
+             export EMPTY=\"${EMPTY:-\"\"}\"\n\
+             export NOVALUE=\"${NOVALUE:-}\"\n"
         );
+        // PATH escaped too.
+        let (p, _) = env_script(&config(&[], &[], &["PATH=/a$b:/c\"d"]));
+        assert_eq!(p, "#!/bin/sh\nexport PATH=\"/a\\$b:/c\\\"d\"\n");
         assert!(!script.contains("reboot"));
         // Evaluate with the real /bin/sh: values are literal; set variables win except PATH.
         let probe = format!(
