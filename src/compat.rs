@@ -247,23 +247,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     unsupported(&["FUSESPEC"], "--fusemount", ACTION, false),
     unsupported(&["CONTAINLIBS"], "--containlibs", ACTION, false),
     unsupported(&["COMPAT32"], "--compat32", ACTION, true),
-    unsupported(&["BLKIO_WEIGHT"], "--blkio-weight", ACTION, false),
-    unsupported(
-        &["BLKIO_WEIGHT_DEVICE"],
-        "--blkio-weight-device",
-        ACTION,
-        false,
-    ),
-    unsupported(&["CPUSET_CPUS"], "--cpuset-cpus", ACTION, false),
-    unsupported(&["CPUSET_MEMS"], "--cpuset-mems", ACTION, false),
-    unsupported(
-        &["MEMORY_RESERVATION"],
-        "--memory-reservation",
-        ACTION,
-        false,
-    ),
-    unsupported(&["MEMORY_SWAP"], "--memory-swap", ACTION, false),
-    unsupported(&["OOM_KILL_DISABLE"], "--oom-kill-disable", ACTION, true),
     unsupported(&["UNDERLAY"], "--underlay", ACTION, true),
     unsupported(
         &["RUNSCRIPT_TIMEOUT"],

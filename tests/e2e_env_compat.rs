@@ -307,7 +307,6 @@ fn test_names_bound_to_flags_sifr_lacks_are_refused() {
         ("APPTAINER_COMPAT32", "1", "--compat32"),
         ("SINGULARITY_FUSESPEC", "x", "--fusemount"),
         ("APPTAINER_UNDERLAY", "true", "--underlay"),
-        ("SINGULARITY_MEMORY_SWAP", "1G", "--memory-swap"),
     ] {
         let out = sifr_env(&["exec", &img, "true"], &[(k, v)]);
         assert_one_line_error(&out, k);
@@ -435,6 +434,18 @@ fn test_names_bound_to_flags_behave_as_the_flags() {
         ("MEMORY", "1G", &["--memory", "1G"]),
         ("CPU_SHARES", "2", &["--cpus", "2"]),
         ("PIDS_LIMIT", "10", &["--pids-limit", "10"]),
+        // The cgroup flags sifr warns about and runs without (Apptainer's names).
+        ("MEMORY_SWAP", "1G", &["--memory-swap", "1G"]),
+        ("MEMORY_RESERVATION", "1G", &["--memory-reservation", "1G"]),
+        ("BLKIO_WEIGHT", "100", &["--blkio-weight", "100"]),
+        (
+            "BLKIO_WEIGHT_DEVICE",
+            "/dev/sda:100",
+            &["--blkio-weight-device", "/dev/sda:100"],
+        ),
+        ("CPUSET_CPUS", "0", &["--cpuset-cpus", "0"]),
+        ("CPUSET_MEMS", "0", &["--cpuset-mems", "0"]),
+        ("OOM_KILL_DISABLE", "1", &["--oom-kill-disable"]),
         ("KEEP_PRIVS", "1", &["--keep-privs"]),
         ("ALLOW_SETUID", "1", &["--allow-setuid"]),
         ("NETWORK", "bridge", &["--network", "bridge"]),
