@@ -522,3 +522,36 @@ fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
     );
     assert_one_line_error(&out, "instances are not supported by sifr");
 }
+
+/// Build flags sifr accepts (it always builds in a user namespace, never runs the fakeroot
+/// command or proot, builds the host's architecture): their Apptainer names are accepted
+/// as the flags are, not refused; another architecture is refused as `--arch` refuses it.
+#[test]
+fn test_build_names_of_flags_sifr_accepts() {
+    require_unprivileged();
+    let d = tempdir();
+    let build = |dest: &str, env: &[(&str, &str)]| {
+        let mut c = Command::new(sifr_bin());
+        c.args(["build", "--sandbox", dest])
+            .arg(sif_fixture("busybox_amd64.sif"))
+            .current_dir(d.path())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run sifr")
+    };
+    let out = build(
+        "sb",
+        &[
+            ("APPTAINER_USERNS", "1"),
+            ("SINGULARITY_IGNORE_PROOT", "true"),
+            ("APPTAINER_IGNORE_FAKEROOT_COMMAND", "yes"),
+            ("APPTAINER_BUILD_ARCH", "amd64"),
+        ],
+    );
+    ok(&out);
+    assert!(d.path().join("sb/bin/busybox").exists());
+    let out = build("sb2", &[("SINGULARITY_BUILD_ARCH", "arm64")]);
+    assert_one_line_error(&out, "--arch arm64");
+}
