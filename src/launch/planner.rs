@@ -699,7 +699,8 @@ fn in_minimal_dev(o: &Options, policy: &LaunchPolicy, dev: &Path) -> bool {
 /// skipped; with a minimal /dev (--contain, `mount dev = minimal`) the host's device is
 /// added to it, whatever `user bind control` says, and `-B /dev` brings the host's whole
 /// /dev back. Each skip is a warning in Apptainer's words. With the host's /dev it is an
-/// ordinary user bind.
+/// ordinary user bind, and so is a path with `..` (Apptainer cleans it first: `/dev/..`
+/// is no device, and `user bind control` applies to it).
 fn device_binds(
     o: &Options,
     policy: &LaunchPolicy,
@@ -714,8 +715,11 @@ fn device_binds(
         rest: Vec::new(),
     };
     let minimal = minimal_dev(o, policy);
+    let under_dev = |p: &Path| {
+        p.starts_with(dev) && !p.components().any(|c| c == std::path::Component::ParentDir)
+    };
     for b in o.binds.iter().map(|b| b.clone().absolutize(&host.cwd)) {
-        if !(b.source.starts_with(dev) && b.destination.starts_with(dev)) {
+        if !(under_dev(&b.source) && under_dev(&b.destination)) {
             out.rest.push(b);
             continue;
         }
@@ -2240,6 +2244,20 @@ mod tests {
                 .position(|m| m.dest == Path::new("/dev/fuse"));
             assert!(dev < fuse, "{:?}", dests(&p));
         }
+        // A path leaving /dev by `..` is no device: user bind control applies to it.
+        let p = go(&["/dev/shm/../../data"], true, &no_ubc, false);
+        assert!(
+            !p.mounts
+                .iter()
+                .any(|m| m.why == WHY_DEVICE || m.why == WHY_USER_BIND),
+            "{:?}",
+            dests(&p)
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("user bind control")),
+            "{:?}",
+            p.warnings
+        );
         // The host's /dev (no --contain): an ordinary user bind.
         let p = go(&["/dev/fuse"], false, &d, false);
         let m = p.mounts.iter().find(|m| m.dest == Path::new("/dev/fuse"));
