@@ -357,3 +357,164 @@ fn test_user_bind_control_no_warns_and_ignores() {
         "no warning naming the bind: {err}"
     );
 }
+
+/// Runs sifr in `cwd` with the configuration `conf` (text) written next to it.
+fn sifr_conf_in(cwd: &std::path::Path, conf: &str, args: &[&str]) -> Output {
+    let t = tempdir();
+    let file = t.path().join("sifr.conf");
+    std::fs::write(&file, conf).expect("write");
+    let mut cmd = Command::new(sifr_bin());
+    cmd.arg("-c")
+        .arg(&file)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null());
+    for k in ["SIFR_", "APPTAINER_", "SINGULARITY_"]
+        .iter()
+        .flat_map(|p| ["BIND", "BINDPATH", "MOUNT"].map(|s| format!("{p}{s}")))
+    {
+        cmd.env_remove(k);
+    }
+    cmd.output().expect("run sifr")
+}
+
+/// `user bind control = no` with `--contain --workdir`: the workdir's /tmp and /var/tmp
+/// are not used (Apptainer: "User bind control is disabled by system administrator"), and
+/// the working directory is not bound, with Apptainer's warning.
+#[test]
+fn test_user_bind_control_no_skips_workdir_tmp_and_cwd_with_warnings() {
+    require_unprivileged();
+    let w = tempdir();
+    let wd = path(&w);
+    let o = sifr_conf_in(
+        std::path::Path::new("/"),
+        "user bind control = no\n",
+        &[
+            "exec",
+            "--contain",
+            "--workdir",
+            &wd,
+            &sif(),
+            "sh",
+            "-c",
+            "grep -c ' /tmp ' /proc/self/mountinfo; true",
+        ],
+    );
+    assert_eq!(ok(&o), "0\n", "/tmp mounted from the workdir");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("User bind control is disabled by system administrator"),
+        "{err}"
+    );
+    assert!(!w.path().join("tmp").exists(), "workdir /tmp made");
+    // The working directory (outside home) is not bound, with Apptainer's warning (the
+    // host's /tmp, which holds it, is left out too).
+    let cwd = hostdir("here\n");
+    let probe = format!("test -e {}/in.txt && echo bound; true", path(&cwd));
+    let o = sifr_conf_in(
+        cwd.path(),
+        "user bind control = no\n",
+        &["exec", "--no-mount", "tmp", &sif(), "sh", "-c", &probe],
+    );
+    assert_eq!(ok(&o), "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "Not mounting current directory: user bind control is disabled by system \
+             administrator"
+        ),
+        "{err}"
+    );
+}
+
+/// `-B /dev/X` as Apptainer handles it: with a minimal /dev (--contain or `mount dev =
+/// minimal`) the host's device is added to it and usable; `-B /dev` gives the host's whole
+/// /dev; source and destination must be the same; `--no-mount dev` or `mount dev = no`
+/// skip it with a warning; a device the minimal /dev has already is skipped.
+#[test]
+fn test_dev_binds_as_apptainer() {
+    require_unprivileged();
+    let root = std::path::Path::new("/");
+    let open_fuse = "exec 3<>/dev/fuse && echo opened";
+    let img = sif();
+    // A device added to the minimal /dev, usable (not nodev), even under user bind control = no.
+    for (conf, flags) in [
+        ("", vec!["--contain"]),
+        ("mount dev = minimal\n", vec![]),
+        ("user bind control = no\n", vec!["--contain"]),
+    ] {
+        let mut args = vec!["exec"];
+        args.extend(flags.iter().copied());
+        args.extend(["-B", "/dev/fuse", &img, "sh", "-c", open_fuse]);
+        let o = sifr_conf_in(root, conf, &args);
+        assert_eq!(ok(&o), "opened\n", "{conf} {flags:?}");
+    }
+    // -B /dev: the host's /dev replaces the minimal one.
+    let o = sifr_conf_in(
+        root,
+        "",
+        &[
+            "exec",
+            "--contain",
+            "-B",
+            "/dev",
+            &img,
+            "sh",
+            "-c",
+            open_fuse,
+        ],
+    );
+    assert_eq!(ok(&o), "opened\n");
+    // Different source and destination: skipped with Apptainer's warning.
+    let o = sifr_conf_in(
+        root,
+        "",
+        &[
+            "exec",
+            "--contain",
+            "-B",
+            "/dev/fuse:/dev/other",
+            &img,
+            "sh",
+            "-c",
+            "test -e /dev/other && echo there; true",
+        ],
+    );
+    assert_eq!(ok(&o), "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "Skipping /dev/fuse bind mount: source and destination must be identical when \
+             binding to /dev"
+        ),
+        "{err}"
+    );
+    // --no-mount dev and mount dev = no: skipped, disallowed by configuration.
+    for (conf, flags) in [
+        ("", vec!["--no-mount", "dev"]),
+        ("mount dev = no\n", vec![]),
+    ] {
+        let mut args = vec!["exec"];
+        args.extend(flags.iter().copied());
+        args.extend(["-B", "/dev/fuse", &img, "true"]);
+        let o = sifr_conf_in(root, conf, &args);
+        ok(&o);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("Skipping /dev/fuse bind mount: disallowed by configuration"),
+            "{conf} {flags:?}: {err}"
+        );
+    }
+    // A device the minimal /dev has already.
+    let o = sifr_conf_in(
+        root,
+        "",
+        &["exec", "--contain", "-B", "/dev/null", &img, "true"],
+    );
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Skipping /dev/null bind mount: already mounted"),
+        "{err}"
+    );
+}

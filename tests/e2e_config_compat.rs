@@ -293,3 +293,81 @@ fn test_binary_path_is_where_newuidmap_is_looked_for() {
         "{err}"
     );
 }
+
+/// `--no-mount` with a word Apptainer does not know warns with its wording and runs.
+#[test]
+fn test_no_mount_unknown_word_warns_and_runs() {
+    require_unprivileged();
+    let dir = tempdir();
+    let c = conf(dir.path(), "default.conf", "");
+    let (code, out, err) = sifr_conf(
+        &c,
+        &["exec", "--no-mount", "tmp,bogus", &busybox(), "echo", "ok"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "ok\n");
+    assert!(err.contains("Ignoring unknown mount type 'bogus'"), "{err}");
+}
+
+/// `pull` and the conversion behind `exec oci:...` look for newuidmap where `binary path`
+/// says, as exec and build do: with none there, the conversion's fakeroot falls back to
+/// the root-mapped mode and says why.
+#[test]
+fn test_binary_path_is_used_by_pull_and_oci_conversion() {
+    require_unprivileged();
+    if !common::oci::have_tools(&["umoci"]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    // A one-layer OCI layout holding busybox.
+    let bb = d.join("bb");
+    let out = Command::new("unsquashfs")
+        .args(["-q", "-n", "-o", "45056", "-d"])
+        .arg(&bb)
+        .arg(sif_fixture("busybox_amd64.sif"))
+        .output()
+        .expect("run unsquashfs");
+    assert!(bb.join("bin/busybox").exists(), "{out:?}");
+    let umoci = |args: &[&str]| common::oci::tool(d, "umoci", args);
+    umoci(&["init", "--layout", "L"]);
+    umoci(&["new", "--image", "L:v0"]);
+    umoci(&["unpack", "--rootless", "--image", "L:v0", "B"]);
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(bb.join("bin"))
+        .arg(d.join("B/rootfs"))
+        .output()
+        .expect("cp");
+    assert!(out.status.success(), "{out:?}");
+    umoci(&["repack", "--image", "L:v1", "B"]);
+    let empty = d.join("no-helpers");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let c = conf(
+        d,
+        "bin.conf",
+        &format!("binary path = {}\n", empty.display()),
+    );
+    let notice = format!("newuidmap is not installed in {}", empty.display());
+    let layout = format!("oci:{}:v1", d.join("L").display());
+    let sifr_in = |args: &[&str]| {
+        Command::new(sifr_bin())
+            .arg("-c")
+            .arg(&c)
+            .args(args)
+            .current_dir(d)
+            .env("SIFR_CACHEDIR", d.join("cache"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sifr")
+    };
+    let pulled = d.join("p.sif").display().to_string();
+    let o = sifr_in(&["pull", &pulled, &layout]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&notice), "pull: {err}");
+    let o = sifr_in(&["exec", "--disable-cache", &layout, "echo", "ran"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n", "{err}");
+    assert!(err.contains(&notice), "exec oci: {err}");
+}

@@ -307,7 +307,6 @@ fn test_names_bound_to_flags_sifr_lacks_are_refused() {
         ("APPTAINER_COMPAT32", "1", "--compat32"),
         ("SINGULARITY_FUSESPEC", "x", "--fusemount"),
         ("APPTAINER_UNDERLAY", "true", "--underlay"),
-        ("SINGULARITY_MEMORY_SWAP", "1G", "--memory-swap"),
     ] {
         let out = sifr_env(&["exec", &img, "true"], &[(k, v)]);
         assert_one_line_error(&out, k);
@@ -435,6 +434,18 @@ fn test_names_bound_to_flags_behave_as_the_flags() {
         ("MEMORY", "1G", &["--memory", "1G"]),
         ("CPU_SHARES", "2", &["--cpus", "2"]),
         ("PIDS_LIMIT", "10", &["--pids-limit", "10"]),
+        // The cgroup flags sifr warns about and runs without (Apptainer's names).
+        ("MEMORY_SWAP", "1G", &["--memory-swap", "1G"]),
+        ("MEMORY_RESERVATION", "1G", &["--memory-reservation", "1G"]),
+        ("BLKIO_WEIGHT", "100", &["--blkio-weight", "100"]),
+        (
+            "BLKIO_WEIGHT_DEVICE",
+            "/dev/sda:100",
+            &["--blkio-weight-device", "/dev/sda:100"],
+        ),
+        ("CPUSET_CPUS", "0", &["--cpuset-cpus", "0"]),
+        ("CPUSET_MEMS", "0", &["--cpuset-mems", "0"]),
+        ("OOM_KILL_DISABLE", "1", &["--oom-kill-disable"]),
         ("KEEP_PRIVS", "1", &["--keep-privs"]),
         ("ALLOW_SETUID", "1", &["--allow-setuid"]),
         ("NETWORK", "bridge", &["--network", "bridge"]),
@@ -510,4 +521,37 @@ fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
         ],
     );
     assert_one_line_error(&out, "instances are not supported by sifr");
+}
+
+/// Build flags sifr accepts (it always builds in a user namespace, never runs the fakeroot
+/// command or proot, builds the host's architecture): their Apptainer names are accepted
+/// as the flags are, not refused; another architecture is refused as `--arch` refuses it.
+#[test]
+fn test_build_names_of_flags_sifr_accepts() {
+    require_unprivileged();
+    let d = tempdir();
+    let build = |dest: &str, env: &[(&str, &str)]| {
+        let mut c = Command::new(sifr_bin());
+        c.args(["build", "--sandbox", dest])
+            .arg(sif_fixture("busybox_amd64.sif"))
+            .current_dir(d.path())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run sifr")
+    };
+    let out = build(
+        "sb",
+        &[
+            ("APPTAINER_USERNS", "1"),
+            ("SINGULARITY_IGNORE_PROOT", "true"),
+            ("APPTAINER_IGNORE_FAKEROOT_COMMAND", "yes"),
+            ("APPTAINER_BUILD_ARCH", "amd64"),
+        ],
+    );
+    ok(&out);
+    assert!(d.path().join("sb/bin/busybox").exists());
+    let out = build("sb2", &[("SINGULARITY_BUILD_ARCH", "arm64")]);
+    assert_one_line_error(&out, "--arch arm64");
 }

@@ -19,6 +19,9 @@ pub struct Conversion {
     pub tmpdir: Option<PathBuf>,
     /// Do not use the subuid/subgid mapping for fakeroot.
     pub ignore_subuid: bool,
+    /// Where newuidmap/newgidmap are looked for (sifr.conf `binary path`, see
+    /// `Config::setuid_helper_dirs`); `None`: the system directories.
+    pub helper_dirs: Option<Vec<PathBuf>>,
 }
 
 /// Why an OCI source could not be converted.
@@ -110,5 +113,8 @@ fn conversion_request(spec: &str, dest: &Path, conv: &Conversion) -> Request {
     r.access = conv.access.clone();
     r.tmpdir = conv.tmpdir.clone();
     r.ignore_subuid = conv.ignore_subuid;
+    if let Some(dirs) = &conv.helper_dirs {
+        r.helper_dirs = dirs.clone();
+    }
     r
 }

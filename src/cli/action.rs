@@ -280,35 +280,35 @@ pub struct ActionArgs {
     pub pids_limit: Option<String>,
 
     /// block IO relative weight (cgroups; not applied by sifr)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "SIFR_BLKIO_WEIGHT")]
     pub blkio_weight: Option<String>,
 
     /// device specific block IO relative weight (cgroups; not applied by sifr)
-    #[arg(long, value_name = "SPEC", action = clap::ArgAction::Append)]
+    #[arg(long, value_name = "SPEC", action = clap::ArgAction::Append, env = "SIFR_BLKIO_WEIGHT_DEVICE")]
     pub blkio_weight_device: Vec<String>,
 
     /// CPU shares (cgroups; not applied by sifr)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "SIFR_CPU_SHARES")]
     pub cpu_shares: Option<String>,
 
     /// CPUs in which to allow execution (cgroups; not applied by sifr)
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", env = "SIFR_CPUSET_CPUS")]
     pub cpuset_cpus: Option<String>,
 
     /// memory nodes in which to allow execution (cgroups; not applied by sifr)
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", env = "SIFR_CPUSET_MEMS")]
     pub cpuset_mems: Option<String>,
 
     /// memory soft limit (cgroups; not applied by sifr)
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", env = "SIFR_MEMORY_RESERVATION")]
     pub memory_reservation: Option<String>,
 
     /// swap limit (cgroups; not applied by sifr)
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", env = "SIFR_MEMORY_SWAP")]
     pub memory_swap: Option<String>,
 
     /// disable the OOM killer (cgroups; not applied by sifr)
-    #[arg(long)]
+    #[arg(long, env = "SIFR_OOM_KILL_DISABLE", value_parser = clap::builder::BoolishValueParser::new())]
     pub oom_kill_disable: bool,
 
     // --- OCI mode (SingularityCE flags passed by Nextflow) ------------------------------------

@@ -74,16 +74,16 @@ pub struct BuildArgs {
 
     // --- Apptainer build flags: the same where sifr does what they ask, else refused -------
     /// hidden: Apptainer's --arch; only the host's architecture can be built
-    #[arg(long, hide = true, value_name = "ARCH")]
+    #[arg(long, hide = true, value_name = "ARCH", env = "SIFR_BUILD_ARCH")]
     pub arch: Option<String>,
     /// hidden: Apptainer's --userns; sifr always builds in a user namespace
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "SIFR_USERNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub userns: bool,
     /// hidden: Apptainer's --ignore-fakeroot-command; sifr never runs the fakeroot command
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "SIFR_IGNORE_FAKEROOT_COMMAND", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_fakeroot_command: bool,
     /// hidden: Apptainer's --ignore-proot; sifr never runs proot (files are root-owned)
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "SIFR_IGNORE_PROOT", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_proot: bool,
     /// hidden: Apptainer flags sifr refuses (see `refused`)
     #[arg(long, hide = true, value_name = "VARIANT")]

@@ -45,6 +45,7 @@ pub fn run_action(
         access: registry_access(&flags.registry),
         tmpdir: flags.tmpdir.clone(),
         ignore_subuid: flags.ignore_subuid,
+        helper_dirs: Some(cfg.setuid_helper_dirs()),
     };
     let source::Opened {
         image: opened,
@@ -145,8 +146,9 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
         no_mount: f
             .no_mount
             .iter()
+            .filter(|n| !n.trim().is_empty())
             .map(|n| NoMount::parse(n))
-            .collect::<Result<_, _>>()?,
+            .collect(),
         dns: f.dns.as_ref().map(|d| {
             d.split(',')
                 .map(str::trim)
@@ -248,7 +250,12 @@ mod tests {
         let o = launch_options(&ActionArgs {
             bind: vec!["/a:/b:ro".into(), " ".into()],
             mount: vec!["type=bind,src=/c,dst=/d".into()],
-            no_mount: vec!["tmp".into(), "/etc/hosts".into()],
+            no_mount: vec![
+                "tmp".into(),
+                "/etc/hosts".into(),
+                "bogus".into(),
+                " ".into(),
+            ],
             home: Some("/h:/home/x".into()),
             dns: Some("1.1.1.1, ,8.8.8.8".into()),
             hostname: Some("box".into()),
@@ -261,17 +268,17 @@ mod tests {
         assert!(o.binds[0].readonly);
         assert_eq!(
             o.no_mount,
-            [NoMount::Tmp, NoMount::Dest("/etc/hosts".into())]
+            [
+                NoMount::Tmp,
+                NoMount::Dest("/etc/hosts".into()),
+                NoMount::Unknown("bogus".into())
+            ]
         );
         assert_eq!(o.home.expect("home").dest, PathBuf::from("/home/x"));
         assert_eq!(o.dns, Some(vec!["1.1.1.1".into(), "8.8.8.8".into()]));
         assert_eq!(o.uts.as_deref(), Some("box"));
         assert!(o.unavailable.resource_limits);
         for bad in [
-            ActionArgs {
-                no_mount: vec!["bogus".into()],
-                ..Default::default()
-            },
             ActionArgs {
                 bind: vec!["/a:rel".into()],
                 ..Default::default()

@@ -31,7 +31,7 @@ fn default_name(source: &Source) -> PathBuf {
     PathBuf::from(format!("{stem}.sif"))
 }
 
-pub fn pull(_ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
+pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
     crate::build::workdir::catch_interrupts();
     let (output, uri) = match a.args.as_slice() {
         [uri] => (None, uri),
@@ -67,10 +67,13 @@ pub fn pull(_ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
             dest.display()
         );
     }
+    // The configuration says where the conversion's fakeroot finds newuidmap/newgidmap.
+    let cfg = super::action::load_config(ctx)?;
     let conv = Conversion {
         access: registry_access(&a.registry),
         tmpdir: a.tmpdir.clone(),
         ignore_subuid: a.ignore_subuid,
+        helper_dirs: Some(cfg.setuid_helper_dirs()),
     };
     let (sif, _tmp) = converted_sif(&source, &conv, !a.disable_cache)?;
     // Copy next to the destination, then rename: an interrupted pull leaves no partial image.

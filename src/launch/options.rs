@@ -159,20 +159,16 @@ pub enum NoMount {
     BindPaths,
     /// A mount by its destination inside the container.
     Dest(PathBuf),
+    /// A word Apptainer does not know: ignored with its warning ("Ignoring unknown mount
+    /// type"), the container runs.
+    Unknown(String),
 }
-
-/// A `--no-mount` entry that names nothing.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "--no-mount {0:?}: expected proc, sys, dev, devpts, home, tmp, hostfs, cwd, bind-paths or an absolute path"
-)]
-pub struct NoMountError(pub String);
 
 impl NoMount {
     /// Parses one entry (surrounding blanks ignored).
-    pub fn parse(s: &str) -> Result<NoMount, NoMountError> {
+    pub fn parse(s: &str) -> NoMount {
         let s = s.trim();
-        Ok(match s {
+        match s {
             "proc" => NoMount::Proc,
             "sys" => NoMount::Sys,
             "dev" => NoMount::Dev,
@@ -183,8 +179,8 @@ impl NoMount {
             "cwd" => NoMount::Cwd,
             "bind-paths" => NoMount::BindPaths,
             _ if s.starts_with('/') => NoMount::Dest(PathBuf::from(s)),
-            _ => return Err(NoMountError(s.to_string())),
-        })
+            _ => NoMount::Unknown(s.to_string()),
+        }
     }
 }
 
@@ -255,12 +251,13 @@ mod tests {
 
     #[test]
     fn test_no_mount() {
-        assert_eq!(NoMount::parse(" tmp "), Ok(NoMount::Tmp));
+        assert_eq!(NoMount::parse(" tmp "), NoMount::Tmp);
         assert_eq!(
             NoMount::parse("/etc/hosts"),
-            Ok(NoMount::Dest("/etc/hosts".into()))
+            NoMount::Dest("/etc/hosts".into())
         );
-        assert!(NoMount::parse("bogus").is_err());
+        // As Apptainer: an unknown word is kept, to be ignored with a warning.
+        assert_eq!(NoMount::parse("bogus"), NoMount::Unknown("bogus".into()));
         let o = Options {
             no_mount: vec![NoMount::Tmp, NoMount::Dest("/etc/hosts".into())],
             ..Options::default()

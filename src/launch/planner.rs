@@ -172,18 +172,28 @@ pub fn plan(
 
     // 1. What cannot be honoured rootless.
     let mut warnings = refuse_unavailable(&o.unavailable, req.emulation.is_some())?;
+    warnings.extend(o.no_mount.iter().filter_map(|n| match n {
+        NoMount::Unknown(word) => Some(format!("Ignoring unknown mount type '{word}'")),
+        _ => None,
+    }));
     // 2. Namespaces, and the root with its layer.
     let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
     let layer = root_layer(o, policy, req)?;
     // 3. Mounts, in Apptainer's order.
     let mut mounts = Vec::new();
     mounts.extend(kernel_filesystems(o, policy, namespaces.pid));
-    mounts.extend(dev(o, policy));
+    let binds = device_binds(o, policy, host, probe, &mut warnings);
+    mounts.extend(dev(o, policy, binds.host_dev));
+    mounts.extend(binds.devices.iter().map(|b| MountOp {
+        allow_dev: true,
+        why: WHY_DEVICE,
+        ..user_bind_mount(b, probe)
+    }));
     mounts.extend(host_filesystems(o, policy, host));
     mounts.extend(configured_binds(o, policy, probe));
     let home = home(o, policy, host, probe, fakeroot_uid0, &mut warnings)?;
     mounts.extend(home.mount.clone());
-    mounts.extend(temporary_dirs(o, policy, probe));
+    mounts.extend(temporary_dirs(o, policy, probe, &mut warnings));
     mounts.extend(scratch_dirs(o, policy, &mut warnings)?);
     mounts.extend(generated_files(
         o,
@@ -193,9 +203,9 @@ pub fn plan(
         &namespaces,
         probe,
     ));
-    let binds = user_binds(o, policy, host, probe, &mut warnings)?;
+    let binds = user_binds(binds.rest, policy, probe, &mut warnings)?;
     mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
-    mounts.extend(working_dir(o, policy, host, probe, &mounts));
+    mounts.extend(working_dir(o, policy, host, probe, &mounts, &mut warnings));
     // 4. The payload and its environment.
     let process = payload(req, host, &o.binds, &home.dest, &mut warnings)?;
     if let Some(n) = &req.ids.notice {
@@ -506,15 +516,24 @@ fn kernel_filesystems(o: &Options, policy: &LaunchPolicy, pid: bool) -> Vec<Moun
     mounts
 }
 
-/// /dev: the host's whole /dev, or a minimal one with --contain.
-fn dev(o: &Options, policy: &LaunchPolicy) -> Option<MountOp> {
+/// Whether /dev is the minimal one: `mount dev = minimal`, or --contain (not with `mount
+/// dev = no` or `--no-mount dev`).
+fn minimal_dev(o: &Options, policy: &LaunchPolicy) -> bool {
+    !o.skips(&NoMount::Dev)
+        && (policy.mount_dev == MountDev::Minimal
+            || (o.contain && policy.mount_dev == MountDev::Yes))
+}
+
+/// /dev: the host's whole /dev, or a minimal one with --contain (the host's again when the
+/// user binds `/dev` itself, `host_dev`).
+fn dev(o: &Options, policy: &LaunchPolicy, host_dev: bool) -> Option<MountOp> {
     if o.skips(&NoMount::Dev) {
         return None;
     }
-    let mode = if o.contain && policy.mount_dev == MountDev::Yes {
-        MountDev::Minimal
-    } else {
-        policy.mount_dev
+    let mode = match (minimal_dev(o, policy), host_dev) {
+        (true, false) => MountDev::Minimal,
+        (true, true) => MountDev::Yes,
+        (false, _) => policy.mount_dev,
     };
     match mode {
         MountDev::Yes => Some(MountOp {
@@ -648,21 +667,103 @@ pub const WHY_USER_BIND: &str = "user bind";
 pub const WHY_TEMPORARY: &str = "temporary directory";
 pub const WHY_SCRATCH: &str = "scratch directory";
 pub const WHY_HOME: &str = "home directory";
+pub const WHY_DEVICE: &str = "host device";
 
-/// The user binds, absolute and present on the host. With `user bind control = no` each is
-/// ignored with a warning, as Apptainer does.
-fn user_binds(
+/// The user binds of host devices (`-B /dev/X`), split from the others as Apptainer does.
+struct DeviceBinds {
+    /// `-B /dev` with a minimal /dev: the host's whole /dev is mounted instead.
+    host_dev: bool,
+    /// Host devices added to the minimal /dev.
+    devices: Vec<BindSpec>,
+    /// Every other user bind, absolute, for [`user_binds`].
+    rest: Vec<BindSpec>,
+}
+
+/// The device nodes and directories a minimal /dev already has (see `rootfs::minimal_dev`).
+fn in_minimal_dev(o: &Options, policy: &LaunchPolicy, dev: &Path) -> bool {
+    let mut names = vec![
+        "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr",
+        "core", "shm",
+    ];
+    if policy.mount_devpts && !o.skips(&NoMount::Devpts) {
+        names.extend(["pts", "ptmx"]);
+    }
+    if o.ipc {
+        names.push("mqueue");
+    }
+    names.iter().any(|n| dev == Path::new("/dev").join(n))
+}
+
+/// `-B /dev/X` (source and destination under /dev) as Apptainer treats it: the source and
+/// destination must be the same path; with `mount dev = no` or `--no-mount dev` it is
+/// skipped; with a minimal /dev (--contain, `mount dev = minimal`) the host's device is
+/// added to it, whatever `user bind control` says, and `-B /dev` brings the host's whole
+/// /dev back. Each skip is a warning in Apptainer's words. With the host's /dev it is an
+/// ordinary user bind, and so is a path with `..` (Apptainer cleans it first: `/dev/..`
+/// is no device, and `user bind control` applies to it).
+fn device_binds(
     o: &Options,
     policy: &LaunchPolicy,
     host: &HostFacts,
     probe: &dyn HostProbe,
     warnings: &mut Vec<String>,
+) -> DeviceBinds {
+    let dev = Path::new("/dev");
+    let mut out = DeviceBinds {
+        host_dev: false,
+        devices: Vec::new(),
+        rest: Vec::new(),
+    };
+    let minimal = minimal_dev(o, policy);
+    let under_dev = |p: &Path| {
+        p.starts_with(dev) && !p.components().any(|c| c == std::path::Component::ParentDir)
+    };
+    for b in o.binds.iter().map(|b| b.clone().absolutize(&host.cwd)) {
+        if !(under_dev(&b.source) && under_dev(&b.destination)) {
+            out.rest.push(b);
+            continue;
+        }
+        let src = b.source.display().to_string();
+        if b.source != b.destination {
+            warnings.push(format!(
+                "Skipping {src} bind mount: source and destination must be identical when \
+                 binding to /dev"
+            ));
+        } else if policy.mount_dev == MountDev::No || o.skips(&NoMount::Dev) {
+            warnings.push(format!(
+                "Skipping {src} bind mount: disallowed by configuration"
+            ));
+        } else if !minimal {
+            out.rest.push(b);
+        } else if b.source == dev {
+            out.host_dev = true;
+        } else if in_minimal_dev(o, policy, &b.source)
+            || out.devices.iter().any(|d| d.source == b.source)
+        {
+            warnings.push(format!("Skipping {src} bind mount: already mounted"));
+        } else if !probe.exists(&b.source) {
+            warnings.push(format!(
+                "Skipping {src} bind mount: no such file or directory"
+            ));
+        } else {
+            out.devices.push(b);
+        }
+    }
+    if out.host_dev {
+        // The host's /dev has them all.
+        out.devices.clear();
+    }
+    out
+}
+
+/// The user binds (absolute), present on the host. With `user bind control = no` each is
+/// ignored with a warning, as Apptainer does.
+fn user_binds(
+    binds: Vec<BindSpec>,
+    policy: &LaunchPolicy,
+    probe: &dyn HostProbe,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<BindSpec>, PlanError> {
-    let binds: Vec<BindSpec> = o
-        .binds
-        .iter()
-        .map(|b| b.clone().absolutize(&host.cwd))
-        .collect();
     if !policy.user_bind_control {
         warnings.extend(binds.iter().map(|b| {
             format!(
@@ -698,8 +799,19 @@ fn user_bind_mount(b: &BindSpec, probe: &dyn HostProbe) -> MountOp {
 }
 
 /// /tmp and /var/tmp: the host's, or empty ones with --contain (under --workdir if given).
-fn temporary_dirs(o: &Options, policy: &LaunchPolicy, probe: &dyn HostProbe) -> Vec<MountOp> {
+/// A --workdir is the user's directory: with `user bind control = no` neither is mounted,
+/// with Apptainer's warning.
+fn temporary_dirs(
+    o: &Options,
+    policy: &LaunchPolicy,
+    probe: &dyn HostProbe,
+    warnings: &mut Vec<String>,
+) -> Vec<MountOp> {
     if !policy.mount_tmp || o.skips(&NoMount::Tmp) {
+        return Vec::new();
+    }
+    if o.contain && o.workdir.is_some() && !policy.user_bind_control {
+        warnings.push("User bind control is disabled by system administrator".into());
         return Vec::new();
     }
     let mut mounts = Vec::new();
@@ -855,19 +967,28 @@ fn generated_files(
 }
 
 /// The caller's working directory, unless contained, a system path, or already mounted.
+/// With `user bind control = no` it is not bound, with Apptainer's warning.
 fn working_dir(
     o: &Options,
     policy: &LaunchPolicy,
     host: &HostFacts,
     probe: &dyn HostProbe,
     mounts: &[MountOp],
+    warnings: &mut Vec<String>,
 ) -> Option<MountOp> {
+    if !o.contain && !policy.user_bind_control {
+        warnings.push(
+            "Not mounting current directory: user bind control is disabled by system \
+             administrator"
+                .into(),
+        );
+        return None;
+    }
     let covered = mounts.iter().any(|m| host.cwd.starts_with(&m.dest));
     let system = ["/proc", "/sys", "/dev"]
         .iter()
         .any(|s| host.cwd.starts_with(s));
     let wanted = !o.contain
-        && policy.user_bind_control
         && !o.skips(&NoMount::Cwd)
         && !system
         && host.cwd != Path::new("/")
@@ -1498,7 +1619,7 @@ mod tests {
             workdir: Some("/w".into()),
             ..Default::default()
         };
-        let t = temporary_dirs(&o, &policy, &listed());
+        let t = temporary_dirs(&o, &policy, &listed(), &mut Vec::new());
         let sources: Vec<_> = t.iter().map(|m| m.source.clone()).collect();
         assert_eq!(
             sources,
@@ -2020,5 +2141,207 @@ mod tests {
             refuse_unavailable(&u, false).expect("runs"),
             Vec::<String>::new()
         );
+    }
+
+    /// `user bind control = no`: --contain --workdir mounts no /tmp, /var/tmp from the
+    /// workdir and the working directory is not bound, each with Apptainer's warning.
+    #[test]
+    fn test_user_bind_control_no_skips_workdir_tmp_and_cwd() {
+        let policy = LaunchPolicy {
+            user_bind_control: false,
+            ..Default::default()
+        };
+        let o = Options {
+            contain: true,
+            workdir: Some("/w".into()),
+            ..Default::default()
+        };
+        let p = plan(&req(o), &policy, &host()).expect("ok");
+        assert!(
+            !p.mounts.iter().any(|m| m.why == WHY_TEMPORARY),
+            "{:?}",
+            dests(&p)
+        );
+        assert!(!p.host_dirs.iter().any(|d| d.starts_with("/w/tmp")));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w == "User bind control is disabled by system administrator"),
+            "{:?}",
+            p.warnings
+        );
+        // Contained without --workdir: the session's own /tmp, no warning.
+        let o = Options {
+            contain: true,
+            ..Default::default()
+        };
+        let p = plan(&req(o), &policy, &host()).expect("ok");
+        assert_eq!(
+            p.mounts.iter().filter(|m| m.why == WHY_TEMPORARY).count(),
+            2
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Not contained: the working directory is not bound, with Apptainer's warning.
+        let p = plan(&req(Options::default()), &policy, &host()).expect("ok");
+        assert!(!p.mounts.iter().any(|m| m.dest == Path::new("/home/u/work")));
+        assert!(
+            p.warnings.iter().any(|w| w
+                == "Not mounting current directory: user bind control is disabled by \
+                    system administrator"),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    /// `-B /dev/...` as Apptainer: added to a minimal /dev (even under `user bind control =
+    /// no`), usable; `-B /dev` brings back the host's /dev; skips with its warnings.
+    #[test]
+    fn test_device_binds() {
+        let probe = Listed {
+            existing: ["/dev", "/dev/fuse", "/dev/null", "/home/u/work"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            files: ["/dev/fuse", "/dev/null"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        let go = |binds: &[&str], contain: bool, policy: &LaunchPolicy, no_dev: bool| {
+            let o = Options {
+                contain,
+                binds: binds
+                    .iter()
+                    .map(|b| BindSpec::parse(b).expect("spec"))
+                    .collect(),
+                no_mount: if no_dev { vec![NoMount::Dev] } else { vec![] },
+                ..Default::default()
+            };
+            super::plan(&req(o), policy, &host(), &probe).expect("plan")
+        };
+        let d = LaunchPolicy::default();
+        let no_ubc = LaunchPolicy {
+            user_bind_control: false,
+            ..Default::default()
+        };
+        let minimal = LaunchPolicy {
+            mount_dev: MountDev::Minimal,
+            ..Default::default()
+        };
+        for (policy, contain) in [(&d, true), (&no_ubc, true), (&minimal, false)] {
+            let p = go(&["/dev/fuse"], contain, policy, false);
+            let m = p
+                .mounts
+                .iter()
+                .find(|m| m.dest == Path::new("/dev/fuse"))
+                .expect("device bound");
+            assert!(m.allow_dev && m.why == WHY_DEVICE, "{m:?}");
+            assert_eq!(m.target, TargetKind::File);
+            let dev = p.mounts.iter().position(|m| m.dest == Path::new("/dev"));
+            let fuse = p
+                .mounts
+                .iter()
+                .position(|m| m.dest == Path::new("/dev/fuse"));
+            assert!(dev < fuse, "{:?}", dests(&p));
+        }
+        // A path leaving /dev by `..` is no device: user bind control applies to it.
+        let p = go(&["/dev/shm/../../data"], true, &no_ubc, false);
+        assert!(
+            !p.mounts
+                .iter()
+                .any(|m| m.why == WHY_DEVICE || m.why == WHY_USER_BIND),
+            "{:?}",
+            dests(&p)
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("user bind control")),
+            "{:?}",
+            p.warnings
+        );
+        // The host's /dev (no --contain): an ordinary user bind.
+        let p = go(&["/dev/fuse"], false, &d, false);
+        let m = p.mounts.iter().find(|m| m.dest == Path::new("/dev/fuse"));
+        assert_eq!(m.map(|m| m.why), Some(WHY_USER_BIND));
+        // -B /dev with --contain: the host's /dev, allowing devices.
+        let p = go(&["/dev", "/dev/fuse"], true, &d, false);
+        let devs: Vec<_> = p
+            .mounts
+            .iter()
+            .filter(|m| m.dest.starts_with("/dev"))
+            .collect();
+        assert_eq!(devs.len(), 1, "{:?}", dests(&p));
+        assert_eq!(devs[0].source, MountSource::Host("/dev".into()));
+        assert!(devs[0].allow_dev);
+        // The skips, in Apptainer's words.
+        let nodev = LaunchPolicy {
+            mount_dev: MountDev::No,
+            ..Default::default()
+        };
+        for (binds, contain, policy, no_dev, warning) in [
+            (
+                "/dev/fuse:/dev/other",
+                true,
+                &d,
+                false,
+                "Skipping /dev/fuse bind mount: source and destination must be identical \
+                 when binding to /dev",
+            ),
+            (
+                "/dev/fuse",
+                false,
+                &d,
+                true,
+                "Skipping /dev/fuse bind mount: disallowed by configuration",
+            ),
+            (
+                "/dev/fuse",
+                true,
+                &nodev,
+                false,
+                "Skipping /dev/fuse bind mount: disallowed by configuration",
+            ),
+            (
+                "/dev/null",
+                true,
+                &d,
+                false,
+                "Skipping /dev/null bind mount: already mounted",
+            ),
+            (
+                "/dev/nonexistent",
+                true,
+                &d,
+                false,
+                "Skipping /dev/nonexistent bind mount: no such file or directory",
+            ),
+        ] {
+            let p = go(&[binds], contain, policy, no_dev);
+            assert!(
+                !p.mounts
+                    .iter()
+                    .any(|m| m.why == WHY_DEVICE || m.why == WHY_USER_BIND),
+                "{binds}: {:?}",
+                dests(&p)
+            );
+            assert!(p.warnings.iter().any(|w| w == warning), "{:?}", p.warnings);
+        }
+    }
+
+    /// `--no-mount` with a word Apptainer does not know: its warning, and the plan is made.
+    #[test]
+    fn test_unknown_no_mount_word_warns() {
+        let o = Options {
+            no_mount: vec![NoMount::Unknown("bogus".into()), NoMount::Tmp],
+            ..Default::default()
+        };
+        let p = plan(&req(o), &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w == "Ignoring unknown mount type 'bogus'"),
+            "{:?}",
+            p.warnings
+        );
+        assert!(!p.mounts.iter().any(|m| m.why == WHY_TEMPORARY));
     }
 }

@@ -417,6 +417,8 @@ fn parent_required_and_present(
 fn may_create_in(outer: &MountOp) -> bool {
     match outer.source {
         MountSource::SessionDir(_) | MountSource::Tmpfs { .. } => true,
+        // sifr's own tmpfs: a host device bound into it (`-B /dev/X` with --contain).
+        MountSource::MinimalDev { .. } => true,
         MountSource::Host(_) => {
             [WHY_USER_BIND, WHY_TEMPORARY, WHY_SCRATCH, WHY_HOME].contains(&outer.why)
         }
