@@ -19,6 +19,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("e2e_action_flags.rs"),
     ),
     ("tests/e2e_binds.rs", include_str!("e2e_binds.rs")),
+    (
+        "tests/e2e_config_compat.rs",
+        include_str!("e2e_config_compat.rs"),
+    ),
     ("tests/e2e_build.rs", include_str!("e2e_build.rs")),
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
@@ -32,6 +36,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/sif_oracle.rs", include_str!("sif_oracle.rs")),
     ("tests/sign_cli.rs", include_str!("sign_cli.rs")),
     ("src/source.rs", include_str!("../src/source.rs")),
+    (
+        "src/launch/planner.rs",
+        include_str!("../src/launch/planner.rs"),
+    ),
     ("src/cmd/mod.rs", include_str!("../src/cmd/mod.rs")),
     (
         "src/sign/keychoice.rs",
