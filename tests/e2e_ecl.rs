@@ -18,22 +18,6 @@ struct Site {
     exe: PathBuf,
 }
 
-/// Waits until `exe`, just written, can be executed: a child that another test thread forked
-/// while the copy was open for writing holds that descriptor until it execs, and until then
-/// exec fails with ETXTBSY. No new holder can appear once the copy is closed.
-fn wait_executable(exe: &Path) {
-    for _ in 0..200 {
-        match Command::new(exe).arg("--version").output() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(25))
-            }
-            Err(e) => panic!("{}: {e}", exe.display()),
-            Ok(_) => return,
-        }
-    }
-    panic!("{}: still busy (ETXTBSY) after 5 s", exe.display());
-}
-
 impl Site {
     fn new() -> Site {
         let dir = tempdir();

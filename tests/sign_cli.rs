@@ -781,6 +781,7 @@ fn staged_install(e: &Env) -> PathBuf {
     std::fs::create_dir_all(e.root.join("install/etc/sifr")).expect("mkdir");
     let exe = bin.join("sifr");
     std::fs::copy(sifr_bin(), &exe).expect("copy sifr");
+    wait_executable(&exe);
     exe
 }
 

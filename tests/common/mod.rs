@@ -236,3 +236,19 @@ pub fn user_name() -> String {
         })
         .unwrap_or_else(|| uid.to_string())
 }
+
+/// Waits until `exe`, just written, can be executed: a child that another test thread forked
+/// while the copy was open for writing holds that descriptor until it execs, and until then
+/// exec fails with ETXTBSY. No new holder can appear once the copy is closed.
+pub fn wait_executable(exe: &Path) {
+    for _ in 0..200 {
+        match Command::new(exe).arg("--version").output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(25))
+            }
+            Err(e) => panic!("{}: {e}", exe.display()),
+            Ok(_) => return,
+        }
+    }
+    panic!("{}: still busy (ETXTBSY) after 5 s", exe.display());
+}
