@@ -13,7 +13,7 @@ use crate::launch::binds::{BindError, BindSpec};
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
-use crate::launch::options::{HomeSpec, NoMount, Options, Unavailable};
+use crate::launch::options::{HomeSpec, NoMount, Options, OverlaySpec, Unavailable};
 use crate::launch::plan::{Action, IdMapPlan};
 use crate::launch::planner::{LaunchPolicy, Request};
 use crate::launch::start::start;
@@ -163,6 +163,12 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
         no_env: f.no_env.clone(),
         evaluate: !(f.no_eval || compat),
         reset_umask: f.no_umask || compat,
+        overlays: f
+            .overlay
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| OverlaySpec::parse(s))
+            .collect(),
         unavailable: Unavailable {
             keep_privs: f.keep_privs,
             allow_setuid: f.allow_setuid,
@@ -181,12 +187,6 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
                 || f.memory_swap.is_some()
                 || f.oom_kill_disable,
             sharens: f.sharens,
-            overlay: f
-                .overlay
-                .iter()
-                .filter(|s| !s.trim().is_empty())
-                .cloned()
-                .collect(),
             nv: f.nv,
             nvccli: f.nvccli,
             rocm: f.rocm,

@@ -63,6 +63,14 @@ impl HostProbe for LiveHost {
 pub enum HostError {
     #[error("cannot create {} in the --workdir: {cause}", path.display())]
     Workdir { path: PathBuf, cause: io::Error },
+    #[error("cannot prepare the overlay directory {}: {cause}", path.display())]
+    Overlay { path: PathBuf, cause: io::Error },
+    #[error(
+        "cannot use {} as an overlay: overlayfs cannot take a path with ',', ':' or '\\' \
+         (rename the directory)",
+        path.display()
+    )]
+    OverlayPathChars { path: PathBuf },
 }
 
 /// Prepares the host for `plan`: creates the directories it keeps under `--workdir` (mode
@@ -87,6 +95,35 @@ pub fn prepare(plan: &mut Plan) -> Result<(), HostError> {
             && let Ok(c) = std::fs::canonicalize(&*p)
         {
             *p = c;
+        }
+    }
+    // The overlay directories, canonical; the writable one gets `upper/` and `work/` (what
+    // Apptainer creates in a new directory overlay), owned by the caller.
+    let canonical = |p: &Path| {
+        let c = std::fs::canonicalize(p).map_err(|cause| HostError::Overlay {
+            path: p.to_path_buf(),
+            cause,
+        })?;
+        // The layers are named in the mount's option string, where these separate.
+        if c.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(HostError::OverlayPathChars { path: c });
+        }
+        Ok(c)
+    };
+    for l in &mut plan.overlay.lowers {
+        *l = canonical(l)?;
+    }
+    if let Some(dir) = &mut plan.overlay.upper {
+        *dir = canonical(dir)?;
+        for sub in ["upper", "work"] {
+            let p = dir.join(sub);
+            match std::fs::DirBuilder::new().mode(0o755).create(&p) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
+                r => r.map_err(|cause| HostError::Overlay {
+                    path: p.clone(),
+                    cause,
+                })?,
+            }
         }
     }
     if let RootSource::Directory { path } = &mut plan.root
@@ -175,6 +212,38 @@ mod tests {
         plan.host_dirs = vec![t.path().join("file/tmp")];
         let e = prepare(&mut plan).expect_err("not a directory");
         assert!(e.to_string().contains("file/tmp"), "{e}");
+    }
+
+    /// The writable overlay directory gets upper/ and work/ (kept when there), the layers
+    /// are canonical, and a path overlayfs cannot name is refused by name.
+    #[test]
+    fn test_prepare_overlay_directories() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let rw = t.path().join("rw");
+        let ro = t.path().join("ro");
+        std::fs::create_dir(&rw).expect("mkdir");
+        std::fs::create_dir(&ro).expect("mkdir");
+        std::os::unix::fs::symlink(&rw, t.path().join("link")).expect("ln");
+        let mut plan = Plan {
+            overlay: crate::launch::plan::OverlayPlan {
+                lowers: vec![ro.clone()],
+                upper: Some(t.path().join("link")),
+            },
+            ..crate::launch::plan::tests::minimal()
+        };
+        prepare(&mut plan).expect("prepare");
+        let rw = std::fs::canonicalize(&rw).expect("canon");
+        assert_eq!(plan.overlay.upper, Some(rw.clone()));
+        assert!(rw.join("upper").is_dir() && rw.join("work").is_dir());
+        std::fs::write(rw.join("upper/kept"), b"").expect("write");
+        prepare(&mut plan).expect("again");
+        assert!(rw.join("upper/kept").exists());
+
+        let odd = t.path().join("a,b");
+        std::fs::create_dir(&odd).expect("mkdir");
+        plan.overlay.lowers = vec![odd];
+        let e = prepare(&mut plan).expect_err("refused");
+        assert!(e.to_string().contains("a,b as an overlay"), "{e}");
     }
 
     #[test]

@@ -64,8 +64,30 @@ pub struct Options {
     /// Set umask 022 instead of keeping the caller's (`--no-umask`).
     pub reset_umask: bool,
 
+    /// `--overlay` directories, in command-line order.
+    pub overlays: Vec<OverlaySpec>,
+
     // --- asked for, but not available rootless (the planner refuses or warns) -------------
     pub unavailable: Unavailable,
+}
+
+/// One `--overlay PATH[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlaySpec {
+    pub path: PathBuf,
+    pub readonly: bool,
+}
+
+impl OverlaySpec {
+    /// Parses `PATH[:ro]` as Apptainer does: the path is what precedes the first `:`, and
+    /// the layer is read-only when what follows is `ro`.
+    pub fn parse(spec: &str) -> OverlaySpec {
+        let (path, mode) = spec.split_once(':').unwrap_or((spec, ""));
+        OverlaySpec {
+            path: PathBuf::from(path),
+            readonly: mode == "ro",
+        }
+    }
 }
 
 /// Requests the planner turns into a refusal or a warning.
@@ -80,8 +102,6 @@ pub struct Unavailable {
     /// `--cpus`, `--memory` or `--pids-limit` was given.
     pub resource_limits: bool,
     pub sharens: bool,
-    /// `--overlay` images or directories.
-    pub overlay: Vec<String>,
     /// `--nv`, `--nvccli`, `--rocm`, hidden `--contain-libs`.
     pub nv: bool,
     pub nvccli: bool,
@@ -210,6 +230,7 @@ impl Default for Options {
             no_env: Vec::new(),
             evaluate: true,
             reset_umask: false,
+            overlays: Vec::new(),
             unavailable: Unavailable::default(),
         }
     }

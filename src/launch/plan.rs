@@ -35,9 +35,23 @@ pub enum RootLayer {
     Session,
     /// Like `Session`, but left writable (`--writable-tmpfs`); changes are discarded.
     WritableTmpfs,
+    /// An overlay whose upper layer is a host directory (`--overlay DIR`): `DIR/upper` and
+    /// `DIR/work`, as Apptainer lays them out; changes persist there.
+    Persistent,
     /// The image itself, without a layer (`--writable` sandboxes, or overlay disabled):
     /// every bind target must exist in the image.
     Direct,
+}
+
+/// Host directories layered over the image (`--overlay`), in overlayfs order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverlayPlan {
+    /// Read-only layers above the image, the topmost first (the last `--overlay DIR:ro`
+    /// given is on top, as in Apptainer); `DIR/upper` when it exists, else `DIR`.
+    pub lowers: Vec<PathBuf>,
+    /// The writable overlay directory (`--overlay DIR`): the upper layer is `DIR/upper`,
+    /// overlayfs's work directory `DIR/work` (with [`RootLayer::Persistent`]).
+    pub upper: Option<PathBuf>,
 }
 
 /// What a mount's source is.
@@ -241,6 +255,8 @@ pub struct Plan {
     pub image_display: PathBuf,
     pub root: RootSource,
     pub layer: RootLayer,
+    /// `--overlay` directories.
+    pub overlay: OverlayPlan,
     /// The root is writable (`--writable` sandbox).
     pub writable: bool,
     pub ids: IdMapPlan,
@@ -266,6 +282,7 @@ pub(crate) mod tests {
             image_display: "/i.sif".into(),
             root: RootSource::Directory { path: "/sb".into() },
             layer: RootLayer::Direct,
+            overlay: OverlayPlan::default(),
             writable: false,
             ids: IdMapPlan::single(1000, 1000),
             namespaces: NamespacePlan::default(),

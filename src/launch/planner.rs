@@ -148,6 +148,28 @@ pub enum PlanError {
         "{0} requires 'enable overlay', but the administrator set it to 'no' (sifr.conf: enable overlay = no); drop {0}"
     )]
     OverlayDisabled(&'static str),
+    #[error("cannot use --overlay with --writable (drop one of them)")]
+    OverlayWithWritable,
+    #[error(
+        "--overlay {}: overlay images are not supported yet; use a directory",
+        .0.display()
+    )]
+    OverlayImage(PathBuf),
+    #[error(
+        "--overlay {}: no such directory (create it, or check the path)",
+        .0.display()
+    )]
+    OverlayMissing(PathBuf),
+    #[error(
+        "you can't specify more than one writable overlay: {} is already the writable one; use '--overlay {}:ro'",
+        .0.display(), .1.display()
+    )]
+    OverlayTwoWritable(PathBuf, PathBuf),
+    #[error(
+        "you can't specify --writable-tmpfs with a writable overlay ({}); drop one, or use '--overlay {}:ro'",
+        .0.display(), .0.display()
+    )]
+    OverlayWithWritableTmpfs(PathBuf),
     #[error(
         "sifr needs user namespaces, which the administrator disabled (sifr.conf: allow user ns = no)"
     )]
@@ -178,7 +200,11 @@ pub fn plan(
     }));
     // 2. Namespaces, and the root with its layer.
     let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
-    let layer = root_layer(o, policy, req)?;
+    let overlay = overlays(o, policy, probe)?;
+    let mut layer = root_layer(o, policy, req)?;
+    if overlay.upper.is_some() {
+        layer = RootLayer::Persistent;
+    }
     // 3. Mounts, in Apptainer's order.
     let mut mounts = Vec::new();
     mounts.extend(kernel_filesystems(o, policy, namespaces.pid));
@@ -216,6 +242,7 @@ pub fn plan(
         image_display: req.image_display.clone(),
         root: req.root.clone(),
         layer,
+        overlay,
         writable: o.writable,
         ids: req.ids.clone(),
         namespaces,
@@ -269,13 +296,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
         return unsupported(
             "--ignore-userns",
             "sifr always runs containers in a user namespace; drop the flag",
-        );
-    }
-    if !u.overlay.is_empty() {
-        return unsupported(
-            "--overlay",
-            "overlay images and directories are not applied yet; use --writable-tmpfs for a \
-             throw-away writable layer or --writable with a sandbox directory",
         );
     }
     if u.unsquash {
@@ -469,6 +489,56 @@ fn root_layer(o: &Options, policy: &LaunchPolicy, req: &Request) -> Result<RootL
     } else {
         RootLayer::Direct
     })
+}
+
+/// The `--overlay` directories as overlayfs layers, checked as Apptainer checks them: not
+/// with `--writable`, not with `enable overlay = no`, at most one writable directory and
+/// then no `--writable-tmpfs`. A read-only directory contributes its `upper/` when it has
+/// one (a former writable overlay), else itself; the last one given is the topmost. Overlay
+/// image files are refused for now.
+fn overlays(
+    o: &Options,
+    policy: &LaunchPolicy,
+    probe: &dyn HostProbe,
+) -> Result<OverlayPlan, PlanError> {
+    let mut plan = OverlayPlan::default();
+    if o.overlays.is_empty() {
+        return Ok(plan);
+    }
+    if o.writable {
+        return Err(PlanError::OverlayWithWritable);
+    }
+    if policy.enable_overlay == EnableOverlay::No {
+        return Err(PlanError::OverlayDisabled("--overlay"));
+    }
+    for spec in &o.overlays {
+        let path = &spec.path;
+        if !probe.exists(path) {
+            return Err(PlanError::OverlayMissing(path.clone()));
+        }
+        if !probe.is_dir(path) {
+            return Err(PlanError::OverlayImage(path.clone()));
+        }
+        if spec.readonly {
+            let upper = path.join("upper");
+            let lower = if probe.is_dir(&upper) {
+                upper
+            } else {
+                path.clone()
+            };
+            plan.lowers.insert(0, lower);
+        } else if let Some(first) = &plan.upper {
+            return Err(PlanError::OverlayTwoWritable(first.clone(), path.clone()));
+        } else {
+            plan.upper = Some(path.clone());
+        }
+    }
+    if let Some(upper) = &plan.upper
+        && o.writable_tmpfs
+    {
+        return Err(PlanError::OverlayWithWritableTmpfs(upper.clone()));
+    }
+    Ok(plan)
 }
 
 /// A recursive directory mount of a system path.
@@ -1979,14 +2049,6 @@ mod tests {
     fn test_unimplemented_flags_are_refused_by_name() {
         let d = Unavailable::default;
         let cases: Vec<(Unavailable, bool, &str)> = vec![
-            (
-                Unavailable {
-                    overlay: vec!["o.img".into()],
-                    ..d()
-                },
-                false,
-                "--overlay",
-            ),
             (Unavailable { nv: true, ..d() }, false, "--nv"),
             (
                 Unavailable {
@@ -2343,5 +2405,63 @@ mod tests {
             p.warnings
         );
         assert!(!p.mounts.iter().any(|m| m.why == WHY_TEMPORARY));
+    }
+
+    /// `--overlay`: the writable directory becomes the upper layer, `:ro` ones lower layers
+    /// with the last given on top (a former writable overlay contributes its upper/);
+    /// Apptainer's refusals; image files and missing paths refused by name.
+    #[test]
+    fn test_overlay_directories() {
+        use crate::launch::options::OverlaySpec;
+        let probe = Listed {
+            existing: ["/o/rw", "/o/ro1", "/o/ro2", "/o/ro2/upper", "/o/img"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            files: vec![PathBuf::from("/o/img")],
+        };
+        let with = |specs: &[&str], f: fn(&mut Options)| {
+            let mut o = Options {
+                overlays: specs.iter().map(|s| OverlaySpec::parse(s)).collect(),
+                ..Options::default()
+            };
+            f(&mut o);
+            super::plan(&req(o), &LaunchPolicy::default(), &host(), &probe)
+        };
+        let p = with(&["/o/ro1:ro", "/o/rw", "/o/ro2:ro"], |_| {}).expect("ok");
+        assert_eq!(p.layer, RootLayer::Persistent);
+        assert_eq!(p.overlay.upper, Some(PathBuf::from("/o/rw")));
+        assert_eq!(
+            p.overlay.lowers,
+            vec![PathBuf::from("/o/ro2/upper"), PathBuf::from("/o/ro1")]
+        );
+        // Read-only layers alone keep the read-only session layer.
+        let p = with(&["/o/ro1:ro"], |_| {}).expect("ok");
+        assert_eq!(p.layer, RootLayer::Session);
+        assert_eq!(p.overlay.upper, None);
+
+        let err =
+            |specs: &[&str], f: fn(&mut Options)| with(specs, f).expect_err("refused").to_string();
+        assert!(err(&["/o/rw", "/o/ro1"], |_| {}).contains("more than one writable overlay"));
+        assert!(err(&["/o/rw"], |o| o.writable_tmpfs = true).contains("--writable-tmpfs"));
+        assert!(err(&["/o/rw:ro"], |o| o.writable = true).contains("--writable"));
+        assert_eq!(
+            err(&["/o/img"], |_| {}),
+            "--overlay /o/img: overlay images are not supported yet; use a directory"
+        );
+        assert!(err(&["/o/none:ro"], |_| {}).contains("/o/none: no such directory"));
+        let off = LaunchPolicy {
+            enable_overlay: EnableOverlay::No,
+            ..LaunchPolicy::default()
+        };
+        let o = Options {
+            overlays: vec![OverlaySpec::parse("/o/rw")],
+            ..Options::default()
+        };
+        let e = super::plan(&req(o), &off, &host(), &probe).expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("--overlay requires 'enable overlay'")
+        );
     }
 }

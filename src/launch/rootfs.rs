@@ -8,8 +8,9 @@
 //! ```text
 //! /oldroot   the host's root (bind sources are taken from here)
 //! /rootfs    the image (FUSE mount) or the sandbox directory (bind)
-//! /upper     overlay upper layer (session layer, --writable-tmpfs)
-//! /work      overlay work directory
+//! /upper     overlay upper layer (session layer, --writable-tmpfs; a writable --overlay
+//!            directory's upper/ under /oldroot instead)
+//! /work      overlay work directory (or the --overlay directory's work/)
 //! /final     the container root: overlay of upper over rootfs, or rootfs itself
 //! /files     generated files (passwd, group, resolv.conf, hostname)
 //! /dirs      empty directories (--contain home and tmp, --scratch)
@@ -73,6 +74,12 @@ impl Layout {
 pub enum RootfsError {
     #[error("cannot mount the session layer (overlay) on the image: {0}")]
     Overlay(std::io::Error),
+    #[error(
+        "cannot use {} as an overlay: {err} (overlayfs needs a directory on a local \
+         filesystem with user extended attributes, e.g. ext4, xfs or tmpfs)",
+        path.display()
+    )]
+    OverlayDir { path: PathBuf, err: std::io::Error },
     #[error("cannot create {what} {path}: {err}")]
     Create {
         what: &'static str,
@@ -211,8 +218,19 @@ fn mount_overlay(
     };
     let mut layer = plan.layer;
     if layer != RootLayer::Direct {
-        mk(layout.upper(), "session directory")?;
-        mk(layout.work(), "session directory")?;
+        // The upper layer: the writable --overlay directory's upper/ (with its work/), or
+        // the session's tmpfs.
+        let (upper, work) = match &plan.overlay.upper {
+            Some(dir) => {
+                let dir = sys.host_source(dir);
+                (dir.join("upper"), dir.join("work"))
+            }
+            None => {
+                mk(layout.upper(), "session directory")?;
+                mk(layout.work(), "session directory")?;
+                (layout.upper(), layout.work())
+            }
+        };
         mk(final_root.clone(), "session directory")?;
         for (i, op) in plan.mounts.iter().enumerate() {
             if enclosing(&plan.mounts[..i], &op.dest).is_some()
@@ -229,8 +247,7 @@ fn mount_overlay(
                 })?
                 .is_some();
             if !exists
-                && let Err(err) =
-                    sys.create_in_upper(&layout.rootfs(), &layout.upper(), &op.dest, op.target)
+                && let Err(err) = sys.create_in_upper(&layout.rootfs(), &upper, &op.dest, op.target)
             {
                 let e = RootfsError::Create {
                     what: "mount point",
@@ -247,11 +264,24 @@ fn mount_overlay(
             "{:.1} ms: mounting the overlay",
             crate::log::since_start_ms()
         );
+        // lowerdir lists the topmost layer first: the read-only --overlay directories,
+        // then the image.
+        let mut lowers: Vec<PathBuf> = plan
+            .overlay
+            .lowers
+            .iter()
+            .map(|l| sys.host_source(l))
+            .collect();
+        lowers.push(layout.rootfs());
+        let lowerdir = lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
         let data = format!(
-            "lowerdir={},upperdir={},workdir={},userxattr",
-            layout.rootfs().display(),
-            layout.upper().display(),
-            layout.work().display()
+            "lowerdir={lowerdir},upperdir={},workdir={},userxattr",
+            upper.display(),
+            work.display()
         );
         if let Err(err) = sys.mount(
             Some(Path::new("overlay")),
@@ -260,6 +290,18 @@ fn mount_overlay(
             base_flags(false),
             Some(&data),
         ) {
+            if let Some(dir) = &plan.overlay.upper {
+                return Err(RootfsError::OverlayDir {
+                    path: dir.clone(),
+                    err,
+                });
+            }
+            if let Some(dir) = plan.overlay.lowers.first() {
+                return Err(RootfsError::OverlayDir {
+                    path: dir.clone(),
+                    err,
+                });
+            }
             if layer == RootLayer::WritableTmpfs {
                 return Err(RootfsError::Overlay(err));
             }
@@ -706,6 +748,7 @@ pub(crate) mod tests {
             image_display: "/i.sif".into(),
             root: RootSource::Directory { path: "/sb".into() },
             layer,
+            overlay: Default::default(),
             writable: false,
             ids: IdMapPlan::single(1000, 1000),
             namespaces: NamespacePlan::default(),
@@ -845,6 +888,59 @@ pub(crate) mod tests {
         let w = build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("configured bind path"), "{w:?}");
+    }
+
+    /// `--overlay`: the writable directory's upper/ and work/ under the host's root, the
+    /// read-only layers above the image in lowerdir; the root stays writable, and a failed
+    /// overlay mount names the directory.
+    #[test]
+    fn test_overlay_directories_mount_data_and_order() {
+        use crate::launch::plan::OverlayPlan;
+        let (_t, mut sys) = recorder(&["proc"]);
+        let mut p = plan(
+            RootLayer::Persistent,
+            vec![op(MountSource::Host("/proc".into()), "/proc", "/proc")],
+        );
+        p.overlay = OverlayPlan {
+            lowers: vec!["/o/ro2/upper".into(), "/o/ro1".into()],
+            upper: Some("/o/rw".into()),
+        };
+        build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        let calls = sys.transcript();
+        let overlay = calls.find("mount overlay /final").expect("overlay");
+        assert!(
+            overlay < calls.find("/final/proc").expect("proc"),
+            "{calls}"
+        );
+        let m = sys
+            .mounts
+            .borrow()
+            .iter()
+            .find(|m| m.fstype.as_deref() == Some("overlay"))
+            .cloned()
+            .expect("overlay mount");
+        assert_eq!(
+            m.data.as_deref(),
+            Some(
+                "lowerdir=/oldroot/o/ro2/upper:/oldroot/o/ro1:/rootfs,\
+                 upperdir=/oldroot/o/rw/upper,workdir=/oldroot/o/rw/work,userxattr"
+            )
+        );
+        // Writable: no read-only remount of the root.
+        assert!(
+            !sys.mounts
+                .borrow()
+                .iter()
+                .any(|m| m.target == "/final" && m.flags.contains(MsFlags::MS_RDONLY)),
+            "{calls}"
+        );
+
+        sys.fail_mounts = vec!["/final".into()];
+        let e = build_root(&sys, &p, &Layout::default(), &user()).expect_err("fails");
+        assert!(
+            e.to_string().starts_with("cannot use /o/rw as an overlay"),
+            "{e}"
+        );
     }
 
     #[test]
