@@ -27,6 +27,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
+    (
+        "tests/e2e_overlay_dir.rs",
+        include_str!("e2e_overlay_dir.rs"),
+    ),
     ("tests/e2e_refusals.rs", include_str!("e2e_refusals.rs")),
     ("tests/e2e_run.rs", include_str!("e2e_run.rs")),
     ("tests/e2e_simg.rs", include_str!("e2e_simg.rs")),
