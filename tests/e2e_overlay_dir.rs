@@ -141,6 +141,26 @@ fn test_missing_overlay_refused() {
     assert!(!t.path().join("nope").exists());
 }
 
+/// A layout overlayfs refuses (here the writable directory's upper/ again as a read-only
+/// layer): the kernel's error in one line naming the directory, exit 255.
+#[test]
+fn test_unusable_overlay_is_the_kernels_error_naming_the_dir() {
+    require_unprivileged();
+    let t = tempdir();
+    let ovl = t.path().join("ovl");
+    std::fs::create_dir(&ovl).expect("mkdir");
+    let spec = ovl.display().to_string();
+    ok(&exec(&["--overlay", &spec, &busybox(), "true"]));
+    let ro = format!("{spec}:ro");
+    let o = exec(&["--overlay", &spec, "--overlay", &ro, &busybox(), "true"]);
+    let canonical = std::fs::canonicalize(&ovl).expect("canonical");
+    assert_one_line_error(
+        &o,
+        &format!("cannot use {} as an overlay", canonical.display()),
+    );
+    assert_eq!(o.status.code(), Some(255));
+}
+
 #[test]
 fn test_two_writable_overlays_refused() {
     require_unprivileged();

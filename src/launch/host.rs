@@ -71,6 +71,12 @@ pub enum HostError {
         path.display()
     )]
     OverlayPathChars { path: PathBuf },
+    #[error(
+        "cannot use {} as an overlay: it is a symbolic link (the overlay's upper and work \
+         must be directories in it; replace the link with a directory)",
+        path.display()
+    )]
+    OverlayLink { path: PathBuf },
 }
 
 /// Prepares the host for `plan`: creates the directories it keeps under `--workdir` (mode
@@ -117,6 +123,12 @@ pub fn prepare(plan: &mut Plan) -> Result<(), HostError> {
         *dir = canonical(dir)?;
         for sub in ["upper", "work"] {
             let p = dir.join(sub);
+            // Reached under the host's root at /oldroot, where a link would lead elsewhere.
+            if p.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                return Err(HostError::OverlayLink { path: p });
+            }
             match std::fs::DirBuilder::new().mode(0o755).create(&p) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
                 r => r.map_err(|cause| HostError::Overlay {
@@ -238,6 +250,11 @@ mod tests {
         std::fs::write(rw.join("upper/kept"), b"").expect("write");
         prepare(&mut plan).expect("again");
         assert!(rw.join("upper/kept").exists());
+
+        std::fs::remove_dir(rw.join("work")).expect("rmdir");
+        std::os::unix::fs::symlink(&ro, rw.join("work")).expect("ln");
+        let e = prepare(&mut plan).expect_err("refused");
+        assert!(e.to_string().contains("rw/work as an overlay"), "{e}");
 
         let odd = t.path().join("a,b");
         std::fs::create_dir(&odd).expect("mkdir");

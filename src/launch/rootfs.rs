@@ -75,8 +75,8 @@ pub enum RootfsError {
     #[error("cannot mount the session layer (overlay) on the image: {0}")]
     Overlay(std::io::Error),
     #[error(
-        "cannot use {} as an overlay: {err} (overlayfs needs a directory on a local \
-         filesystem with user extended attributes, e.g. ext4, xfs or tmpfs)",
+        "cannot use {} as an overlay: {err} (overlayfs needs layers that do not overlap, \
+         on a local filesystem with user extended attributes such as ext4, xfs or tmpfs)",
         path.display()
     )]
     OverlayDir { path: PathBuf, err: std::io::Error },
