@@ -53,17 +53,7 @@ fn path(d: &tempfile::TempDir) -> String {
 fn sandbox() -> (tempfile::TempDir, PathBuf) {
     let t = tempdir();
     let root = t.path().join("img");
-    let out = Command::new("unsquashfs")
-        .args(["-q", "-n", "-o", "45056", "-d"])
-        .arg(&root)
-        .arg(sif_fixture("busybox_amd64.sif"))
-        .output()
-        .expect("run unsquashfs (squashfs-tools)");
-    assert!(
-        root.join("bin/busybox").exists(),
-        "unsquashfs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    extract_busybox(&root);
     (t, root)
 }
 

@@ -322,13 +322,7 @@ fn test_binary_path_is_used_by_pull_and_oci_conversion() {
     let d = t.path();
     // A one-layer OCI layout holding busybox.
     let bb = d.join("bb");
-    let out = Command::new("unsquashfs")
-        .args(["-q", "-n", "-o", "45056", "-d"])
-        .arg(&bb)
-        .arg(sif_fixture("busybox_amd64.sif"))
-        .output()
-        .expect("run unsquashfs");
-    assert!(bb.join("bin/busybox").exists(), "{out:?}");
+    extract_busybox(&bb);
     let umoci = |args: &[&str]| common::oci::tool(d, "umoci", args);
     umoci(&["init", "--layout", "L"]);
     umoci(&["new", "--image", "L:v0"]);

@@ -21,17 +21,7 @@ impl Setup {
     fn new() -> Setup {
         let tmp = tempdir();
         let root = tmp.path().join("img");
-        let out = Command::new("unsquashfs")
-            .args(["-q", "-n", "-o", "45056", "-d"])
-            .arg(&root)
-            .arg(sif_fixture("busybox_amd64.sif"))
-            .output()
-            .expect("run unsquashfs (squashfs-tools)");
-        assert!(
-            root.join("bin/busybox").exists(),
-            "unsquashfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        extract_busybox(&root);
         for d in ["outside", "hostdata"] {
             std::fs::create_dir(tmp.path().join(d)).expect("mkdir");
         }

@@ -18,17 +18,7 @@ fn busybox_sandbox() -> PathBuf {
     DIR.get_or_init(|| {
         let t = tempdir();
         let root = t.path().join("busybox");
-        let out = Command::new("unsquashfs")
-            .args(["-q", "-n", "-o", "45056", "-d"])
-            .arg(&root)
-            .arg(sif_fixture("busybox_amd64.sif"))
-            .output()
-            .expect("run unsquashfs (squashfs-tools)");
-        assert!(
-            root.join("bin/busybox").exists(),
-            "unsquashfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        extract_busybox(&root);
         (t, root)
     })
     .1

@@ -127,16 +127,7 @@ pub fn choose_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn info(users: &[&str]) -> KeyInfo {
-        KeyInfo {
-            user_ids: users.iter().map(|u| u.to_string()).collect(),
-            fingerprint: "12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84".into(),
-            created: 1_588_023_280,
-            bits: 2048,
-            encrypted: false,
-        }
-    }
+    use crate::sign::keytext::tests::info;
 
     #[test]
     fn test_choose_key_rules() {

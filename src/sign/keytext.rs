@@ -119,10 +119,11 @@ pub fn entries_text(keys: &[KeyInfo]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn info(users: &[&str]) -> KeyInfo {
+    /// A key for tests with these user ids.
+    pub(crate) fn info(users: &[&str]) -> KeyInfo {
         KeyInfo {
             user_ids: users.iter().map(|u| u.to_string()).collect(),
             fingerprint: "12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84".into(),

@@ -252,3 +252,19 @@ pub fn wait_executable(exe: &Path) {
     }
     panic!("{}: still busy (ETXTBSY) after 5 s", exe.display());
 }
+
+/// Extracts the busybox fixture's root filesystem (the squashfs at offset 45056 of
+/// busybox_amd64.sif) into `root`, a directory that must not exist yet.
+pub fn extract_busybox(root: &Path) {
+    let out = Command::new("unsquashfs")
+        .args(["-q", "-n", "-o", "45056", "-d"])
+        .arg(root)
+        .arg(sif_fixture("busybox_amd64.sif"))
+        .output()
+        .expect("run unsquashfs (squashfs-tools)");
+    assert!(
+        root.join("bin/busybox").exists(),
+        "unsquashfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
