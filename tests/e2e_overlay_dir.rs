@@ -125,7 +125,7 @@ fn test_file_overlay_refused() {
     std::fs::write(&f, vec![0u8; 4096]).expect("write");
     let spec = f.display().to_string();
     let o = exec(&["--overlay", &spec, &busybox(), "true"]);
-    assert_one_line_error(&o, "overlay images are not supported yet; use a directory");
+    assert_one_line_error(&o, "not an overlay image");
     assert_one_line_error(&o, &spec);
     assert_eq!(o.status.code(), Some(255));
 }

@@ -47,14 +47,15 @@ fn test_unimplemented_action_flags_are_refused_by_name() {
     require_unprivileged();
     let img = busybox();
     let cases: &[(&[&str], &str)] = &[
-        // Overlay directories work (e2e_overlay_dir); overlay image files do not yet.
+        // Overlay directories and images work (e2e_overlay_dir, e2e_overlay_image); a file
+        // that is no image is refused by name.
         (
             &["--overlay", "/etc/passwd"],
-            "overlay images are not supported yet",
+            "--overlay /etc/passwd: not an overlay image",
         ),
         (
             &["-o", "/etc/passwd:ro"],
-            "overlay images are not supported yet",
+            "--overlay /etc/passwd: not an overlay image",
         ),
         (&["--nv"], "--nv"),
         (&["--nvccli"], "--nvccli"),
@@ -92,7 +93,7 @@ fn test_unimplemented_flags_from_the_environment_are_refused() {
         (
             "APPTAINER_OVERLAY",
             "/etc/passwd",
-            "overlay images are not supported yet",
+            "--overlay /etc/passwd: not an overlay image",
         ),
         ("SIFR_UNSQUASH", "yes", "--unsquash"),
         ("APPTAINER_SECURITY", "seccomp:/p.json", "seccomp"),

@@ -14,6 +14,7 @@ use crate::launch::identity::HostUser;
 use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
 use crate::launch::options::{HomeSpec, NoMount, Options, OverlaySpec, Unavailable};
+use crate::launch::ovlfile::overlay_partitions;
 use crate::launch::plan::{Action, IdMapPlan};
 use crate::launch::planner::{LaunchPolicy, Request};
 use crate::launch::start::start;
@@ -70,10 +71,17 @@ pub fn run_action(
         env_files: read_env_files(&flags.env_file)?,
         ids,
         emulation,
+        sif_overlays: opened
+            .sif
+            .as_ref()
+            .map(|img| overlay_partitions(img, &opened.path))
+            .transpose()?,
     };
     let mounter = Mounter {
-        writable: flags.writable,
+        // --writable on a SIF writes into its overlay partition, not the image.
+        writable: flags.writable && opened.sif.is_none(),
         image: opened.into_served(),
+        overlay_files: Vec::new(),
     };
     let outcome = start(&req, &LaunchPolicy::from(&cfg), user, mounter)?;
     Ok(outcome.exit_status())

@@ -43,6 +43,13 @@ pub trait HostProbe {
     fn exists(&self, p: &Path) -> bool;
     /// Whether `p` is a directory (following symbolic links, as a bind does).
     fn is_dir(&self, p: &Path) -> bool;
+    /// What the overlay file `p` holds, read by content (see `ovlfile::probe`).
+    fn overlay_file(
+        &self,
+        p: &Path,
+    ) -> Result<Vec<super::plan::ImageLayer>, super::ovlfile::OverlayFileError> {
+        super::ovlfile::probe(p)
+    }
 }
 
 /// The real host, through `stat`.
@@ -118,6 +125,12 @@ pub fn prepare(plan: &mut Plan) -> Result<(), HostError> {
     };
     for l in &mut plan.overlay.lowers {
         *l = canonical(l)?;
+    }
+    for l in &mut plan.overlay.images {
+        l.path = std::fs::canonicalize(&l.path).map_err(|cause| HostError::Overlay {
+            path: l.path.clone(),
+            cause,
+        })?;
     }
     if let Some(dir) = &mut plan.overlay.upper {
         *dir = canonical(dir)?;
@@ -240,6 +253,7 @@ mod tests {
             overlay: crate::launch::plan::OverlayPlan {
                 lowers: vec![ro.clone()],
                 upper: Some(t.path().join("link")),
+                ..Default::default()
             },
             ..crate::launch::plan::tests::minimal()
         };

@@ -8,6 +8,8 @@
 //! - `action`: the payload's argv; `security`: the last steps before execve.
 //! - `process`: the process tree (sifr, supervisor, payload) and signals.
 //! - `mounter`: mounting the image itself; `msg`: the messages that cross fork.
+//! - `ovlfile`: overlay image files on the host (kind by content, the lock); `layers`: the
+//!   supervisor's overlay image mounts (fuse2fs, fuse-overlayfs, sifr's squashfs driver).
 //! - `start`: the whole start as one call (plan, prepare, run), for the verbs.
 //!
 //! docs/architecture.md draws the road from the command line to execve through these.
@@ -18,9 +20,11 @@ pub mod environ;
 pub mod host;
 pub mod identity;
 pub mod idplan;
+pub mod layers;
 pub mod mounter;
 pub mod msg;
 pub mod options;
+pub mod ovlfile;
 pub mod plan;
 pub mod planner;
 pub mod process;

@@ -20,6 +20,9 @@ pub struct Mounter {
     /// The image file, opened by sifr on the host before any namespace was entered (read
     /// through the verified digests when the execution control list governs it).
     pub image: Option<Arc<dyn ImageSource>>,
+    /// The overlay image files, opened and locked on the host (`ovlfile::open_locked`),
+    /// one per `OverlayPlan::images` entry.
+    pub overlay_files: Vec<std::fs::File>,
 }
 
 struct Bound;
@@ -40,6 +43,10 @@ impl MountedRoot for Served {
 }
 
 impl RootMounter for Mounter {
+    fn overlay_files(&mut self) -> Vec<std::fs::File> {
+        std::mem::take(&mut self.overlay_files)
+    }
+
     fn mount(
         &mut self,
         root: &RootSource,

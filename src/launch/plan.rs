@@ -41,6 +41,43 @@ pub enum RootLayer {
     /// The image itself, without a layer (`--writable` sandboxes, or overlay disabled):
     /// every bind target must exist in the image.
     Direct,
+    /// The supervisor stacks the layers with fuse-overlayfs (a writable ext3 overlay image,
+    /// which the kernel's overlayfs refuses as its upper layer, or `enable overlay =
+    /// driver`); the payload takes that mount as its root and creates missing mount points
+    /// in it (in the writable layer).
+    Fuse,
+}
+
+/// The filesystem of an overlay image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFs {
+    /// ext2/3/4, mounted with fuse2fs (read-write, or read-only with `:ro`).
+    Ext3,
+    /// squashfs, always read-only, served by sifr's own FUSE driver.
+    Squashfs,
+}
+
+/// One overlay image layer: an image file (`--overlay FILE`) or the overlay partition of a
+/// SIF (`--overlay IMAGE.sif`, the container's own SIF, `--writable IMAGE.sif`). A writable
+/// ext3 layer holds `upper/` and `work/` at its root, as Apptainer lays it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayer {
+    pub fs: ImageFs,
+    /// The file, as the user named it (canonical after `host::prepare`).
+    pub path: PathBuf,
+    /// Where the filesystem starts in the file, and its length.
+    pub offset: u64,
+    pub size: u64,
+    pub writable: bool,
+}
+
+/// A read-only layer of the overlay stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowerRef {
+    /// `OverlayPlan::lowers[i]`.
+    Dir(usize),
+    /// `OverlayPlan::images[i]`.
+    Image(usize),
 }
 
 /// Host directories layered over the image (`--overlay`), in overlayfs order.
@@ -52,6 +89,32 @@ pub struct OverlayPlan {
     /// The writable overlay directory (`--overlay DIR`): the upper layer is `DIR/upper`,
     /// overlayfs's work directory `DIR/work` (with [`RootLayer::Persistent`]).
     pub upper: Option<PathBuf>,
+    /// Overlay images and SIF overlay partitions, in command-line order; at most one is
+    /// writable, and then there is no writable directory (`upper` is `None`).
+    pub images: Vec<ImageLayer>,
+    /// The read-only layers, topmost first, directories and images mixed as given (the
+    /// last given on top). Empty when there are only directories: then `lowers` in order.
+    pub order: Vec<LowerRef>,
+    /// fuse2fs, when an ext3 image is mounted.
+    pub fuse2fs: Option<PathBuf>,
+    /// fuse-overlayfs, when the supervisor stacks the layers ([`RootLayer::Fuse`]).
+    pub fuse_overlayfs: Option<PathBuf>,
+}
+
+impl OverlayPlan {
+    /// The read-only layers, topmost first.
+    pub fn lower_stack(&self) -> Vec<LowerRef> {
+        if self.order.is_empty() {
+            (0..self.lowers.len()).map(LowerRef::Dir).collect()
+        } else {
+            self.order.clone()
+        }
+    }
+
+    /// The writable image layer, if any.
+    pub fn writable_image(&self) -> Option<(usize, &ImageLayer)> {
+        self.images.iter().enumerate().find(|(_, l)| l.writable)
+    }
 }
 
 /// What a mount's source is.

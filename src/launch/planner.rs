@@ -54,6 +54,9 @@ pub struct LaunchPolicy {
     pub allow_net_ns: bool,
     /// `allow user ns`: sifr cannot run a container without one.
     pub allow_user_ns: bool,
+    /// The overlay helpers, found in `binary path` (`None`: not installed).
+    pub fuse2fs: Option<PathBuf>,
+    pub fuse_overlayfs: Option<PathBuf>,
 }
 
 impl Default for LaunchPolicy {
@@ -100,6 +103,8 @@ impl From<&Config> for LaunchPolicy {
             allow_uts_ns: c.allow_uts_ns,
             allow_net_ns: true,
             allow_user_ns: c.allow_user_ns,
+            fuse2fs: c.find_binary("fuse2fs").ok(),
+            fuse_overlayfs: c.find_binary("fuse-overlayfs").ok(),
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Request {
     pub ids: IdMapPlan,
     /// Root emulation for fakeroot (`None` without `--fakeroot`).
     pub emulation: Option<Emulation>,
+    /// The image's own ext3 overlay partitions when it is a SIF (`None`: not a SIF).
+    pub sif_overlays: Option<Vec<ImageLayer>>,
 }
 
 /// A request that cannot be planned. Each message says what to change.
@@ -150,11 +157,22 @@ pub enum PlanError {
     OverlayDisabled(&'static str),
     #[error("cannot use --overlay with --writable (drop one of them)")]
     OverlayWithWritable,
+    #[error(transparent)]
+    OverlayFile(#[from] super::ovlfile::OverlayFileError),
     #[error(
-        "--overlay {}: overlay images are not supported yet; use a directory",
-        .0.display()
+        "{} needs {name}, which was not found (install it: Debian package {name}; or name \
+         its directory in 'binary path' in sifr.conf)",
+        path.display()
     )]
-    OverlayImage(PathBuf),
+    OverlayHelper { path: PathBuf, name: &'static str },
+    #[error("no SIF writable overlay partition found in {}", .0.display())]
+    NoSifOverlay(PathBuf),
+    #[error(
+        "{}: writing into an ext3 overlay image is not supported yet (use '{}:ro' for a \
+         read-only layer, or an overlay directory for a writable one)",
+        .0.display(), .0.display()
+    )]
+    WritableImageLayer(PathBuf),
     #[error(
         "--overlay {}: no such directory (create it, or check the path)",
         .0.display()
@@ -200,9 +218,13 @@ pub fn plan(
     }));
     // 2. Namespaces, and the root with its layer.
     let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
-    let overlay = overlays(o, policy, probe)?;
+    let overlay = overlays(o, policy, req, probe, &mut warnings)?;
     let mut layer = root_layer(o, policy, req)?;
-    if overlay.upper.is_some() {
+    // enable overlay = driver (fuse-overlayfs for every stack) is not used yet: the
+    // kernel's overlayfs serves it, as with `yes`.
+    if overlay.writable_image().is_some() {
+        layer = RootLayer::Fuse;
+    } else if overlay.upper.is_some() {
         layer = RootLayer::Persistent;
     }
     // 3. Mounts, in Apptainer's order.
@@ -472,6 +494,10 @@ fn namespaces(
 /// the underlay too; with both disabled the root is the image itself and every bind
 /// destination must exist in it.
 fn root_layer(o: &Options, policy: &LaunchPolicy, req: &Request) -> Result<RootLayer, PlanError> {
+    // A SIF's writable overlay partition (checked in `overlays`) stands in for the root.
+    if o.writable && req.sif_overlays.is_some() {
+        return Ok(RootLayer::Fuse);
+    }
     if o.writable && !matches!(req.root, RootSource::Directory { .. }) {
         return Err(PlanError::WritableImage(req.image_display.clone()));
     }
@@ -491,52 +517,149 @@ fn root_layer(o: &Options, policy: &LaunchPolicy, req: &Request) -> Result<RootL
     })
 }
 
-/// The `--overlay` directories as overlayfs layers, checked as Apptainer checks them: not
-/// with `--writable`, not with `enable overlay = no`, at most one writable directory and
-/// then no `--writable-tmpfs`. A read-only directory contributes its `upper/` when it has
-/// one (a former writable overlay), else itself; the last one given is the topmost. Overlay
-/// image files are refused for now.
+/// The `--overlay` layers, checked as Apptainer checks them: not with `--writable` (except
+/// a SIF's own overlay partition), not with `enable overlay = no`, at most one writable
+/// layer and then no `--writable-tmpfs`. A directory is a directory overlay: a read-only
+/// one contributes its `upper/` when it has one (a former writable overlay), else itself.
+/// A file is an image, its kind read by content: ext3 (writable unless `:ro`), squashfs
+/// (always read-only; a warning when given without `:ro`, as Apptainer's), or a SIF whose
+/// ext3 overlay partitions are used. The last given is the topmost. A SIF image's own
+/// overlay partitions lie right above the image, read-only, or written with `--writable`.
+/// Image layers need fuse2fs (ext3) and, when one is written, fuse-overlayfs.
 fn overlays(
     o: &Options,
     policy: &LaunchPolicy,
+    req: &Request,
     probe: &dyn HostProbe,
+    warnings: &mut Vec<String>,
 ) -> Result<OverlayPlan, PlanError> {
     let mut plan = OverlayPlan::default();
-    if o.overlays.is_empty() {
+    let own = match (&req.sif_overlays, policy.enable_overlay) {
+        (_, EnableOverlay::No) => Vec::new(),
+        (Some(parts), _) => parts.clone(),
+        (None, _) => Vec::new(),
+    };
+    if o.writable && req.sif_overlays.is_some() && own.is_empty() {
+        return Err(PlanError::NoSifOverlay(req.image_display.clone()));
+    }
+    if o.writable && !own.is_empty() {
+        return Err(PlanError::WritableImageLayer(req.image_display.clone()));
+    }
+    if o.overlays.is_empty() && own.is_empty() {
         return Ok(plan);
     }
-    if o.writable {
+    if o.writable && !o.overlays.is_empty() {
         return Err(PlanError::OverlayWithWritable);
     }
     if policy.enable_overlay == EnableOverlay::No {
         return Err(PlanError::OverlayDisabled("--overlay"));
     }
+    // The image's own partitions: the bottom layers, the last one written with --writable.
+    let n = own.len();
+    for (i, mut l) in own.into_iter().enumerate() {
+        l.writable = o.writable && i + 1 == n;
+        if !l.writable {
+            plan.order.insert(0, LowerRef::Image(plan.images.len()));
+        }
+        plan.images.push(l);
+    }
+    let mut writable_path: Option<PathBuf> = plan.writable_image().map(|(_, l)| l.path.clone());
     for spec in &o.overlays {
         let path = &spec.path;
         if !probe.exists(path) {
             return Err(PlanError::OverlayMissing(path.clone()));
         }
-        if !probe.is_dir(path) {
-            return Err(PlanError::OverlayImage(path.clone()));
-        }
-        if spec.readonly {
-            let upper = path.join("upper");
-            let lower = if probe.is_dir(&upper) {
-                upper
-            } else {
-                path.clone()
-            };
-            plan.lowers.insert(0, lower);
-        } else if let Some(first) = &plan.upper {
-            return Err(PlanError::OverlayTwoWritable(first.clone(), path.clone()));
-        } else {
+        if probe.is_dir(path) {
+            if spec.readonly {
+                let upper = path.join("upper");
+                let lower = if probe.is_dir(&upper) {
+                    upper
+                } else {
+                    path.clone()
+                };
+                plan.order.insert(0, LowerRef::Dir(plan.lowers.len()));
+                plan.lowers.push(lower);
+                continue;
+            }
+            if let Some(first) = &writable_path {
+                return Err(PlanError::OverlayTwoWritable(first.clone(), path.clone()));
+            }
+            writable_path = Some(path.clone());
             plan.upper = Some(path.clone());
+            continue;
+        }
+        let found = probe.overlay_file(path)?;
+        let n = found.len();
+        for (i, mut l) in found.into_iter().enumerate() {
+            let wanted = !spec.readonly && i + 1 == n;
+            if wanted && l.fs == ImageFs::Squashfs {
+                warnings.push(format!(
+                    "Overlay image {} is not writable, proceeding with read-only",
+                    path.display()
+                ));
+            }
+            l.writable = wanted && l.fs == ImageFs::Ext3;
+            if l.writable {
+                return Err(PlanError::WritableImageLayer(path.clone()));
+            }
+            if l.writable {
+                if let Some(first) = &writable_path {
+                    return Err(PlanError::OverlayTwoWritable(first.clone(), path.clone()));
+                }
+                writable_path = Some(path.clone());
+            } else {
+                plan.order.insert(0, LowerRef::Image(plan.images.len()));
+            }
+            plan.images.push(l);
         }
     }
-    if let Some(upper) = &plan.upper
+    if let Some(upper) = &writable_path
         && o.writable_tmpfs
     {
         return Err(PlanError::OverlayWithWritableTmpfs(upper.clone()));
+    }
+    // The helpers the image layers need.
+    let fuse = plan.writable_image().is_some();
+    if let Some(l) = plan.images.iter().find(|l| l.fs == ImageFs::Ext3) {
+        plan.fuse2fs = Some(policy.fuse2fs.clone().ok_or(PlanError::OverlayHelper {
+            path: l.path.clone(),
+            name: "fuse2fs",
+        })?);
+    }
+    if fuse {
+        let path = writable_path
+            .clone()
+            .or_else(|| plan.images.first().map(|l| l.path.clone()))
+            .or_else(|| plan.lowers.first().cloned())
+            .unwrap_or_default();
+        plan.fuse_overlayfs = Some(policy.fuse_overlayfs.clone().ok_or(
+            PlanError::OverlayHelper {
+                path,
+                name: "fuse-overlayfs",
+            },
+        )?);
+    }
+    // `lowers` topmost first too (the directory checks read it in that order).
+    let dirs: Vec<usize> = plan
+        .order
+        .iter()
+        .filter_map(|r| match r {
+            LowerRef::Dir(i) => Some(*i),
+            LowerRef::Image(_) => None,
+        })
+        .collect();
+    let old = std::mem::take(&mut plan.lowers);
+    plan.lowers = dirs.iter().map(|&i| old[i].clone()).collect();
+    let mut next = 0;
+    for r in &mut plan.order {
+        if let LowerRef::Dir(i) = r {
+            *i = next;
+            next += 1;
+        }
+    }
+    if plan.order.iter().all(|r| matches!(r, LowerRef::Dir(_))) {
+        // Directories only: `lowers` says it all.
+        plan.order.clear();
     }
     Ok(plan)
 }
@@ -1246,6 +1369,7 @@ mod tests {
             env_files: vec![],
             ids: IdMapPlan::single(1000, 1000),
             emulation: None,
+            sif_overlays: None,
         }
     }
 
@@ -1912,6 +2036,8 @@ mod tests {
             allow_uts_ns: false,
             allow_net_ns: true,
             allow_user_ns: false,
+            fuse2fs: c.find_binary("fuse2fs").ok(),
+            fuse_overlayfs: c.find_binary("fuse-overlayfs").ok(),
         };
         assert_eq!(LaunchPolicy::from(&c), want);
     }
@@ -2445,10 +2571,7 @@ mod tests {
         assert!(err(&["/o/rw", "/o/ro1"], |_| {}).contains("more than one writable overlay"));
         assert!(err(&["/o/rw"], |o| o.writable_tmpfs = true).contains("--writable-tmpfs"));
         assert!(err(&["/o/rw:ro"], |o| o.writable = true).contains("--writable"));
-        assert_eq!(
-            err(&["/o/img"], |_| {}),
-            "--overlay /o/img: overlay images are not supported yet; use a directory"
-        );
+        assert!(err(&["/o/img"], |_| {}).starts_with("--overlay /o/img: cannot read it"));
         assert!(err(&["/o/none:ro"], |_| {}).contains("/o/none: no such directory"));
         let off = LaunchPolicy {
             enable_overlay: EnableOverlay::No,
@@ -2462,6 +2585,122 @@ mod tests {
         assert!(
             e.to_string()
                 .starts_with("--overlay requires 'enable overlay'")
+        );
+    }
+
+    /// Overlay image files: kind by content (the probe's answer), read-only layers in
+    /// command-line order with the last on top, mixed with directories; squashfs given
+    /// writable is used read-only with Apptainer's warning; a writable ext3 layer is refused
+    /// for now; a SIF image's own overlay partitions lie right above the image; bad files
+    /// are refused by the probe's one line.
+    #[test]
+    fn test_overlay_images() {
+        use crate::launch::options::OverlaySpec;
+        use crate::launch::ovlfile::OverlayFileError;
+        struct Files;
+        impl HostProbe for Files {
+            fn exists(&self, p: &Path) -> bool {
+                p.starts_with("/o")
+            }
+            fn is_dir(&self, p: &Path) -> bool {
+                p.starts_with("/o/dir")
+            }
+            fn overlay_file(&self, p: &Path) -> Result<Vec<ImageLayer>, OverlayFileError> {
+                let fs = match p.to_str() {
+                    Some("/o/e.img") => ImageFs::Ext3,
+                    Some("/o/s.sqfs") => ImageFs::Squashfs,
+                    _ => return Err(OverlayFileError::NotAnImage(p.into())),
+                };
+                Ok(vec![ImageLayer {
+                    fs,
+                    path: p.into(),
+                    offset: 0,
+                    size: 4096,
+                    writable: false,
+                }])
+            }
+        }
+        let policy = LaunchPolicy {
+            fuse2fs: Some("/usr/bin/fuse2fs".into()),
+            ..LaunchPolicy::default()
+        };
+        let with = |specs: &[&str], r: Request| {
+            let mut r = r;
+            r.opts.overlays = specs.iter().map(|s| OverlaySpec::parse(s)).collect();
+            super::plan(&r, &policy, &host(), &Files)
+        };
+        let p = with(
+            &["/o/e.img:ro", "/o/dir:ro", "/o/s.sqfs"],
+            req(Options::default()),
+        )
+        .expect("ok");
+        assert_eq!(p.layer, RootLayer::Session);
+        let fs: Vec<_> = p
+            .overlay
+            .images
+            .iter()
+            .map(|l| (l.fs, l.writable))
+            .collect();
+        assert_eq!(fs, [(ImageFs::Ext3, false), (ImageFs::Squashfs, false)]);
+        assert_eq!(
+            p.overlay.lower_stack(),
+            [LowerRef::Image(1), LowerRef::Dir(0), LowerRef::Image(0)]
+        );
+        assert_eq!(p.overlay.fuse2fs, Some(PathBuf::from("/usr/bin/fuse2fs")));
+        assert!(
+            p.warnings.contains(
+                &"Overlay image /o/s.sqfs is not writable, proceeding with read-only".to_string()
+            ),
+            "{:?}",
+            p.warnings
+        );
+        // A SIF's own overlay partition: the bottom layer, read-only without --writable.
+        let mut r = req(Options::default());
+        r.sif_overlays = Some(vec![ImageLayer {
+            fs: ImageFs::Ext3,
+            path: "/img/busybox.sif".into(),
+            offset: 8192,
+            size: 4096,
+            writable: false,
+        }]);
+        let p = with(&["/o/s.sqfs:ro"], r.clone()).expect("ok");
+        assert_eq!(
+            p.overlay.lower_stack(),
+            [LowerRef::Image(1), LowerRef::Image(0)]
+        );
+        assert_eq!(p.overlay.images[0].offset, 8192);
+        let err = |specs: &[&str], r: Request| with(specs, r).expect_err("refused").to_string();
+        r.opts.writable = true;
+        assert!(err(&[], r).contains("writing into an ext3 overlay image is not supported yet"));
+        // --writable on a SIF without an overlay partition: Apptainer's words.
+        let mut r = req(Options {
+            writable: true,
+            ..Options::default()
+        });
+        r.sif_overlays = Some(vec![]);
+        assert_eq!(
+            err(&[], r),
+            "no SIF writable overlay partition found in /img/busybox.sif"
+        );
+        assert!(err(&["/o/e.img"], req(Options::default())).contains("/o/e.img: writing into"));
+        assert_eq!(
+            err(&["/o/junk"], req(Options::default())),
+            "--overlay /o/junk: not an overlay image (neither a directory, an ext3 or squashfs \
+             image, nor a SIF with an overlay partition)"
+        );
+        // fuse2fs missing: one line naming the image and the package.
+        let none = LaunchPolicy {
+            fuse2fs: None,
+            ..LaunchPolicy::default()
+        };
+        let mut r = req(Options::default());
+        r.opts.overlays = vec![OverlaySpec::parse("/o/e.img:ro")];
+        let e = super::plan(&r, &none, &host(), &Files)
+            .expect_err("no fuse2fs")
+            .to_string();
+        assert!(
+            e.starts_with("/o/e.img needs fuse2fs, which was not found"),
+            "{e}"
         );
     }
 }

@@ -106,6 +106,11 @@ pub trait RootMounter {
         target: &Path,
         sys: &dyn Sys,
     ) -> Result<Box<dyn MountedRoot>, String>;
+    /// The overlay image files, opened and locked on the host, one per
+    /// `OverlayPlan::images` entry (see `layers`).
+    fn overlay_files(&mut self) -> Vec<std::fs::File> {
+        Vec::new()
+    }
 }
 
 /// A mounted root (e.g. the FUSE server); `stop` unmounts it and ends its threads.
@@ -616,14 +621,34 @@ fn serve<S: Sys>(
         "{:.1} ms: supervisor: session ready, mounting the image",
         crate::log::since_start_ms()
     );
+    // The overlay image layers: ext3 ones by fuse2fs while this process is still
+    // single-threaded, then the image, then squashfs layers and the fuse-overlayfs stack.
+    let files = mounter.overlay_files();
+    let mut layers = super::layers::Layers::default();
+    let layered = super::layers::needed(plan);
+    let stop_all = |layers: super::layers::Layers, msg: &str| -> ! {
+        let _ = kill(payload, Signal::SIGKILL);
+        let _ = waitpid(payload, None);
+        layers.stop();
+        child_fail(&err, msg)
+    };
+    if layered
+        && let Err(msg) = super::layers::mount_ext_layers(sys, plan, layout, &files, &mut layers)
+    {
+        stop_all(layers, &msg);
+    }
     let mounted = match mounter.mount(&plan.root, &layout.rootfs(), sys) {
         Ok(m) => m,
-        Err(msg) => {
-            let _ = kill(payload, Signal::SIGKILL);
-            let _ = waitpid(payload, None);
-            child_fail(&err, &msg);
-        }
+        Err(msg) => stop_all(layers, &msg),
     };
+    if layered && let Err(msg) = super::layers::mount_top(sys, plan, layout, &files, &mut layers) {
+        layers.stop();
+        mounted.stop();
+        let _ = kill(payload, Signal::SIGKILL);
+        let _ = waitpid(payload, None);
+        child_fail(&err, &msg);
+    }
+    drop(files);
     // Mount points for sifr's own files must not stay behind in a writable sandbox: create
     // them here, and remove them when the container ends.
     let ephemeral = create_ephemeral_mountpoints(plan, sys, layout);
@@ -655,6 +680,8 @@ fn serve<S: Sys>(
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
     }
+    // The top layer first: fuse-overlayfs reads the layers below it.
+    layers.stop();
     mounted.stop();
     let st = match outcome {
         Ok(Outcome::Exited(c)) => ChildMsg::Exited(c),

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use super::identity::{self, HostUser};
-use super::plan::{GeneratedFile, MountOp, MountSource, Plan, RootLayer, TargetKind};
+use super::plan::{GeneratedFile, LowerRef, MountOp, MountSource, Plan, RootLayer, TargetKind};
 use super::planner::{WHY_HOME, WHY_SCRATCH, WHY_TEMPORARY, WHY_USER_BIND};
 use super::sys::{CreateOn, Sys};
 
@@ -145,10 +145,11 @@ pub fn build_root(
 
     // 1. The root: an overlay session layer over the image, or the image itself.
     let layer = mount_overlay(sys, plan, layout, &mut warnings)?;
-    let root = if layer == RootLayer::Direct {
-        layout.rootfs()
-    } else {
-        final_root
+    let root = match layer {
+        RootLayer::Direct => layout.rootfs(),
+        // The supervisor's fuse-overlayfs stack (see `layers`).
+        RootLayer::Fuse => super::layers::merged(layout),
+        _ => final_root,
     };
 
     // 2. The mounts, in plan order.
@@ -163,7 +164,8 @@ pub fn build_root(
         let create = match enclosing(&plan.mounts[..i], &op.dest) {
             _ if user_bind_writable => None,
             Some(outer) => may_create_in(outer).then_some(outer.dest.as_path()),
-            None => (layer == RootLayer::Direct && plan.writable).then_some(Path::new("/")),
+            None => ((layer == RootLayer::Direct && plan.writable) || layer == RootLayer::Fuse)
+                .then_some(Path::new("/")),
         };
         if is_var_tmp_on_tmp(sys, &root, op) {
             log::debug!("/var/tmp resolves to /tmp in the container: not mounted again");
@@ -217,7 +219,7 @@ fn mount_overlay(
             .map_err(|err| RootfsError::Create { what, path: p, err })
     };
     let mut layer = plan.layer;
-    if layer != RootLayer::Direct {
+    if layer != RootLayer::Direct && layer != RootLayer::Fuse {
         // The upper layer: the writable --overlay directory's upper/ (with its work/), or
         // the session's tmpfs.
         let (upper, work) = match &plan.overlay.upper {
@@ -264,13 +266,16 @@ fn mount_overlay(
             "{:.1} ms: mounting the overlay",
             crate::log::since_start_ms()
         );
-        // lowerdir lists the topmost layer first: the read-only --overlay directories,
-        // then the image.
+        // lowerdir lists the topmost layer first: the read-only --overlay directories and
+        // images (mounted by the supervisor, see `layers`), then the image.
         let mut lowers: Vec<PathBuf> = plan
             .overlay
-            .lowers
-            .iter()
-            .map(|l| sys.host_source(l))
+            .lower_stack()
+            .into_iter()
+            .map(|r| match r {
+                LowerRef::Dir(i) => sys.host_source(&plan.overlay.lowers[i]),
+                LowerRef::Image(i) => super::layers::lower_of(sys, plan, layout, i),
+            })
             .collect();
         lowers.push(layout.rootfs());
         let lowerdir = lowers
@@ -296,7 +301,12 @@ fn mount_overlay(
                     err,
                 });
             }
-            if let Some(dir) = plan.overlay.lowers.first() {
+            if let Some(dir) = plan.overlay.lowers.first().or(plan
+                .overlay
+                .images
+                .first()
+                .map(|l| &l.path))
+            {
                 return Err(RootfsError::OverlayDir {
                     path: dir.clone(),
                     err,
@@ -904,6 +914,7 @@ pub(crate) mod tests {
         p.overlay = OverlayPlan {
             lowers: vec!["/o/ro2/upper".into(), "/o/ro1".into()],
             upper: Some("/o/rw".into()),
+            ..Default::default()
         };
         build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         let calls = sys.transcript();

@@ -6,6 +6,7 @@ use super::host::{self, HostError, HostFacts, LiveHost};
 use super::identity::HostUser;
 use super::idplan;
 use super::mounter::Mounter;
+use super::ovlfile::{self, LockError};
 use super::planner::{self, LaunchPolicy, PlanError, Request};
 use super::process::{self, Launch, LaunchError, Outcome};
 use super::sys::LinuxSys;
@@ -19,6 +20,8 @@ pub enum StartError {
     Host(#[from] HostError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// Starts the container `req` describes, as `user`, under `policy`, with `mounter` serving
@@ -28,13 +31,21 @@ pub fn start(
     req: &Request,
     policy: &LaunchPolicy,
     user: HostUser,
-    mounter: Mounter,
+    mut mounter: Mounter,
 ) -> Result<Outcome, StartError> {
     // 1. Plan: every decision, from the request, the policy and the host's answers.
     let facts = HostFacts::current(user.clone());
     let mut plan = planner::plan(req, policy, &facts, &LiveHost)?;
     // 2. The host changes the plan asks for (directories under --workdir, canonical paths).
     host::prepare(&mut plan)?;
+    // The overlay images, opened and locked here, before anything starts: a second writer
+    // is refused now, and fuse2fs inherits the locked descriptor.
+    mounter.overlay_files = plan
+        .overlay
+        .images
+        .iter()
+        .map(ovlfile::open_locked)
+        .collect::<Result<_, _>>()?;
     for w in &plan.warnings {
         log::warn!("{w}");
     }
