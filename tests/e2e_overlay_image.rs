@@ -98,15 +98,16 @@ fn sif_with_overlay(dir: &Path, ext3: &Path) -> PathBuf {
     sif
 }
 
-/// No fuse2fs of this user is left once sifr has returned.
-fn assert_no_fuse2fs_left() {
+/// The user's fuse2fs processes (`pgrep -a`).
+fn fuse2fs_processes() -> String {
     let me = user_name();
     let o = run("pgrep", ["-u", me.as_str(), "-a", "fuse2fs"]);
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "",
-        "a fuse2fs process was left behind"
-    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// No fuse2fs of this user is left once sifr has returned.
+fn assert_no_fuse2fs_left() {
+    assert_eq!(fuse2fs_processes(), "", "a fuse2fs process was left behind");
 }
 
 /// Read-only layers: an ext3 image (its `upper/`, as Apptainer lays it out) and a squashfs
@@ -272,4 +273,53 @@ fn test_bad_overlay_files_are_one_line() {
     );
     assert_eq!(o.status.code(), Some(255));
     assert_no_fuse2fs_left();
+}
+
+/// A SIGKILLed sifr leaves no fuse2fs behind: the supervisor dies with it, and each helper
+/// gets SIGTERM from its parent-death signal and ends (waited for a bounded time).
+#[test]
+fn test_sigkill_of_sifr_leaves_no_fuse2fs() {
+    require_unprivileged();
+    let _one = serial();
+    use std::io::BufRead;
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "e.img", &[("f", "x\n")]);
+    let spec = format!("{}:ro", ext.display());
+    let mut child = std::process::Command::new(sifr_bin())
+        .args([
+            "exec",
+            "--overlay",
+            &spec,
+            &busybox(),
+            "sh",
+            "-c",
+            "cat /f; echo ready; sleep 60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sifr");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut l = String::new();
+        out.read_line(&mut l).expect("read");
+        lines.push(l);
+    }
+    assert_eq!(lines, ["x\n", "ready\n"]);
+    assert_ne!(
+        fuse2fs_processes(),
+        "",
+        "fuse2fs serves the layer while it runs"
+    );
+    child.kill().expect("SIGKILL sifr");
+    child.wait().expect("wait");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fuse2fs_processes() != "" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_no_fuse2fs_left();
+    // The image is clean and usable again.
+    ok(&run("e2fsck", ["-fn".as_ref(), ext.as_os_str()]));
+    let out = ok(&exec(&["--overlay", &spec, &busybox(), "cat", "/f"]));
+    assert_eq!(out, "x\n");
 }

@@ -954,6 +954,45 @@ pub(crate) mod tests {
         );
     }
 
+    /// Overlay image layers (mounted by the supervisor under /helper/mnt) join the
+    /// lowerdir in stack order with the directories: an ext3 layer contributes its upper/
+    /// (Apptainer's layout), a squashfs layer its root.
+    #[test]
+    fn test_overlay_image_layers_in_lowerdir() {
+        use crate::launch::plan::{ImageFs, ImageLayer, LowerRef, OverlayPlan};
+        let (_t, sys) = recorder(&["proc", "helper/mnt/l0/upper", "helper/mnt/l1"]);
+        let mut p = plan(
+            RootLayer::Session,
+            vec![op(MountSource::Host("/proc".into()), "/proc", "/proc")],
+        );
+        let layer = |fs| ImageLayer {
+            fs,
+            path: "/o/i".into(),
+            offset: 0,
+            size: 1,
+            writable: false,
+        };
+        p.overlay = OverlayPlan {
+            lowers: vec!["/o/dir".into()],
+            images: vec![layer(ImageFs::Ext3), layer(ImageFs::Squashfs)],
+            order: vec![LowerRef::Image(1), LowerRef::Dir(0), LowerRef::Image(0)],
+            ..Default::default()
+        };
+        build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        let mounts = sys.mounts.borrow();
+        let m = mounts
+            .iter()
+            .find(|m| m.fstype.as_deref() == Some("overlay"))
+            .expect("overlay mount");
+        assert_eq!(
+            m.data.as_deref(),
+            Some(
+                "lowerdir=/helper/mnt/l1:/oldroot/o/dir:/helper/mnt/l0/upper:/rootfs,\
+                 upperdir=/upper,workdir=/work,userxattr"
+            )
+        );
+    }
+
     #[test]
     fn test_overlay_failure_falls_back_to_direct() {
         let (_t, mut sys) = recorder(&["proc"]);
