@@ -314,7 +314,7 @@ fn test_sigkill_of_sifr_leaves_no_fuse2fs() {
     child.kill().expect("SIGKILL sifr");
     child.wait().expect("wait");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while fuse2fs_processes() != "" && std::time::Instant::now() < deadline {
+    while !fuse2fs_processes().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_no_fuse2fs_left();

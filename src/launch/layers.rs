@@ -399,8 +399,7 @@ fn wait_mounted(d: &Daemon, outer_mp: &Path, log: &Path) -> Result<(), String> {
             let reason = text
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty() && !is_noise(l))
-                .next_back()
+                .rfind(|l| !l.is_empty() && !is_noise(l))
                 .unwrap_or(if ended { "it exited" } else { "it timed out" })
                 .to_string();
             return Err(reason);
