@@ -98,11 +98,59 @@ fn sif_with_overlay(dir: &Path, ext3: &Path) -> PathBuf {
     sif
 }
 
-/// The user's fuse2fs processes (`pgrep -a`).
+/// The user's fuse2fs and fuse-overlayfs processes (`pgrep -a`).
 fn fuse2fs_processes() -> String {
     let me = user_name();
-    let o = run("pgrep", ["-u", me.as_str(), "-a", "fuse2fs"]);
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let mut out = String::new();
+    for name in ["fuse2fs", "fuse-overlayfs"] {
+        let o = run("pgrep", ["-u", me.as_str(), "-a", name]);
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    out
+}
+
+/// Waits (bounded) until no helper of the user is left, then asserts it.
+fn wait_no_helpers_left() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fuse2fs_processes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_no_fuse2fs_left();
+}
+
+/// True when the user has a subordinate-id range (fakeroot maps the image's ids 1..65536
+/// there); without one fakeroot maps only root.
+fn has_subids() -> bool {
+    let me = user_name();
+    std::fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').next() == Some(me.as_str()))
+}
+
+/// The owner (uid) of `path` inside the ext3 image, as debugfs reads it.
+fn owner_in_image(img: &Path, path: &str) -> u32 {
+    let o = ok(&run(
+        "debugfs",
+        [
+            "-R".as_ref(),
+            format!("stat {path}").as_ref(),
+            img.as_os_str(),
+        ],
+    ));
+    let line = o
+        .lines()
+        .find(|l| l.trim_start().starts_with("User:"))
+        .unwrap_or_else(|| panic!("no owner for {path}: {o}"));
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("owner of {path}: {line}"))
+}
+
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").expect("stat").uid()
 }
 
 /// No fuse2fs of this user is left once sifr has returned.
@@ -251,13 +299,6 @@ fn test_bad_overlay_files_are_one_line() {
             missing.display().to_string(),
             format!("--overlay {}: no such", missing.display()),
         ),
-        (
-            ext.display().to_string(),
-            format!(
-                "{}: writing into an ext3 overlay image is not supported yet",
-                ext.display()
-            ),
-        ),
     ];
     for (spec, needle) in cases {
         let o = exec(&["--overlay", &spec, &img, "echo", "payload-ran"]);
@@ -317,9 +358,227 @@ fn test_sigkill_of_sifr_leaves_no_fuse2fs() {
     while !fuse2fs_processes().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_no_fuse2fs_left();
+    wait_no_helpers_left();
     // The image is clean and usable again.
     ok(&run("e2fsck", ["-fn".as_ref(), ext.as_os_str()]));
     let out = ok(&exec(&["--overlay", &spec, &busybox(), "cat", "/f"]));
     assert_eq!(out, "x\n");
+}
+
+/// A writable ext3 image: written in one run (fuse2fs under fuse-overlayfs), read back in
+/// the next; the files are the user's in the image; the filesystem stays clean; it stays the
+/// top layer with a read-only layer given before it.
+#[test]
+fn test_ext3_image_written_then_read_back() {
+    require_unprivileged();
+    let _one = serial();
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "rw.img", &[("shared", "ext\n")]);
+    let sq = squashfs_image(t.path(), "top.sqfs", &[("shared", "top\n")]);
+    let e = ext.display().to_string();
+    let img = busybox();
+    ok(&exec(&[
+        "--overlay",
+        &e,
+        &img,
+        "sh",
+        "-c",
+        "echo hello > /newfile && mkdir -p /opt/x && echo y > /opt/x/y",
+    ]));
+    wait_no_helpers_left();
+    let out = ok(&exec(&[
+        "--overlay",
+        &e,
+        &img,
+        "cat",
+        "/newfile",
+        "/opt/x/y",
+        "/shared",
+    ]));
+    assert_eq!(out, "hello\ny\next\n");
+    assert_eq!(owner_in_image(&ext, "/upper/newfile"), my_uid());
+    ok(&run("e2fsck", ["-fn".as_ref(), ext.as_os_str()]));
+    // The writable layer is the upper one, above every read-only layer (as Apptainer's).
+    let s = format!("{}:ro", sq.display());
+    let out = ok(&exec(&[
+        "--overlay",
+        &s,
+        "--overlay",
+        &e,
+        &img,
+        "cat",
+        "/shared",
+    ]));
+    assert_eq!(out, "ext\n");
+    // Without the overlay the image is unchanged.
+    let o = exec(&[&img, "test", "-e", "/newfile"]);
+    assert_eq!(o.status.code(), Some(1));
+    wait_no_helpers_left();
+}
+
+/// With --fakeroot, files created in an ext3 overlay are root's inside and stored as uid 0
+/// in the image. Root-mapped fakeroot maps only root, so its image has root's upper/ and
+/// work/ (what Apptainer's `overlay create --fakeroot` makes).
+#[test]
+fn test_fakeroot_files_in_an_ext3_image_are_root() {
+    require_unprivileged();
+    let _one = serial();
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "fr.img", &[]);
+    if !has_subids() {
+        for (dir, field) in [
+            ("/upper", "uid"),
+            ("/upper", "gid"),
+            ("/work", "uid"),
+            ("/work", "gid"),
+        ] {
+            ok(&run(
+                "debugfs",
+                [
+                    "-w".as_ref(),
+                    "-R".as_ref(),
+                    format!("set_inode_field {dir} {field} 0").as_ref(),
+                    ext.as_os_str(),
+                ],
+            ));
+        }
+    }
+    let e = ext.display().to_string();
+    let out = ok(&exec(&[
+        "--fakeroot",
+        "--overlay",
+        &e,
+        &busybox(),
+        "sh",
+        "-c",
+        "echo r > /rootfile && stat -c %u:%g /rootfile",
+    ]));
+    assert_eq!(out, "0:0\n");
+    wait_no_helpers_left();
+    assert_eq!(owner_in_image(&ext, "/upper/rootfile"), 0);
+    ok(&run("e2fsck", ["-fn".as_ref(), ext.as_os_str()]));
+}
+
+/// `--writable IMAGE.sif` writes into the SIF's overlay partition; the next run (without
+/// --writable) reads it from the partition, read-only.
+#[test]
+fn test_writable_sif_writes_into_its_overlay_partition() {
+    require_unprivileged();
+    let _one = serial();
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "part.img", &[]);
+    let sif = sif_with_overlay(t.path(), &ext);
+    let s = sif.display().to_string();
+    ok(&exec(&[
+        "--writable",
+        &s,
+        "sh",
+        "-c",
+        "echo in-sif > /persisted",
+    ]));
+    wait_no_helpers_left();
+    let out = ok(&exec(&[&s, "cat", "/persisted"]));
+    assert_eq!(out, "in-sif\n");
+    let o = exec(&[&s, "sh", "-c", "echo x > /persisted"]);
+    assert!(!o.status.success(), "{o:?}");
+    // The reference SIF tool still reads the image.
+    let oracle = oracle().expect("sif-oracle");
+    ok(&run(oracle, ["list".as_ref(), sif.as_os_str()]));
+    wait_no_helpers_left();
+}
+
+/// Two writers on one image: the second is refused with one line naming the image, and so
+/// is a reader while it is written; once the writer ends the image is free again.
+#[test]
+fn test_second_writer_is_refused() {
+    require_unprivileged();
+    let _one = serial();
+    use std::io::BufRead;
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "lock.img", &[]);
+    let e = ext.display().to_string();
+    let img = busybox();
+    let mut first = std::process::Command::new(sifr_bin())
+        .args([
+            "exec",
+            "--overlay",
+            &e,
+            &img,
+            "sh",
+            "-c",
+            "echo ready; read x; true",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the first writer");
+    let mut line = String::new();
+    std::io::BufReader::new(first.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line, "ready\n");
+    let o = exec(&["--overlay", &e, &img, "echo", "payload-ran"]);
+    assert_one_line_error(
+        &o,
+        &format!("the overlay image {e} is in use: another sifr has it open"),
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(o.stdout.is_empty());
+    let ro = format!("{e}:ro");
+    let o = exec(&["--overlay", &ro, &img, "echo", "payload-ran"]);
+    assert_one_line_error(&o, "another sifr has it open for writing");
+    drop(first.stdin.take());
+    assert!(first.wait().expect("wait").success());
+    wait_no_helpers_left();
+    ok(&exec(&["--overlay", &e, &img, "true"]));
+}
+
+/// SIGKILL of sifr while a loop writes and syncs files into an ext3 overlay: no helper is
+/// left (bounded wait), e2fsck calls the image clean, and every file synced before the kill
+/// is there with its content in the next run.
+#[test]
+fn test_sigkill_during_writes_keeps_synced_files() {
+    require_unprivileged();
+    let _one = serial();
+    use std::io::BufRead;
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "kill.img", &[]);
+    let e = ext.display().to_string();
+    let img = busybox();
+    let mut child = std::process::Command::new(sifr_bin())
+        .args([
+            "exec",
+            "--overlay",
+            &e,
+            &img,
+            "sh",
+            "-c",
+            "mkdir -p /d; i=0; while true; do echo content-$i | dd of=/d/$i conv=fsync \
+             2>/dev/null && echo $i; i=$((i+1)); done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sifr");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut synced = Vec::new();
+    while synced.len() < 40 {
+        let mut l = String::new();
+        if out.read_line(&mut l).expect("read") == 0 {
+            break;
+        }
+        synced.push(l.trim().to_string());
+    }
+    assert_eq!(synced.len(), 40, "the writer stopped early: {synced:?}");
+    child.kill().expect("SIGKILL sifr");
+    child.wait().expect("wait");
+    wait_no_helpers_left();
+    ok(&run("e2fsck", ["-fn".as_ref(), ext.as_os_str()]));
+    let last = synced.last().cloned().unwrap_or_default();
+    let script = format!("i=0; while [ $i -le {last} ]; do cat /d/$i || exit 1; i=$((i+1)); done");
+    let got = ok(&exec(&["--overlay", &e, &img, "sh", "-c", &script]));
+    let want: String = (0..synced.len())
+        .map(|i| format!("content-{i}\n"))
+        .collect();
+    assert_eq!(got, want);
+    wait_no_helpers_left();
 }

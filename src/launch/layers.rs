@@ -75,6 +75,30 @@ pub fn merged(layout: &Layout) -> PathBuf {
     outer(layout, Path::new("/mnt/merged"))
 }
 
+/// The container's side of the propagation (see [`build_helper_root`]): its copy of the
+/// layers' mounts receives, and sends nothing back to the helpers.
+pub fn container_receives_only(sys: &dyn Sys, layout: &Layout) -> std::io::Result<()> {
+    sys.mount(
+        None,
+        &helper_root(layout).join("mnt"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+}
+
+/// The supervisor, before it detaches the session: its layer mounts leave the peer group,
+/// so that the detach does not propagate to the helpers' and the container's copies.
+pub fn supervisor_lets_go(sys: &dyn Sys, layout: &Layout) -> std::io::Result<()> {
+    sys.mount(
+        None,
+        &helper_root(layout).join("mnt"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+}
+
 /// True when the plan has anything for this module to mount.
 pub fn needed(plan: &Plan) -> bool {
     !plan.overlay.images.is_empty() || plan.layer == RootLayer::Fuse
@@ -97,7 +121,15 @@ pub fn build_helper_root(
     let root = helper_root(layout);
     let fail =
         |what: &str, e: std::io::Error| format!("cannot prepare the overlay helpers ({what}): {e}");
-    sys.mkdir_all(&root.join("mnt"), 0o755)
+    // The mount points' directory is a shared mount: each helper runs in a mount namespace
+    // of its own (a copy: the supervisor later detaches the session, helper root included,
+    // from its own namespace, which would take /proc and the layers from under the helpers),
+    // and what it mounts there propagates back to the supervisor, and from it to the
+    // container.
+    let mnt = root.join("mnt");
+    sys.mkdir_all(&mnt, 0o755).map_err(|e| fail("mnt", e))?;
+    sys.mount(Some(&mnt), &mnt, None, MsFlags::MS_BIND, None)
+        .and_then(|()| sys.mount(None, &mnt, None, MsFlags::MS_SHARED, None))
         .map_err(|e| fail("mnt", e))?;
     for name in HOST_ENTRIES {
         let host = sys.host_source(&Path::new("/").join(name));
@@ -349,6 +381,9 @@ fn spawn(s: Spawn<'_>) -> std::io::Result<Pid> {
                 return Err(std::io::Error::other("the supervisor is gone"));
             }
             libc::setsid();
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -559,6 +594,22 @@ pub fn mount_top(
     } else {
         None
     };
+    // Mount points the image lacks, made in the writable layer before the stack exists (the
+    // image's directories may belong to ids the namespace does not map).
+    if let Some((u, _)) = &upper {
+        let mut warnings = Vec::new();
+        super::rootfs::mount_points_in_upper(
+            sys,
+            plan,
+            &layout.rootfs(),
+            &outer(layout, u),
+            &mut warnings,
+        )
+        .map_err(|e| e.to_string())?;
+        for w in warnings {
+            log::warn!("{w}");
+        }
+    }
     let program = plan
         .overlay
         .fuse_overlayfs

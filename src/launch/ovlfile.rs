@@ -189,11 +189,17 @@ pub enum LockError {
     #[error("cannot open the overlay image {}: {err}", path.display())]
     Open { path: PathBuf, err: std::io::Error },
     #[error(
-        "the overlay image {} is in use: another sifr has it open for writing (wait for it \
-         to end, or use '--overlay {}:ro')",
-        path.display(), path.display()
+        "the overlay image {} is in use: another sifr has it open (a writer needs it alone; \
+         wait for the other to end)",
+        path.display()
     )]
     Busy { path: PathBuf },
+    #[error(
+        "the overlay image {} is in use: another sifr has it open for writing (wait for it \
+         to end)",
+        path.display()
+    )]
+    BeingWritten { path: PathBuf },
     #[error("cannot lock the overlay image {}: {err}", path.display())]
     Lock { path: PathBuf, err: std::io::Error },
 }
@@ -228,7 +234,10 @@ pub fn open_locked(l: &ImageLayer) -> Result<File, LockError> {
     if r != 0 {
         let err = std::io::Error::last_os_error();
         return Err(match err.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EACCES) => LockError::Busy {
+            Some(libc::EAGAIN) | Some(libc::EACCES) if l.writable => LockError::Busy {
+                path: l.path.clone(),
+            },
+            Some(libc::EAGAIN) | Some(libc::EACCES) => LockError::BeingWritten {
                 path: l.path.clone(),
             },
             _ => LockError::Lock {
@@ -294,6 +303,7 @@ mod tests {
         let e = open_locked(&l).expect_err("busy");
         assert!(matches!(e, LockError::Busy { .. }));
         l.writable = false;
-        assert!(open_locked(&l).is_err(), "a reader waits for the writer");
+        let e = open_locked(&l).expect_err("a reader waits for the writer");
+        assert!(e.to_string().contains("open for writing"), "{e}");
     }
 }

@@ -168,12 +168,6 @@ pub enum PlanError {
     #[error("no SIF writable overlay partition found in {}", .0.display())]
     NoSifOverlay(PathBuf),
     #[error(
-        "{}: writing into an ext3 overlay image is not supported yet (use '{}:ro' for a \
-         read-only layer, or an overlay directory for a writable one)",
-        .0.display(), .0.display()
-    )]
-    WritableImageLayer(PathBuf),
-    #[error(
         "--overlay {}: no such directory (create it, or check the path)",
         .0.display()
     )]
@@ -542,9 +536,6 @@ fn overlays(
     if o.writable && req.sif_overlays.is_some() && own.is_empty() {
         return Err(PlanError::NoSifOverlay(req.image_display.clone()));
     }
-    if o.writable && !own.is_empty() {
-        return Err(PlanError::WritableImageLayer(req.image_display.clone()));
-    }
     if o.overlays.is_empty() && own.is_empty() {
         return Ok(plan);
     }
@@ -599,9 +590,6 @@ fn overlays(
                 ));
             }
             l.writable = wanted && l.fs == ImageFs::Ext3;
-            if l.writable {
-                return Err(PlanError::WritableImageLayer(path.clone()));
-            }
             if l.writable {
                 if let Some(first) = &writable_path {
                     return Err(PlanError::OverlayTwoWritable(first.clone(), path.clone()));
@@ -2622,6 +2610,7 @@ mod tests {
         }
         let policy = LaunchPolicy {
             fuse2fs: Some("/usr/bin/fuse2fs".into()),
+            fuse_overlayfs: None,
             ..LaunchPolicy::default()
         };
         let with = |specs: &[&str], r: Request| {
@@ -2670,8 +2659,36 @@ mod tests {
         );
         assert_eq!(p.overlay.images[0].offset, 8192);
         let err = |specs: &[&str], r: Request| with(specs, r).expect_err("refused").to_string();
+        // --writable: the partition is the writable layer, stacked by fuse-overlayfs.
         r.opts.writable = true;
-        assert!(err(&[], r).contains("writing into an ext3 overlay image is not supported yet"));
+        let policy_fo = LaunchPolicy {
+            fuse2fs: Some("/usr/bin/fuse2fs".into()),
+            fuse_overlayfs: Some("/usr/bin/fuse-overlayfs".into()),
+            ..LaunchPolicy::default()
+        };
+        let p = super::plan(&r, &policy_fo, &host(), &Files).expect("writable SIF");
+        assert_eq!(p.layer, RootLayer::Fuse);
+        assert_eq!(p.overlay.writable_image().map(|(i, _)| i), Some(0));
+        assert!(p.overlay.lower_stack().is_empty());
+        // Without fuse-overlayfs: one line naming it.
+        let e = super::plan(&r, &policy, &host(), &Files)
+            .expect_err("no fuse-overlayfs")
+            .to_string();
+        assert!(
+            e.contains("needs fuse-overlayfs, which was not found"),
+            "{e}"
+        );
+        // A writable ext3 image and a writable directory: two writable layers.
+        let mut r2 = req(Options::default());
+        r2.opts.overlays = vec![OverlaySpec::parse("/o/e.img"), OverlaySpec::parse("/o/dir")];
+        let e = super::plan(&r2, &policy_fo, &host(), &Files)
+            .expect_err("two writable")
+            .to_string();
+        assert!(e.contains("more than one writable overlay"), "{e}");
+        r2.opts.overlays = vec![OverlaySpec::parse("/o/e.img")];
+        let p = super::plan(&r2, &policy_fo, &host(), &Files).expect("writable image");
+        assert_eq!(p.layer, RootLayer::Fuse);
+        assert!(p.overlay.images[0].writable);
         // --writable on a SIF without an overlay partition: Apptainer's words.
         let mut r = req(Options {
             writable: true,
@@ -2682,7 +2699,6 @@ mod tests {
             err(&[], r),
             "no SIF writable overlay partition found in /img/busybox.sif"
         );
-        assert!(err(&["/o/e.img"], req(Options::default())).contains("/o/e.img: writing into"));
         assert_eq!(
             err(&["/o/junk"], req(Options::default())),
             "--overlay /o/junk: not an overlay image (neither a directory, an ext3 or squashfs \

@@ -664,6 +664,12 @@ fn serve<S: Sys>(
     //    the host's root at /oldroot is detached from its namespace with the session.
     let _ = ChildMsg::recv(&copied.r);
     drop(copied.r);
+    if layered && let Err(e) = super::layers::supervisor_lets_go(sys, layout) {
+        let _ = kill(payload, Signal::SIGKILL);
+        let _ = waitpid(payload, None);
+        layers.stop();
+        child_fail(&err, &format!("cannot detach the overlay layers: {e}"));
+    }
     if let Err(e) = rootfs::leave_session(sys, layout) {
         let _ = kill(payload, Signal::SIGKILL);
         let _ = waitpid(payload, None);
@@ -836,6 +842,11 @@ fn container_process<S: Sys>(
     // 1. A mount namespace of its own: pivot_root must not move the supervisor's root.
     if let Err(msg) = container_mount_ns(sys) {
         child_fail(&err, &msg);
+    }
+    if super::layers::needed(plan)
+        && let Err(e) = super::layers::container_receives_only(sys, layout)
+    {
+        child_fail(&err, &format!("cannot take the overlay layers: {e}"));
     }
     ChildMsg::Copied.send(&copied);
     drop(copied);

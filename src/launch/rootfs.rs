@@ -234,34 +234,7 @@ fn mount_overlay(
             }
         };
         mk(final_root.clone(), "session directory")?;
-        for (i, op) in plan.mounts.iter().enumerate() {
-            if enclosing(&plan.mounts[..i], &op.dest).is_some()
-                || !parent_required_and_present(sys, &layout.rootfs(), op)?
-            {
-                continue;
-            }
-            let exists = sys
-                .path_in_root(&layout.rootfs(), &op.dest, None)
-                .map_err(|err| RootfsError::Create {
-                    what: "mount point",
-                    path: op.dest.clone(),
-                    err,
-                })?
-                .is_some();
-            if !exists
-                && let Err(err) = sys.create_in_upper(&layout.rootfs(), &upper, &op.dest, op.target)
-            {
-                let e = RootfsError::Create {
-                    what: "mount point",
-                    path: op.dest.clone(),
-                    err,
-                };
-                if !op.optional {
-                    return Err(e);
-                }
-                warnings.push(format!("skipping {}: {e}", op.why));
-            }
-        }
+        mount_points_in_upper(sys, plan, &layout.rootfs(), &upper, warnings)?;
         log::trace!(
             "{:.1} ms: mounting the overlay",
             crate::log::since_start_ms()
@@ -323,6 +296,46 @@ fn mount_overlay(
         }
     }
     Ok(layer)
+}
+
+/// Creates the mount points the image `lower` lacks in the overlay's `upper` layer, before
+/// the overlay is mounted (see `Sys::create_in_upper` on why not through the overlay); an
+/// optional mount's failure is a warning. The kernel's overlay (here) and the supervisor's
+/// fuse-overlayfs stack (`layers`) both use it.
+pub(crate) fn mount_points_in_upper(
+    sys: &dyn Sys,
+    plan: &Plan,
+    lower: &Path,
+    upper: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(), RootfsError> {
+    for (i, op) in plan.mounts.iter().enumerate() {
+        if enclosing(&plan.mounts[..i], &op.dest).is_some()
+            || !parent_required_and_present(sys, lower, op)?
+        {
+            continue;
+        }
+        let exists = sys
+            .path_in_root(lower, &op.dest, None)
+            .map_err(|err| RootfsError::Create {
+                what: "mount point",
+                path: op.dest.clone(),
+                err,
+            })?
+            .is_some();
+        if !exists && let Err(err) = sys.create_in_upper(lower, upper, &op.dest, op.target) {
+            let e = RootfsError::Create {
+                what: "mount point",
+                path: op.dest.clone(),
+                err,
+            };
+            if !op.optional {
+                return Err(e);
+            }
+            warnings.push(format!("skipping {}: {e}", op.why));
+        }
+    }
+    Ok(())
 }
 
 /// Step 4 of [`build_root`]: pivot_root(".", ".") stacks the old root on top of the new
