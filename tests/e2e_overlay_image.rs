@@ -582,3 +582,58 @@ fn test_sigkill_during_writes_keeps_synced_files() {
     assert_eq!(got, want);
     wait_no_helpers_left();
 }
+
+/// `enable overlay = driver` in sifr.conf: a directory overlay goes through fuse-overlayfs
+/// (Apptainer's image driver), and works the same; with fuse-overlayfs not found, one line
+/// naming it, exit 255.
+#[test]
+fn test_enable_overlay_driver_uses_fuse_overlayfs() {
+    require_unprivileged();
+    let _one = serial();
+    let t = tempdir();
+    let conf = t.path().join("driver.conf");
+    std::fs::write(&conf, "enable overlay = driver\n").expect("write");
+    let ovl = t.path().join("ovl");
+    std::fs::create_dir(&ovl).expect("mkdir");
+    let (c, o) = (conf.display().to_string(), ovl.display().to_string());
+    let img = busybox();
+    let out = ok(&sifr([
+        "-c",
+        &c,
+        "exec",
+        "--overlay",
+        &o,
+        &img,
+        "sh",
+        "-c",
+        "echo d > /driven && grep -c fuse-overlayfs /proc/self/mountinfo",
+    ]));
+    assert_eq!(out, "1\n", "the root is fuse-overlayfs's");
+    assert_eq!(
+        std::fs::read_to_string(ovl.join("upper/driven")).expect("read"),
+        "d\n"
+    );
+    wait_no_helpers_left();
+    let none = t.path().join("none.conf");
+    std::fs::write(
+        &none,
+        "enable overlay = driver\nbinary path = /nonexistent\n",
+    )
+    .expect("w");
+    let n = none.display().to_string();
+    let out = sifr([
+        "-c",
+        &n,
+        "exec",
+        "--overlay",
+        &o,
+        &img,
+        "echo",
+        "payload-ran",
+    ]);
+    assert_one_line_error(
+        &out,
+        &format!("{o} needs fuse-overlayfs, which was not found"),
+    );
+    assert_eq!(out.status.code(), Some(255));
+}

@@ -214,9 +214,12 @@ pub fn plan(
     let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
     let overlay = overlays(o, policy, req, probe, &mut warnings)?;
     let mut layer = root_layer(o, policy, req)?;
-    // enable overlay = driver (fuse-overlayfs for every stack) is not used yet: the
-    // kernel's overlayfs serves it, as with `yes`.
-    if overlay.writable_image().is_some() {
+    // A writable image, or `enable overlay = driver` with a writable directory: the
+    // supervisor stacks the layers with fuse-overlayfs (Apptainer's image driver). Driver
+    // mode with read-only layers only keeps the kernel's read-only session layer.
+    if overlay.writable_image().is_some()
+        || (policy.enable_overlay == EnableOverlay::Driver && overlay.upper.is_some())
+    {
         layer = RootLayer::Fuse;
     } else if overlay.upper.is_some() {
         layer = RootLayer::Persistent;
@@ -607,7 +610,8 @@ fn overlays(
         return Err(PlanError::OverlayWithWritableTmpfs(upper.clone()));
     }
     // The helpers the image layers need.
-    let fuse = plan.writable_image().is_some();
+    let fuse = plan.writable_image().is_some()
+        || (policy.enable_overlay == EnableOverlay::Driver && plan.upper.is_some());
     if let Some(l) = plan.images.iter().find(|l| l.fs == ImageFs::Ext3) {
         plan.fuse2fs = Some(policy.fuse2fs.clone().ok_or(PlanError::OverlayHelper {
             path: l.path.clone(),
@@ -2718,5 +2722,20 @@ mod tests {
             e.starts_with("/o/e.img needs fuse2fs, which was not found"),
             "{e}"
         );
+        // enable overlay = driver: a writable directory goes through fuse-overlayfs.
+        let driver = LaunchPolicy {
+            enable_overlay: EnableOverlay::Driver,
+            ..policy_fo.clone()
+        };
+        let mut r = req(Options::default());
+        r.opts.overlays = vec![OverlaySpec::parse("/o/dir")];
+        let p = super::plan(&r, &driver, &host(), &Files).expect("driver");
+        assert_eq!(p.layer, RootLayer::Fuse);
+        assert_eq!(
+            p.overlay.fuse_overlayfs,
+            Some(PathBuf::from("/usr/bin/fuse-overlayfs"))
+        );
+        let p = super::plan(&r, &policy_fo, &host(), &Files).expect("yes");
+        assert_eq!(p.layer, RootLayer::Persistent);
     }
 }
