@@ -748,5 +748,22 @@ mod tests {
         for l in ["/helper/mnt/l0", "/helper/mnt/l1"] {
             assert!(calls.contains(&Call::MkdirAll(l.into(), 0o755)), "{l}");
         }
+        // mnt/ is a mount of its own, shared: the helpers' mounts propagate back.
+        let shared = calls.iter().any(|c| {
+            matches!(c, Call::Mount(m) if m.target == "/helper/mnt"
+                && m.flags == MsFlags::MS_SHARED)
+        });
+        assert!(shared, "{calls:#?}");
+        drop(calls);
+        // The container receives only; the supervisor leaves the group before its detach.
+        container_receives_only(&sys, &layout).expect("slave");
+        supervisor_lets_go(&sys, &layout).expect("private");
+        let m = sys.mounts.borrow();
+        let n = m.len();
+        assert_eq!(
+            (m[n - 2].target.as_str(), m[n - 2].flags),
+            ("/helper/mnt", MsFlags::MS_REC | MsFlags::MS_SLAVE)
+        );
+        assert_eq!(m[n - 1].flags, MsFlags::MS_REC | MsFlags::MS_PRIVATE);
     }
 }
