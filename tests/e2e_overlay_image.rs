@@ -637,3 +637,34 @@ fn test_enable_overlay_driver_uses_fuse_overlayfs() {
     );
     assert_eq!(out.status.code(), Some(255));
 }
+
+/// An ext3 image the caller may not write, given without `:ro`, is used read-only with
+/// Apptainer's warning ("Overlay image X is not writable, proceeding with read-only").
+#[test]
+fn test_unwritable_ext3_image_is_used_read_only() {
+    require_unprivileged();
+    let _one = serial();
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "ro.img", &[("f", "ro\n")]);
+    std::fs::set_permissions(&ext, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    let e = ext.display().to_string();
+    let o = exec(&[
+        "--overlay",
+        &e,
+        &busybox(),
+        "sh",
+        "-c",
+        "cat /f; touch /new",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ro\n", "{o:?}");
+    assert!(!o.status.success(), "the layer is read-only: {o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "Overlay image {e} is not writable, proceeding with read-only"
+        )),
+        "{err}"
+    );
+    wait_no_helpers_left();
+}

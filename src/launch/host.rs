@@ -43,6 +43,10 @@ pub trait HostProbe {
     fn exists(&self, p: &Path) -> bool;
     /// Whether `p` is a directory (following symbolic links, as a bind does).
     fn is_dir(&self, p: &Path) -> bool;
+    /// Whether the caller may write the file `p` (access(2) with W_OK).
+    fn writable(&self, p: &Path) -> bool {
+        nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+    }
     /// What the overlay file `p` holds, read by content (see `ovlfile::probe`).
     fn overlay_file(
         &self,

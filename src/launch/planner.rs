@@ -586,13 +586,15 @@ fn overlays(
         let n = found.len();
         for (i, mut l) in found.into_iter().enumerate() {
             let wanted = !spec.readonly && i + 1 == n;
-            if wanted && l.fs == ImageFs::Squashfs {
+            // Squashfs cannot be written, nor a file the caller may not write: read-only,
+            // with Apptainer's warning.
+            if wanted && (l.fs == ImageFs::Squashfs || !probe.writable(path)) {
                 warnings.push(format!(
                     "Overlay image {} is not writable, proceeding with read-only",
                     path.display()
                 ));
             }
-            l.writable = wanted && l.fs == ImageFs::Ext3;
+            l.writable = wanted && l.fs == ImageFs::Ext3 && probe.writable(path);
             if l.writable {
                 if let Some(first) = &writable_path {
                     return Err(PlanError::OverlayTwoWritable(first.clone(), path.clone()));
@@ -2596,6 +2598,9 @@ mod tests {
             }
             fn is_dir(&self, p: &Path) -> bool {
                 p.starts_with("/o/dir")
+            }
+            fn writable(&self, _p: &Path) -> bool {
+                true
             }
             fn overlay_file(&self, p: &Path) -> Result<Vec<ImageLayer>, OverlayFileError> {
                 let fs = match p.to_str() {
