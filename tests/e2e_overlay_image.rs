@@ -668,3 +668,44 @@ fn test_unwritable_ext3_image_is_used_read_only() {
     );
     wait_no_helpers_left();
 }
+
+/// Mount points the image lacks (the caller's home, a bind destination) are made in a
+/// session layer, as Apptainer's overlay-lowerdir: nothing of them is left in the ext3
+/// image's `upper/`, while the container sees and writes through them.
+#[test]
+fn test_mount_points_are_not_left_in_an_ext3_image() {
+    require_unprivileged();
+    let _one = serial();
+    let t = tempdir();
+    let ext = ext3_image(t.path(), "rw.img", &[]);
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let e = ext.display().to_string();
+    let bind = format!("{}:/newdir/sub", data.display());
+    let img = busybox();
+    ok(&exec(&[
+        "--overlay",
+        &e,
+        "-B",
+        &bind,
+        &img,
+        "sh",
+        "-c",
+        "echo in > /newdir/sub/f && echo kept > /kept",
+    ]));
+    wait_no_helpers_left();
+    assert_eq!(
+        std::fs::read_to_string(data.join("f")).expect("bound file"),
+        "in\n"
+    );
+    let ls = ok(&run(
+        "debugfs",
+        ["-R".as_ref(), "ls -p /upper".as_ref(), ext.as_os_str()],
+    ));
+    let names: Vec<&str> = ls
+        .lines()
+        .filter_map(|l| l.split('/').nth(5))
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .collect();
+    assert_eq!(names, ["kept"], "{ls}");
+}

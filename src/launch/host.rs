@@ -88,6 +88,60 @@ pub enum HostError {
         path.display()
     )]
     OverlayLink { path: PathBuf },
+    #[error(
+        "cannot use {} as {}: its filesystem is {fs}, which is not supported as {} \
+         (use a directory on a local filesystem such as ext4, xfs or tmpfs{})",
+        path.display(),
+        if *upper { "a writable overlay" } else { "an overlay" },
+        if *upper { "overlayfs's upper layer" } else { "an overlayfs layer" },
+        if *upper { ", or an ext3 overlay image made by 'sifr overlay create'" } else { "" }
+    )]
+    OverlayFilesystem {
+        path: PathBuf,
+        fs: &'static str,
+        upper: bool,
+    },
+}
+
+/// The filesystem (by `statfs` `f_type`) that cannot be an overlay layer, named, or `None`
+/// when it can. As upper layer: another overlayfs (the kernel refuses it: "not supported as
+/// upperdir"), and what Apptainer refuses without its fuse-overlayfs driver (its
+/// fsoverlay.CheckUpper): NFS, FUSE, eCryptfs, Lustre, GPFS, PanFS, remote or stacked
+/// filesystems whose whiteouts, xattrs and consistency overlayfs cannot count on (the
+/// kernel takes some FUSE servers as upper and not others). As a read-only lower layer the
+/// kernel takes NFS, FUSE and overlayfs; eCryptfs, Lustre, GPFS and PanFS are refused there
+/// too, as Apptainer's CheckLower refuses them.
+pub fn overlay_unusable_fs(f_type: i64, upper: bool) -> Option<&'static str> {
+    let (name, as_lower) = match f_type {
+        0x794c_7630 => ("overlayfs", true),
+        0x6969 => ("NFS", true),
+        0x6573_5546 => ("FUSE", true),
+        0xf15f => ("eCryptfs", false),
+        0x0bd0_0bd0 => ("Lustre", false),
+        0x4750_4653 => ("GPFS", false),
+        0xaad7_aaea => ("PanFS", false),
+        _ => return None,
+    };
+    (upper || !as_lower).then_some(name)
+}
+
+/// Refuses `path` as an overlay layer when its filesystem is one overlayfs cannot use
+/// ([`overlay_unusable_fs`]); a path that cannot be examined is left to the mount.
+fn check_overlay_fs(path: &Path, upper: bool) -> Result<(), HostError> {
+    let Ok(st) = nix::sys::statfs::statfs(path) else {
+        return Ok(());
+    };
+    // f_type is a C long (i64 here, i32 on 32-bit targets).
+    #[allow(clippy::unnecessary_cast)]
+    let f_type = st.filesystem_type().0 as i64;
+    match overlay_unusable_fs(f_type, upper) {
+        Some(fs) => Err(HostError::OverlayFilesystem {
+            path: path.to_path_buf(),
+            fs,
+            upper,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Prepares the host for `plan`: creates the directories it keeps under `--workdir` (mode
@@ -129,6 +183,7 @@ pub fn prepare(plan: &mut Plan) -> Result<(), HostError> {
     };
     for l in &mut plan.overlay.lowers {
         *l = canonical(l)?;
+        check_overlay_fs(l, false)?;
     }
     for l in &mut plan.overlay.images {
         l.path = std::fs::canonicalize(&l.path).map_err(|cause| HostError::Overlay {
@@ -138,6 +193,12 @@ pub fn prepare(plan: &mut Plan) -> Result<(), HostError> {
     }
     if let Some(dir) = &mut plan.overlay.upper {
         *dir = canonical(dir)?;
+        // Decided before anything is created in it; upper/ and work/ when they are there
+        // already (either may be a mount point of its own).
+        check_overlay_fs(dir, true)?;
+        for sub in ["upper", "work"] {
+            check_overlay_fs(&dir.join(sub), true)?;
+        }
         for sub in ["upper", "work"] {
             let p = dir.join(sub);
             // Reached under the host's root at /oldroot, where a link would lead elsewhere.
@@ -279,6 +340,44 @@ mod tests {
         plan.overlay.lowers = vec![odd];
         let e = prepare(&mut plan).expect_err("refused");
         assert!(e.to_string().contains("a,b as an overlay"), "{e}");
+    }
+
+    /// Which filesystems overlayfs cannot use, as upper and as lower layer; a local
+    /// directory passes the live check, and the refusal names the path, the filesystem and
+    /// the fix.
+    #[test]
+    fn test_overlay_unusable_filesystems() {
+        const OVERLAYFS: i64 = 0x794c_7630;
+        const FUSE: i64 = 0x6573_5546;
+        const NFS: i64 = 0x6969;
+        const LUSTRE: i64 = 0x0bd0_0bd0;
+        const EXT4: i64 = 0xef53;
+        const TMPFS: i64 = 0x0102_1994;
+        assert_eq!(overlay_unusable_fs(OVERLAYFS, true), Some("overlayfs"));
+        assert_eq!(overlay_unusable_fs(FUSE, true), Some("FUSE"));
+        assert_eq!(overlay_unusable_fs(NFS, true), Some("NFS"));
+        assert_eq!(overlay_unusable_fs(LUSTRE, true), Some("Lustre"));
+        // Read-only layers: the kernel takes these.
+        for t in [OVERLAYFS, FUSE, NFS] {
+            assert_eq!(overlay_unusable_fs(t, false), None, "{t:x}");
+        }
+        assert_eq!(overlay_unusable_fs(LUSTRE, false), Some("Lustre"));
+        for t in [EXT4, TMPFS] {
+            assert_eq!(overlay_unusable_fs(t, true), None, "{t:x}");
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        check_overlay_fs(t.path(), true).expect("a local directory");
+        let e = HostError::OverlayFilesystem {
+            path: "/n/ovl".into(),
+            fs: "NFS",
+            upper: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot use /n/ovl as a writable overlay: its filesystem is NFS, which is not \
+             supported as overlayfs's upper layer (use a directory on a local filesystem \
+             such as ext4, xfs or tmpfs, or an ext3 overlay image made by 'sifr overlay create')"
+        );
     }
 
     #[test]

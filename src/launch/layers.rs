@@ -12,6 +12,7 @@
 //! ```text
 //! /helper/mnt/l<i>    image layer i (OverlayPlan::images[i])
 //! /helper/mnt/image   the image root (a bind of /rootfs), fuse-overlayfs's bottom layer
+//! /helper/mnt/points  mount points the image lacks, the layer right above the image
 //! /helper/mnt/d<i>    read-only overlay directory i (a bind), for fuse-overlayfs
 //! /helper/mnt/upper   a writable overlay directory's upper/ and work/ (enable overlay =
 //! /helper/mnt/work      driver)
@@ -594,21 +595,26 @@ pub fn mount_top(
     } else {
         None
     };
-    // Mount points the image lacks, made in the writable layer before the stack exists (the
-    // image's directories may belong to ids the namespace does not map).
-    if let Some((u, _)) = &upper {
+    // Mount points the image lacks, made in a session layer of their own right above the
+    // image before the stack exists, as Apptainer's overlay-lowerdir: never in the user's
+    // writable layer, where they would persist.
+    if upper.is_some() {
+        let points = PathBuf::from("/mnt/points");
+        sys.mkdir_all(&outer(layout, &points), 0o755)
+            .map_err(|e| format!("cannot create the mount-point layer: {e}"))?;
         let mut warnings = Vec::new();
         super::rootfs::mount_points_in_upper(
             sys,
             plan,
             &layout.rootfs(),
-            &outer(layout, u),
+            &outer(layout, &points),
             &mut warnings,
         )
         .map_err(|e| e.to_string())?;
         for w in warnings {
             log::warn!("{w}");
         }
+        lowers.insert(lowers.len() - 1, points);
     }
     let program = plan
         .overlay

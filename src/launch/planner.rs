@@ -2743,4 +2743,54 @@ mod tests {
         let p = super::plan(&r, &policy_fo, &host(), &Files).expect("yes");
         assert_eq!(p.layer, RootLayer::Persistent);
     }
+
+    /// `enable overlay = try` is Apptainer's old spelling of `yes` (its sifr.conf: "'try'
+    /// is obsolete and treated the same as 'yes'"; its code tests only for "no" and
+    /// "driver"): the same plan as `yes` for the implied session layer, --writable-tmpfs
+    /// and --overlay directories.
+    #[test]
+    fn test_enable_overlay_try_is_yes() {
+        use crate::launch::options::OverlaySpec;
+        let probe = Listed {
+            existing: ["/o/rw", "/o/ro"].iter().map(PathBuf::from).collect(),
+            files: vec![],
+        };
+        let policy = |e| LaunchPolicy {
+            enable_overlay: e,
+            ..LaunchPolicy::default()
+        };
+        let cases = [
+            Options::default(),
+            Options {
+                writable_tmpfs: true,
+                ..Options::default()
+            },
+            Options {
+                overlays: vec![OverlaySpec::parse("/o/ro:ro"), OverlaySpec::parse("/o/rw")],
+                ..Options::default()
+            },
+        ];
+        let mut layers = vec![];
+        for o in cases {
+            let yes = super::plan(
+                &req(o.clone()),
+                &policy(EnableOverlay::Yes),
+                &host(),
+                &probe,
+            )
+            .expect("yes");
+            let tried =
+                super::plan(&req(o), &policy(EnableOverlay::Try), &host(), &probe).expect("try");
+            assert_eq!(yes, tried);
+            layers.push(tried.layer);
+        }
+        assert_eq!(
+            layers,
+            [
+                RootLayer::Session,
+                RootLayer::WritableTmpfs,
+                RootLayer::Persistent
+            ]
+        );
+    }
 }

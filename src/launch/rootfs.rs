@@ -11,6 +11,9 @@
 //! /upper     overlay upper layer (session layer, --writable-tmpfs; a writable --overlay
 //!            directory's upper/ under /oldroot instead)
 //! /work      overlay work directory (or the --overlay directory's work/)
+//! /points    with a writable --overlay directory: the mount points the image lacks, a
+//!            read-only layer right above the image (as Apptainer's overlay-lowerdir), so
+//!            they are not left behind in the overlay
 //! /final     the container root: overlay of upper over rootfs, or rootfs itself
 //! /files     generated files (passwd, group, resolv.conf, hostname)
 //! /dirs      empty directories (--contain home and tmp, --scratch)
@@ -57,6 +60,9 @@ impl Layout {
     }
     pub fn work(&self) -> PathBuf {
         self.session.join("work")
+    }
+    pub fn mountpoints(&self) -> PathBuf {
+        self.session.join("points")
     }
     pub fn final_root(&self) -> PathBuf {
         self.session.join("final")
@@ -222,25 +228,34 @@ fn mount_overlay(
     if layer != RootLayer::Direct && layer != RootLayer::Fuse {
         // The upper layer: the writable --overlay directory's upper/ (with its work/), or
         // the session's tmpfs.
-        let (upper, work) = match &plan.overlay.upper {
+        // Missing mount points go into the session's upper layer, or with a writable
+        // --overlay directory into a session layer of their own below it: Apptainer creates
+        // them in the session (overlay-lowerdir), never in the user's overlay.
+        let (upper, work, points) = match &plan.overlay.upper {
             Some(dir) => {
                 let dir = sys.host_source(dir);
-                (dir.join("upper"), dir.join("work"))
+                mk(layout.mountpoints(), "session directory")?;
+                (
+                    dir.join("upper"),
+                    dir.join("work"),
+                    Some(layout.mountpoints()),
+                )
             }
             None => {
                 mk(layout.upper(), "session directory")?;
                 mk(layout.work(), "session directory")?;
-                (layout.upper(), layout.work())
+                (layout.upper(), layout.work(), None)
             }
         };
+        let created_in = points.as_deref().unwrap_or(&upper);
         mk(final_root.clone(), "session directory")?;
-        mount_points_in_upper(sys, plan, &layout.rootfs(), &upper, warnings)?;
+        mount_points_in_upper(sys, plan, &layout.rootfs(), created_in, warnings)?;
         log::trace!(
             "{:.1} ms: mounting the overlay",
             crate::log::since_start_ms()
         );
         // lowerdir lists the topmost layer first: the read-only --overlay directories and
-        // images (mounted by the supervisor, see `layers`), then the image.
+        // images (mounted by the supervisor, see `layers`), the mount points, then the image.
         let mut lowers: Vec<PathBuf> = plan
             .overlay
             .lower_stack()
@@ -250,6 +265,7 @@ fn mount_overlay(
                 LowerRef::Image(i) => super::layers::lower_of(sys, plan, layout, i),
             })
             .collect();
+        lowers.extend(points);
         lowers.push(layout.rootfs());
         let lowerdir = lowers
             .iter()
@@ -922,7 +938,10 @@ pub(crate) mod tests {
         let (_t, mut sys) = recorder(&["proc"]);
         let mut p = plan(
             RootLayer::Persistent,
-            vec![op(MountSource::Host("/proc".into()), "/proc", "/proc")],
+            vec![
+                op(MountSource::Host("/proc".into()), "/proc", "/proc"),
+                op(MountSource::Host("/srv".into()), "/data", "user bind"),
+            ],
         );
         p.overlay = OverlayPlan {
             lowers: vec!["/o/ro2/upper".into(), "/o/ro1".into()],
@@ -931,6 +950,10 @@ pub(crate) mod tests {
         };
         build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
         let calls = sys.transcript();
+        // The missing mount point goes into the session's own layer, not into the user's
+        // overlay (where it would persist), as Apptainer's overlay-lowerdir.
+        assert!(calls.contains("upper Dir /data in /points"), "{calls}");
+        assert!(!calls.contains("in /oldroot/o/rw"), "{calls}");
         let overlay = calls.find("mount overlay /final").expect("overlay");
         assert!(
             overlay < calls.find("/final/proc").expect("proc"),
@@ -946,7 +969,7 @@ pub(crate) mod tests {
         assert_eq!(
             m.data.as_deref(),
             Some(
-                "lowerdir=/oldroot/o/ro2/upper:/oldroot/o/ro1:/rootfs,\
+                "lowerdir=/oldroot/o/ro2/upper:/oldroot/o/ro1:/points:/rootfs,\
                  upperdir=/oldroot/o/rw/upper,workdir=/oldroot/o/rw/work,userxattr"
             )
         );
