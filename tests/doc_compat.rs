@@ -28,6 +28,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
     (
+        "tests/e2e_overlay_create.rs",
+        include_str!("e2e_overlay_create.rs"),
+    ),
+    (
         "tests/e2e_overlay_dir.rs",
         include_str!("e2e_overlay_dir.rs"),
     ),

@@ -256,6 +256,13 @@ impl Prepared {
             }
             None => {
                 let from = tmp.path().to_path_buf();
+                tmp.as_file()
+                    .sync_all()
+                    .map_err(|err| OverlayCreateError::Io {
+                        what: "overlay image",
+                        path: from.clone(),
+                        err,
+                    })?;
                 tmp.persist_noclobber(&req.image)
                     .map_err(|e| OverlayCreateError::Rename {
                         from,
