@@ -403,6 +403,19 @@ fn test_signed_sif_refused_and_still_verifies() {
     let key = common::testdata().join("sif/keys/private.asc");
     oracle_out(&oracle, &["sign", "--key", s(&key), s(&sif)]);
     oracle_out(&oracle, &["verify", "--key", s(&key), s(&sif)]);
+    // sifr's own verify, with the key in a private keyring.
+    let keys = d.path().join("keys");
+    let sifr_keys = |args: &[&str]| {
+        Command::new(common::sifr_bin())
+            .args(args)
+            .env("SIFR_KEYSDIR", &keys)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sifr")
+    };
+    ok(&sifr_keys(&["key", "import", s(&key)]));
+    ok(&sifr_keys(&["verify", s(&sif)]));
+    let entries = names(d.path());
     let bytes = std::fs::read(&sif).expect("read");
 
     let out = create(d.path(), &[s(&sif)]);
@@ -418,8 +431,9 @@ fn test_signed_sif_refused_and_still_verifies() {
         std::fs::read(&sif).expect("read") == bytes,
         "refused, yet changed"
     );
-    assert_eq!(names(d.path()), ["signed.sif"]);
+    assert_eq!(names(d.path()), entries);
     oracle_out(&oracle, &["verify", "--key", s(&key), s(&sif)]);
+    ok(&sifr_keys(&["verify", s(&sif)]));
 
     // Why: an overlay partition added anyway breaks the signature.
     let img = d.path().join("o.img");
@@ -447,6 +461,7 @@ fn test_signed_sif_refused_and_still_verifies() {
         !out.status.success(),
         "a signed group with a new object verified"
     );
+    assert!(!sifr_keys(&["verify", s(&sif)]).status.success());
 }
 
 /// Every refusal: one line naming the cause, exit 255 (Apptainer's fatal status), and
