@@ -44,6 +44,12 @@ fn create(ctx: &Context, a: CreateArgs) -> anyhow::Result<i32> {
             log::info!("Consider re-running with --fakeroot option.");
         }
     }
-    prepared.build()?;
+    match prepared.build()? {
+        overlay_create::Created::Image => log::debug!("created {}", req.image.display()),
+        overlay_create::Created::SifPartition { id } => log::debug!(
+            "added the overlay partition to {} as object {id}",
+            req.image.display()
+        ),
+    }
     Ok(0)
 }

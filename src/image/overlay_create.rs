@@ -135,11 +135,6 @@ pub enum OverlayCreateError {
     Fakeroot(String),
 }
 
-/// Creates the overlay `req` describes: [`prepare`], then [`Prepared::build`].
-pub fn create(req: &Request) -> Result<Created, OverlayCreateError> {
-    prepare(req)?.build()
-}
-
 /// A request that passed every check, with the SIF to add to (opened for writing).
 pub struct Prepared {
     req: Request,
@@ -542,6 +537,175 @@ fn run_mkfs(req: &Request, layout: &Path, file: &Path) -> Result<(), OverlayCrea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::sif::CreateOptions;
+
+    /// A stand-in mkfs.ext3: `--help` prints a usage with (or without) `-d`; a build runs
+    /// `body` with the arguments in "$@".
+    fn fake_mkfs(dir: &Path, with_d: bool, body: &str) -> PathBuf {
+        let n = std::fs::read_dir(dir).map(Iterator::count).unwrap_or(0);
+        let p = dir.join(format!("mkfs-{n}"));
+        let usage = if with_d {
+            "[-d root-directory]"
+        } else {
+            "[-m reserved]"
+        };
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --help ]; then echo 'Usage: mkfs {usage}' >&2; exit 1; fi\n{body}\n"
+        );
+        std::fs::write(&p, script).expect("write script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Another test thread may have forked while the script was open for writing: wait
+        // until it can be executed (ETXTBSY ends when that child execs).
+        for _ in 0..100 {
+            match Command::new(&p).arg("--help").output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => break,
+            }
+        }
+        p
+    }
+
+    fn request(dir: &Path, image: &Path, mkfs: PathBuf) -> Request {
+        Request {
+            image: image.to_path_buf(),
+            size_mib: MIN_SIZE_MIB,
+            create_dirs: vec!["/usr/local".into()],
+            sparse: true,
+            fakeroot: false,
+            tmpdir: dir.join("tmp"),
+            mkfs,
+            command_name: "sifr".into(),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A SIF with a primary squashfs partition, as a file.
+    fn sif_file(path: &Path) {
+        let mut img = SifImage::create(path, &CreateOptions::deterministic()).expect("new");
+        let mut data: &[u8] = b"hsqs and the rest";
+        let mut input = ObjectInput::new(DataType::Partition, &mut data);
+        input.extra = Extra::Partition(PartitionMeta {
+            fs_type: FsType::Squashfs,
+            part_type: PartType::PrimSys,
+            arch_code: Arch::Amd64.code(),
+        });
+        img.add_object(input, When::Auto).expect("primary");
+    }
+
+    /// mkfs.ext3 failing: its error output on one line, and nothing left behind (no image,
+    /// no temporary file or directory, the SIF byte for byte as it was).
+    #[test]
+    fn test_mkfs_failure_leaves_nothing_behind() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let tools = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(d.path().join("tmp")).expect("tmp");
+        let mkfs = fake_mkfs(
+            tools.path(),
+            true,
+            "echo 'mkfs: it broke' >&2; echo 'really' >&2; exit 1",
+        );
+        let img = d.path().join("new.img");
+        let err = prepare(&request(d.path(), &img, mkfs.clone()))
+            .expect("checks pass")
+            .build()
+            .expect_err("mkfs fails");
+        let msg = err.to_string();
+        assert!(msg.contains("mkfs: it broke; really"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        assert_eq!(names(d.path()), ["tmp"]);
+        assert!(names(&d.path().join("tmp")).is_empty());
+
+        let sif = d.path().join("a.sif");
+        sif_file(&sif);
+        let before = std::fs::read(&sif).expect("read");
+        let err = prepare(&request(d.path(), &sif, mkfs))
+            .expect("checks pass")
+            .build()
+            .expect_err("mkfs fails");
+        assert!(matches!(err, OverlayCreateError::Mkfs { .. }), "{err}");
+        assert!(std::fs::read(&sif).expect("read") == before);
+        assert_eq!(names(d.path()), ["a.sif", "tmp"]);
+    }
+
+    /// What mkfs.ext3 made becomes an Ext3 Overlay partition in group 1 with the image's
+    /// architecture; the layout it was given holds upper/, work/ and the --create-dir.
+    #[test]
+    fn test_sif_gets_the_overlay_partition() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let tools = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(d.path().join("tmp")).expect("tmp");
+        let seen = d.path().join("layout.txt");
+        // Records the layout (-d DIR) and writes a marker at the start of FILE.
+        let mkfs = fake_mkfs(
+            tools.path(),
+            true,
+            &format!(
+                "(cd \"$2\" && find . | sort) > {}; printf EXT3 | dd of=\"$3\" conv=notrunc 2>/dev/null",
+                seen.display()
+            ),
+        );
+        let sif = d.path().join("a.sif");
+        sif_file(&sif);
+        let created = prepare(&request(d.path(), &sif, mkfs))
+            .expect("checks pass")
+            .build()
+            .expect("built");
+        assert_eq!(created, Created::SifPartition { id: 2 });
+        let layout = std::fs::read_to_string(&seen).expect("layout recorded");
+        assert_eq!(
+            layout.lines().collect::<Vec<_>>(),
+            [".", "./upper", "./upper/usr", "./upper/usr/local", "./work"]
+        );
+        let img = SifImage::open(&sif).expect("reopen");
+        let p = img
+            .partitions()
+            .find(|p| p.id == 2)
+            .expect("the overlay partition");
+        assert_eq!(
+            (p.fs_type, p.part_type, p.arch, p.group()),
+            (FsType::Ext3, PartType::Overlay, Arch::Amd64, Some(1))
+        );
+        assert_eq!(p.size, 64 << 20);
+        assert_eq!(p.offset % 4096, 0);
+        let d2 = img.object(2).expect("2");
+        let mut head = [0u8; 4];
+        assert_eq!(img.read_object_at(d2, 0, &mut head).expect("read"), 4);
+        assert_eq!(&head, b"EXT3");
+        assert_eq!(names(d.path()), ["a.sif", "layout.txt", "tmp"]);
+        // And now it has one: refused, naming it.
+        let mkfs = fake_mkfs(tools.path(), true, "exit 0");
+        let err = prepare(&request(d.path(), &sif, mkfs)).err();
+        assert!(
+            matches!(err, Some(OverlayCreateError::OverlayExists { id: 2, .. })),
+            "{err:?}"
+        );
+    }
+
+    /// A mkfs.ext3 without -d is refused before anything is made.
+    #[test]
+    fn test_mkfs_without_d_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let tools = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(d.path().join("tmp")).expect("tmp");
+        let mkfs = fake_mkfs(tools.path(), false, "exit 0");
+        let img = d.path().join("new.img");
+        let err = prepare(&request(d.path(), &img, mkfs)).err();
+        assert!(
+            matches!(err, Some(OverlayCreateError::MkfsTooOld(_))),
+            "{err:?}"
+        );
+        assert_eq!(names(d.path()), ["tmp"]);
+    }
 
     #[test]
     fn test_create_dir_stays_under_upper() {
