@@ -760,6 +760,7 @@ mod tests {
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),
             (&["instance", "list"], &["USER", "JSON", "LOGS", "ALL"]),
             (&["key", "list"], &["SECRET"]),
+            (&["overlay", "create"], &["SPARSE", "FAKEROOT", "TMPDIR"]),
             (&["sign"], &["SIGN_KEY"]),
             (
                 &["verify"],

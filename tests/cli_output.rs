@@ -242,7 +242,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["delete", "library://x/y/z:1"],
         vec!["keyserver", "list"],
         vec!["oci", "state", "x"],
-        vec!["overlay", "create", "o.img"],
         vec!["plugin", "list"],
         vec!["push", "img.sif", "oras://x/y:1"],
         vec!["registry", "list"],

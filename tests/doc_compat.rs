@@ -28,8 +28,24 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
     (
+        "tests/e2e_overlay_create.rs",
+        include_str!("e2e_overlay_create.rs"),
+    ),
+    (
         "tests/e2e_overlay_dir.rs",
         include_str!("e2e_overlay_dir.rs"),
+    ),
+    (
+        "tests/e2e_overlay_image.rs",
+        include_str!("e2e_overlay_image.rs"),
+    ),
+    (
+        "src/launch/ovlfile.rs",
+        include_str!("../src/launch/ovlfile.rs"),
+    ),
+    (
+        "src/launch/layers.rs",
+        include_str!("../src/launch/layers.rs"),
     ),
     ("tests/e2e_refusals.rs", include_str!("e2e_refusals.rs")),
     ("tests/e2e_run.rs", include_str!("e2e_run.rs")),

@@ -489,7 +489,6 @@ fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
             ("APPTAINER_ADD_INSECURE", "1"),
         ),
         (&["oci", "state", "x"], ("APPTAINER_LOG_FORMAT", "json")),
-        (&["overlay", "create", "x.img"], ("APPTAINER_SPARSE", "1")),
         (&["search", "x"], ("SINGULARITY_SEARCH_ARCH", "amd64")),
         (
             &["push", "x.sif", "library://x"],

@@ -13,6 +13,7 @@ pub mod build;
 pub mod inspect;
 pub mod instance;
 pub mod key;
+pub mod overlay;
 pub mod pull;
 pub mod registry;
 pub mod sif;
@@ -93,6 +94,8 @@ pub enum Command {
     RunHelp(inspect::RunHelpArgs),
     /// Manage sifr's system configuration (fakeroot mappings)
     Config(ConfigArgs),
+    /// Manage an EXT3 writable overlay image
+    Overlay(overlay::OverlayArgs),
     /// Manipulate Singularity Image Format (SIF) images
     Sif(sif::SifArgs),
     /// Manage OpenPGP keys
@@ -184,6 +187,24 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
   start instances yet: list shows none, and stop says there is nothing to stop.",
     ),
     (
+        "overlay",
+        "  The overlay command allows management of EXT3 writable overlay images.
+
+  All overlay commands have their own help output:
+
+  $ NAME help overlay create
+  $ NAME overlay create --help",
+    ),
+    (
+        "overlay create",
+        "  The overlay create command allows creating EXT3 writable overlay image either
+  as a single EXT3 image or by adding it automatically to an existing SIF image.
+  The image holds upper/ and work/ (and the --create-dir directories under
+  upper/), owned by the caller, or by root inside with --fakeroot. An image
+  must be at least 64 MiB; an existing SIF must be unsigned and without an
+  overlay partition. Needs mkfs.ext3 (e2fsprogs).",
+    ),
+    (
         "run-help",
         "  Prints the help text an image carries (the %help section of its definition
   file, /.singularity.d/runscript.help), or that of an app with --app.",
@@ -262,6 +283,15 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "overlay create",
+        &[
+            "NAME overlay create --size 1024 /tmp/image.sif",
+            "NAME overlay create --size 1024 /tmp/my_overlay.img",
+            "NAME overlay create --size 1024 --sparse /tmp/ext3_overlay.img",
+            "NAME overlay create --fakeroot --size 1024 /tmp/my_overlay.img",
+        ],
+    ),
+    (
         "key",
         &[
             "NAME key newpair",
@@ -322,6 +352,8 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
     ("config", "config"),
     ("config fakeroot", "config fakeroot <option> <user>"),
     ("sif", "sif"),
+    ("overlay", "overlay"),
+    ("overlay create", "overlay create <options> image"),
 ];
 
 /// The command line's help in Apptainer's shape, under the name sifr was invoked by
@@ -338,7 +370,7 @@ pub fn with_apptainer_help(cmd: clap::Command, name: &str) -> clap::Command {
             None => c,
         };
         let description = match DESCRIPTIONS.iter().find(|(p, _)| *p == path) {
-            Some((_, d)) => d.to_string(),
+            Some((_, d)) => d.replace("NAME", name),
             None => format!(
                 "  {}",
                 c.get_about().map(|a| a.to_string()).unwrap_or_default()

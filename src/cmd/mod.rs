@@ -17,6 +17,7 @@ pub mod build;
 pub mod inspect;
 pub mod instance;
 pub mod key;
+pub mod overlay;
 pub mod pull;
 pub mod sif;
 pub mod sign;
@@ -110,7 +111,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
         "sifr talks to no keyserver; publish keys with 'key export --armor'",
     ),
     ("oci", "sifr runs SIF images natively, with no OCI runtime"),
-    ("overlay", "overlay images are not supported yet"),
     ("plugin", "sifr has no plugins"),
     ("push", "sifr uploads to no library or registry"),
     (
@@ -383,6 +383,7 @@ pub fn main() -> i32 {
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
         Some(Command::Config(args)) => config::run(&ctx, &args),
+        Some(Command::Overlay(a)) => overlay::overlay(&ctx, a),
         Some(Command::Sif(a)) => sif::sif(&ctx, a),
         Some(Command::Key(a)) => key::key(&ctx, a),
         Some(Command::Sign(a)) => sign::sign(&ctx, a),
@@ -517,6 +518,7 @@ mod tests {
                     Some(Command::Sign(_)) => "sign",
                     Some(Command::Verify(_)) => "verify",
                     Some(Command::Key(_)) => "key",
+                    Some(Command::Overlay(_)) => "overlay create",
                     _ => "other",
                 };
                 assert_eq!(name, *verb, "{line}");

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod files;
 pub mod inroot;
 pub mod inspect;
+pub mod overlay_create;
 pub mod pinned;
 pub mod sif;
 pub mod source;

@@ -145,6 +145,10 @@ pub enum ErrorKind {
     TooLarge,
     #[error("{data_type:?} object data is not valid: {why}")]
     BadObjectData { data_type: DataType, why: String },
+    #[error(
+        "{cause}; putting the image back as it was failed too: {err} (the image may be damaged: restore it from a copy)"
+    )]
+    NotRestored { cause: String, err: std::io::Error },
 }
 
 impl ErrorKind {
@@ -153,7 +157,7 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             Open { .. } | Read { .. } => "cannot read SIF image",
-            Write { .. } | ReadOnly => "cannot write SIF image",
+            Write { .. } | ReadOnly | NotRestored { .. } => "cannot write SIF image",
             Truncated { .. }
             | BadMagic { .. }
             | UnsupportedVersion { .. }

@@ -45,7 +45,7 @@ fn read_only() -> io::Error {
 }
 
 impl Backing {
-    fn len(&self) -> io::Result<u64> {
+    pub(super) fn len(&self) -> io::Result<u64> {
         match self {
             Backing::File { file, .. } => Ok(file.metadata()?.len()),
             Backing::Memory(v) => Ok(v.len() as u64),
@@ -115,6 +115,14 @@ impl Backing {
                 v.resize(len, 0);
                 Ok(())
             }
+        }
+    }
+
+    /// Flushes written data to the disk (a file's data and size; nothing for memory).
+    pub(super) fn sync(&self) -> io::Result<()> {
+        match self {
+            Backing::File { file, .. } => file.sync_data(),
+            Backing::Memory(_) | Backing::Shared(_) => Ok(()),
         }
     }
 
