@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::binds::{BindError, BindSpec};
 use super::environ::{self, EnvError, EnvInputs};
+use super::gpu::{self, GpuError, GpuHost, GpuPolicy};
 pub use super::host::{HostFacts, HostProbe, LiveHost};
 use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
@@ -54,6 +55,8 @@ pub struct LaunchPolicy {
     pub allow_net_ns: bool,
     /// `allow user ns`: sifr cannot run a container without one.
     pub allow_user_ns: bool,
+    /// `always use nv`, `always use rocm`, `use nvidia-container-cli`.
+    pub gpu: GpuPolicy,
 }
 
 impl Default for LaunchPolicy {
@@ -100,6 +103,7 @@ impl From<&Config> for LaunchPolicy {
             allow_uts_ns: c.allow_uts_ns,
             allow_net_ns: true,
             allow_user_ns: c.allow_user_ns,
+            gpu: GpuPolicy::from(c),
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Request {
     pub ids: IdMapPlan,
     /// Root emulation for fakeroot (`None` without `--fakeroot`).
     pub emulation: Option<Emulation>,
+    /// What the host has for the GPU set-ups asked for (`gpu::discover`).
+    pub gpu: GpuHost,
 }
 
 /// A request that cannot be planned. Each message says what to change.
@@ -129,6 +135,8 @@ pub enum PlanError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Env(#[from] EnvError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
     #[error("bind source {0} does not exist on the host (check the path given to -B/--bind)")]
     MissingBindSource(PathBuf),
     #[error("{flag} is not supported by sifr: {why}")]
@@ -210,6 +218,11 @@ pub fn plan(
     mounts.extend(kernel_filesystems(o, policy, namespaces.pid));
     let binds = device_binds(o, policy, host, probe, &mut warnings);
     mounts.extend(dev(o, policy, binds.host_dev));
+    mounts.extend(gpu::devices(
+        &req.gpu,
+        minimal_dev(o, policy) && !binds.host_dev,
+        probe,
+    ));
     mounts.extend(binds.devices.iter().map(|b| MountOp {
         allow_dev: true,
         why: WHY_DEVICE,
@@ -231,6 +244,7 @@ pub fn plan(
     ));
     let binds = user_binds(binds.rest, policy, probe, &mut warnings)?;
     mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
+    mounts.extend(gpu_files(o, policy, req, host, probe, &mut warnings)?);
     mounts.extend(working_dir(o, policy, host, probe, &mounts, &mut warnings));
     // 4. The payload and its environment.
     let process = payload(req, host, &o.binds, &home.dest, &mut warnings)?;
@@ -303,21 +317,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
             "--unsquash",
             "sifr reads squashfs images with its own reader and does not extract them to a \
              sandbox; drop --unsquash (or build a sandbox with 'build --sandbox')",
-        );
-    }
-    for (on, flag) in [(u.nv, "--nv"), (u.nvccli, "--nvccli"), (u.rocm, "--rocm")] {
-        if on {
-            return unsupported(
-                flag,
-                "sifr does not look for GPUs or bind their driver libraries yet; bind the \
-                 devices and libraries with -B, or run this job with Apptainer",
-            );
-        }
-    }
-    if u.contain_libs {
-        return unsupported(
-            "--contain-libs",
-            "host libraries are bound only with --nv/--rocm, which sifr does not support yet",
         );
     }
     for (on, flag) in [(u.add_caps, "--add-caps"), (u.drop_caps, "--drop-caps")] {
@@ -826,6 +825,32 @@ fn device_binds(
     out
 }
 
+/// The GPU libraries, programs and sockets, and `--contain-libs` (see `gpu::host_files`),
+/// after the user binds as Apptainer's files mounts come after its user binds.
+fn gpu_files(
+    o: &Options,
+    policy: &LaunchPolicy,
+    req: &Request,
+    host: &HostFacts,
+    probe: &dyn HostProbe,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<MountOp>, PlanError> {
+    let libs: Vec<PathBuf> = o
+        .gpu
+        .contain_libs
+        .iter()
+        .map(|l| host.cwd.join(l))
+        .collect();
+    Ok(gpu::host_files(
+        &req.gpu,
+        &libs,
+        policy.user_bind_control,
+        o.writable,
+        probe,
+        warnings,
+    )?)
+}
+
 /// The user binds (absolute), present on the host. With `user bind control = no` each is
 /// ignored with a warning, as Apptainer does.
 fn user_binds(
@@ -1246,6 +1271,7 @@ mod tests {
             env_files: vec![],
             ids: IdMapPlan::single(1000, 1000),
             emulation: None,
+            gpu: GpuHost::default(),
         }
     }
 
@@ -1880,7 +1906,8 @@ mod tests {
              bind path = /data:/opt/data:ro\nuser bind control = no\nconfig passwd = no\n\
              config group = no\nconfig resolv_conf = no\nenable overlay = no\n\
              enable underlay = no\nsessiondir max size = 7\nmemory fs type = ramfs\n\
-             allow pid ns = no\nallow ipc ns = no\nallow uts ns = no\nallow user ns = no\n",
+             allow pid ns = no\nallow ipc ns = no\nallow uts ns = no\nallow user ns = no\n\
+             always use nv = yes\nalways use rocm = yes\nuse nvidia-container-cli = yes\n",
             crate::config::Source::BuiltIn("test"),
         )
         .expect("parses");
@@ -1912,6 +1939,11 @@ mod tests {
             allow_uts_ns: false,
             allow_net_ns: true,
             allow_user_ns: false,
+            gpu: GpuPolicy {
+                always_use_nv: true,
+                always_use_rocm: true,
+                use_nvidia_container_cli: true,
+            },
         };
         assert_eq!(LaunchPolicy::from(&c), want);
     }
@@ -2049,24 +2081,6 @@ mod tests {
     fn test_unimplemented_flags_are_refused_by_name() {
         let d = Unavailable::default;
         let cases: Vec<(Unavailable, bool, &str)> = vec![
-            (Unavailable { nv: true, ..d() }, false, "--nv"),
-            (
-                Unavailable {
-                    nvccli: true,
-                    ..d()
-                },
-                false,
-                "--nvccli",
-            ),
-            (Unavailable { rocm: true, ..d() }, false, "--rocm"),
-            (
-                Unavailable {
-                    contain_libs: true,
-                    ..d()
-                },
-                false,
-                "--contain-libs",
-            ),
             (
                 Unavailable {
                     add_caps: true,
@@ -2463,5 +2477,56 @@ mod tests {
             e.to_string()
                 .starts_with("--overlay requires 'enable overlay'")
         );
+    }
+    /// `--nv` on a described host: with `--contain` the device nodes go into the minimal
+    /// /dev right after it; the libraries (/.singularity.d/libs, read-only) and programs
+    /// come after the user binds; without `--contain` the host's /dev has the devices.
+    #[test]
+    fn test_gpu_steps_in_the_plan() {
+        use crate::launch::gpu::{Found, HostLibrary, LIBS_DIR, WHY_GPU_DEVICE, WHY_LIBRARIES};
+        let mut probe = listed();
+        probe
+            .existing
+            .extend(["/dev/nvidia0", "/dev/nvidiactl"].map(PathBuf::from));
+        probe
+            .files
+            .extend(["/dev/nvidia0", "/dev/nvidiactl"].map(PathBuf::from));
+        let gpu = GpuHost {
+            nv: Some(Found {
+                libraries: vec![HostLibrary {
+                    name: "libcuda.so.1".into(),
+                    path: "/usr/lib64/libcuda.so.535".into(),
+                }],
+                binaries: vec!["/usr/bin/nvidia-smi".into()],
+                devices: vec!["/dev/nvidia0".into(), "/dev/nvidiactl".into()],
+                lists_libraries: true,
+                lists_binaries: true,
+                ..Found::default()
+            }),
+            ..GpuHost::default()
+        };
+        let go = |contain: bool| {
+            let mut r = req(Options {
+                contain,
+                binds: vec![BindSpec::parse("/data").expect("spec")],
+                ..Default::default()
+            });
+            r.gpu = gpu.clone();
+            super::plan(&r, &LaunchPolicy::default(), &host(), &probe).expect("plan")
+        };
+        let p = go(true);
+        let pos = |d: &str| p.mounts.iter().position(|m| m.dest == Path::new(d));
+        let dev = pos("/dev").expect("dev");
+        assert_eq!(pos("/dev/nvidia0"), Some(dev + 1), "{:?}", dests(&p));
+        assert_eq!(pos("/dev/nvidiactl"), Some(dev + 2));
+        assert!(p.mounts[dev + 1].allow_dev && p.mounts[dev + 1].why == WHY_GPU_DEVICE);
+        let libs = pos(LIBS_DIR).expect("libs");
+        assert!(pos("/data").expect("bind") < libs);
+        assert!(p.mounts[libs].readonly && p.mounts[libs].why == WHY_LIBRARIES);
+        assert_eq!(pos("/usr/bin/nvidia-smi"), Some(libs + 1));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let p = go(false);
+        assert!(!p.mounts.iter().any(|m| m.why == WHY_GPU_DEVICE));
+        assert!(p.mounts.iter().any(|m| m.dest == Path::new(LIBS_DIR)));
     }
 }
