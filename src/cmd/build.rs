@@ -33,7 +33,8 @@ fn request(a: BuildArgs, cfg: &Config) -> Request {
         binds: a.bind,
         gpu_flags: [(a.nv, "--nv"), (a.rocm, "--rocm")]
             .into_iter()
-            .filter_map(|(on, f)| on.then(|| f.to_string()))
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| f.to_string())
             .collect(),
         no_cleanup: a.no_cleanup,
         ignore_subuid: a.ignore_subuid,
