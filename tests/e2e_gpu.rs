@@ -421,13 +421,14 @@ fn test_build_nv_binds_the_libraries_for_post() {
             &sif,
             "sh",
             "-c",
-            "cat /libs.txt; echo ---; ls /.singularity.d/libs",
+            "cat /libs.txt; echo ---; ls /.singularity.d/libs; \
+             if test -e /usr/bin/nvidia-smi; then echo smi-left-in-image; fi",
         ],
         &[],
     );
     let text = ok(&out);
     let (during, after) = text.split_once("---\n").expect("two parts");
     assert!(during.lines().any(|l| l == "libcuda.so.1"), "{text}");
-    // Bound for the build, not copied into the image.
+    // Bound for the build, not copied into the image; no mount point left either.
     assert_eq!(after, "", "{text}");
 }
