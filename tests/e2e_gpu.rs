@@ -359,7 +359,8 @@ fn test_nvccli_is_refused_in_one_line() {
 }
 
 /// `--contain-libs` (Apptainer's hidden `--containlibs`) binds the given files into
-/// /.singularity.d/libs, with or without a GPU; a missing one is one line.
+/// /.singularity.d/libs, with or without a GPU; a missing one is one line; a `-B` into
+/// /.singularity.d/libs joins the libraries of `--nv`.
 #[test]
 fn test_contain_libs_binds_the_given_libraries() {
     require_unprivileged();
@@ -393,6 +394,25 @@ fn test_contain_libs_binds_the_given_libraries() {
         &[],
     );
     assert_one_line_error(&out, "--contain-libs /nonexistent/libx.so: no such file");
+    // A user bind into /.singularity.d/libs joins the libraries of --nv, as in Apptainer.
+    let bind = format!("{}:/.singularity.d/libs/libextra.so", lib.display());
+    let out = gpu_sifr(
+        &[
+            "exec",
+            "--nv",
+            "-B",
+            &bind,
+            &busybox(),
+            "ls",
+            "/.singularity.d/libs",
+        ],
+        &[],
+    );
+    let text = ok(&out);
+    assert!(
+        text.lines().any(|l| l == "libextra.so") && text.lines().any(|l| l == "libcuda.so.1"),
+        "{text}"
+    );
 }
 
 /// `sifr build --nv`: %post runs with the host libraries in /.singularity.d/libs, as in

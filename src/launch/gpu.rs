@@ -468,6 +468,38 @@ pub fn host_files(
     Ok(out)
 }
 
+/// Apptainer's `addUserbindsMount`: a user bind of a file into /.singularity.d/libs is
+/// deferred to the library directory, which would otherwise hide it. When `files` binds
+/// that directory, such binds leave `mounts` and join its files under their destination's
+/// name (replacing a library of that name, as the later bind would).
+pub fn absorb_library_binds(
+    mounts: &mut Vec<MountOp>,
+    files: &mut [MountOp],
+    probe: &dyn HostProbe,
+) {
+    let Some(MountSource::FileSet { files: set, .. }) = files
+        .iter_mut()
+        .find(|m| m.dest == Path::new(LIBS_DIR))
+        .map(|m| &mut m.source)
+    else {
+        return;
+    };
+    mounts.retain(|m| {
+        let (MountSource::Host(src), Some(name)) = (&m.source, m.dest.file_name()) else {
+            return true;
+        };
+        let into_libs = m.why == super::planner::WHY_USER_BIND
+            && m.dest.parent() == Some(Path::new(LIBS_DIR))
+            && !probe.is_dir(src);
+        if into_libs {
+            let name = name.to_string_lossy().into_owned();
+            set.retain(|(_, n)| n != &name);
+            set.push((src.clone(), name));
+        }
+        !into_libs
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

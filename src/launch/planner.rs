@@ -244,7 +244,7 @@ pub fn plan(
     ));
     let binds = user_binds(binds.rest, policy, probe, &mut warnings)?;
     mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
-    mounts.extend(gpu_files(o, policy, req, host, probe, &mut warnings)?);
+    let mut mounts = gpu_files(o, policy, req, host, probe, mounts, &mut warnings)?;
     mounts.extend(working_dir(o, policy, host, probe, &mounts, &mut warnings));
     // 4. The payload and its environment.
     let process = payload(req, host, &o.binds, &home.dest, &mut warnings)?;
@@ -826,13 +826,16 @@ fn device_binds(
 }
 
 /// The GPU libraries, programs and sockets, and `--contain-libs` (see `gpu::host_files`),
-/// after the user binds as Apptainer's files mounts come after its user binds.
+/// appended to `mounts` after the user binds, as Apptainer's files mounts come after its
+/// user binds; a user bind of a file into /.singularity.d/libs joins the libraries there
+/// (`gpu::absorb_library_binds`), as in Apptainer, instead of being hidden by them.
 fn gpu_files(
     o: &Options,
     policy: &LaunchPolicy,
     req: &Request,
     host: &HostFacts,
     probe: &dyn HostProbe,
+    mut mounts: Vec<MountOp>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<MountOp>, PlanError> {
     let libs: Vec<PathBuf> = o
@@ -841,14 +844,17 @@ fn gpu_files(
         .iter()
         .map(|l| host.cwd.join(l))
         .collect();
-    Ok(gpu::host_files(
+    let mut files = gpu::host_files(
         &req.gpu,
         &libs,
         policy.user_bind_control,
         o.writable,
         probe,
         warnings,
-    )?)
+    )?;
+    gpu::absorb_library_binds(&mut mounts, &mut files, probe);
+    mounts.extend(files);
+    Ok(mounts)
 }
 
 /// The user binds (absolute), present on the host. With `user bind control = no` each is
@@ -2508,7 +2514,10 @@ mod tests {
         let go = |contain: bool| {
             let mut r = req(Options {
                 contain,
-                binds: vec![BindSpec::parse("/data").expect("spec")],
+                binds: vec![
+                    BindSpec::parse("/data").expect("spec"),
+                    BindSpec::parse("/etc/hosts:/.singularity.d/libs/libhosts.so").expect("spec"),
+                ],
                 ..Default::default()
             });
             r.gpu = gpu.clone();
@@ -2523,6 +2532,18 @@ mod tests {
         let libs = pos(LIBS_DIR).expect("libs");
         assert!(pos("/data").expect("bind") < libs);
         assert!(p.mounts[libs].readonly && p.mounts[libs].why == WHY_LIBRARIES);
+        // The user's bind into /.singularity.d/libs joins the libraries (not hidden by them).
+        assert_eq!(
+            p.mounts[libs].source,
+            MountSource::FileSet {
+                name: "libs".into(),
+                files: vec![
+                    ("/usr/lib64/libcuda.so.535".into(), "libcuda.so.1".into()),
+                    ("/etc/hosts".into(), "libhosts.so".into()),
+                ]
+            }
+        );
+        assert_eq!(pos("/.singularity.d/libs/libhosts.so"), None);
         assert_eq!(pos("/usr/bin/nvidia-smi"), Some(libs + 1));
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         let p = go(false);
