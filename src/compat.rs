@@ -81,6 +81,8 @@ pub const ALTERNATIVE_NAMES: &[(&str, &[&str])] = &[
     ("AUTHFILE", &["AUTH_FILE", "AUTHFILE"]),
     ("CONFIG", &["CONFIG_FILE", "CONFIG"]),
     ("PULLFOLDER", &["PULLDIR", "PULLFOLDER"]),
+    ("NO_NV", &["NV_OFF", "NO_NV"]),
+    ("NO_ROCM", &["ROCM_OFF", "NO_ROCM"]),
 ];
 
 /// Names Apptainer's flags also read without a prefix, after the prefixed spellings
@@ -93,8 +95,9 @@ const UNTRIMMED: [&str; 2] = ["BIND", "BINDPATH"];
 
 /// Names bound to comma-separated list flags: Apptainer also trims each element
 /// (`FOO="a , b"` is `a,b`).
-const LIST_NAMES: [&str; 6] = [
+const LIST_NAMES: [&str; 7] = [
     "NOENV",
+    "CONTAINLIBS",
     "SCRATCH",
     "SCRATCHDIR",
     "NO_MOUNT",
@@ -245,7 +248,6 @@ const BUILD_PULL: &[&str] = &["build", "pull"];
 /// refused as the flag would be.
 pub const UNSUPPORTED: &[Unsupported] = &[
     unsupported(&["FUSESPEC"], "--fusemount", ACTION, false),
-    unsupported(&["CONTAINLIBS"], "--containlibs", ACTION, false),
     unsupported(&["COMPAT32"], "--compat32", ACTION, true),
     unsupported(&["UNDERLAY"], "--underlay", ACTION, true),
     unsupported(
@@ -776,19 +778,8 @@ mod tests {
         ];
         // Read elsewhere than a clap attribute: PULLDIR/PULLFOLDER by `pull` itself (a blank
         // value means unset there), BIND, BINDPATH and MOUNT by the binds code (appended to
-        // the flags: cmd::action::user_binds); the GPU switches off are what sifr always does
-        // (it binds no GPU libraries).
-        let elsewhere = [
-            "PULLDIR",
-            "PULLFOLDER",
-            "BIND",
-            "BINDPATH",
-            "MOUNT",
-            "NV_OFF",
-            "NO_NV",
-            "ROCM_OFF",
-            "NO_ROCM",
-        ];
+        // the flags: cmd::action::user_binds).
+        let elsewhere = ["PULLDIR", "PULLFOLDER", "BIND", "BINDPATH", "MOUNT"];
         let root = crate::cli::Cli::command();
         let envs_of = |cmd: &clap::Command| -> Vec<String> {
             cmd.get_arguments()

@@ -26,6 +26,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_build.rs", include_str!("e2e_build.rs")),
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
+    ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
     (
         "tests/e2e_overlay_create.rs",
@@ -61,6 +62,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../src/launch/planner.rs"),
     ),
     ("src/cmd/mod.rs", include_str!("../src/cmd/mod.rs")),
+    ("src/launch/gpu.rs", include_str!("../src/launch/gpu.rs")),
     (
         "src/sign/keychoice.rs",
         include_str!("../src/sign/keychoice.rs"),

@@ -476,8 +476,7 @@ fn test_apptainer_build_flags_refused_or_accepted() {
     let p = Project::new();
     p.write("s.def", "Bootstrap: localimage\nFrom: busybox.sif\n");
     for flag in [
-        "--nv",
-        "--rocm",
+        "--nvccli",
         "--encrypt",
         "--writable-tmpfs",
         "--disable-cache",

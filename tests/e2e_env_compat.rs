@@ -310,7 +310,7 @@ fn test_names_bound_to_flags_sifr_lacks_are_refused() {
     let t = [("APPTAINER_RUNSCRIPT_TIMEOUT", "10")];
     ok(&sifr_env(&["exec", &img, "true"], &t));
     assert_one_line_error(&sifr_env(&["run", &img], &t), "--runscript-timeout");
-    // Turning GPU support off asks for what sifr always does: the container runs.
+    // Turning GPU set-up off (what `always use nv/rocm` turns on): the container runs.
     for k in [
         "APPTAINER_NO_NV",
         "SINGULARITY_NV_OFF",

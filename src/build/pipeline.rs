@@ -59,6 +59,9 @@ pub struct Request {
     pub reproducible: bool,
     /// Bind specifications for `%post` and `%test`.
     pub binds: Vec<String>,
+    /// GPU set-up for `%post` and `%test` (`--nv`, `--rocm`), as the containers that run
+    /// them take it.
+    pub gpu_flags: Vec<String>,
     /// Registry access for OCI sources.
     pub access: oci::RegistryAccess,
     /// Keep the build directory after a failure.
@@ -90,6 +93,7 @@ impl Request {
             squash_threads: 0,
             reproducible: false,
             binds: Vec::new(),
+            gpu_flags: Vec::new(),
             access: oci::RegistryAccess::default(),
             no_cleanup: false,
             ignore_subuid: false,
@@ -360,6 +364,7 @@ fn build_definition(
             filter: &filter,
             notest: a.notest,
             binds: &a.binds,
+            gpu_flags: &a.gpu_flags,
             cwd: &cwd,
             stages: &built,
             ignore_subuid: a.ignore_subuid,

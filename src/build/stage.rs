@@ -33,6 +33,9 @@ pub struct StageEnv<'a> {
     pub notest: bool,
     /// `-B` binds for `%post`/`%test`.
     pub binds: &'a [String],
+    /// `--nv`/`--rocm` for `%post`/`%test` (Apptainer's build sets APPTAINER_NV/ROCM for
+    /// the containers that run them).
+    pub gpu_flags: &'a [String],
     /// The directory the definition's relative `%files` sources and `From:` paths are read
     /// from (the caller's working directory, as Apptainer).
     pub cwd: &'a Path,
@@ -210,6 +213,7 @@ fn run_in_container(
     for b in env.binds {
         cmd.arg("--bind").arg(b);
     }
+    cmd.args(env.gpu_flags);
     for e in [
         "APPTAINER_ENVIRONMENT=/.singularity.d/env/91-environment.sh",
         "SINGULARITY_ENVIRONMENT=/.singularity.d/env/91-environment.sh",

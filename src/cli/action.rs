@@ -205,9 +205,10 @@ pub struct ActionArgs {
     #[arg(long, env = "SIFR_ROCM", value_parser = clap::builder::BoolishValueParser::new())]
     pub rocm: bool,
 
-    /// contain libraries from the host (only with --nv/--rocm)
-    #[arg(long, hide = true, alias = "containlibs")]
-    pub contain_libs: bool,
+    /// host libraries to bind into /.singularity.d/libs (comma-separated paths)
+    #[arg(long, hide = true, alias = "containlibs", value_name = "LIBS", value_delimiter = ',',
+          env = "SIFR_CONTAINLIBS", action = clap::ArgAction::Append)]
+    pub contain_libs: Vec<PathBuf>,
 
     /// additionally bind the 32-bit GPU libraries (requires --nv or --rocm; not supported)
     #[arg(long)]
@@ -225,12 +226,12 @@ pub struct ActionArgs {
     #[arg(long, value_name = "DIRS", action = clap::ArgAction::Append)]
     pub cdi_dirs: Vec<String>,
 
-    /// hidden: do not set up Nvidia GPUs (sifr never does)
-    #[arg(long, hide = true)]
+    /// hidden: do not set up Nvidia GPUs ('always use nv = yes' in sifr.conf)
+    #[arg(long, hide = true, env = "SIFR_NO_NV", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_nv: bool,
 
-    /// hidden: do not set up ROCm GPUs (sifr never does)
-    #[arg(long, hide = true)]
+    /// hidden: do not set up ROCm GPUs ('always use rocm = yes' in sifr.conf)
+    #[arg(long, hide = true, env = "SIFR_NO_ROCM", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_rocm: bool,
 
     // --- other Apptainer action flags that sifr refuses -------------------------------------

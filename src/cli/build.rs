@@ -102,13 +102,17 @@ pub struct BuildArgs {
     pub passphrase: bool,
     #[arg(long, hide = true, value_name = "FILE")]
     pub pem_path: Option<String>,
-    #[arg(long, hide = true)]
+    /// bind the host's NVIDIA driver into the containers that run %post and %test (as
+    /// exec --nv)
+    #[arg(long)]
     pub nv: bool,
     #[arg(long, hide = true)]
     pub nvccli: bool,
     #[arg(long, hide = true)]
     pub compat32: bool,
-    #[arg(long, hide = true)]
+    /// bind the host's ROCm driver into the containers that run %post and %test (as
+    /// exec --rocm)
+    #[arg(long)]
     pub rocm: bool,
     #[arg(long, hide = true, value_name = "SPEC")]
     pub mount: Vec<String>,
@@ -132,7 +136,7 @@ impl BuildArgs {
     /// The first Apptainer build flag given that sifr does not implement, with why: the
     /// flag and a reason, for a one-line refusal.
     pub fn refused(&self) -> Option<(&'static str, &'static str)> {
-        let checks: [(bool, &'static str, &'static str); 16] = [
+        let checks: [(bool, &'static str, &'static str); 14] = [
             (
                 self.arch_variant.is_some(),
                 "--arch-variant",
@@ -170,24 +174,14 @@ impl BuildArgs {
                 "encrypted images are not supported",
             ),
             (
-                self.nv,
-                "--nv",
-                "GPU libraries are not bound into %post and %test",
-            ),
-            (
                 self.nvccli,
                 "--nvccli",
-                "GPU libraries are not bound into %post and %test",
+                "sifr does not drive nvidia-container-cli yet; use --nv",
             ),
             (
                 self.compat32,
                 "--compat32",
-                "GPU libraries are not bound into %post and %test",
-            ),
-            (
-                self.rocm,
-                "--rocm",
-                "GPU libraries are not bound into %post and %test",
+                "32-bit GPU libraries are not bound; use --nv or --rocm",
             ),
             (
                 !self.mount.is_empty(),

@@ -10,6 +10,7 @@ use crate::build::convert::Conversion;
 use crate::cli::action::ActionArgs;
 use crate::config::{Config, SystemPaths};
 use crate::launch::binds::{BindError, BindSpec};
+use crate::launch::gpu::{self, GpuOptions};
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
 use crate::launch::mounter::Mounter;
@@ -61,10 +62,19 @@ pub fn run_action(
     } else {
         (IdMapPlan::single(user.uid, user.gid), None)
     };
+    let opts = launch_options(&flags)?;
+    let policy = LaunchPolicy::from(&cfg);
+    // What the host has for the GPU set-ups asked for (the planner decides what to bind).
+    let gpu = gpu::discover(
+        &gpu::wanted(&opts.gpu, &policy.gpu),
+        &cfg,
+        &SystemPaths::detect()?,
+        std::env::var_os("PATH").as_deref(),
+    );
     let req = Request {
         action,
         args,
-        opts: launch_options(&flags)?,
+        opts,
         shell,
         image_display: opened.path.clone(),
         root: opened.root.clone(),
@@ -76,6 +86,7 @@ pub fn run_action(
             .as_ref()
             .map(|img| overlay_partitions(img, &opened.path))
             .transpose()?,
+        gpu,
     };
     let mounter = Mounter {
         // --writable on a SIF writes into its overlay partition, not the image.
@@ -83,7 +94,7 @@ pub fn run_action(
         image: opened.into_served(),
         overlay_files: Vec::new(),
     };
-    let outcome = start(&req, &LaunchPolicy::from(&cfg), user, mounter)?;
+    let outcome = start(&req, &policy, user, mounter)?;
     Ok(outcome.exit_status())
 }
 
@@ -177,6 +188,19 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             .filter(|s| !s.trim().is_empty())
             .map(|s| OverlaySpec::parse(s))
             .collect(),
+        gpu: GpuOptions {
+            nv: f.nv,
+            nvccli: f.nvccli,
+            rocm: f.rocm,
+            no_nv: f.no_nv,
+            no_rocm: f.no_rocm,
+            contain_libs: f
+                .contain_libs
+                .iter()
+                .filter(|p| !p.as_os_str().is_empty())
+                .cloned()
+                .collect(),
+        },
         unavailable: Unavailable {
             keep_privs: f.keep_privs,
             allow_setuid: f.allow_setuid,
@@ -195,10 +219,6 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
                 || f.memory_swap.is_some()
                 || f.oom_kill_disable,
             sharens: f.sharens,
-            nv: f.nv,
-            nvccli: f.nvccli,
-            rocm: f.rocm,
-            contain_libs: f.contain_libs,
             add_caps: f.add_caps.is_some(),
             drop_caps: f.drop_caps.is_some(),
             no_privs: f.no_privs,

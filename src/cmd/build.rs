@@ -31,6 +31,11 @@ fn request(a: BuildArgs, cfg: &Config) -> Request {
         helper_dirs: cfg.setuid_helper_dirs(),
         reproducible: a.reproducible,
         binds: a.bind,
+        gpu_flags: [(a.nv, "--nv"), (a.rocm, "--rocm")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| f.to_string())
+            .collect(),
         no_cleanup: a.no_cleanup,
         ignore_subuid: a.ignore_subuid,
     }
@@ -106,9 +111,7 @@ mod tests {
             BuildArgs::from_arg_matches(&m).expect("args")
         };
         for flag in [
-            "--nv",
             "--nvccli",
-            "--rocm",
             "--compat32",
             "--encrypt",
             "--json",

@@ -401,8 +401,8 @@ impl Config {
     }
 
     /// One warning for each setting that has no effect in sifr although Apptainer would act
-    /// on it in a way a user would notice: every container getting GPU libraries, a memory
-    /// limit for image builds, an image driver plugin.
+    /// on it in a way a user would notice: a memory limit for image builds, an image driver
+    /// plugin.
     pub fn ignored_settings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut note = |directive: &str, set: bool, what: &str| {
@@ -413,16 +413,6 @@ impl Config {
                 ));
             }
         };
-        note(
-            "always use nv",
-            self.always_use_nv,
-            "sifr has no NVIDIA GPU support, so containers run without the host's NVIDIA libraries",
-        );
-        note(
-            "always use rocm",
-            self.always_use_rocm,
-            "sifr has no ROCm GPU support, so containers run without the host's ROCm libraries",
-        );
         note(
             "mksquashfs mem",
             self.mksquashfs_mem.is_some(),
@@ -890,22 +880,18 @@ mod tests {
 
     #[test]
     fn test_no_effect_settings_that_matter_warn() {
+        // GPU set-up is sifr's too now: `always use nv`/`always use rocm` warn no more.
         let (_, w) = warnings_of("always use nv = yes\nmksquashfs mem = 1G\n");
         assert_eq!(
             w,
             [
-                "/etc/sifr/sifr.conf:1: \"always use nv\" has no effect in sifr: sifr has no NVIDIA GPU support, so containers run without the host's NVIDIA libraries",
                 "/etc/sifr/sifr.conf:2: \"mksquashfs mem\" has no effect in sifr: sifr's own squashfs writer takes no memory limit"
             ]
         );
         let (_, w) = warnings_of("always use rocm = yes\nimage driver = squashfuse\n");
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].contains(":1: \"always use rocm\" has no effect in sifr"),
-            "{w:?}"
-        );
-        assert!(
-            w[1].contains(":2: \"image driver\" has no effect in sifr"),
+            w[0].contains(":2: \"image driver\" has no effect in sifr"),
             "{w:?}"
         );
         // Their defaults say nothing.

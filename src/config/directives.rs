@@ -9,9 +9,11 @@
 //!   `allow setuid-mount squashfs` / `extfs` (the same setting under another name).
 //! - `cryptsetup path`, `go path`, `ldconfig path`, `mksquashfs path`, `unsquashfs path` and
 //!   `nvidia-container-cli path` name a program's full path (older Apptainer releases had
-//!   them too). sifr runs none of these programs (its own squashfs writer and reader, no
-//!   encryption, no plugins, no GPU setup), so they are parsed and have no effect;
-//!   `Config::find_binary` would honour them ahead of `binary path`.
+//!   them too). `ldconfig path` is the ldconfig whose `-p` lists the host libraries for
+//!   `--nv`/`--rocm`, and `nvidia-container-cli path` where `--nvccli` looks for it
+//!   (`Config::find_binary` honours them ahead of `binary path`); sifr runs none of the
+//!   other programs (its own squashfs writer and reader, no encryption, no plugins), so
+//!   those are parsed and have no effect.
 //! - `tmp sandbox` and `sif fuse` are parsed and have no effect: sifr always serves images
 //!   with its own FUSE driver and never extracts one into a temporary sandbox.
 //!
@@ -575,18 +577,18 @@ pub static DIRECTIVES: &[Directive] = &[
     directive!("sessiondir max size", sessiondir_max_size: u64, Enforced),
     directive!("memory fs type", memory_fs_type: MemoryFsType, Enforced),
     // GPUs.
-    directive!("always use nv", always_use_nv: bool, NoEffect),
-    directive!("use nvidia-container-cli", use_nvidia_container_cli: bool, NoEffect),
-    directive!("always use rocm", always_use_rocm: bool, NoEffect),
+    directive!("always use nv", always_use_nv: bool, Enforced),
+    directive!("use nvidia-container-cli", use_nvidia_container_cli: bool, Enforced),
+    directive!("always use rocm", always_use_rocm: bool, Enforced),
     // Helper programs.
     directive!("binary path", binary_path: SearchPath, Enforced),
     directive!("suidbinary path", suidbinary_path: Option<String>, NoEffect),
     directive!("cryptsetup path", cryptsetup_path: Option<PathBuf>, NoEffect),
     directive!("go path", go_path: Option<PathBuf>, NoEffect),
-    directive!("ldconfig path", ldconfig_path: Option<PathBuf>, NoEffect),
+    directive!("ldconfig path", ldconfig_path: Option<PathBuf>, Enforced),
     directive!("mksquashfs path", mksquashfs_path: Option<PathBuf>, NoEffect),
     directive!("unsquashfs path", unsquashfs_path: Option<PathBuf>, NoEffect),
-    directive!("nvidia-container-cli path", nvidia_container_cli_path: Option<PathBuf>, NoEffect),
+    directive!("nvidia-container-cli path", nvidia_container_cli_path: Option<PathBuf>, Enforced),
     directive!("mksquashfs procs", mksquashfs_procs: u32, Enforced),
     directive!("mksquashfs mem", mksquashfs_mem: Option<MemSize>, NoEffect),
     // Downloads, cgroups, monitoring.

@@ -1,5 +1,5 @@
-//! nvliblist.conf: the NVIDIA driver programs and libraries that `--nv` binds into a
-//! container. One file name per line, `#` comment lines; a name containing `.so` is a
+//! nvliblist.conf and rocmliblist.conf: the NVIDIA (`--nv`) and AMD ROCm (`--rocm`) driver
+//! programs and libraries bound into a container. One file name per line, `#` comment lines; a name containing `.so` is a
 //! library, anything else a program (Apptainer's rule).
 
 use super::paths::{SystemFile, SystemPaths};
@@ -53,9 +53,18 @@ impl GpuLibList {
 
     /// The install's nvliblist.conf, or the built-in default.
     pub fn load(paths: &SystemPaths) -> Result<Loaded<GpuLibList>, ConfigError> {
-        let Loaded { value, source } = paths.read_text(SystemFile::NvLibList)?;
+        GpuLibList::load_file(paths, SystemFile::NvLibList)
+    }
+
+    /// The install's rocmliblist.conf, or the built-in default.
+    pub fn load_rocm(paths: &SystemPaths) -> Result<Loaded<GpuLibList>, ConfigError> {
+        GpuLibList::load_file(paths, SystemFile::RocmLibList)
+    }
+
+    fn load_file(paths: &SystemPaths, file: SystemFile) -> Result<Loaded<GpuLibList>, ConfigError> {
+        let Loaded { value, source } = paths.read_text(file)?;
         let value = GpuLibList::parse(&value, &source)?;
-        log::debug!("nvliblist.conf: {source}");
+        log::debug!("{}: {source}", file.relative_path());
         Ok(Loaded { value, source })
     }
 }
@@ -112,5 +121,9 @@ mod tests {
                 .iter()
                 .any(|l| l == "libnvidia-ml.so")
         );
+        let rocm = GpuLibList::load_rocm(&SystemPaths::with_prefix(dir.path())).expect("built-in");
+        assert_eq!(rocm.source, Source::BuiltIn("rocmliblist.conf"));
+        assert!(rocm.value.binaries.iter().any(|b| b == "rocm-smi"));
+        assert!(rocm.value.libraries.iter().any(|l| l == "libamdocl64.so"));
     }
 }

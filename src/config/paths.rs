@@ -19,6 +19,7 @@ pub enum SystemFile {
     Ecl,
     Cgroups,
     NvLibList,
+    RocmLibList,
     Capability,
     SeccompDefault,
     GlobalPgpPublic,
@@ -26,11 +27,12 @@ pub enum SystemFile {
 
 impl SystemFile {
     /// Every admin file.
-    pub const ALL: [SystemFile; 7] = [
+    pub const ALL: [SystemFile; 8] = [
         SystemFile::SifrConf,
         SystemFile::Ecl,
         SystemFile::Cgroups,
         SystemFile::NvLibList,
+        SystemFile::RocmLibList,
         SystemFile::Capability,
         SystemFile::SeccompDefault,
         SystemFile::GlobalPgpPublic,
@@ -43,6 +45,7 @@ impl SystemFile {
             SystemFile::Ecl => "ecl.toml",
             SystemFile::Cgroups => "cgroups.toml",
             SystemFile::NvLibList => "nvliblist.conf",
+            SystemFile::RocmLibList => "rocmliblist.conf",
             SystemFile::Capability => "capability.json",
             SystemFile::SeccompDefault => "seccomp-profiles/default.json",
             SystemFile::GlobalPgpPublic => "global-pgp-public",
@@ -56,6 +59,7 @@ impl SystemFile {
             SystemFile::Ecl => include_bytes!("../../etc/ecl.toml"),
             SystemFile::Cgroups => include_bytes!("../../etc/cgroups.toml"),
             SystemFile::NvLibList => include_bytes!("../../etc/nvliblist.conf"),
+            SystemFile::RocmLibList => include_bytes!("../../etc/rocmliblist.conf"),
             SystemFile::Capability => include_bytes!("../../etc/capability.json"),
             SystemFile::SeccompDefault => include_bytes!("../../etc/seccomp-profiles/default.json"),
             SystemFile::GlobalPgpPublic => include_bytes!("../../etc/global-pgp-public"),

@@ -167,6 +167,14 @@ pub fn prepare(plan: &mut Plan) -> Result<(), HostError> {
         {
             *p = c;
         }
+        // The files of /.singularity.d/libs (`--contain-libs` may name a link).
+        if let MountSource::FileSet { files, .. } = &mut m.source {
+            for (p, _) in files {
+                if let Ok(c) = std::fs::canonicalize(&*p) {
+                    *p = c;
+                }
+            }
+        }
     }
     // The overlay directories, canonical; the writable one gets `upper/` and `work/` (what
     // Apptainer creates in a new directory overlay), owned by the caller.
@@ -279,6 +287,19 @@ mod tests {
                     optional: true,
                     why: "user bind",
                 },
+                MountOp {
+                    source: MountSource::FileSet {
+                        name: "libs".into(),
+                        files: vec![(t.path().join("link"), "libx.so".into())],
+                    },
+                    dest: "/.singularity.d/libs".into(),
+                    target: TargetKind::Dir,
+                    readonly: true,
+                    recursive: true,
+                    allow_dev: false,
+                    optional: false,
+                    why: "host libraries",
+                },
             ],
             host_dirs: vec![t.path().join("work/tmp")],
             ..crate::launch::plan::tests::minimal()
@@ -289,6 +310,13 @@ mod tests {
         assert_eq!(
             plan.mounts[1].source,
             MountSource::Host(t.path().join("absent"))
+        );
+        assert_eq!(
+            plan.mounts[2].source,
+            MountSource::FileSet {
+                name: "libs".into(),
+                files: vec![(real.clone(), "libx.so".into())]
+            }
         );
         assert_eq!(plan.root, RootSource::Directory { path: real });
         use std::os::unix::fs::PermissionsExt;

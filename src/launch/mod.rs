@@ -4,6 +4,8 @@
 //! - `options`: what the user asked for, typed; `plan`, `planner`: the `Plan` value and how
 //!   it is derived; `host`: what the planner reads from the host, and the host preparation
 //!   a plan asks for.
+//! - `gpu`, `ldcache`: GPU set-up (`--nv`, `--rocm`) and host libraries: what the host has,
+//!   found through its linker cache, and the planner's steps that bind it.
 //! - `sys`: the seam to the kernel; `rootfs`: the mount sequence inside the container.
 //! - `action`: the payload's argv; `security`: the last steps before execve.
 //! - `process`: the process tree (sifr, supervisor, payload) and signals.
@@ -17,10 +19,12 @@
 pub mod action;
 pub mod binds;
 pub mod environ;
+pub mod gpu;
 pub mod host;
 pub mod identity;
 pub mod idplan;
 pub mod layers;
+pub mod ldcache;
 pub mod mounter;
 pub mod msg;
 pub mod options;

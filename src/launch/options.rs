@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::binds::BindSpec;
+use super::gpu::GpuOptions;
 
 /// The typed request for one container start. `Options::default()` is a start with no
 /// flags.
@@ -67,6 +68,9 @@ pub struct Options {
     /// `--overlay` directories, in command-line order.
     pub overlays: Vec<OverlaySpec>,
 
+    /// `--nv`, `--nvccli`, `--rocm`, `--no-nv`, `--no-rocm`, `--contain-libs`.
+    pub gpu: GpuOptions,
+
     // --- asked for, but not available rootless (the planner refuses or warns) -------------
     pub unavailable: Unavailable,
 }
@@ -102,11 +106,6 @@ pub struct Unavailable {
     /// `--cpus`, `--memory` or `--pids-limit` was given.
     pub resource_limits: bool,
     pub sharens: bool,
-    /// `--nv`, `--nvccli`, `--rocm`, hidden `--contain-libs`.
-    pub nv: bool,
-    pub nvccli: bool,
-    pub rocm: bool,
-    pub contain_libs: bool,
     /// `--add-caps`, `--drop-caps`.
     pub add_caps: bool,
     pub drop_caps: bool,
@@ -231,6 +230,7 @@ impl Default for Options {
             evaluate: true,
             reset_umask: false,
             overlays: Vec::new(),
+            gpu: GpuOptions::default(),
             unavailable: Unavailable::default(),
         }
     }

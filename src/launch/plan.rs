@@ -133,6 +133,13 @@ pub enum MountSource {
     Tmpfs { size_mb: u64, mode: u32 },
     /// A minimal /dev: tmpfs with bound device nodes, devpts, shm, standard links.
     MinimalDev { devpts: bool, mqueue: bool },
+    /// A directory `name` of the session holding host files, each bound read-only, nosuid,
+    /// nodev onto an empty file: (host path, name in the directory). Apptainer's
+    /// /.singularity.d/libs.
+    FileSet {
+        name: String,
+        files: Vec<(PathBuf, String)>,
+    },
 }
 
 /// Files the runtime generates in the session directory.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::binds::{BindError, BindSpec};
 use super::environ::{self, EnvError, EnvInputs};
+use super::gpu::{self, GpuError, GpuHost, GpuPolicy};
 pub use super::host::{HostFacts, HostProbe, LiveHost};
 use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
@@ -57,6 +58,8 @@ pub struct LaunchPolicy {
     /// The overlay helpers, found in `binary path` (`None`: not installed).
     pub fuse2fs: Option<PathBuf>,
     pub fuse_overlayfs: Option<PathBuf>,
+    /// `always use nv`, `always use rocm`, `use nvidia-container-cli`.
+    pub gpu: GpuPolicy,
 }
 
 impl Default for LaunchPolicy {
@@ -105,6 +108,7 @@ impl From<&Config> for LaunchPolicy {
             allow_user_ns: c.allow_user_ns,
             fuse2fs: c.find_binary("fuse2fs").ok(),
             fuse_overlayfs: c.find_binary("fuse-overlayfs").ok(),
+            gpu: GpuPolicy::from(c),
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct Request {
     pub emulation: Option<Emulation>,
     /// The image's own ext3 overlay partitions when it is a SIF (`None`: not a SIF).
     pub sif_overlays: Option<Vec<ImageLayer>>,
+    /// What the host has for the GPU set-ups asked for (`gpu::discover`).
+    pub gpu: GpuHost,
 }
 
 /// A request that cannot be planned. Each message says what to change.
@@ -136,6 +142,8 @@ pub enum PlanError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Env(#[from] EnvError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
     #[error("bind source {0} does not exist on the host (check the path given to -B/--bind)")]
     MissingBindSource(PathBuf),
     #[error("{flag} is not supported by sifr: {why}")]
@@ -229,6 +237,11 @@ pub fn plan(
     mounts.extend(kernel_filesystems(o, policy, namespaces.pid));
     let binds = device_binds(o, policy, host, probe, &mut warnings);
     mounts.extend(dev(o, policy, binds.host_dev));
+    mounts.extend(gpu::devices(
+        &req.gpu,
+        minimal_dev(o, policy) && !binds.host_dev,
+        probe,
+    ));
     mounts.extend(binds.devices.iter().map(|b| MountOp {
         allow_dev: true,
         why: WHY_DEVICE,
@@ -250,6 +263,7 @@ pub fn plan(
     ));
     let binds = user_binds(binds.rest, policy, probe, &mut warnings)?;
     mounts.extend(binds.iter().map(|b| user_bind_mount(b, probe)));
+    let mut mounts = gpu_files(o, policy, req, host, probe, mounts, &mut warnings)?;
     mounts.extend(working_dir(o, policy, host, probe, &mounts, &mut warnings));
     // 4. The payload and its environment.
     let process = payload(req, host, &o.binds, &home.dest, &mut warnings)?;
@@ -322,21 +336,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
             "--unsquash",
             "sifr reads squashfs images with its own reader and does not extract them to a \
              sandbox; drop --unsquash (or build a sandbox with 'build --sandbox')",
-        );
-    }
-    for (on, flag) in [(u.nv, "--nv"), (u.nvccli, "--nvccli"), (u.rocm, "--rocm")] {
-        if on {
-            return unsupported(
-                flag,
-                "sifr does not look for GPUs or bind their driver libraries yet; bind the \
-                 devices and libraries with -B, or run this job with Apptainer",
-            );
-        }
-    }
-    if u.contain_libs {
-        return unsupported(
-            "--contain-libs",
-            "host libraries are bound only with --nv/--rocm, which sifr does not support yet",
         );
     }
     for (on, flag) in [(u.add_caps, "--add-caps"), (u.drop_caps, "--drop-caps")] {
@@ -943,6 +942,38 @@ fn device_binds(
     out
 }
 
+/// The GPU libraries, programs and sockets, and `--contain-libs` (see `gpu::host_files`),
+/// appended to `mounts` after the user binds, as Apptainer's files mounts come after its
+/// user binds; a user bind of a file into /.singularity.d/libs joins the libraries there
+/// (`gpu::absorb_library_binds`), as in Apptainer, instead of being hidden by them.
+fn gpu_files(
+    o: &Options,
+    policy: &LaunchPolicy,
+    req: &Request,
+    host: &HostFacts,
+    probe: &dyn HostProbe,
+    mut mounts: Vec<MountOp>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<MountOp>, PlanError> {
+    let libs: Vec<PathBuf> = o
+        .gpu
+        .contain_libs
+        .iter()
+        .map(|l| host.cwd.join(l))
+        .collect();
+    let mut files = gpu::host_files(
+        &req.gpu,
+        &libs,
+        policy.user_bind_control,
+        o.writable,
+        probe,
+        warnings,
+    )?;
+    gpu::absorb_library_binds(&mut mounts, &mut files, probe);
+    mounts.extend(files);
+    Ok(mounts)
+}
+
 /// The user binds (absolute), present on the host. With `user bind control = no` each is
 /// ignored with a warning, as Apptainer does.
 fn user_binds(
@@ -1364,6 +1395,7 @@ mod tests {
             ids: IdMapPlan::single(1000, 1000),
             emulation: None,
             sif_overlays: None,
+            gpu: GpuHost::default(),
         }
     }
 
@@ -1998,7 +2030,8 @@ mod tests {
              bind path = /data:/opt/data:ro\nuser bind control = no\nconfig passwd = no\n\
              config group = no\nconfig resolv_conf = no\nenable overlay = no\n\
              enable underlay = no\nsessiondir max size = 7\nmemory fs type = ramfs\n\
-             allow pid ns = no\nallow ipc ns = no\nallow uts ns = no\nallow user ns = no\n",
+             allow pid ns = no\nallow ipc ns = no\nallow uts ns = no\nallow user ns = no\n\
+             always use nv = yes\nalways use rocm = yes\nuse nvidia-container-cli = yes\n",
             crate::config::Source::BuiltIn("test"),
         )
         .expect("parses");
@@ -2032,6 +2065,11 @@ mod tests {
             allow_user_ns: false,
             fuse2fs: c.find_binary("fuse2fs").ok(),
             fuse_overlayfs: c.find_binary("fuse-overlayfs").ok(),
+            gpu: GpuPolicy {
+                always_use_nv: true,
+                always_use_rocm: true,
+                use_nvidia_container_cli: true,
+            },
         };
         assert_eq!(LaunchPolicy::from(&c), want);
     }
@@ -2169,24 +2207,6 @@ mod tests {
     fn test_unimplemented_flags_are_refused_by_name() {
         let d = Unavailable::default;
         let cases: Vec<(Unavailable, bool, &str)> = vec![
-            (Unavailable { nv: true, ..d() }, false, "--nv"),
-            (
-                Unavailable {
-                    nvccli: true,
-                    ..d()
-                },
-                false,
-                "--nvccli",
-            ),
-            (Unavailable { rocm: true, ..d() }, false, "--rocm"),
-            (
-                Unavailable {
-                    contain_libs: true,
-                    ..d()
-                },
-                false,
-                "--contain-libs",
-            ),
             (
                 Unavailable {
                     add_caps: true,
@@ -2792,5 +2812,72 @@ mod tests {
                 RootLayer::Persistent
             ]
         );
+    }
+
+    /// `--nv` on a described host: with `--contain` the device nodes go into the minimal
+    /// /dev right after it; the libraries (/.singularity.d/libs, read-only) and programs
+    /// come after the user binds; without `--contain` the host's /dev has the devices.
+    #[test]
+    fn test_gpu_steps_in_the_plan() {
+        use crate::launch::gpu::{Found, HostLibrary, LIBS_DIR, WHY_GPU_DEVICE, WHY_LIBRARIES};
+        let mut probe = listed();
+        probe
+            .existing
+            .extend(["/dev/nvidia0", "/dev/nvidiactl"].map(PathBuf::from));
+        probe
+            .files
+            .extend(["/dev/nvidia0", "/dev/nvidiactl"].map(PathBuf::from));
+        let gpu = GpuHost {
+            nv: Some(Found {
+                libraries: vec![HostLibrary {
+                    name: "libcuda.so.1".into(),
+                    path: "/usr/lib64/libcuda.so.535".into(),
+                }],
+                binaries: vec!["/usr/bin/nvidia-smi".into()],
+                devices: vec!["/dev/nvidia0".into(), "/dev/nvidiactl".into()],
+                lists_libraries: true,
+                lists_binaries: true,
+                ..Found::default()
+            }),
+            ..GpuHost::default()
+        };
+        let go = |contain: bool| {
+            let mut r = req(Options {
+                contain,
+                binds: vec![
+                    BindSpec::parse("/data").expect("spec"),
+                    BindSpec::parse("/etc/hosts:/.singularity.d/libs/libhosts.so").expect("spec"),
+                ],
+                ..Default::default()
+            });
+            r.gpu = gpu.clone();
+            super::plan(&r, &LaunchPolicy::default(), &host(), &probe).expect("plan")
+        };
+        let p = go(true);
+        let pos = |d: &str| p.mounts.iter().position(|m| m.dest == Path::new(d));
+        let dev = pos("/dev").expect("dev");
+        assert_eq!(pos("/dev/nvidia0"), Some(dev + 1), "{:?}", dests(&p));
+        assert_eq!(pos("/dev/nvidiactl"), Some(dev + 2));
+        assert!(p.mounts[dev + 1].allow_dev && p.mounts[dev + 1].why == WHY_GPU_DEVICE);
+        let libs = pos(LIBS_DIR).expect("libs");
+        assert!(pos("/data").expect("bind") < libs);
+        assert!(p.mounts[libs].readonly && p.mounts[libs].why == WHY_LIBRARIES);
+        // The user's bind into /.singularity.d/libs joins the libraries (not hidden by them).
+        assert_eq!(
+            p.mounts[libs].source,
+            MountSource::FileSet {
+                name: "libs".into(),
+                files: vec![
+                    ("/usr/lib64/libcuda.so.535".into(), "libcuda.so.1".into()),
+                    ("/etc/hosts".into(), "libhosts.so".into()),
+                ]
+            }
+        );
+        assert_eq!(pos("/.singularity.d/libs/libhosts.so"), None);
+        assert_eq!(pos("/usr/bin/nvidia-smi"), Some(libs + 1));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let p = go(false);
+        assert!(!p.mounts.iter().any(|m| m.why == WHY_GPU_DEVICE));
+        assert!(p.mounts.iter().any(|m| m.dest == Path::new(LIBS_DIR)));
     }
 }

@@ -623,6 +623,27 @@ fn mount_one(
         MountSource::MinimalDev { devpts, mqueue } => {
             minimal_dev(sys, root, &op.dest, &target, *devpts, *mqueue).map_err(mount_err)?;
         }
+        MountSource::FileSet { name, files } => {
+            let dir = layout.dirs().join(name);
+            file_set(sys, &dir, files).map_err(mount_err)?;
+            bind(sys, root, &dir, &target, op).map_err(mount_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills the session directory `dir` of a [`MountSource::FileSet`]: each host file bound
+/// read-only, nosuid, nodev onto an empty file of its name (Apptainer's `addLibsDirMount`).
+fn file_set(sys: &dyn Sys, dir: &Path, files: &[(PathBuf, String)]) -> std::io::Result<()> {
+    sys.mkdir_all(dir, 0o755)?;
+    for (source, name) in files {
+        let dest = dir.join(name);
+        sys.write_file(&dest, b"", 0o644)?;
+        let src = sys.host_source(source);
+        sys.mount(Some(&src), &dest, None, MsFlags::MS_BIND, None)?;
+        let locked = sys.locked_flags(&dest)?;
+        let re = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base_flags(false);
+        sys.mount(None, &dest, None, re | locked, None)?;
     }
     Ok(())
 }
@@ -1085,6 +1106,56 @@ pub(crate) mod tests {
         assert!(calls.contains("mount devpts /final/dev/pts"));
         assert!(calls.contains("symlink pts/ptmx /final/dev/ptmx"));
         assert!(calls.contains("mount /oldroot/dev/null /final/dev/null"));
+    }
+
+    /// A file set (/.singularity.d/libs): each host library bound onto an empty file of its
+    /// name in the session directory and made read-only there, then the directory bound,
+    /// read-only, at its destination.
+    #[test]
+    fn test_file_set_binds_each_file_read_only_then_the_directory() {
+        let (_t, sys) = recorder(&[".singularity.d"]);
+        let p = plan(
+            RootLayer::Session,
+            vec![MountOp {
+                readonly: true,
+                ..op(
+                    MountSource::FileSet {
+                        name: "libs".into(),
+                        files: vec![
+                            ("/usr/lib64/libcuda.so.535".into(), "libcuda.so.1".into()),
+                            ("/h/libfoo.so".into(), "libfoo.so".into()),
+                        ],
+                    },
+                    "/.singularity.d/libs",
+                    "host libraries",
+                )
+            }],
+        );
+        build_root(&sys, &p, &Layout::default(), &user()).expect("ok");
+        let calls = sys.transcript();
+        let at = |needle: &str| {
+            calls
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in {calls}"))
+        };
+        let placeholder = at("write /dirs/libs/libcuda.so.1");
+        let bind = at("mount /oldroot/usr/lib64/libcuda.so.535 /dirs/libs/libcuda.so.1");
+        let ro = at("mount - /dirs/libs/libcuda.so.1");
+        let dir = at("mount /dirs/libs /final/.singularity.d/libs");
+        assert!(placeholder < bind && bind < ro && ro < dir, "{calls}");
+        at("mount /oldroot/h/libfoo.so /dirs/libs/libfoo.so");
+        // Each library: read-only, nosuid, nodev; the directory's tree likewise.
+        let want = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let remounts: Vec<MsFlags> = sys
+            .mounts
+            .borrow()
+            .iter()
+            .filter(|m| m.source.is_none() && m.target.starts_with("/dirs/libs/"))
+            .map(|m| m.flags)
+            .collect();
+        assert_eq!(remounts.len(), 2);
+        assert!(remounts.iter().all(|f| f.contains(want)), "{remounts:?}");
+        at("restrict -R /final/.singularity.d/libs 0x7");
     }
 
     /// The host mounts of [`test_hostile_symlinks_at_mount_points`]: user binds, or (on a
