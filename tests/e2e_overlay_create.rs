@@ -589,3 +589,92 @@ fn test_overlay_help() {
         "{text}"
     );
 }
+
+/// The owner of a file in an ext3 image, as debugfs reads it.
+fn file_uid(img: &Path, path: &str) -> Option<u32> {
+    let debugfs = e2fs("debugfs")?;
+    let out = run(&debugfs, ["-R", &format!("stat {path}"), s(img)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find("User:")?;
+    text[at + 5..].split_whitespace().next()?.parse().ok()
+}
+
+/// `sifr exec ARGS` with stdin closed.
+fn exec(args: &[&str]) -> Output {
+    let mut v = vec!["exec"];
+    v.extend_from_slice(args);
+    common::sifr(v)
+}
+
+fn stdout_of(out: &Output) -> String {
+    ok(out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What `overlay create` makes is what `--overlay` and `--writable` use: a conda-like
+/// directory made with --create-dir is written in one run and read back in the next; an
+/// overlay partition added to a SIF takes `--writable` writes that a later plain run reads
+/// (the partition is a read-only layer without --writable, as Apptainer's); with
+/// `--fakeroot` (both fakeroot modes) the image made with `--fakeroot` takes root's files.
+#[test]
+fn test_created_images_are_written_and_read_back() {
+    require_unprivileged();
+    let Some(_) = e2fs("debugfs") else { return };
+    let d = tempdir();
+    let busybox = sif_fixture("busybox_amd64.sif");
+    let bb = s(&busybox);
+
+    let img = d.path().join("conda.img");
+    ok(&create(
+        d.path(),
+        &["--sparse", "--create-dir", "/opt/conda", s(&img)],
+    ));
+    let ov = s(&img);
+    ok(&exec(&[
+        "--overlay",
+        ov,
+        bb,
+        "sh",
+        "-c",
+        "echo pkg > /opt/conda/x && mkdir /newdir",
+    ]));
+    assert_eq!(
+        stdout_of(&exec(&["--overlay", ov, bb, "cat", "/opt/conda/x"])),
+        "pkg\n"
+    );
+    assert_fsck_clean(&img);
+    assert_eq!(file_uid(&img, "/upper/opt/conda/x"), Some(ids().0));
+
+    let sif = unsigned_sif(d.path(), "with-overlay.sif");
+    ok(&create(d.path(), &["--size", "64", s(&sif)]));
+    ok(&exec(&[
+        "--writable",
+        s(&sif),
+        "sh",
+        "-c",
+        "echo w > /written",
+    ]));
+    assert_eq!(stdout_of(&exec(&[s(&sif), "cat", "/written"])), "w\n");
+    let o = exec(&[s(&sif), "sh", "-c", "echo x > /second"]);
+    assert!(
+        !o.status.success(),
+        "a plain run wrote into the SIF's overlay"
+    );
+
+    let fr = d.path().join("fr.img");
+    ok(&create(d.path(), &["--fakeroot", "--sparse", s(&fr)]));
+    assert_eq!(
+        stdout_of(&exec(&[
+            "--fakeroot",
+            "--overlay",
+            s(&fr),
+            bb,
+            "sh",
+            "-c",
+            "echo r > /rootfile && id -u",
+        ])),
+        "0\n"
+    );
+    assert_eq!(file_uid(&fr, "/upper/rootfile"), Some(0));
+    assert_fsck_clean(&fr);
+}
