@@ -27,6 +27,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
+    ("tests/e2e_network.rs", include_str!("e2e_network.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
     (
         "tests/e2e_overlay_create.rs",

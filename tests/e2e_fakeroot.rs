@@ -202,7 +202,7 @@ fn test_fakeroot_network_rule() {
         "true",
     ]);
     assert_eq!(o.status.code(), Some(255));
-    assert_one_line_error(&o, "loopback");
+    assert_one_line_error(&o, "none, pasta");
     let o = sifr_out(&["exec", "--fakeroot", "--net", img, "cat", "/proc/net/dev"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let devs: Vec<String> = stdout(&o)

@@ -141,15 +141,15 @@ pub struct ActionArgs {
     #[arg(short = 'u', long, env = "SIFR_USERNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub userns: bool,
 
-    /// run container in a new network namespace (loopback only without privileges)
+    /// run container in a new network namespace (loopback only, or the host's network with --network pasta)
     #[arg(short = 'n', long, env = "SIFR_NET", value_parser = clap::builder::BoolishValueParser::new())]
     pub net: bool,
 
-    /// specify desired network type(s): none is the only type available rootless
+    /// specify desired network type: none (loopback only) or pasta (the host's network through pasta)
     #[arg(long, value_name = "TYPES", env = "SIFR_NETWORK")]
     pub network: Option<String>,
 
-    /// specify network arguments to pass to CNI plugins
+    /// specify network arguments: portmap=HOST:CONTAINER/tcp|udp (with --network pasta)
     #[arg(long, value_name = "ARGS", env = "SIFR_NETWORK_ARGS", action = clap::ArgAction::Append)]
     pub network_args: Vec<String>,
 

@@ -155,6 +155,7 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
         uts,
         net: f.net,
         network: f.network.clone(),
+        network_args: f.network_args.clone(),
         writable: f.writable,
         writable_tmpfs: f.writable_tmpfs || compat,
         binds,
@@ -223,7 +224,6 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             drop_caps: f.drop_caps.is_some(),
             no_privs: f.no_privs,
             unsquash: f.unsquash,
-            network_args: !f.network_args.is_empty(),
             ignore_userns: f.ignore_userns,
             other: [
                 (f.compat32, "--compat32"),

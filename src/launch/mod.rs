@@ -12,6 +12,8 @@
 //! - `mounter`: mounting the image itself; `msg`: the messages that cross fork.
 //! - `ovlfile`: overlay image files on the host (kind by content, the lock); `layers`: the
 //!   supervisor's overlay image mounts (fuse2fs, fuse-overlayfs, sifr's squashfs driver).
+//! - `network`: `--network` and `--network-args`, planned (pasta's command line); `pasta`:
+//!   starting pasta for the container's network namespace, and stopping it.
 //! - `start`: the whole start as one call (plan, prepare, run), for the verbs.
 //!
 //! docs/architecture.md draws the road from the command line to execve through these.
@@ -27,8 +29,10 @@ pub mod layers;
 pub mod ldcache;
 pub mod mounter;
 pub mod msg;
+pub mod network;
 pub mod options;
 pub mod ovlfile;
+pub mod pasta;
 pub mod plan;
 pub mod planner;
 pub mod process;

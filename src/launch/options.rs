@@ -24,8 +24,10 @@ pub struct Options {
     pub uts: Option<String>,
     /// A network namespace (`--net`, `--network`).
     pub net: bool,
-    /// The `--network` type asked for (only `none` is available rootless).
+    /// The `--network` type asked for (`none` or `pasta`).
     pub network: Option<String>,
+    /// `--network-args`, as given (Apptainer's `[NETWORK:]KEY=VALUE[;...]`).
+    pub network_args: Vec<String>,
 
     // --- the root filesystem ---------------------------------------------------------------
     /// `--writable`: the sandbox itself, read-write.
@@ -114,8 +116,6 @@ pub struct Unavailable {
     pub no_privs: bool,
     /// `--unsquash`.
     pub unsquash: bool,
-    /// `--network-args`.
-    pub network_args: bool,
     /// hidden `--ignore-userns`.
     pub ignore_userns: bool,
     /// Other Apptainer action flags given that sifr does not implement (`--boot`,
@@ -213,6 +213,7 @@ impl Default for Options {
             uts: None,
             net: false,
             network: None,
+            network_args: Vec::new(),
             writable: false,
             writable_tmpfs: false,
             binds: Vec::new(),

@@ -223,13 +223,22 @@ pub struct NamespacePlan {
     pub ipc: bool,
     /// `Some(hostname)` creates a UTS namespace and sets the name.
     pub uts: Option<String>,
-    /// A network namespace with loopback only.
+    /// A network namespace (loopback only, unless `Plan::pasta` connects it).
     pub net: bool,
     /// Run a small init as PID 1 in the PID namespace (not with `--no-init`).
     pub init: bool,
     /// Mount propagation from the host stops (`mount slave = no`: private); by default the
     /// container's mounts are slaves of the host's, so later host mounts show up inside.
     pub private_mounts: bool,
+}
+
+/// pasta, started by sifr for the container's network namespace (`--network pasta`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastaPlan {
+    /// The pasta program (found in sifr.conf's `binary path`).
+    pub binary: PathBuf,
+    /// Its options; the launch adds `--pid FILE` and the supervisor's PID.
+    pub args: Vec<String>,
 }
 
 /// The container's working tmpfs (Apptainer's session directory).
@@ -331,6 +340,8 @@ pub struct Plan {
     pub writable: bool,
     pub ids: IdMapPlan,
     pub namespaces: NamespacePlan,
+    /// The network helper, with `--network pasta`.
+    pub pasta: Option<PastaPlan>,
     pub session: SessionPlan,
     pub mounts: Vec<MountOp>,
     pub process: ProcessPlan,
@@ -356,6 +367,7 @@ pub(crate) mod tests {
             writable: false,
             ids: IdMapPlan::single(1000, 1000),
             namespaces: NamespacePlan::default(),
+            pasta: None,
             session: SessionPlan {
                 size_mb: 64,
                 fstype: MemoryFs::Tmpfs,

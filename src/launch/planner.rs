@@ -18,6 +18,7 @@ use super::binds::{BindError, BindSpec};
 use super::environ::{self, EnvError, EnvInputs};
 use super::gpu::{self, GpuError, GpuHost, GpuPolicy};
 pub use super::host::{HostFacts, HostProbe, LiveHost};
+use super::network::{self, NetworkError, NetworkType};
 use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
 use super::seccomp::Emulation;
@@ -53,6 +54,8 @@ pub struct LaunchPolicy {
     pub allow_ipc_ns: bool,
     pub allow_uts_ns: bool,
     pub allow_net_ns: bool,
+    /// pasta, for `--network pasta`: its path, or where it was looked for.
+    pub pasta: Result<PathBuf, String>,
     /// `allow user ns`: sifr cannot run a container without one.
     pub allow_user_ns: bool,
     /// The overlay helpers, found in `binary path` (`None`: not installed).
@@ -105,6 +108,10 @@ impl From<&Config> for LaunchPolicy {
             allow_ipc_ns: c.allow_ipc_ns,
             allow_uts_ns: c.allow_uts_ns,
             allow_net_ns: true,
+            pasta: c.find_binary("pasta").map_err(|e| match e {
+                crate::config::BinaryError::NotFound { searched, .. } => searched,
+                other => other.to_string(),
+            }),
             allow_user_ns: c.allow_user_ns,
             fuse2fs: c.find_binary("fuse2fs").ok(),
             fuse_overlayfs: c.find_binary("fuse-overlayfs").ok(),
@@ -196,10 +203,8 @@ pub enum PlanError {
     UserNsDisabled,
     #[error("the {ns} namespace is disabled by the administrator (sifr.conf: allow {ns} ns = no)")]
     NamespaceDisabled { ns: &'static str },
-    #[error(
-        "--network {0}: only 'none' (a loopback-only network namespace) is available without privileges"
-    )]
-    Network(String),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 /// Builds the plan.
@@ -220,6 +225,7 @@ pub fn plan(
     }));
     // 2. Namespaces, and the root with its layer.
     let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
+    let pasta = pasta(o, policy, namespaces.net)?;
     let overlay = overlays(o, policy, req, probe, &mut warnings)?;
     let mut layer = root_layer(o, policy, req)?;
     // A writable image, or `enable overlay = driver` with a writable directory: the
@@ -259,6 +265,7 @@ pub fn plan(
         req,
         &home.dest,
         &namespaces,
+        pasta.is_some(),
         probe,
     ));
     let binds = user_binds(binds.rest, policy, probe, &mut warnings)?;
@@ -279,6 +286,7 @@ pub fn plan(
         writable: o.writable,
         ids: req.ids.clone(),
         namespaces,
+        pasta,
         session: SessionPlan {
             size_mb: policy.sessiondir_max_size_mb,
             fstype: policy.memory_fs_type,
@@ -359,13 +367,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
             "--boot" | "--netns-path" => Err(PlanError::RootOnly { flag }),
             _ => unsupported(flag, other_reason(flag)),
         };
-    }
-    if u.network_args {
-        return unsupported(
-            "--network-args",
-            "there are no CNI network plugins without privileges (only --network none); \
-             drop --network-args",
-        );
     }
     let mut warnings = Vec::new();
     if u.resource_limits {
@@ -461,11 +462,6 @@ fn namespaces(
         }
         None
     };
-    if let Some(n) = &o.network
-        && n != "none"
-    {
-        return Err(PlanError::Network(n.clone()));
-    }
     let net = o.net || o.network.is_some();
     if net && !policy.allow_net_ns {
         return Err(PlanError::NamespaceDisabled { ns: "net" });
@@ -1102,6 +1098,35 @@ fn scratch_dirs(
     Ok(mounts)
 }
 
+/// The network helper: pasta with `--network pasta` (its command line, with the
+/// `--network-args` port maps), nothing with `--network none` or without a network
+/// namespace. Network arguments without pasta are refused rather than ignored.
+///
+/// `allow net users`, `allow net groups` and `allow net networks` are not consulted: they
+/// select which CNI configurations Apptainer sets up *with privileges* for unprivileged
+/// users; pasta runs with the caller's own rights (as the caller could run it), and sifr
+/// sets up nothing with privileges.
+fn pasta(o: &Options, policy: &LaunchPolicy, net: bool) -> Result<Option<PastaPlan>, PlanError> {
+    let kind = match &o.network {
+        Some(n) if net => network::parse_type(n)?,
+        _ => NetworkType::None,
+    };
+    if kind == NetworkType::None {
+        if let Some(arg) = o.network_args.first() {
+            return Err(NetworkError::ArgsWithoutPasta(arg.clone()).into());
+        }
+        return Ok(None);
+    }
+    let ports = network::parse_args(&o.network_args)?;
+    let binary = policy.pasta.clone().map_err(NetworkError::PastaMissing)?;
+    // DNS goes through pasta unless the user named servers (--dns) or sifr leaves the
+    // image's resolv.conf alone.
+    let dns_forward = o.dns.is_none()
+        && policy.config_resolv_conf
+        && !o.skips_dest(Path::new("/etc/resolv.conf"));
+    Ok(Some(network::pasta_plan(binary, &ports, dns_forward)))
+}
+
 /// Files sifr writes for the container: passwd, group, resolv.conf, hostname, and APT's
 /// configuration under root-mapped fakeroot.
 fn generated_files(
@@ -1110,6 +1135,7 @@ fn generated_files(
     req: &Request,
     home_dest: &Path,
     ns: &NamespacePlan,
+    pasta: bool,
     probe: &dyn HostProbe,
 ) -> Vec<MountOp> {
     let fakeroot_uid0 = req.ids.uid == 0;
@@ -1142,6 +1168,11 @@ fn generated_files(
                     .iter()
                     .map(|s| format!("nameserver {s}\n"))
                     .collect(),
+            }),
+            // pasta answers DNS at this address for the host's resolver.
+            None if pasta => MountSource::Generated(GeneratedFile::Literal {
+                name: "resolv.conf".into(),
+                contents: format!("nameserver {}\n", network::DNS_FORWARD),
             }),
             None => MountSource::Host("/etc/resolv.conf".into()),
         };
@@ -1726,6 +1757,120 @@ mod tests {
         assert!(e.to_string().contains("allow user ns = no"), "{e}");
     }
 
+    /// `--network pasta`: pasta's command line with the port maps in the plan, resolv.conf
+    /// naming pasta's DNS forwarder (or the --dns servers); pasta missing, unknown types and
+    /// network arguments without pasta are refused.
+    #[test]
+    fn test_pasta_network_plan() {
+        let policy = LaunchPolicy {
+            pasta: Ok("/usr/bin/pasta".into()),
+            ..Default::default()
+        };
+        let resolv = |p: &Plan| {
+            p.mounts
+                .iter()
+                .find(|m| m.dest == Path::new("/etc/resolv.conf"))
+                .map(|m| m.source.clone())
+        };
+        let flags = Options {
+            net: true,
+            network: Some("pasta".into()),
+            network_args: vec!["portmap=8080:80/tcp".into(), "portmap=5353/udp".into()],
+            ..Default::default()
+        };
+        let p = plan(&req(flags.clone()), &policy, &host()).expect("ok");
+        assert!(p.namespaces.net);
+        let pasta = p.pasta.as_ref().expect("pasta planned");
+        assert_eq!(pasta.binary, PathBuf::from("/usr/bin/pasta"));
+        let line = pasta.args.join(" ");
+        assert!(
+            line.contains("--tcp-ports 8080:80 --udp-ports 5353:5353"),
+            "{line}"
+        );
+        assert!(line.contains("--dns-forward 169.254.1.1"), "{line}");
+        assert_eq!(
+            resolv(&p),
+            Some(MountSource::Generated(GeneratedFile::Literal {
+                name: "resolv.conf".into(),
+                contents: "nameserver 169.254.1.1\n".into()
+            }))
+        );
+        // --dns: the user's servers, and no forwarder.
+        let p = plan(
+            &req(Options {
+                dns: Some(vec!["192.0.2.53".into()]),
+                ..flags.clone()
+            }),
+            &policy,
+            &host(),
+        )
+        .expect("ok");
+        assert!(
+            !p.pasta
+                .as_ref()
+                .expect("pasta")
+                .args
+                .contains(&"--dns-forward".to_string())
+        );
+        assert!(
+            matches!(resolv(&p), Some(MountSource::Generated(GeneratedFile::Literal { contents, .. })) if contents == "nameserver 192.0.2.53\n")
+        );
+        // --network none: no pasta, the host's resolv.conf.
+        let p = plan(
+            &req(Options {
+                net: true,
+                network: Some("none".into()),
+                ..Default::default()
+            }),
+            &policy,
+            &host(),
+        )
+        .expect("ok");
+        assert_eq!(p.pasta, None);
+        assert_eq!(
+            resolv(&p),
+            Some(MountSource::Host("/etc/resolv.conf".into()))
+        );
+        // Refusals, one line each.
+        let missing = LaunchPolicy {
+            pasta: Err("/nowhere".into()),
+            ..Default::default()
+        };
+        let e = plan(&req(flags.clone()), &missing, &host()).expect_err("no pasta");
+        assert!(
+            e.to_string().contains("package passt") && e.to_string().contains("/nowhere"),
+            "{e}"
+        );
+        for (o, needle) in [
+            (
+                Options {
+                    network: Some("bridge".into()),
+                    ..flags.clone()
+                },
+                "available without privileges: none, pasta",
+            ),
+            (
+                Options {
+                    network: Some("none".into()),
+                    ..flags.clone()
+                },
+                "--network-args portmap=8080:80/tcp: network arguments need",
+            ),
+            (
+                Options {
+                    network_args: vec!["portmap=80/sctp".into()],
+                    ..flags.clone()
+                },
+                "only tcp and udp",
+            ),
+        ] {
+            let e = plan(&req(o), &policy, &host())
+                .expect_err(needle)
+                .to_string();
+            assert!(e.contains(needle) && !e.contains('\n'), "{e}");
+        }
+    }
+
     #[test]
     fn test_fakeroot_root_mapped() {
         let mut r = req(Options {
@@ -2062,6 +2207,7 @@ mod tests {
             allow_ipc_ns: false,
             allow_uts_ns: false,
             allow_net_ns: true,
+            pasta: c.find_binary("pasta").map_err(|e| e.to_string()),
             allow_user_ns: false,
             fuse2fs: c.find_binary("fuse2fs").ok(),
             fuse_overlayfs: c.find_binary("fuse-overlayfs").ok(),
@@ -2238,14 +2384,6 @@ mod tests {
                 },
                 false,
                 "--unsquash",
-            ),
-            (
-                Unavailable {
-                    network_args: true,
-                    ..d()
-                },
-                false,
-                "--network-args",
             ),
             (
                 Unavailable {

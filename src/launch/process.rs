@@ -65,6 +65,7 @@ use nix::unistd::{ForkResult, Pid, fork, getpid};
 use super::action::{self, Exec, RootFiles};
 use super::identity::HostUser;
 use super::msg::ChildMsg;
+use super::pasta;
 use super::plan::{IdMapPlan, MemoryFs, Plan, RootSource};
 use super::rootfs::{self, Layout};
 use super::seccomp::Emulation;
@@ -371,9 +372,15 @@ fn parent_side(
     relay_terminal: bool,
 ) -> Result<Outcome, LaunchError> {
     log::debug!("{:.1} ms: supervisor started", crate::log::since_start_ms());
-    // 1. Wait for the supervisor's user namespace, then give it its identity.
+    // 1. Wait for the supervisor's user namespace, then give it its identity, and its
+    //    network (pasta) before it goes on.
+    let mut net = None;
     if recv_is(&from_c, ChildMsg::UsernsReady) {
-        match write_maps(child, &plan.ids) {
+        let ready = write_maps(child, &plan.ids).and_then(|()| match &plan.pasta {
+            Some(p) => pasta::start(p, child).map(|p| net = Some(p)),
+            None => Ok(()),
+        });
+        match ready {
             Ok(()) => ChildMsg::MapsWritten.send(&to_c),
             Err(msg) => {
                 let _ = kill(child, Signal::SIGKILL);
@@ -383,8 +390,12 @@ fn parent_side(
         }
     }
     drop(to_c);
-    // 2. Relay signals until it ends.
-    wait_relaying(child, relay_terminal)
+    // 2. Relay signals until it ends; then pasta stops (before sifr exits).
+    let outcome = wait_relaying(child, relay_terminal);
+    if let Some(p) = net {
+        p.stop();
+    }
+    outcome
 }
 /// Reads signals from a signalfd: relays them to `child`, reaps children, returns when
 /// `child` has ended.
@@ -446,8 +457,9 @@ fn supervisor<S: Sys>(
         child_fail(&err, "sifr exited while the container was starting");
     }
 
-    // 1. A new user namespace; P writes the id maps from outside.
-    if let Err(msg) = create_userns(sys, explain_userns) {
+    // 1. A new user namespace (with its network namespace when pasta connects it); P
+    //    writes the id maps from outside.
+    if let Err(msg) = create_userns(sys, plan, explain_userns) {
         child_fail(&err, &msg);
     }
     ChildMsg::UsernsReady.send(&to_p);
@@ -492,13 +504,20 @@ fn supervisor<S: Sys>(
     )
 }
 
-/// C, step 1: the user namespace, before any other (so that it owns them).
+/// C, step 1: the user namespace, before any other (so that it owns them). With pasta the
+/// network namespace comes with it (the kernel creates the user namespace first, which owns
+/// it): P starts pasta on both while this process still waits for its maps and is still
+/// dumpable, the only time P may open its namespaces.
 fn create_userns<S: Sys>(
     sys: &S,
+    plan: &Plan,
     explain_userns: &dyn Fn(nix::Error) -> String,
 ) -> Result<(), String> {
-    sys.unshare(CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| explain_userns(errno_of(&e)))
+    let mut flags = CloneFlags::CLONE_NEWUSER;
+    if plan.pasta.is_some() {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    sys.unshare(flags).map_err(|e| explain_userns(errno_of(&e)))
 }
 
 /// C, step 2: the namespaces other than the user namespace (created first, so that it
@@ -512,7 +531,7 @@ fn supervisor_namespaces<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
     if ns.uts.is_some() {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
-    if ns.net {
+    if ns.net && plan.pasta.is_none() {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     sys.unshare(flags)
@@ -1154,6 +1173,40 @@ mod tests {
         );
     }
 
+    /// With pasta the network namespace is created with the user namespace (so that sifr
+    /// can start pasta on it before the supervisor goes on), not with the others.
+    #[test]
+    fn test_pasta_network_namespace_comes_with_the_user_namespace() {
+        let (_t, sys) = image();
+        let ns = NamespacePlan {
+            net: true,
+            ..Default::default()
+        };
+        let mut p = plan(ns, normal());
+        p.pasta = Some(PastaPlan {
+            binary: "/usr/bin/pasta".into(),
+            args: vec![],
+        });
+        create_userns(&sys, &p, &|e| e.to_string()).expect("userns");
+        supervisor_namespaces(&sys, &p).expect("namespaces");
+        let calls = sys.calls.borrow();
+        assert_eq!(
+            calls[0],
+            Call::Unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
+        );
+        assert_eq!(calls[1], Call::Unshare(CloneFlags::CLONE_NEWNS));
+        assert_eq!(calls[2], Call::LoopbackUp);
+        drop(calls);
+        // Without pasta: the user namespace alone first.
+        let (_t, sys) = image();
+        p.pasta = None;
+        create_userns(&sys, &p, &|e| e.to_string()).expect("userns");
+        assert_eq!(
+            sys.calls.borrow()[0],
+            Call::Unshare(CloneFlags::CLONE_NEWUSER)
+        );
+    }
+
     #[test]
     fn test_whole_launch_sequence_with_pid_namespace() {
         // Every step of C, D and E in the order the processes run them (forks aside).
@@ -1165,7 +1218,7 @@ mod tests {
             ..Default::default()
         };
         let p = plan(ns, fakeroot());
-        create_userns(&sys, &|e| format!("no user namespace: {e}")).expect("userns");
+        create_userns(&sys, &p, &|e| format!("no user namespace: {e}")).expect("userns");
         supervisor_namespaces(&sys, &p).expect("namespaces");
         let layout = enter_session(&sys, &p).expect("session");
         pid_namespace(&sys).expect("pid");
@@ -1211,7 +1264,9 @@ mod tests {
         // A refused user namespace is worded by the diagnosis.
         let (_t, mut sys) = image();
         sys.fail_steps = vec![Call::Unshare(CloneFlags::CLONE_NEWUSER)];
-        let err = create_userns(&sys, &|e| format!("no user namespace: {e}")).expect_err("fails");
+        let p = plan(NamespacePlan::default(), normal());
+        let err =
+            create_userns(&sys, &p, &|e| format!("no user namespace: {e}")).expect_err("fails");
         assert_eq!(err, "no user namespace: EPERM: Operation not permitted");
     }
 

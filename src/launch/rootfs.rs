@@ -812,6 +812,7 @@ pub(crate) mod tests {
             writable: false,
             ids: IdMapPlan::single(1000, 1000),
             namespaces: NamespacePlan::default(),
+            pasta: None,
             session: SessionPlan {
                 size_mb: 64,
                 fstype: MemoryFs::Tmpfs,
