@@ -18,6 +18,7 @@
 
 pub mod action;
 pub mod binds;
+pub mod cgroups;
 pub mod environ;
 pub mod gpu;
 pub mod host;

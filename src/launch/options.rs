@@ -71,6 +71,9 @@ pub struct Options {
     /// `--nv`, `--nvccli`, `--rocm`, `--no-nv`, `--no-rocm`, `--contain-libs`.
     pub gpu: GpuOptions,
 
+    /// Resource limits from the cgroup flags or `--apply-cgroups` (`launch::cgroups`).
+    pub resources: Option<crate::config::CgroupsConfig>,
+
     // --- asked for, but not available rootless (the planner refuses or warns) -------------
     pub unavailable: Unavailable,
 }
@@ -100,11 +103,8 @@ pub struct Unavailable {
     pub keep_privs: bool,
     pub allow_setuid: bool,
     pub oci: bool,
-    pub apply_cgroups: bool,
     /// `--security` options.
     pub security: Vec<String>,
-    /// `--cpus`, `--memory` or `--pids-limit` was given.
-    pub resource_limits: bool,
     pub sharens: bool,
     /// `--add-caps`, `--drop-caps`.
     pub add_caps: bool,
@@ -231,6 +231,7 @@ impl Default for Options {
             reset_umask: false,
             overlays: Vec::new(),
             gpu: GpuOptions::default(),
+            resources: None,
             unavailable: Unavailable::default(),
         }
     }

@@ -337,6 +337,8 @@ pub struct Plan {
     pub security: SecurityPlan,
     /// Host directories to create before starting (`--workdir` subdirectories).
     pub host_dirs: Vec<PathBuf>,
+    /// Resource limits: the container's cgroup (`--memory`, ..., `--apply-cgroups`).
+    pub cgroup: Option<super::cgroups::CgroupPlan>,
     /// Messages to show before starting (one line each).
     pub warnings: Vec<String>,
 }
@@ -381,6 +383,7 @@ pub(crate) mod tests {
                 mknod_noop: false,
             },
             host_dirs: vec![],
+            cgroup: None,
             warnings: vec![],
         }
     }

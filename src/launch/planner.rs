@@ -144,6 +144,8 @@ pub enum PlanError {
     Env(#[from] EnvError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroups::CgroupError),
     #[error("bind source {0} does not exist on the host (check the path given to -B/--bind)")]
     MissingBindSource(PathBuf),
     #[error("{flag} is not supported by sifr: {why}")]
@@ -271,6 +273,11 @@ pub fn plan(
         warnings.insert(0, n.clone());
     }
     let host_dirs = workdir_dirs(o, &mounts);
+    // 5. Resource limits: the cgroup v2 files to write (carried out in `start`).
+    let cgroup = o.resources.as_ref().map(super::cgroups::plan).transpose()?;
+    if let Some(cg) = &cgroup {
+        warnings.extend(cg.warnings.iter().cloned());
+    }
     Ok(Plan {
         image_display: req.image_display.clone(),
         root: req.root.clone(),
@@ -292,6 +299,7 @@ pub fn plan(
             mknod_noop: req.emulation == Some(Emulation::MknodOnly),
         },
         host_dirs,
+        cgroup,
         warnings,
     })
 }
@@ -316,11 +324,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
             "--oci",
             "sifr runs SIF images natively; drop --oci (or pass --no-oci)",
         );
-    }
-    if u.apply_cgroups {
-        return Err(PlanError::RootOnly {
-            flag: "--apply-cgroups",
-        });
     }
     for spec in &u.security {
         refuse_security(spec)?;
@@ -368,13 +371,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
         );
     }
     let mut warnings = Vec::new();
-    if u.resource_limits {
-        warnings.push(
-            "resource limits (--cpus, --memory, --pids-limit) are not applied: sifr does not \
-             manage cgroups yet"
-                .to_string(),
-        );
-    }
     if u.sharens {
         warnings.push("--sharens is not supported yet; running with separate namespaces".into());
     }

@@ -132,7 +132,13 @@ pub struct Launch<S: Sys> {
     pub write_maps: MapWriter,
     /// Makes the user-namespace failure message precise (sysctl diagnosis).
     pub explain_userns: Box<dyn Fn(nix::Error) -> String>,
+    /// Moves the supervisor into the container's cgroup (resource limits), before it forks
+    /// anything; `None` without limits.
+    pub enter_cgroup: Option<CgroupEnter>,
 }
+
+/// Moves a process into the container's cgroup.
+pub type CgroupEnter = Box<dyn Fn(Pid) -> Result<(), String>>;
 
 /// Signals relayed to the container. SIGINT, SIGQUIT and SIGTSTP come from the terminal;
 /// when the payload shares the terminal's foreground process group the kernel already
@@ -291,6 +297,7 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
         mut mounter,
         write_maps,
         explain_userns,
+        enter_cgroup,
     } = launch;
     let relay_terminal = must_relay_terminal_signals();
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
@@ -341,7 +348,15 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
                     err: e,
                 });
             }
-            let outcome = parent_side(&plan, child, to_p.r, to_c.w, &write_maps, relay_terminal);
+            let outcome = parent_side(
+                &plan,
+                child,
+                to_p.r,
+                to_c.w,
+                &write_maps,
+                enter_cgroup.as_deref(),
+                relay_terminal,
+            );
             let _ = security::set_dumpable(true);
             let failure = read_failure(&errp.r);
             let st = ChildMsg::recv(&status.r);
@@ -368,9 +383,19 @@ fn parent_side(
     from_c: OwnedFd,
     to_c: OwnedFd,
     write_maps: &dyn Fn(Pid, &IdMapPlan) -> Result<(), String>,
+    enter_cgroup: Option<&dyn Fn(Pid) -> Result<(), String>>,
     relay_terminal: bool,
 ) -> Result<Outcome, LaunchError> {
     log::debug!("{:.1} ms: supervisor started", crate::log::since_start_ms());
+    // 0. Resource limits: the supervisor enters the container's cgroup now, while it waits
+    // for its maps and has forked nothing, so every container process is limited.
+    if let Some(enter) = enter_cgroup
+        && let Err(msg) = enter(child)
+    {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(LaunchError::Child(msg));
+    }
     // 1. Wait for the supervisor's user namespace, then give it its identity.
     if recv_is(&from_c, ChildMsg::UsernsReady) {
         match write_maps(child, &plan.ids) {

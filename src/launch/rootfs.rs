@@ -837,6 +837,7 @@ pub(crate) mod tests {
                 mknod_noop: false,
             },
             host_dirs: vec![],
+            cgroup: None,
             warnings: vec![],
         }
     }
