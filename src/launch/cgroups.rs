@@ -116,7 +116,7 @@ pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
     // Go converts with int64(float), which saturates in practice on amd64 only by chance;
     // sizes beyond i64 are refused instead.
     let bytes = value * f64::from(2u32).powi(shift as i32);
-    if bytes >= 9.223_372_036_854_775_807e18 {
+    if bytes >= i64::MAX as f64 {
         return Err(bad());
     }
     Ok(bytes as i64)

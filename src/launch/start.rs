@@ -49,10 +49,6 @@ pub fn start(
         .iter()
         .map(ovlfile::open_locked)
         .collect::<Result<_, _>>()?;
-    for w in &plan.warnings {
-        log::warn!("{w}");
-    }
-    log::debug!("launch plan: {plan:#?}");
     // 3. Resource limits: the container's cgroup, created and limited before anything
     // starts (refused here, in one line, without a cgroup v2 delegation).
     let active = match &plan.cgroup {
@@ -65,6 +61,10 @@ pub fn start(
                 .map_err(|e| e.to_string())
         }) as process::CgroupEnter
     });
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
+    log::debug!("launch plan: {plan:#?}");
     // 4. The process tree, against the kernel.
     let outcome = process::run(Launch {
         plan,
