@@ -27,6 +27,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
+    ("tests/e2e_cgroups.rs", include_str!("e2e_cgroups.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
     (
         "tests/e2e_overlay_create.rs",
@@ -43,6 +44,10 @@ const SOURCES: &[(&str, &str)] = &[
     (
         "src/launch/ovlfile.rs",
         include_str!("../src/launch/ovlfile.rs"),
+    ),
+    (
+        "src/launch/cgroups.rs",
+        include_str!("../src/launch/cgroups.rs"),
     ),
     (
         "src/launch/layers.rs",
