@@ -1870,6 +1870,53 @@ mod tests {
         assert!(scratch_dirs(&o, &policy, &mut Vec::new()).is_err());
     }
 
+    /// Resource limits become the plan's cgroup writes, with their warnings; what cgroup v2
+    /// cannot limit is refused before anything starts.
+    #[test]
+    fn test_resource_limits_become_cgroup_writes() {
+        use crate::config::cgroups::{CgroupsConfig, Memory, Pids};
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert_eq!(p.cgroup, None);
+        let limits = CgroupsConfig {
+            memory: Some(Memory {
+                limit: Some(1 << 20),
+                disable_oom_killer: Some(true),
+                ..Default::default()
+            }),
+            pids: Some(Pids { limit: 9 }),
+            ..Default::default()
+        };
+        let opts = Options {
+            resources: Some(limits.clone()),
+            ..Default::default()
+        };
+        let p = plan(&req(opts), &LaunchPolicy::default(), &host()).expect("ok");
+        let cg = p.cgroup.expect("a cgroup");
+        let files: Vec<(&str, &str)> = cg
+            .writes
+            .iter()
+            .map(|w| (w.file.as_str(), w.value.as_str()))
+            .collect();
+        assert_eq!(files, [("memory.max", "1048576"), ("pids.max", "9")]);
+        assert!(p.warnings.iter().any(|w| w.contains("--oom-kill-disable")));
+        let opts = Options {
+            resources: Some(CgroupsConfig {
+                memory: Some(Memory {
+                    swappiness: Some(5),
+                    ..Default::default()
+                }),
+                ..limits
+            }),
+            ..Default::default()
+        };
+        let e = plan(&req(opts), &LaunchPolicy::default(), &host()).expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("memory.swappiness cannot be applied"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn test_disallowed_namespaces_are_dropped_with_a_warning() {
         let flags = Options {
