@@ -20,13 +20,26 @@ enum Mode {
     RootMapped,
 }
 
+/// The fakeroot mode of the test user: as CI says, or else as /etc/subuid says.
 fn mode() -> Mode {
     match std::env::var("SIFR_TEST_FAKEROOT_MODE").as_deref() {
         Ok("rootmapped") => Mode::RootMapped,
         Ok("subid") => Mode::Subid,
-        other => panic!(
-            "SIFR_TEST_FAKEROOT_MODE must be subid or rootmapped for the test user, not {other:?}"
-        ),
+        other if in_ci() => {
+            panic!("SIFR_TEST_FAKEROOT_MODE must be subid or rootmapped in CI, not {other:?}")
+        }
+        _ => {
+            let user = user_name();
+            let listed = std::fs::read_to_string("/etc/subuid")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split(':').next() == Some(user.as_str()));
+            if listed {
+                Mode::Subid
+            } else {
+                Mode::RootMapped
+            }
+        }
     }
 }
 
