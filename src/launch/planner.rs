@@ -419,14 +419,15 @@ fn refuse_security(spec: &str) -> Result<(), PlanError> {
 /// container runs without it; with a UTS namespace dropped the hostname cannot be set.
 ///
 /// A payload that holds capabilities in its user namespace (fakeroot: container root has the
-/// caller's uid and CAP_KILL there) could signal every process of its PID namespace, sifr's
-/// own included: it always gets a PID namespace of its own with sifr's init as PID 1 (and so
+/// caller's uid and CAP_KILL there; or an ordinary user given some with `--add-caps`) could
+/// signal every process of its PID namespace, sifr's own included: it always gets a PID
+/// namespace of its own with sifr's init as PID 1 (and so
 /// a procfs of that namespace), as with `--pid`, whatever `allow pid ns` says. A nested user
 /// namespace would not do: signals and the same-uid ptrace rule compare host uids.
 fn namespaces(
     o: &Options,
     policy: &LaunchPolicy,
-    fakeroot_uid0: bool,
+    payload_privileged: bool,
     warnings: &mut Vec<String>,
 ) -> Result<NamespacePlan, PlanError> {
     if !policy.allow_user_ns {
@@ -438,7 +439,8 @@ fn namespaces(
         }
         requested && allowed
     };
-    let pid = dropped(o.pid && !fakeroot_uid0, policy.allow_pid_ns, "pid") || fakeroot_uid0;
+    let pid =
+        dropped(o.pid && !payload_privileged, policy.allow_pid_ns, "pid") || payload_privileged;
     let ipc = dropped(o.ipc, policy.allow_ipc_ns, "ipc");
     let uts = if dropped(o.uts.is_some(), policy.allow_uts_ns, "uts") {
         o.uts.clone()
@@ -462,7 +464,7 @@ fn namespaces(
         ipc,
         uts,
         net,
-        init: (pid && o.pid && o.init) || fakeroot_uid0,
+        init: (pid && o.pid && o.init) || payload_privileged,
         private_mounts: !policy.mount_slave,
     })
 }
