@@ -19,6 +19,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("e2e_action_flags.rs"),
     ),
     ("tests/e2e_binds.rs", include_str!("e2e_binds.rs")),
+    ("tests/e2e_caps.rs", include_str!("e2e_caps.rs")),
     (
         "tests/e2e_config_compat.rs",
         include_str!("e2e_config_compat.rs"),

@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use super::{Context, registry_access};
 use crate::build::convert::Conversion;
 use crate::cli::action::ActionArgs;
-use crate::config::{Config, SystemPaths};
+use crate::config::{CapabilityConfig, Config, SystemPaths};
 use crate::launch::binds::{BindError, BindSpec};
+use crate::launch::capabilities::CapOptions;
 use crate::launch::gpu::{self, GpuOptions};
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
@@ -18,6 +19,7 @@ use crate::launch::options::{HomeSpec, NoMount, Options, OverlaySpec, Unavailabl
 use crate::launch::ovlfile::overlay_partitions;
 use crate::launch::plan::{Action, IdMapPlan};
 use crate::launch::planner::{LaunchPolicy, Request};
+use crate::launch::seccomp::Emulation;
 use crate::launch::start::start;
 use crate::sign::ecl;
 use crate::source;
@@ -62,6 +64,12 @@ pub fn run_action(
     } else {
         (IdMapPlan::single(user.uid, user.gid), None)
     };
+    // As Apptainer's prepareUserCaps (every start but its root-mapped one, which runs as
+    // uid 0): capability.json is read, and a broken one stops the start; without setuid it
+    // grants and limits nothing (launch::capabilities).
+    if emulation != Some(Emulation::RootMapped) {
+        CapabilityConfig::load(&SystemPaths::detect()?)?;
+    }
     let opts = launch_options(&flags)?;
     let policy = LaunchPolicy::from(&cfg);
     // What the host has for the GPU set-ups asked for (the planner decides what to bind).
@@ -201,8 +209,13 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
                 .cloned()
                 .collect(),
         },
-        unavailable: Unavailable {
+        caps: CapOptions {
+            add: f.add_caps.clone(),
+            drop: f.drop_caps.clone(),
+            no_privs: f.no_privs,
             keep_privs: f.keep_privs,
+        },
+        unavailable: Unavailable {
             allow_setuid: f.allow_setuid,
             oci: f.oci,
             apply_cgroups: f.apply_cgroups.is_some(),
@@ -219,9 +232,6 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
                 || f.memory_swap.is_some()
                 || f.oom_kill_disable,
             sharens: f.sharens,
-            add_caps: f.add_caps.is_some(),
-            drop_caps: f.drop_caps.is_some(),
-            no_privs: f.no_privs,
             unsquash: f.unsquash,
             network_args: !f.network_args.is_empty(),
             ignore_userns: f.ignore_userns,

@@ -7,7 +7,8 @@
 //! - `gpu`, `ldcache`: GPU set-up (`--nv`, `--rocm`) and host libraries: what the host has,
 //!   found through its linker cache, and the planner's steps that bind it.
 //! - `sys`: the seam to the kernel; `rootfs`: the mount sequence inside the container.
-//! - `action`: the payload's argv; `security`: the last steps before execve.
+//! - `action`: the payload's argv; `capabilities`: the payload's capability set (pure);
+//!   `security`: the last steps before execve.
 //! - `process`: the process tree (sifr, supervisor, payload) and signals.
 //! - `mounter`: mounting the image itself; `msg`: the messages that cross fork.
 //! - `ovlfile`: overlay image files on the host (kind by content, the lock); `layers`: the
@@ -18,6 +19,7 @@
 
 pub mod action;
 pub mod binds;
+pub mod capabilities;
 pub mod environ;
 pub mod gpu;
 pub mod host;

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::binds::BindSpec;
+use super::capabilities::CapOptions;
 use super::gpu::GpuOptions;
 
 /// The typed request for one container start. `Options::default()` is a start with no
@@ -71,6 +72,9 @@ pub struct Options {
     /// `--nv`, `--nvccli`, `--rocm`, `--no-nv`, `--no-rocm`, `--contain-libs`.
     pub gpu: GpuOptions,
 
+    /// `--add-caps`, `--drop-caps`, `--no-privs`, `--keep-privs`.
+    pub caps: CapOptions,
+
     // --- asked for, but not available rootless (the planner refuses or warns) -------------
     pub unavailable: Unavailable,
 }
@@ -97,7 +101,6 @@ impl OverlaySpec {
 /// Requests the planner turns into a refusal or a warning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unavailable {
-    pub keep_privs: bool,
     pub allow_setuid: bool,
     pub oci: bool,
     pub apply_cgroups: bool,
@@ -106,12 +109,6 @@ pub struct Unavailable {
     /// `--cpus`, `--memory` or `--pids-limit` was given.
     pub resource_limits: bool,
     pub sharens: bool,
-    /// `--add-caps`, `--drop-caps`.
-    pub add_caps: bool,
-    pub drop_caps: bool,
-    /// `--no-privs` (refused with `--fakeroot` only: without it the payload holds nothing to
-    /// drop).
-    pub no_privs: bool,
     /// `--unsquash`.
     pub unsquash: bool,
     /// `--network-args`.
@@ -231,6 +228,7 @@ impl Default for Options {
             reset_umask: false,
             overlays: Vec::new(),
             gpu: GpuOptions::default(),
+            caps: CapOptions::default(),
             unavailable: Unavailable::default(),
         }
     }

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use super::binds::{BindError, BindSpec};
+use super::capabilities::{self, CapError};
 use super::environ::{self, EnvError, EnvInputs};
 use super::gpu::{self, GpuError, GpuHost, GpuPolicy};
 pub use super::host::{HostFacts, HostProbe, LiveHost};
@@ -144,6 +145,8 @@ pub enum PlanError {
     Env(#[from] EnvError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Caps(#[from] CapError),
     #[error("bind source {0} does not exist on the host (check the path given to -B/--bind)")]
     MissingBindSource(PathBuf),
     #[error("{flag} is not supported by sifr: {why}")]
@@ -212,14 +215,19 @@ pub fn plan(
     let o = &req.opts;
     let fakeroot_uid0 = req.ids.uid == 0;
 
-    // 1. What cannot be honoured rootless.
-    let mut warnings = refuse_unavailable(&o.unavailable, req.emulation.is_some())?;
+    // 1. What cannot be honoured rootless, and the payload's capabilities.
+    let mut warnings = refuse_unavailable(&o.unavailable)?;
+    let caps = capabilities::compute(
+        &o.caps,
+        fakeroot_uid0,
+        req.emulation == Some(Emulation::RootMapped),
+    )?;
     warnings.extend(o.no_mount.iter().filter_map(|n| match n {
         NoMount::Unknown(word) => Some(format!("Ignoring unknown mount type '{word}'")),
         _ => None,
     }));
     // 2. Namespaces, and the root with its layer.
-    let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
+    let namespaces = namespaces(o, policy, fakeroot_uid0 || !caps.is_empty(), &mut warnings)?;
     let overlay = overlays(o, policy, req, probe, &mut warnings)?;
     let mut layer = root_layer(o, policy, req)?;
     // A writable image, or `enable overlay = driver` with a writable directory: the
@@ -287,7 +295,7 @@ pub fn plan(
         process,
         security: SecurityPlan {
             no_new_privs: true,
-            keep_userns_caps: fakeroot_uid0,
+            caps,
             emulate_root: req.emulation == Some(Emulation::RootMapped),
             mknod_noop: req.emulation == Some(Emulation::MknodOnly),
         },
@@ -299,13 +307,8 @@ pub fn plan(
 /// Refuses what needs privileges or a feature sifr lacks; returns warnings for what is
 /// ignored with a warning. Nothing the user asked for is dropped silently: a flag sifr does
 /// not implement yet is refused with one line until the work that implements it lands.
-fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, PlanError> {
+fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
     let unsupported = |flag, why| Err(PlanError::Unsupported { flag, why });
-    if u.keep_privs {
-        return Err(PlanError::RootOnly {
-            flag: "--keep-privs",
-        });
-    }
     if u.allow_setuid {
         return Err(PlanError::RootOnly {
             flag: "--allow-setuid",
@@ -336,22 +339,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
             "--unsquash",
             "sifr reads squashfs images with its own reader and does not extract them to a \
              sandbox; drop --unsquash (or build a sandbox with 'build --sandbox')",
-        );
-    }
-    for (on, flag) in [(u.add_caps, "--add-caps"), (u.drop_caps, "--drop-caps")] {
-        if on {
-            return unsupported(
-                flag,
-                "sifr does not manage capability sets yet: the payload runs with no \
-                 capabilities (with --fakeroot, with those of its user namespace)",
-            );
-        }
-    }
-    if u.no_privs && fakeroot {
-        return unsupported(
-            "--no-privs with --fakeroot",
-            "container root keeps its user namespace's capabilities under --fakeroot in \
-             sifr; drop --no-privs or --fakeroot",
         );
     }
     if let Some(flag) = u.other.first() {
@@ -432,14 +419,15 @@ fn refuse_security(spec: &str) -> Result<(), PlanError> {
 /// container runs without it; with a UTS namespace dropped the hostname cannot be set.
 ///
 /// A payload that holds capabilities in its user namespace (fakeroot: container root has the
-/// caller's uid and CAP_KILL there) could signal every process of its PID namespace, sifr's
-/// own included: it always gets a PID namespace of its own with sifr's init as PID 1 (and so
+/// caller's uid and CAP_KILL there; or an ordinary user given some with `--add-caps`) could
+/// signal every process of its PID namespace, sifr's own included: it always gets a PID
+/// namespace of its own with sifr's init as PID 1 (and so
 /// a procfs of that namespace), as with `--pid`, whatever `allow pid ns` says. A nested user
 /// namespace would not do: signals and the same-uid ptrace rule compare host uids.
 fn namespaces(
     o: &Options,
     policy: &LaunchPolicy,
-    fakeroot_uid0: bool,
+    payload_privileged: bool,
     warnings: &mut Vec<String>,
 ) -> Result<NamespacePlan, PlanError> {
     if !policy.allow_user_ns {
@@ -451,7 +439,8 @@ fn namespaces(
         }
         requested && allowed
     };
-    let pid = dropped(o.pid && !fakeroot_uid0, policy.allow_pid_ns, "pid") || fakeroot_uid0;
+    let pid =
+        dropped(o.pid && !payload_privileged, policy.allow_pid_ns, "pid") || payload_privileged;
     let ipc = dropped(o.ipc, policy.allow_ipc_ns, "ipc");
     let uts = if dropped(o.uts.is_some(), policy.allow_uts_ns, "uts") {
         o.uts.clone()
@@ -475,7 +464,7 @@ fn namespaces(
         ipc,
         uts,
         net,
-        init: (pid && o.pid && o.init) || fakeroot_uid0,
+        init: (pid && o.pid && o.init) || payload_privileged,
         private_mounts: !policy.mount_slave,
     })
 }
@@ -1726,6 +1715,73 @@ mod tests {
         assert!(e.to_string().contains("allow user ns = no"), "{e}");
     }
 
+    /// The plan carries the payload's capability set: nothing for a plain run, what
+    /// `--add-caps` names otherwise (with a PID namespace of its own, as container root has);
+    /// every capability for fakeroot, less `--drop-caps`, none with `--no-privs`; bad names
+    /// and `--keep-privs` refused in one line.
+    #[test]
+    fn test_capabilities_in_the_plan() {
+        use crate::launch::capabilities::{CapMask, CapOptions};
+        let with = |caps: CapOptions| Options {
+            caps,
+            ..Default::default()
+        };
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(p.security.caps.is_empty());
+        assert!(!p.namespaces.pid);
+        let add = with(CapOptions {
+            add: Some("net_raw".into()),
+            ..Default::default()
+        });
+        let p = plan(&req(add), &LaunchPolicy::default(), &host()).expect("ok");
+        assert_eq!(
+            p.security.caps,
+            CapMask(caps::Capability::CAP_NET_RAW.bitmask())
+        );
+        assert!(p.namespaces.pid && p.namespaces.init);
+        let fakeroot = |caps: CapOptions| {
+            let mut r = req(with(caps));
+            r.ids.uid = 0;
+            r.ids.gid = 0;
+            r.emulation = Some(Emulation::MknodOnly);
+            plan(&r, &LaunchPolicy::default(), &host())
+        };
+        let p = fakeroot(CapOptions::default()).expect("ok");
+        assert_eq!(p.security.caps, CapMask::all());
+        let p = fakeroot(CapOptions {
+            drop: Some("CAP_CHOWN".into()),
+            ..Default::default()
+        })
+        .expect("ok");
+        assert!(!p.security.caps.contains(caps::Capability::CAP_CHOWN));
+        assert!(p.security.caps.contains(caps::Capability::CAP_FOWNER));
+        let p = fakeroot(CapOptions {
+            no_privs: true,
+            ..Default::default()
+        })
+        .expect("ok");
+        assert!(p.security.caps.is_empty());
+        for (caps, needle) in [
+            (
+                CapOptions {
+                    drop: Some("chown,fly".into()),
+                    ..Default::default()
+                },
+                "--drop-caps: unknown capability \"fly\"",
+            ),
+            (
+                CapOptions {
+                    keep_privs: true,
+                    ..Default::default()
+                },
+                "--keep-privs requires root",
+            ),
+        ] {
+            let e = fakeroot(caps).expect_err(needle).to_string();
+            assert!(e.starts_with(needle) && e.lines().count() == 1, "{e}");
+        }
+    }
+
     #[test]
     fn test_fakeroot_root_mapped() {
         let mut r = req(Options {
@@ -1745,7 +1801,7 @@ mod tests {
         r.emulation = Some(Emulation::RootMapped);
         let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
         assert!(p.security.emulate_root && !p.security.mknod_noop);
-        assert!(p.security.keep_userns_caps);
+        assert_eq!(p.security.caps, capabilities::CapMask::all());
         // Container root never shares a PID namespace with sifr's processes.
         assert!(p.namespaces.pid && p.namespaces.init);
         let proc_ = p.mounts.iter().find(|m| m.dest == Path::new("/proc"));
@@ -1857,13 +1913,10 @@ mod tests {
         assert!(b.iter().all(|m| m.target == TargetKind::File && m.optional));
         assert_eq!(b.len(), 2);
         // Refusals name the flag.
-        let e = refuse_unavailable(
-            &Unavailable {
-                oci: true,
-                ..Default::default()
-            },
-            false,
-        )
+        let e = refuse_unavailable(&Unavailable {
+            oci: true,
+            ..Default::default()
+        })
         .expect_err("refused");
         assert!(e.to_string().contains("--oci"), "{e}");
         // Scratch destinations must be absolute.
@@ -2206,37 +2259,12 @@ mod tests {
     #[test]
     fn test_unimplemented_flags_are_refused_by_name() {
         let d = Unavailable::default;
-        let cases: Vec<(Unavailable, bool, &str)> = vec![
-            (
-                Unavailable {
-                    add_caps: true,
-                    ..d()
-                },
-                false,
-                "--add-caps",
-            ),
-            (
-                Unavailable {
-                    drop_caps: true,
-                    ..d()
-                },
-                false,
-                "--drop-caps",
-            ),
-            (
-                Unavailable {
-                    no_privs: true,
-                    ..d()
-                },
-                true,
-                "--no-privs with --fakeroot",
-            ),
+        let cases: Vec<(Unavailable, &str)> = vec![
             (
                 Unavailable {
                     unsquash: true,
                     ..d()
                 },
-                false,
                 "--unsquash",
             ),
             (
@@ -2244,7 +2272,6 @@ mod tests {
                     network_args: true,
                     ..d()
                 },
-                false,
                 "--network-args",
             ),
             (
@@ -2252,7 +2279,6 @@ mod tests {
                     ignore_userns: true,
                     ..d()
                 },
-                false,
                 "--ignore-userns",
             ),
             (
@@ -2260,7 +2286,6 @@ mod tests {
                     other: vec!["--fusemount"],
                     ..d()
                 },
-                false,
                 "--fusemount",
             ),
             (
@@ -2268,7 +2293,6 @@ mod tests {
                     other: vec!["--device"],
                     ..d()
                 },
-                false,
                 "--device",
             ),
             (
@@ -2276,7 +2300,6 @@ mod tests {
                     other: vec!["--underlay"],
                     ..d()
                 },
-                false,
                 "--underlay",
             ),
             (
@@ -2284,7 +2307,6 @@ mod tests {
                     other: vec!["--boot"],
                     ..d()
                 },
-                false,
                 "--boot requires root",
             ),
             (
@@ -2292,7 +2314,6 @@ mod tests {
                     security: vec!["seccomp:/p.json".into()],
                     ..d()
                 },
-                false,
                 "--security seccomp:/p.json",
             ),
             (
@@ -2300,7 +2321,6 @@ mod tests {
                     security: vec!["apparmor:p".into()],
                     ..d()
                 },
-                false,
                 "--security apparmor:p",
             ),
             (
@@ -2308,7 +2328,6 @@ mod tests {
                     security: vec!["selinux:l".into()],
                     ..d()
                 },
-                false,
                 "--security selinux:l",
             ),
             (
@@ -2316,7 +2335,6 @@ mod tests {
                     security: vec!["bogus".into()],
                     ..d()
                 },
-                false,
                 "--security bogus",
             ),
             (
@@ -2324,25 +2342,15 @@ mod tests {
                     security: vec!["uid:0".into()],
                     ..d()
                 },
-                false,
                 "--security uid:/gid:",
             ),
         ];
-        for (u, fakeroot, needle) in cases {
-            let e = refuse_unavailable(&u, fakeroot).expect_err(needle);
+        for (u, needle) in cases {
+            let e = refuse_unavailable(&u).expect_err(needle);
             let msg = e.to_string();
             assert!(msg.starts_with(needle), "{msg}");
             assert_eq!(msg.lines().count(), 1, "{msg}");
         }
-        // Without --fakeroot the caller holds no privileges: --no-privs changes nothing.
-        let u = Unavailable {
-            no_privs: true,
-            ..d()
-        };
-        assert_eq!(
-            refuse_unavailable(&u, false).expect("runs"),
-            Vec::<String>::new()
-        );
     }
 
     /// `user bind control = no`: --contain --workdir mounts no /tmp, /var/tmp from the

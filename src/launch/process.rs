@@ -948,6 +948,10 @@ fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
         sys.no_new_privs()
             .map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     }
+    // The payload's capabilities, in all five sets (all others dropped, bounding included),
+    // before any filter: a filter is installed last.
+    sys.apply_caps(plan.security.caps)
+        .map_err(|e| format!("cannot set capabilities: {e}"))?;
     // Root emulation for fakeroot (after no_new_privs, which unprivileged seccomp needs).
     let emulation = if plan.security.emulate_root {
         Some(Emulation::RootMapped)
@@ -958,10 +962,6 @@ fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
     };
     if let Some(em) = emulation {
         sys.install_seccomp(em).map_err(|e| e.to_string())?;
-    }
-    if !plan.security.keep_userns_caps {
-        sys.drop_all_caps()
-            .map_err(|e| format!("cannot drop capabilities: {e}"))?;
     }
     if exec.path.as_os_str().as_encoded_bytes().contains(&0) {
         return Err("command path contains a NUL byte".into());
@@ -1022,6 +1022,7 @@ mod tests {
     //! The sequence each process runs, driven against the recorder (fork and the pipes
     //! stay out: the step functions run directly).
     use super::*;
+    use crate::launch::capabilities::CapMask;
     use crate::launch::plan::*;
     use crate::launch::rootfs::tests::{recorder, user};
     use crate::launch::sys::{Call, RecordingSys};
@@ -1048,7 +1049,7 @@ mod tests {
     fn normal() -> SecurityPlan {
         SecurityPlan {
             no_new_privs: true,
-            keep_userns_caps: false,
+            caps: CapMask::default(),
             emulate_root: false,
             mknod_noop: false,
         }
@@ -1057,7 +1058,7 @@ mod tests {
     fn fakeroot() -> SecurityPlan {
         SecurityPlan {
             no_new_privs: true,
-            keep_userns_caps: true,
+            caps: CapMask::all(),
             emulate_root: true,
             mknod_noop: false,
         }
@@ -1259,7 +1260,9 @@ mod tests {
         let signals = pos(&calls, "reset signals", |c| *c == Call::ResetSignals);
         let cloexec = pos(&calls, "cloexec", |c| *c == Call::CloexecFrom(3));
         let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
-        let caps = pos(&calls, "drop caps", |c| *c == Call::DropAllCaps);
+        let caps = pos(&calls, "caps", |c| {
+            *c == Call::ApplyCaps(CapMask::default())
+        });
         let exec = pos(&calls, "execve", |c| matches!(c, Call::Execve(_)));
         assert!(0 < first_mount && first_mount < pivot && pivot < detach && detach < cwd);
         assert!(cwd < umask && umask < signals && signals < cloexec && cloexec < nnp);
@@ -1276,7 +1279,7 @@ mod tests {
     }
 
     #[test]
-    fn test_fakeroot_filters_after_no_new_privs_and_keeps_caps() {
+    fn test_fakeroot_sets_caps_then_filters_after_no_new_privs() {
         let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), fakeroot())).expect("ok");
         let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
@@ -1284,8 +1287,8 @@ mod tests {
             *c == Call::Seccomp(Emulation::RootMapped)
         });
         let exec = pos(&calls, "execve", |c| matches!(c, Call::Execve(_)));
-        assert!(nnp < filter && filter < exec);
-        assert!(!calls.contains(&Call::DropAllCaps));
+        let caps = pos(&calls, "caps", |c| *c == Call::ApplyCaps(CapMask::all()));
+        assert!(nnp < caps && caps < filter && filter < exec);
         let sub = SecurityPlan {
             emulate_root: false,
             mknod_noop: true,
@@ -1300,7 +1303,10 @@ mod tests {
     fn test_a_failed_step_stops_before_execve() {
         for (step, want) in [
             (Call::NoNewPrivs, "cannot set no_new_privs: "),
-            (Call::DropAllCaps, "cannot drop capabilities: "),
+            (
+                Call::ApplyCaps(CapMask::default()),
+                "cannot set capabilities: ",
+            ),
             (Call::ResetSignals, "cannot reset signals: "),
             (
                 Call::Unshare(CloneFlags::CLONE_NEWNS),
