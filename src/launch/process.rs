@@ -963,6 +963,12 @@ fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
         sys.drop_all_caps()
             .map_err(|e| format!("cannot drop capabilities: {e}"))?;
     }
+    // The profile last: after no_new_privs, the emulation filter (so the profile's answer
+    // wins for equal actions) and the capability changes, right before execve.
+    if let Some(filter) = &plan.security.profile {
+        sys.install_profile(filter)
+            .map_err(|e| format!("cannot install the seccomp profile {}: {e}", filter.origin))?;
+    }
     if exec.path.as_os_str().as_encoded_bytes().contains(&0) {
         return Err("command path contains a NUL byte".into());
     }
@@ -1051,6 +1057,7 @@ mod tests {
             keep_userns_caps: false,
             emulate_root: false,
             mknod_noop: false,
+            profile: None,
         }
     }
 
@@ -1060,6 +1067,7 @@ mod tests {
             keep_userns_caps: true,
             emulate_root: true,
             mknod_noop: false,
+            profile: None,
         }
     }
 
@@ -1276,6 +1284,39 @@ mod tests {
     }
 
     #[test]
+    fn test_profile_installed_last_after_emulation_and_caps() {
+        let filter = crate::launch::profile::ProfileFilter {
+            origin: "/p.json".into(),
+            program: vec![],
+            flags: 0,
+        };
+        for security in [normal(), fakeroot()] {
+            let security = SecurityPlan {
+                profile: Some(filter.clone()),
+                ..security
+            };
+            let fake = security.emulate_root;
+            let (_t, sys) = image();
+            let calls =
+                container_calls(&sys, &plan(NamespacePlan::default(), security)).expect("ok");
+            let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+            let profile = pos(&calls, "profile", |c| {
+                *c == Call::SeccompProfile("/p.json".into())
+            });
+            // Right before execve, after every privilege change.
+            assert_eq!(profile, calls.len() - 2, "{calls:#?}");
+            assert!(nnp < profile);
+            if fake {
+                let em = pos(&calls, "emulation", |c| matches!(c, Call::Seccomp(_)));
+                assert!(em < profile);
+            } else {
+                let caps = pos(&calls, "drop caps", |c| *c == Call::DropAllCaps);
+                assert!(caps < profile);
+            }
+        }
+    }
+
+    #[test]
     fn test_fakeroot_filters_after_no_new_privs_and_keeps_caps() {
         let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), fakeroot())).expect("ok");
@@ -1289,6 +1330,7 @@ mod tests {
         let sub = SecurityPlan {
             emulate_root: false,
             mknod_noop: true,
+            profile: None,
             ..fakeroot()
         };
         let (_t, sys) = image();

@@ -835,6 +835,7 @@ pub(crate) mod tests {
                 keep_userns_caps: false,
                 emulate_root: false,
                 mknod_noop: false,
+                profile: None,
             },
             host_dirs: vec![],
             warnings: vec![],

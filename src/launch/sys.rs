@@ -32,6 +32,7 @@ use nix::sys::stat::Mode;
 
 use super::action::Exec;
 use super::plan::TargetKind;
+use super::profile::{self, ProfileFilter};
 use super::seccomp::{self, Emulation};
 use super::security;
 use crate::image::inroot;
@@ -75,6 +76,8 @@ pub enum Call {
     CloexecFrom(u32),
     NoNewPrivs,
     Seccomp(Emulation),
+    /// The `--security seccomp:` profile, by origin.
+    SeccompProfile(String),
     DropAllCaps,
     Execve(Exec),
 }
@@ -110,6 +113,7 @@ impl std::fmt::Display for Call {
             Call::CloexecFrom(n) => write!(f, "cloexec from {n}"),
             Call::NoNewPrivs => f.write_str("no_new_privs"),
             Call::Seccomp(em) => write!(f, "seccomp {em:?}"),
+            Call::SeccompProfile(origin) => write!(f, "seccomp profile {origin}"),
             Call::DropAllCaps => f.write_str("drop capabilities"),
             Call::Execve(e) => write!(f, "execve {}", e.path.display()),
         }
@@ -203,6 +207,8 @@ pub trait Sys {
     fn no_new_privs(&self) -> io::Result<()>;
     /// Installs the seccomp filter of a root emulation.
     fn install_seccomp(&self, emulation: Emulation) -> io::Result<()>;
+    /// Installs a compiled `--security seccomp:` profile.
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()>;
     /// Drops every capability.
     fn drop_all_caps(&self) -> io::Result<()>;
     /// execve(2): returns only on failure (the recorder returns `Ok`).
@@ -557,6 +563,10 @@ impl Sys for LinuxSys {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()> {
+        profile::install(filter)
+    }
+
     fn drop_all_caps(&self) -> io::Result<()> {
         security::drop_all_caps()
     }
@@ -830,6 +840,10 @@ impl Sys for RecordingSys {
 
     fn install_seccomp(&self, emulation: Emulation) -> io::Result<()> {
         self.step(Call::Seccomp(emulation))
+    }
+
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()> {
+        self.step(Call::SeccompProfile(filter.origin.clone()))
     }
 
     fn drop_all_caps(&self) -> io::Result<()> {
