@@ -11,29 +11,14 @@
 //!
 //! # The default profile (`etc/seccomp-profiles/default.json`)
 //!
-//! A deny-list: everything is allowed except calls that act on the whole host or have been
-//! the usual way into the kernel, and that no program in an HPC container needs. Each rule
-//! carries a `comment` saying why. Choices worth knowing:
-//!
-//! - Denied with EPERM: `kexec_load`/`kexec_file_load`, `init_module`/`finit_module`/
-//!   `delete_module`, `reboot`, `swapon`/`swapoff`, `acct`, `iopl`/`ioperm`,
-//!   `open_by_handle_at`, `uselib`, `keyctl`/`add_key`/`request_key`, `bpf`, `userfaultfd`.
-//!   Most already fail without host capabilities, which a rootless container never has;
-//!   the filter makes that independent of every capability check being right.
-//! - `io_uring_*` is denied with ENOSYS, not EPERM, so that libraries fall back to ordinary
-//!   system calls.
-//! - Allowed on purpose: `ptrace` and `process_vm_*` (debuggers, profilers: the payload can
-//!   only trace its own user's processes), `perf_event_open` (the host's
-//!   `perf_event_paranoid` decides), the NUMA calls `mbind`, `set_mempolicy`,
-//!   `migrate_pages`, `move_pages` (HPC codes need them; Docker's profile blocks them),
-//!   `personality` (`setarch -R`), and the whole mount family with `unshare`, `setns` and
-//!   `pivot_root`: sifr makes its own mounts before the filter is installed; the payload is
-//!   an unprivileged user whose mount changes stay inside its own namespaces, and mounts it
-//!   inherits are locked by the kernel so they cannot be peeled off to reveal what is under
-//!   them; and nested containers (a workflow engine in a container starting containers)
-//!   need these calls.
-//! - Keyrings: denying `keyctl` breaks Kerberos `KEYRING:` credential caches inside the
-//!   container; sites that need them can drop that rule.
+//! Docker's current default profile, copied unchanged from github.com/moby/profiles
+//! (`seccomp/default.json` at commit cd3bed8): an allow-list (`defaultAction` ERRNO/EPERM)
+//! whose conditional rules depend on the payload's capabilities (`includes.caps`), so a
+//! `--fakeroot` payload may use `mount`, `unshare`, `setns` in its own namespaces and others
+//! may not. Unlike Apptainer's own `default.json` it allows `statx`, which Debian bookworm's
+//! `ls -l` needs. Go writes empty lists as `null` there; such lists are read as empty.
+//! `--security seccomp:default` uses it (see [`SeccompProfile::resolve`]); the launch code
+//! (`launch::profile`) compiles and installs it.
 
 use std::path::{Path, PathBuf};
 
