@@ -59,7 +59,11 @@ fn test_unimplemented_action_flags_are_refused_by_name() {
         ),
         // Without nvidia-container-cli installed (sifr does not drive it in any case).
         (&["--nvccli"], "--nvccli"),
-        (&["--security", "seccomp:/etc/profile.json"], "seccomp"),
+        // Profiles are applied (e2e_seccomp); a missing one is refused with its path.
+        (
+            &["--security", "seccomp:/nonexistent/profile.json"],
+            "/nonexistent/profile.json",
+        ),
         (&["--security", "apparmor:unconfined"], "apparmor"),
         (&["--security", "selinux:label"], "selinux"),
         // Capabilities are applied (e2e_caps); a name that is none is refused.
@@ -98,7 +102,11 @@ fn test_unimplemented_flags_from_the_environment_are_refused() {
             "--overlay /etc/passwd: not an overlay image",
         ),
         ("SIFR_UNSQUASH", "yes", "--unsquash"),
-        ("APPTAINER_SECURITY", "seccomp:/p.json", "seccomp"),
+        (
+            "APPTAINER_SECURITY",
+            "seccomp:/nonexistent.json",
+            "/nonexistent.json",
+        ),
         (
             "SINGULARITY_ADD_CAPS",
             "CAP_FLY",

@@ -79,7 +79,16 @@ pub fn run_action(
         &SystemPaths::detect()?,
         std::env::var_os("PATH").as_deref(),
     );
+    // The first `seccomp:` of --security, read now (an empty one is refused by the planner).
+    let seccomp = match crate::launch::planner::seccomp_param(&opts.unavailable.security) {
+        Some(name) if !name.is_empty() => Some(
+            crate::config::SeccompProfile::resolve(name, &SystemPaths::detect()?)
+                .with_context(|| format!("--security seccomp:{name}"))?,
+        ),
+        _ => None,
+    };
     let req = Request {
+        seccomp,
         action,
         args,
         opts,

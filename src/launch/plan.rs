@@ -319,6 +319,8 @@ pub struct SecurityPlan {
     pub emulate_root: bool,
     /// Make mknod of devices a successful no-op (fakeroot with subordinate ids).
     pub mknod_noop: bool,
+    /// The `--security seccomp:` profile, compiled; installed last, after capabilities.
+    pub profile: Option<super::profile::ProfileFilter>,
 }
 
 /// Everything a container start does.
@@ -382,6 +384,7 @@ pub(crate) mod tests {
                 caps: CapMask::default(),
                 emulate_root: false,
                 mknod_noop: false,
+                profile: None,
             },
             host_dirs: vec![],
             warnings: vec![],

@@ -21,9 +21,11 @@ use super::gpu::{self, GpuError, GpuHost, GpuPolicy};
 pub use super::host::{HostFacts, HostProbe, LiveHost};
 use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
+use super::profile::{self, ProfileError, ProfileFilter};
 use super::seccomp::Emulation;
-use crate::config::Config;
 use crate::config::directives::{EnableOverlay, EnableUnderlay, MemoryFsType, MountDev};
+use crate::config::seccomp::SeccompProfile;
+use crate::config::{Config, Loaded};
 
 /// The part of the configuration the planner needs (see `config`), with Apptainer's
 /// defaults.
@@ -134,6 +136,9 @@ pub struct Request {
     pub sif_overlays: Option<Vec<ImageLayer>>,
     /// What the host has for the GPU set-ups asked for (`gpu::discover`).
     pub gpu: GpuHost,
+    /// The `--security seccomp:` profile, read by the caller (the first `seccomp:` option,
+    /// as Apptainer takes it).
+    pub seccomp: Option<Loaded<SeccompProfile>>,
 }
 
 /// A request that cannot be planned. Each message says what to change.
@@ -154,6 +159,8 @@ pub enum PlanError {
         flag: &'static str,
         why: &'static str,
     },
+    #[error(transparent)]
+    Seccomp(#[from] ProfileError),
     #[error("--security {spec} is not supported by sifr: {why}")]
     Security { spec: String, why: &'static str },
     #[error("{flag} requires root privileges (sifr never runs with them)")]
@@ -298,6 +305,7 @@ pub fn plan(
             caps,
             emulate_root: req.emulation == Some(Emulation::RootMapped),
             mknod_noop: req.emulation == Some(Emulation::MknodOnly),
+            profile: seccomp_profile(req, host, fakeroot_uid0)?,
         },
         host_dirs,
         warnings,
@@ -388,8 +396,39 @@ fn other_reason(flag: &str) -> &'static str {
     }
 }
 
-/// One `--security` option: `uid:`/`gid:` need root; seccomp, AppArmor and SELinux
-/// profiles are not applied by sifr yet, and anything else is not an option.
+/// The `--security seccomp:` profile compiled for this payload: its capabilities are
+/// those of its user namespace under fakeroot, none otherwise.
+fn seccomp_profile(
+    req: &Request,
+    host: &HostFacts,
+    all_caps: bool,
+) -> Result<Option<ProfileFilter>, PlanError> {
+    let Some(loaded) = &req.seccomp else {
+        return Ok(None);
+    };
+    let ctx = profile::Context {
+        all_caps,
+        kernel: host.kernel,
+    };
+    Ok(Some(profile::compile(
+        &loaded.value,
+        &loaded.source.to_string(),
+        &ctx,
+    )?))
+}
+
+/// The `seccomp:` parameter of the `--security` options: the first one, as Apptainer's
+/// `security.GetParam` takes it (`None` when there is none).
+pub fn seccomp_param(security: &[String]) -> Option<&str> {
+    security
+        .iter()
+        .find_map(|s| s.split_once(':').filter(|(k, _)| *k == "seccomp"))
+        .map(|(_, v)| v)
+}
+
+/// One `--security` option: `uid:`/`gid:` need root; `seccomp:` profiles are applied (the
+/// caller reads the first one; an empty one is refused); AppArmor and SELinux profiles are
+/// not applied by sifr, and anything else is not an option.
 fn refuse_security(spec: &str) -> Result<(), PlanError> {
     let kind = spec.split_once(':').map_or(spec, |(k, _)| k).trim();
     let why = match kind {
@@ -398,9 +437,10 @@ fn refuse_security(spec: &str) -> Result<(), PlanError> {
                 flag: "--security uid:/gid:",
             });
         }
+        "seccomp" if spec.split_once(':').is_some_and(|(_, v)| !v.is_empty()) => return Ok(()),
         "seccomp" => {
-            "seccomp profiles are not applied yet (fakeroot containers get sifr's own filter); \
-             drop the option"
+            "expected seccomp:PROFILE (a profile file, or a name in the install's \
+             seccomp-profiles directory)"
         }
         "apparmor" => "AppArmor profiles are not applied yet; drop the option",
         "selinux" => "SELinux labels are not applied yet; drop the option",
@@ -1324,6 +1364,7 @@ mod tests {
             env: vec![("FOO".into(), "bar".into())],
             umask: 0o022,
             mountpoints: vec![],
+            kernel: None,
         }
     }
 
@@ -1385,6 +1426,7 @@ mod tests {
             emulation: None,
             sif_overlays: None,
             gpu: GpuHost::default(),
+            seccomp: None,
         }
     }
 
@@ -2311,10 +2353,10 @@ mod tests {
             ),
             (
                 Unavailable {
-                    security: vec!["seccomp:/p.json".into()],
+                    security: vec!["seccomp:".into()],
                     ..d()
                 },
-                "--security seccomp:/p.json",
+                "--security seccomp:",
             ),
             (
                 Unavailable {
@@ -2351,6 +2393,52 @@ mod tests {
             assert!(msg.starts_with(needle), "{msg}");
             assert_eq!(msg.lines().count(), 1, "{msg}");
         }
+    }
+
+    /// `--security seccomp:`: the first one is the profile (Apptainer's GetParam); the
+    /// profile is compiled into the plan, with every capability under fakeroot.
+    #[test]
+    fn test_seccomp_profile_in_the_plan() {
+        let sec = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            seccomp_param(&sec(&["apparmor:x", "seccomp:a.json", "seccomp:b"])),
+            Some("a.json")
+        );
+        assert_eq!(seccomp_param(&sec(&["selinux:l"])), None);
+        let u = Unavailable {
+            security: sec(&["seccomp:a.json", "seccomp:b"]),
+            ..Unavailable::default()
+        };
+        assert!(refuse_unavailable(&u).is_ok());
+        let text = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mount"], "action": "SCMP_ACT_ERRNO",
+             "excludes": {"caps": ["CAP_SYS_ADMIN"]}}]}"#;
+        let source = crate::config::Source::File("/a.json".into());
+        let profile = SeccompProfile::parse(text, &source).expect("parses");
+        let mut r = req(Options::default());
+        r.seccomp = Some(Loaded {
+            value: profile,
+            source,
+        });
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        let normal = p.security.profile.expect("profile");
+        assert_eq!(normal.origin, "/a.json");
+        r.ids.uid = 0;
+        r.emulation = Some(Emulation::RootMapped);
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        let fakeroot = p.security.profile.expect("profile");
+        // The mount rule is excluded when the payload holds CAP_SYS_ADMIN.
+        assert!(fakeroot.program.len() < normal.program.len());
+        // A profile sifr cannot apply is refused at planning.
+        let bad = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["bogus_call"], "action": "SCMP_ACT_ERRNO"}]}"#;
+        let source = crate::config::Source::File("/bad.json".into());
+        r.seccomp = Some(Loaded {
+            value: SeccompProfile::parse(bad, &source).expect("parses"),
+            source,
+        });
+        let e = plan(&r, &LaunchPolicy::default(), &host()).expect_err("refused");
+        assert!(matches!(e, PlanError::Seccomp(_)), "{e}");
     }
 
     /// `user bind control = no`: --contain --workdir mounts no /tmp, /var/tmp from the

@@ -963,6 +963,12 @@ fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
     if let Some(em) = emulation {
         sys.install_seccomp(em).map_err(|e| e.to_string())?;
     }
+    // The profile last: after no_new_privs, the capability changes and the emulation
+    // filter (so the profile's answer wins for equal actions), right before execve.
+    if let Some(filter) = &plan.security.profile {
+        sys.install_profile(filter)
+            .map_err(|e| format!("cannot install the seccomp profile {}: {e}", filter.origin))?;
+    }
     if exec.path.as_os_str().as_encoded_bytes().contains(&0) {
         return Err("command path contains a NUL byte".into());
     }
@@ -1052,6 +1058,7 @@ mod tests {
             caps: CapMask::default(),
             emulate_root: false,
             mknod_noop: false,
+            profile: None,
         }
     }
 
@@ -1061,6 +1068,7 @@ mod tests {
             caps: CapMask::all(),
             emulate_root: true,
             mknod_noop: false,
+            profile: None,
         }
     }
 
@@ -1279,6 +1287,38 @@ mod tests {
     }
 
     #[test]
+    fn test_profile_installed_last_after_emulation_and_caps() {
+        let filter = crate::launch::profile::ProfileFilter {
+            origin: "/p.json".into(),
+            program: vec![],
+            flags: 0,
+        };
+        for security in [normal(), fakeroot()] {
+            let security = SecurityPlan {
+                profile: Some(filter.clone()),
+                ..security
+            };
+            let fake = security.emulate_root;
+            let (_t, sys) = image();
+            let calls =
+                container_calls(&sys, &plan(NamespacePlan::default(), security)).expect("ok");
+            let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+            let profile = pos(&calls, "profile", |c| {
+                *c == Call::SeccompProfile("/p.json".into())
+            });
+            // Right before execve, after every privilege change.
+            assert_eq!(profile, calls.len() - 2, "{calls:#?}");
+            assert!(nnp < profile);
+            if fake {
+                let em = pos(&calls, "emulation", |c| matches!(c, Call::Seccomp(_)));
+                assert!(em < profile);
+            }
+            let caps = pos(&calls, "caps", |c| matches!(c, Call::ApplyCaps(_)));
+            assert!(caps < profile);
+        }
+    }
+
+    #[test]
     fn test_fakeroot_sets_caps_then_filters_after_no_new_privs() {
         let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), fakeroot())).expect("ok");
@@ -1292,6 +1332,7 @@ mod tests {
         let sub = SecurityPlan {
             emulate_root: false,
             mknod_noop: true,
+            profile: None,
             ..fakeroot()
         };
         let (_t, sys) = image();

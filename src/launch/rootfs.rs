@@ -835,6 +835,7 @@ pub(crate) mod tests {
                 caps: crate::launch::capabilities::CapMask::default(),
                 emulate_root: false,
                 mknod_noop: false,
+                profile: None,
             },
             host_dirs: vec![],
             warnings: vec![],

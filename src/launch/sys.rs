@@ -33,6 +33,7 @@ use nix::sys::stat::Mode;
 use super::action::Exec;
 use super::capabilities::CapMask;
 use super::plan::TargetKind;
+use super::profile::{self, ProfileFilter};
 use super::seccomp::{self, Emulation};
 use super::security;
 use crate::image::inroot;
@@ -77,6 +78,8 @@ pub enum Call {
     NoNewPrivs,
     Seccomp(Emulation),
     ApplyCaps(CapMask),
+    /// The `--security seccomp:` profile, by origin.
+    SeccompProfile(String),
     Execve(Exec),
 }
 
@@ -112,6 +115,7 @@ impl std::fmt::Display for Call {
             Call::NoNewPrivs => f.write_str("no_new_privs"),
             Call::Seccomp(em) => write!(f, "seccomp {em:?}"),
             Call::ApplyCaps(c) => write!(f, "capabilities {c:?}"),
+            Call::SeccompProfile(origin) => write!(f, "seccomp profile {origin}"),
             Call::Execve(e) => write!(f, "execve {}", e.path.display()),
         }
     }
@@ -206,6 +210,8 @@ pub trait Sys {
     fn install_seccomp(&self, emulation: Emulation) -> io::Result<()>;
     /// Leaves the calling thread exactly `keep` in all five capability sets.
     fn apply_caps(&self, keep: CapMask) -> io::Result<()>;
+    /// Installs a compiled `--security seccomp:` profile.
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()>;
     /// execve(2): returns only on failure (the recorder returns `Ok`).
     fn execve(&self, exec: &Exec) -> io::Result<()>;
 }
@@ -562,6 +568,10 @@ impl Sys for LinuxSys {
         security::apply_caps(keep)
     }
 
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()> {
+        profile::install(filter)
+    }
+
     fn execve(&self, exec: &Exec) -> io::Result<()> {
         let to_c = |s: &str| std::ffi::CString::new(s.as_bytes()).ok();
         let path = to_c(&exec.path.to_string_lossy())
@@ -835,6 +845,10 @@ impl Sys for RecordingSys {
 
     fn apply_caps(&self, keep: CapMask) -> io::Result<()> {
         self.step(Call::ApplyCaps(keep))
+    }
+
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()> {
+        self.step(Call::SeccompProfile(filter.origin.clone()))
     }
 
     fn execve(&self, exec: &Exec) -> io::Result<()> {
