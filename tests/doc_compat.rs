@@ -19,6 +19,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("e2e_action_flags.rs"),
     ),
     ("tests/e2e_binds.rs", include_str!("e2e_binds.rs")),
+    ("tests/e2e_caps.rs", include_str!("e2e_caps.rs")),
     (
         "tests/e2e_config_compat.rs",
         include_str!("e2e_config_compat.rs"),
@@ -55,6 +56,7 @@ const SOURCES: &[(&str, &str)] = &[
     ),
     ("tests/e2e_refusals.rs", include_str!("e2e_refusals.rs")),
     ("tests/e2e_run.rs", include_str!("e2e_run.rs")),
+    ("tests/e2e_seccomp.rs", include_str!("e2e_seccomp.rs")),
     ("tests/e2e_simg.rs", include_str!("e2e_simg.rs")),
     ("tests/e2e_supervisor.rs", include_str!("e2e_supervisor.rs")),
     ("tests/oci_sources.rs", include_str!("oci_sources.rs")),
@@ -68,6 +70,10 @@ const SOURCES: &[(&str, &str)] = &[
     ),
     ("src/cmd/mod.rs", include_str!("../src/cmd/mod.rs")),
     ("src/launch/gpu.rs", include_str!("../src/launch/gpu.rs")),
+    (
+        "src/launch/profile.rs",
+        include_str!("../src/launch/profile.rs"),
+    ),
     (
         "src/sign/keychoice.rs",
         include_str!("../src/sign/keychoice.rs"),

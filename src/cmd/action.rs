@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use super::{Context, registry_access};
 use crate::build::convert::Conversion;
 use crate::cli::action::ActionArgs;
-use crate::config::{Config, SystemPaths};
+use crate::config::{CapabilityConfig, Config, SystemPaths};
 use crate::launch::binds::{BindError, BindSpec};
 use crate::launch::cgroups::{self, ResourceFlags};
+use crate::launch::capabilities::CapOptions;
 use crate::launch::gpu::{self, GpuOptions};
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
@@ -19,6 +20,7 @@ use crate::launch::options::{HomeSpec, NoMount, Options, OverlaySpec, Unavailabl
 use crate::launch::ovlfile::overlay_partitions;
 use crate::launch::plan::{Action, IdMapPlan};
 use crate::launch::planner::{LaunchPolicy, Request};
+use crate::launch::seccomp::Emulation;
 use crate::launch::start::start;
 use crate::sign::ecl;
 use crate::source;
@@ -63,6 +65,12 @@ pub fn run_action(
     } else {
         (IdMapPlan::single(user.uid, user.gid), None)
     };
+    // As Apptainer's prepareUserCaps (every start but its root-mapped one, which runs as
+    // uid 0): capability.json is read, and a broken one stops the start; without setuid it
+    // grants and limits nothing (launch::capabilities).
+    if emulation != Some(Emulation::RootMapped) {
+        CapabilityConfig::load(&SystemPaths::detect()?)?;
+    }
     let opts = launch_options(&flags)?;
     let policy = LaunchPolicy::from(&cfg);
     // What the host has for the GPU set-ups asked for (the planner decides what to bind).
@@ -72,7 +80,16 @@ pub fn run_action(
         &SystemPaths::detect()?,
         std::env::var_os("PATH").as_deref(),
     );
+    // The first `seccomp:` of --security, read now (an empty one is refused by the planner).
+    let seccomp = match crate::launch::planner::seccomp_param(&opts.unavailable.security) {
+        Some(name) if !name.is_empty() => Some(
+            crate::config::SeccompProfile::resolve(name, &SystemPaths::detect()?)
+                .with_context(|| format!("--security seccomp:{name}"))?,
+        ),
+        _ => None,
+    };
     let req = Request {
+        seccomp,
         action,
         args,
         opts,
@@ -230,15 +247,17 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
                 .collect(),
         },
         resources: resource_limits(f)?,
-        unavailable: Unavailable {
+        caps: CapOptions {
+            add: f.add_caps.clone(),
+            drop: f.drop_caps.clone(),
+            no_privs: f.no_privs,
             keep_privs: f.keep_privs,
+        },
+        unavailable: Unavailable {
             allow_setuid: f.allow_setuid,
             oci: f.oci,
             security: f.security.clone(),
             sharens: f.sharens,
-            add_caps: f.add_caps.is_some(),
-            drop_caps: f.drop_caps.is_some(),
-            no_privs: f.no_privs,
             unsquash: f.unsquash,
             network_args: !f.network_args.is_empty(),
             ignore_userns: f.ignore_userns,
