@@ -19,6 +19,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("e2e_action_flags.rs"),
     ),
     ("tests/e2e_binds.rs", include_str!("e2e_binds.rs")),
+    ("tests/e2e_caps.rs", include_str!("e2e_caps.rs")),
     (
         "tests/e2e_config_compat.rs",
         include_str!("e2e_config_compat.rs"),
@@ -28,6 +29,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
     ("tests/e2e_network.rs", include_str!("e2e_network.rs")),
+    ("tests/e2e_cgroups.rs", include_str!("e2e_cgroups.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
     (
         "tests/e2e_overlay_create.rs",
@@ -46,11 +48,16 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../src/launch/ovlfile.rs"),
     ),
     (
+        "src/launch/cgroups.rs",
+        include_str!("../src/launch/cgroups.rs"),
+    ),
+    (
         "src/launch/layers.rs",
         include_str!("../src/launch/layers.rs"),
     ),
     ("tests/e2e_refusals.rs", include_str!("e2e_refusals.rs")),
     ("tests/e2e_run.rs", include_str!("e2e_run.rs")),
+    ("tests/e2e_seccomp.rs", include_str!("e2e_seccomp.rs")),
     ("tests/e2e_simg.rs", include_str!("e2e_simg.rs")),
     ("tests/e2e_supervisor.rs", include_str!("e2e_supervisor.rs")),
     ("tests/oci_sources.rs", include_str!("oci_sources.rs")),
@@ -64,6 +71,10 @@ const SOURCES: &[(&str, &str)] = &[
     ),
     ("src/cmd/mod.rs", include_str!("../src/cmd/mod.rs")),
     ("src/launch/gpu.rs", include_str!("../src/launch/gpu.rs")),
+    (
+        "src/launch/profile.rs",
+        include_str!("../src/launch/profile.rs"),
+    ),
     (
         "src/sign/keychoice.rs",
         include_str!("../src/sign/keychoice.rs"),

@@ -97,6 +97,15 @@ impl BuildRun {
         }
     }
 
+    /// Freezes every process of the build (SIGSTOP to its process group), so that the state
+    /// the test just saw is still the build's when `interrupt` sends its signal: without it,
+    /// a fast machine could finish the step (and the build, exit 0) before the signal lands.
+    /// `interrupt` resumes the group after sending its signal.
+    fn freeze(&self) {
+        // SAFETY: kill on our own process group id; no memory is touched.
+        assert_eq!(unsafe { libc::kill(-self.sid, libc::SIGSTOP) }, 0);
+    }
+
     fn signal(&self, sig: i32) {
         // SAFETY: kill on the build's pid, which is our unreaped child.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
@@ -120,6 +129,9 @@ impl BuildRun {
     /// catchable signal; for SIGKILL, every process of the build gone within a few seconds.
     fn interrupt(&mut self, sig: i32) {
         self.signal(sig);
+        // SAFETY: kill on our own process group id (resumes it after `freeze`; harmless
+        // otherwise).
+        unsafe { libc::kill(-self.sid, libc::SIGCONT) };
         let sent = Instant::now();
         // Generous bounds: CI machines have 2 cores and other tests run beside this one;
         // what is tested is that the build stops instead of finishing its work (a build
@@ -343,7 +355,7 @@ fn test_sandbox_force_interrupted_keeps_the_old_sandbox() {
         b.wait_for("the copy across filesystems", 600, || {
             !entries(d, ".sb.sifr-").is_empty() || !sb.join("etc/old-marker").exists()
         });
-        std::thread::sleep(Duration::from_millis(300));
+        b.freeze();
         b.interrupt(sig);
         assert_old_sandbox(&sb);
         assert_nothing_left(&tmp, &sb);

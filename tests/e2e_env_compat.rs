@@ -424,7 +424,7 @@ fn test_names_bound_to_flags_behave_as_the_flags() {
         ("MEMORY", "1G", &["--memory", "1G"]),
         ("CPU_SHARES", "2", &["--cpus", "2"]),
         ("PIDS_LIMIT", "10", &["--pids-limit", "10"]),
-        // The cgroup flags sifr warns about and runs without (Apptainer's names).
+        // The other cgroup flags (Apptainer's names).
         ("MEMORY_SWAP", "1G", &["--memory-swap", "1G"]),
         ("MEMORY_RESERVATION", "1G", &["--memory-reservation", "1G"]),
         ("BLKIO_WEIGHT", "100", &["--blkio-weight", "100"]),

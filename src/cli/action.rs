@@ -264,51 +264,86 @@ pub struct ActionArgs {
     pub netns_path: Option<String>,
 
     // --- resources (cgroups) -------------------------------------------------------------------
-    /// apply cgroups from file for container processes (root only)
+    /// apply cgroups from file for container processes
     #[arg(long, value_name = "FILE", env = "SIFR_APPLY_CGROUPS")]
     pub apply_cgroups: Option<PathBuf>,
 
     /// number of CPUs available to container
-    #[arg(long, value_name = "N", env = "SIFR_CPU_SHARES")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        env = "SIFR_CPU_SHARES"
+    )]
     pub cpus: Option<String>,
 
     /// maximum memory a container can use, in bytes (optional suffix k, m, g)
-    #[arg(long, value_name = "BYTES", env = "SIFR_MEMORY")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "BYTES",
+        env = "SIFR_MEMORY"
+    )]
     pub memory: Option<String>,
 
     /// limit the number of processes in the container
-    #[arg(long, value_name = "N", env = "SIFR_PIDS_LIMIT")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        env = "SIFR_PIDS_LIMIT"
+    )]
     pub pids_limit: Option<String>,
 
-    /// block IO relative weight (cgroups; not applied by sifr)
-    #[arg(long, value_name = "N", env = "SIFR_BLKIO_WEIGHT")]
+    /// block IO relative weight
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        env = "SIFR_BLKIO_WEIGHT"
+    )]
     pub blkio_weight: Option<String>,
 
-    /// device specific block IO relative weight (cgroups; not applied by sifr)
+    /// device specific block IO relative weight
     #[arg(long, value_name = "SPEC", action = clap::ArgAction::Append, env = "SIFR_BLKIO_WEIGHT_DEVICE")]
     pub blkio_weight_device: Vec<String>,
 
-    /// CPU shares (cgroups; not applied by sifr)
-    #[arg(long, value_name = "N", env = "SIFR_CPU_SHARES")]
+    /// CPU shares
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        env = "SIFR_CPU_SHARES"
+    )]
     pub cpu_shares: Option<String>,
 
-    /// CPUs in which to allow execution (cgroups; not applied by sifr)
+    /// CPUs in which to allow execution
     #[arg(long, value_name = "LIST", env = "SIFR_CPUSET_CPUS")]
     pub cpuset_cpus: Option<String>,
 
-    /// memory nodes in which to allow execution (cgroups; not applied by sifr)
+    /// memory nodes in which to allow execution
     #[arg(long, value_name = "LIST", env = "SIFR_CPUSET_MEMS")]
     pub cpuset_mems: Option<String>,
 
-    /// memory soft limit (cgroups; not applied by sifr)
-    #[arg(long, value_name = "BYTES", env = "SIFR_MEMORY_RESERVATION")]
+    /// memory soft limit
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "BYTES",
+        env = "SIFR_MEMORY_RESERVATION"
+    )]
     pub memory_reservation: Option<String>,
 
-    /// swap limit (cgroups; not applied by sifr)
-    #[arg(long, value_name = "BYTES", env = "SIFR_MEMORY_SWAP")]
+    /// swap limit
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "BYTES",
+        env = "SIFR_MEMORY_SWAP"
+    )]
     pub memory_swap: Option<String>,
 
-    /// disable the OOM killer (cgroups; not applied by sifr)
+    /// disable the OOM killer
     #[arg(long, env = "SIFR_OOM_KILL_DISABLE", value_parser = clap::builder::BoolishValueParser::new())]
     pub oom_kill_disable: bool,
 

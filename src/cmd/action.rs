@@ -8,8 +8,10 @@ use anyhow::Context as _;
 use super::{Context, registry_access};
 use crate::build::convert::Conversion;
 use crate::cli::action::ActionArgs;
-use crate::config::{Config, SystemPaths};
+use crate::config::{CapabilityConfig, Config, SystemPaths};
 use crate::launch::binds::{BindError, BindSpec};
+use crate::launch::cgroups::{self, ResourceFlags};
+use crate::launch::capabilities::CapOptions;
 use crate::launch::gpu::{self, GpuOptions};
 use crate::launch::identity::HostUser;
 use crate::launch::idplan;
@@ -18,6 +20,7 @@ use crate::launch::options::{HomeSpec, NoMount, Options, OverlaySpec, Unavailabl
 use crate::launch::ovlfile::overlay_partitions;
 use crate::launch::plan::{Action, IdMapPlan};
 use crate::launch::planner::{LaunchPolicy, Request};
+use crate::launch::seccomp::Emulation;
 use crate::launch::start::start;
 use crate::sign::ecl;
 use crate::source;
@@ -62,6 +65,12 @@ pub fn run_action(
     } else {
         (IdMapPlan::single(user.uid, user.gid), None)
     };
+    // As Apptainer's prepareUserCaps (every start but its root-mapped one, which runs as
+    // uid 0): capability.json is read, and a broken one stops the start; without setuid it
+    // grants and limits nothing (launch::capabilities).
+    if emulation != Some(Emulation::RootMapped) {
+        CapabilityConfig::load(&SystemPaths::detect()?)?;
+    }
     let opts = launch_options(&flags)?;
     let policy = LaunchPolicy::from(&cfg);
     // What the host has for the GPU set-ups asked for (the planner decides what to bind).
@@ -71,7 +80,16 @@ pub fn run_action(
         &SystemPaths::detect()?,
         std::env::var_os("PATH").as_deref(),
     );
+    // The first `seccomp:` of --security, read now (an empty one is refused by the planner).
+    let seccomp = match crate::launch::planner::seccomp_param(&opts.unavailable.security) {
+        Some(name) if !name.is_empty() => Some(
+            crate::config::SeccompProfile::resolve(name, &SystemPaths::detect()?)
+                .with_context(|| format!("--security seccomp:{name}"))?,
+        ),
+        _ => None,
+    };
     let req = Request {
+        seccomp,
         action,
         args,
         opts,
@@ -138,6 +156,33 @@ fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
 /// Translates the action flags into the launch's typed options: composite flags expanded
 /// as Apptainer expands them (`--compat` implies `--containall`, which implies `--contain
 /// --pid --ipc --cleanenv`), binds, `--home` and `--no-mount` parsed.
+/// The resource limits of the cgroup flags or `--apply-cgroups` (Apptainer's parsing).
+fn resource_limits(f: &ActionArgs) -> anyhow::Result<Option<crate::config::CgroupsConfig>> {
+    let flags = ResourceFlags {
+        memory: f.memory.clone(),
+        memory_reservation: f.memory_reservation.clone(),
+        memory_swap: f.memory_swap.clone(),
+        oom_kill_disable: f.oom_kill_disable,
+        cpus: f.cpus.clone(),
+        cpu_shares: f.cpu_shares.clone(),
+        cpuset_cpus: f.cpuset_cpus.clone(),
+        cpuset_mems: f.cpuset_mems.clone(),
+        pids_limit: f.pids_limit.clone(),
+        blkio_weight: f.blkio_weight.clone(),
+        blkio_weight_device: f.blkio_weight_device.clone(),
+        apply_cgroups: f.apply_cgroups.clone(),
+    };
+    // Go's runtime.NumCPU: the CPUs this process may run on.
+    let ncpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|i| set.is_set(*i).unwrap_or(false))
+                .count() as u64
+        })
+        .unwrap_or(1);
+    Ok(cgroups::limits(&flags, ncpus, &cgroups::device_numbers)?)
+}
+
 pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
     let compat = f.compat;
     let containall = f.containall || compat;
@@ -202,27 +247,18 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
                 .cloned()
                 .collect(),
         },
-        unavailable: Unavailable {
+        resources: resource_limits(f)?,
+        caps: CapOptions {
+            add: f.add_caps.clone(),
+            drop: f.drop_caps.clone(),
+            no_privs: f.no_privs,
             keep_privs: f.keep_privs,
+        },
+        unavailable: Unavailable {
             allow_setuid: f.allow_setuid,
             oci: f.oci,
-            apply_cgroups: f.apply_cgroups.is_some(),
             security: f.security.clone(),
-            resource_limits: f.cpus.is_some()
-                || f.memory.is_some()
-                || f.pids_limit.is_some()
-                || f.blkio_weight.is_some()
-                || !f.blkio_weight_device.is_empty()
-                || f.cpu_shares.is_some()
-                || f.cpuset_cpus.is_some()
-                || f.cpuset_mems.is_some()
-                || f.memory_reservation.is_some()
-                || f.memory_swap.is_some()
-                || f.oom_kill_disable,
             sharens: f.sharens,
-            add_caps: f.add_caps.is_some(),
-            drop_caps: f.drop_caps.is_some(),
-            no_privs: f.no_privs,
             unsquash: f.unsquash,
             ignore_userns: f.ignore_userns,
             other: [
@@ -287,7 +323,7 @@ mod tests {
             home: Some("/h:/home/x".into()),
             dns: Some("1.1.1.1, ,8.8.8.8".into()),
             hostname: Some("box".into()),
-            cpus: Some("2".into()),
+            cpus: Some("1".into()),
             ..Default::default()
         })
         .expect("ok");
@@ -305,7 +341,9 @@ mod tests {
         assert_eq!(o.home.expect("home").dest, PathBuf::from("/home/x"));
         assert_eq!(o.dns, Some(vec!["1.1.1.1".into(), "8.8.8.8".into()]));
         assert_eq!(o.uts.as_deref(), Some("box"));
-        assert!(o.unavailable.resource_limits);
+        // --cpus 1: a quota of 100 ms per 100 ms period.
+        let cpu = o.resources.and_then(|r| r.cpu).expect("--cpus");
+        assert_eq!((cpu.quota, cpu.period), (Some(100_000), Some(100_000)));
         for bad in [
             ActionArgs {
                 bind: vec!["/a:rel".into()],

@@ -102,7 +102,8 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     (
         "capability",
-        "sifr never grants capabilities: it runs without privileges",
+        "without setuid, capability.json grants and limits nothing (as in Apptainer's \
+         user-namespace mode); edit it by hand, and use --add-caps/--drop-caps",
     ),
     ("checkpoint", "sifr does not checkpoint containers"),
     ("delete", "sifr talks to no container library"),

@@ -1,10 +1,12 @@
 //! capability.json: Apptainer's map of which users and groups may request which Linux
 //! capabilities (`{"users": {NAME: [CAP, ...]}, "groups": {...}}`).
 //!
-//! Apptainer consults it only in setuid mode; in a user namespace `--add-caps` is not
-//! checked against it. sifr parses and validates it (for `capability list` and for a later
-//! policy), and it grants nothing by itself. An empty file means an empty map, as in
-//! Apptainer. Capability names are matched case-insensitively and stored canonically.
+//! Apptainer enforces it only in setuid mode; in a user namespace `--add-caps` is not
+//! checked against it, but the file is still read at each start (prepareUserCaps), and one
+//! that does not parse stops the start. sifr does the same (`cmd::action`): it reads and
+//! validates the file, and it grants and limits nothing (`launch::capabilities`). An empty
+//! file means an empty map, as in Apptainer. Capability names are matched
+//! case-insensitively and stored canonically.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

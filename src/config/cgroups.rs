@@ -73,11 +73,9 @@ impl CpuList {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
 
-impl<'de> Deserialize<'de> for CpuList {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
+    /// Checks a list such as `0-3,8`; the error says what was expected.
+    pub fn parse(raw: &str) -> Result<CpuList, String> {
         let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let valid = !raw.is_empty()
             && raw.split(',').all(|part| match part.split_once('-') {
@@ -85,12 +83,19 @@ impl<'de> Deserialize<'de> for CpuList {
                 None => number(part),
             });
         if valid {
-            Ok(CpuList(raw))
+            Ok(CpuList(raw.to_string()))
         } else {
-            Err(serde::de::Error::custom(format!(
+            Err(format!(
                 "expected a list of numbers and ranges such as \"0-3,8\", got \"{raw}\""
-            )))
+            ))
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        CpuList::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 

@@ -11,29 +11,14 @@
 //!
 //! # The default profile (`etc/seccomp-profiles/default.json`)
 //!
-//! A deny-list: everything is allowed except calls that act on the whole host or have been
-//! the usual way into the kernel, and that no program in an HPC container needs. Each rule
-//! carries a `comment` saying why. Choices worth knowing:
-//!
-//! - Denied with EPERM: `kexec_load`/`kexec_file_load`, `init_module`/`finit_module`/
-//!   `delete_module`, `reboot`, `swapon`/`swapoff`, `acct`, `iopl`/`ioperm`,
-//!   `open_by_handle_at`, `uselib`, `keyctl`/`add_key`/`request_key`, `bpf`, `userfaultfd`.
-//!   Most already fail without host capabilities, which a rootless container never has;
-//!   the filter makes that independent of every capability check being right.
-//! - `io_uring_*` is denied with ENOSYS, not EPERM, so that libraries fall back to ordinary
-//!   system calls.
-//! - Allowed on purpose: `ptrace` and `process_vm_*` (debuggers, profilers: the payload can
-//!   only trace its own user's processes), `perf_event_open` (the host's
-//!   `perf_event_paranoid` decides), the NUMA calls `mbind`, `set_mempolicy`,
-//!   `migrate_pages`, `move_pages` (HPC codes need them; Docker's profile blocks them),
-//!   `personality` (`setarch -R`), and the whole mount family with `unshare`, `setns` and
-//!   `pivot_root`: sifr makes its own mounts before the filter is installed; the payload is
-//!   an unprivileged user whose mount changes stay inside its own namespaces, and mounts it
-//!   inherits are locked by the kernel so they cannot be peeled off to reveal what is under
-//!   them; and nested containers (a workflow engine in a container starting containers)
-//!   need these calls.
-//! - Keyrings: denying `keyctl` breaks Kerberos `KEYRING:` credential caches inside the
-//!   container; sites that need them can drop that rule.
+//! Docker's current default profile, copied unchanged from github.com/moby/profiles
+//! (`seccomp/default.json` at commit cd3bed8): an allow-list (`defaultAction` ERRNO/EPERM)
+//! whose conditional rules depend on the payload's capabilities (`includes.caps`), so a
+//! `--fakeroot` payload may use `mount`, `unshare`, `setns` in its own namespaces and others
+//! may not. Unlike Apptainer's own `default.json` it allows `statx`, which Debian bookworm's
+//! `ls -l` needs. Go writes empty lists as `null` there; such lists are read as empty.
+//! `--security seccomp:default` uses it (see [`SeccompProfile::resolve`]); the launch code
+//! (`launch::profile`) compiles and installs it.
 
 use std::path::{Path, PathBuf};
 
@@ -53,15 +38,15 @@ const MAX_ARGS: u8 = 6;
 pub struct SeccompProfile {
     pub default_action: Action,
     pub default_errno_ret: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub architectures: Vec<Arch>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub arch_map: Vec<ArchMapEntry>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub flags: Vec<Flag>,
     pub listener_path: Option<PathBuf>,
     pub listener_metadata: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub syscalls: Vec<SyscallRule>,
 }
 
@@ -70,7 +55,7 @@ pub struct SeccompProfile {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ArchMapEntry {
     pub architecture: Arch,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub sub_architectures: Vec<Arch>,
 }
 
@@ -78,14 +63,14 @@ pub struct ArchMapEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SyscallRule {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub names: Vec<SyscallName>,
     /// The old single-name form; `SeccompProfile::parse` moves it into `names`.
     #[serde(default)]
     name: Option<SyscallName>,
     pub action: Action,
     pub errno_ret: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub args: Vec<ArgCondition>,
     pub comment: Option<String>,
     pub includes: Option<RuleFilter>,
@@ -98,9 +83,9 @@ pub struct SyscallRule {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleFilter {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub caps: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub arches: Vec<String>,
     pub min_kernel: Option<KernelVersion>,
 }
@@ -280,6 +265,15 @@ impl<'de> Deserialize<'de> for KernelVersion {
     }
 }
 
+/// A list that may be `null` (Go writes a nil slice so; Docker's profile has such).
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 fn arg_index<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     let index = u64::deserialize(d)?;
     match u8::try_from(index) {
@@ -349,6 +343,48 @@ impl SeccompProfile {
         let value = SeccompProfile::parse(&value, &source)?;
         log::debug!("seccomp default profile: {source}");
         Ok(Loaded { value, source })
+    }
+
+    /// The profile `--security seccomp:NAME` names. As in Apptainer, NAME is a path (relative
+    /// to the working directory); when no such file exists and NAME has no `/`, sifr also
+    /// looks in the install's `seccomp-profiles/` for `NAME` and `NAME.json` (so
+    /// `seccomp:default` is the shipped default profile, built in when the install lacks
+    /// it). A missing profile is an error naming the path looked at last.
+    pub fn resolve(name: &str, paths: &SystemPaths) -> Result<Loaded<SeccompProfile>, ConfigError> {
+        let given = Path::new(name);
+        if name.contains('/') || given.exists() {
+            let value = SeccompProfile::from_file(given)?;
+            return Ok(Loaded {
+                value,
+                source: Source::File(given.to_path_buf()),
+            });
+        }
+        let dir = paths.config_dir().join("seccomp-profiles");
+        let plain = dir.join(name);
+        let json = dir.join(format!("{name}.json"));
+        for candidate in [&plain, &json] {
+            if candidate.exists() {
+                let value = SeccompProfile::from_file(candidate)?;
+                return Ok(Loaded {
+                    value,
+                    source: Source::File(candidate.clone()),
+                });
+            }
+        }
+        if name == "default" {
+            return SeccompProfile::load_default(paths);
+        }
+        Err(ConfigError::Read {
+            path: json,
+            cause: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "no seccomp profile named {name} (give a path to a profile file, or \
+                     install it in {})",
+                    dir.display()
+                ),
+            ),
+        })
     }
 
     /// The rule that names system call `name`, if any (the first one).
@@ -480,65 +516,58 @@ mod tests {
             Source::BuiltIn("seccomp-profiles/default.json")
         );
         let p = loaded.value;
-        assert_eq!(p.default_action, Action::Allow);
-        for denied in [
-            "kexec_load",
-            "kexec_file_load",
-            "init_module",
-            "finit_module",
-            "delete_module",
-            "reboot",
-            "swapon",
-            "swapoff",
-            "acct",
-            "keyctl",
-            "add_key",
-            "request_key",
-            "bpf",
-            "open_by_handle_at",
-            "userfaultfd",
-            "iopl",
-            "ioperm",
-            "uselib",
-        ] {
-            let rule = p
-                .rule_for(denied)
-                .unwrap_or_else(|| panic!("{denied} not denied"));
-            assert_eq!(
-                (rule.action, rule.errno_ret),
-                (Action::Errno, Some(1)),
-                "{denied}"
+        // Docker's profile (moby/profiles cd3bed8): an allow-list.
+        assert_eq!(p.default_action, Action::Errno);
+        assert_eq!(p.default_errno_ret, Some(1));
+        for allowed in ["read", "statx", "clone3", "openat2", "mseal", "listmount"] {
+            let rule = p.rule_for(allowed).expect(allowed);
+            assert_eq!(rule.action, Action::Allow, "{allowed}");
+        }
+        for denied in ["kexec_load", "init_module", "reboot", "open_by_handle_at"] {
+            assert!(
+                p.syscalls.iter().all(|r| r.action != Action::Allow
+                    || r.includes.is_some()
+                    || !r.names.iter().any(|n| n.as_str() == denied)),
+                "{denied} allowed unconditionally"
             );
         }
-        for fallback in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
-            let rule = p.rule_for(fallback).expect("io_uring rule");
-            assert_eq!(rule.errno_ret, Some(38), "ENOSYS for {fallback}");
-        }
-        for allowed in [
-            "ptrace",
-            "perf_event_open",
-            "mount",
-            "umount2",
-            "unshare",
-            "setns",
-            "pivot_root",
-            "mbind",
-            "set_mempolicy",
-            "move_pages",
-            "migrate_pages",
-            "personality",
-            "process_vm_readv",
-            "clone3",
-        ] {
-            assert!(p.rule_for(allowed).is_none(), "{allowed} must stay allowed");
-        }
-        assert!(
-            p.syscalls
-                .iter()
-                .all(|r| r.comment.as_deref().is_some_and(|c| !c.is_empty()))
-        );
         assert!(p.arch_map.iter().any(|a| a.architecture == Arch::X86_64
             && a.sub_architectures.contains(&Arch::X86)));
+    }
+
+    #[test]
+    fn test_resolve_by_path_or_install_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = SystemPaths::with_prefix(dir.path());
+        let profiles = paths.config_dir().join("seccomp-profiles");
+        std::fs::create_dir_all(&profiles).expect("mkdir");
+        std::fs::write(
+            profiles.join("strict.json"),
+            "{\"defaultAction\": \"SCMP_ACT_KILL\"}",
+        )
+        .expect("w");
+        let by_name = SeccompProfile::resolve("strict", &paths).expect("by name");
+        assert_eq!(by_name.value.default_action, Action::Kill);
+        assert_eq!(by_name.source, Source::File(profiles.join("strict.json")));
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, "{\"defaultAction\": \"SCMP_ACT_LOG\"}").expect("w");
+        let by_path = SeccompProfile::resolve(path.to_str().expect("utf8"), &paths).expect("path");
+        assert_eq!(by_path.value.default_action, Action::Log);
+        // `default` falls back to the built-in profile.
+        let default = SeccompProfile::resolve("default", &paths).expect("default");
+        assert_eq!(
+            default.source,
+            Source::BuiltIn("seccomp-profiles/default.json")
+        );
+        let missing = SeccompProfile::resolve("nosuch", &paths).expect_err("missing");
+        assert!(
+            missing
+                .to_string()
+                .contains(&profiles.join("nosuch.json").display().to_string()),
+            "{missing}"
+        );
+        let missing = SeccompProfile::resolve("/no/such.json", &paths).expect_err("missing");
+        assert!(missing.to_string().contains("/no/such.json"), "{missing}");
     }
 
     #[test]

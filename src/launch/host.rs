@@ -18,6 +18,8 @@ pub struct HostFacts {
     pub umask: u32,
     /// Host mount points (for `mount hostfs`).
     pub mountpoints: Vec<PathBuf>,
+    /// The running kernel's `MAJOR.MINOR` (seccomp profiles' `minKernel`).
+    pub kernel: Option<crate::config::seccomp::KernelVersion>,
 }
 
 impl HostFacts {
@@ -33,6 +35,7 @@ impl HostFacts {
                 .collect(),
             umask: current_umask(),
             mountpoints: mountpoints(),
+            kernel: super::profile::running_kernel(),
         }
     }
 }

@@ -7,7 +7,10 @@
 //! - `gpu`, `ldcache`: GPU set-up (`--nv`, `--rocm`) and host libraries: what the host has,
 //!   found through its linker cache, and the planner's steps that bind it.
 //! - `sys`: the seam to the kernel; `rootfs`: the mount sequence inside the container.
-//! - `action`: the payload's argv; `security`: the last steps before execve.
+//! - `action`: the payload's argv; `capabilities`: the payload's capability set (pure);
+//!   `security`: the last steps before execve; `seccomp`: sifr's root-emulation filter;
+//!   `profile`, `syscalls`: `--security seccomp:` profiles compiled to BPF with sifr's own
+//!   system call table.
 //! - `process`: the process tree (sifr, supervisor, payload) and signals.
 //! - `mounter`: mounting the image itself; `msg`: the messages that cross fork.
 //! - `ovlfile`: overlay image files on the host (kind by content, the lock); `layers`: the
@@ -20,6 +23,8 @@
 
 pub mod action;
 pub mod binds;
+pub mod cgroups;
+pub mod capabilities;
 pub mod environ;
 pub mod gpu;
 pub mod host;
@@ -36,10 +41,12 @@ pub mod pasta;
 pub mod plan;
 pub mod planner;
 pub mod process;
+pub mod profile;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 pub mod shenv;
 pub mod start;
 pub mod sys;
+pub mod syscalls;
 pub mod userns;

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::binds::BindSpec;
+use super::capabilities::CapOptions;
 use super::gpu::GpuOptions;
 
 /// The typed request for one container start. `Options::default()` is a start with no
@@ -73,6 +74,11 @@ pub struct Options {
     /// `--nv`, `--nvccli`, `--rocm`, `--no-nv`, `--no-rocm`, `--contain-libs`.
     pub gpu: GpuOptions,
 
+    /// Resource limits from the cgroup flags or `--apply-cgroups` (`launch::cgroups`).
+    pub resources: Option<crate::config::CgroupsConfig>,
+    /// `--add-caps`, `--drop-caps`, `--no-privs`, `--keep-privs`.
+    pub caps: CapOptions,
+
     // --- asked for, but not available rootless (the planner refuses or warns) -------------
     pub unavailable: Unavailable,
 }
@@ -99,21 +105,11 @@ impl OverlaySpec {
 /// Requests the planner turns into a refusal or a warning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unavailable {
-    pub keep_privs: bool,
     pub allow_setuid: bool,
     pub oci: bool,
-    pub apply_cgroups: bool,
     /// `--security` options.
     pub security: Vec<String>,
-    /// `--cpus`, `--memory` or `--pids-limit` was given.
-    pub resource_limits: bool,
     pub sharens: bool,
-    /// `--add-caps`, `--drop-caps`.
-    pub add_caps: bool,
-    pub drop_caps: bool,
-    /// `--no-privs` (refused with `--fakeroot` only: without it the payload holds nothing to
-    /// drop).
-    pub no_privs: bool,
     /// `--unsquash`.
     pub unsquash: bool,
     /// hidden `--ignore-userns`.
@@ -232,6 +228,8 @@ impl Default for Options {
             reset_umask: false,
             overlays: Vec::new(),
             gpu: GpuOptions::default(),
+            resources: None,
+            caps: CapOptions::default(),
             unavailable: Unavailable::default(),
         }
     }

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use super::capabilities::CapMask;
+
 /// What the container's root filesystem is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSource {
@@ -319,12 +321,15 @@ pub struct ProcessPlan {
 pub struct SecurityPlan {
     /// Always true for sifr: PR_SET_NO_NEW_PRIVS before exec.
     pub no_new_privs: bool,
-    /// Keep capabilities inside the user namespace (fakeroot: the payload is root there).
-    pub keep_userns_caps: bool,
+    /// The payload's capabilities in its user namespace, for all five sets (permitted,
+    /// effective, inheritable, bounding, ambient); every other one is dropped.
+    pub caps: CapMask,
     /// Install the root-emulation seccomp filter (root-mapped fakeroot).
     pub emulate_root: bool,
     /// Make mknod of devices a successful no-op (fakeroot with subordinate ids).
     pub mknod_noop: bool,
+    /// The `--security seccomp:` profile, compiled; installed last, after capabilities.
+    pub profile: Option<super::profile::ProfileFilter>,
 }
 
 /// Everything a container start does.
@@ -348,6 +353,8 @@ pub struct Plan {
     pub security: SecurityPlan,
     /// Host directories to create before starting (`--workdir` subdirectories).
     pub host_dirs: Vec<PathBuf>,
+    /// Resource limits: the container's cgroup (`--memory`, ..., `--apply-cgroups`).
+    pub cgroup: Option<super::cgroups::CgroupPlan>,
     /// Messages to show before starting (one line each).
     pub warnings: Vec<String>,
 }
@@ -388,11 +395,13 @@ pub(crate) mod tests {
             },
             security: SecurityPlan {
                 no_new_privs: true,
-                keep_userns_caps: false,
+                caps: CapMask::default(),
                 emulate_root: false,
                 mknod_noop: false,
+                profile: None,
             },
             host_dirs: vec![],
+            cgroup: None,
             warnings: vec![],
         }
     }

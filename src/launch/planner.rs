@@ -15,15 +15,18 @@
 use std::path::{Path, PathBuf};
 
 use super::binds::{BindError, BindSpec};
+use super::capabilities::{self, CapError};
 use super::environ::{self, EnvError, EnvInputs};
 use super::gpu::{self, GpuError, GpuHost, GpuPolicy};
 pub use super::host::{HostFacts, HostProbe, LiveHost};
 use super::network::{self, NetworkError, NetworkType};
 use super::options::{NoMount, Options, Unavailable};
 use super::plan::*;
+use super::profile::{self, ProfileError, ProfileFilter};
 use super::seccomp::Emulation;
-use crate::config::Config;
 use crate::config::directives::{EnableOverlay, EnableUnderlay, MemoryFsType, MountDev};
+use crate::config::seccomp::SeccompProfile;
+use crate::config::{Config, Loaded};
 
 /// The part of the configuration the planner needs (see `config`), with Apptainer's
 /// defaults.
@@ -140,6 +143,9 @@ pub struct Request {
     pub sif_overlays: Option<Vec<ImageLayer>>,
     /// What the host has for the GPU set-ups asked for (`gpu::discover`).
     pub gpu: GpuHost,
+    /// The `--security seccomp:` profile, read by the caller (the first `seccomp:` option,
+    /// as Apptainer takes it).
+    pub seccomp: Option<Loaded<SeccompProfile>>,
 }
 
 /// A request that cannot be planned. Each message says what to change.
@@ -151,6 +157,10 @@ pub enum PlanError {
     Env(#[from] EnvError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroups::CgroupError),
+    #[error(transparent)]
+    Caps(#[from] CapError),
     #[error("bind source {0} does not exist on the host (check the path given to -B/--bind)")]
     MissingBindSource(PathBuf),
     #[error("{flag} is not supported by sifr: {why}")]
@@ -158,6 +168,8 @@ pub enum PlanError {
         flag: &'static str,
         why: &'static str,
     },
+    #[error(transparent)]
+    Seccomp(#[from] ProfileError),
     #[error("--security {spec} is not supported by sifr: {why}")]
     Security { spec: String, why: &'static str },
     #[error("{flag} requires root privileges (sifr never runs with them)")]
@@ -217,14 +229,19 @@ pub fn plan(
     let o = &req.opts;
     let fakeroot_uid0 = req.ids.uid == 0;
 
-    // 1. What cannot be honoured rootless.
-    let mut warnings = refuse_unavailable(&o.unavailable, req.emulation.is_some())?;
+    // 1. What cannot be honoured rootless, and the payload's capabilities.
+    let mut warnings = refuse_unavailable(&o.unavailable)?;
+    let caps = capabilities::compute(
+        &o.caps,
+        fakeroot_uid0,
+        req.emulation == Some(Emulation::RootMapped),
+    )?;
     warnings.extend(o.no_mount.iter().filter_map(|n| match n {
         NoMount::Unknown(word) => Some(format!("Ignoring unknown mount type '{word}'")),
         _ => None,
     }));
     // 2. Namespaces, and the root with its layer.
-    let namespaces = namespaces(o, policy, fakeroot_uid0, &mut warnings)?;
+    let namespaces = namespaces(o, policy, fakeroot_uid0 || !caps.is_empty(), &mut warnings)?;
     let pasta = pasta(o, policy, namespaces.net)?;
     let overlay = overlays(o, policy, req, probe, &mut warnings)?;
     let mut layer = root_layer(o, policy, req)?;
@@ -278,6 +295,11 @@ pub fn plan(
         warnings.insert(0, n.clone());
     }
     let host_dirs = workdir_dirs(o, &mounts);
+    // 5. Resource limits: the cgroup v2 files to write (carried out in `start`).
+    let cgroup = o.resources.as_ref().map(super::cgroups::plan).transpose()?;
+    if let Some(cg) = &cgroup {
+        warnings.extend(cg.warnings.iter().cloned());
+    }
     Ok(Plan {
         image_display: req.image_display.clone(),
         root: req.root.clone(),
@@ -295,11 +317,13 @@ pub fn plan(
         process,
         security: SecurityPlan {
             no_new_privs: true,
-            keep_userns_caps: fakeroot_uid0,
+            caps,
             emulate_root: req.emulation == Some(Emulation::RootMapped),
             mknod_noop: req.emulation == Some(Emulation::MknodOnly),
+            profile: seccomp_profile(req, host, fakeroot_uid0)?,
         },
         host_dirs,
+        cgroup,
         warnings,
     })
 }
@@ -307,13 +331,8 @@ pub fn plan(
 /// Refuses what needs privileges or a feature sifr lacks; returns warnings for what is
 /// ignored with a warning. Nothing the user asked for is dropped silently: a flag sifr does
 /// not implement yet is refused with one line until the work that implements it lands.
-fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, PlanError> {
+fn refuse_unavailable(u: &Unavailable) -> Result<Vec<String>, PlanError> {
     let unsupported = |flag, why| Err(PlanError::Unsupported { flag, why });
-    if u.keep_privs {
-        return Err(PlanError::RootOnly {
-            flag: "--keep-privs",
-        });
-    }
     if u.allow_setuid {
         return Err(PlanError::RootOnly {
             flag: "--allow-setuid",
@@ -324,11 +343,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
             "--oci",
             "sifr runs SIF images natively; drop --oci (or pass --no-oci)",
         );
-    }
-    if u.apply_cgroups {
-        return Err(PlanError::RootOnly {
-            flag: "--apply-cgroups",
-        });
     }
     for spec in &u.security {
         refuse_security(spec)?;
@@ -346,22 +360,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
              sandbox; drop --unsquash (or build a sandbox with 'build --sandbox')",
         );
     }
-    for (on, flag) in [(u.add_caps, "--add-caps"), (u.drop_caps, "--drop-caps")] {
-        if on {
-            return unsupported(
-                flag,
-                "sifr does not manage capability sets yet: the payload runs with no \
-                 capabilities (with --fakeroot, with those of its user namespace)",
-            );
-        }
-    }
-    if u.no_privs && fakeroot {
-        return unsupported(
-            "--no-privs with --fakeroot",
-            "container root keeps its user namespace's capabilities under --fakeroot in \
-             sifr; drop --no-privs or --fakeroot",
-        );
-    }
     if let Some(flag) = u.other.first() {
         return match *flag {
             "--boot" | "--netns-path" => Err(PlanError::RootOnly { flag }),
@@ -369,13 +367,6 @@ fn refuse_unavailable(u: &Unavailable, fakeroot: bool) -> Result<Vec<String>, Pl
         };
     }
     let mut warnings = Vec::new();
-    if u.resource_limits {
-        warnings.push(
-            "resource limits (--cpus, --memory, --pids-limit) are not applied: sifr does not \
-             manage cgroups yet"
-                .to_string(),
-        );
-    }
     if u.sharens {
         warnings.push("--sharens is not supported yet; running with separate namespaces".into());
     }
@@ -402,8 +393,39 @@ fn other_reason(flag: &str) -> &'static str {
     }
 }
 
-/// One `--security` option: `uid:`/`gid:` need root; seccomp, AppArmor and SELinux
-/// profiles are not applied by sifr yet, and anything else is not an option.
+/// The `--security seccomp:` profile compiled for this payload: its capabilities are
+/// those of its user namespace under fakeroot, none otherwise.
+fn seccomp_profile(
+    req: &Request,
+    host: &HostFacts,
+    all_caps: bool,
+) -> Result<Option<ProfileFilter>, PlanError> {
+    let Some(loaded) = &req.seccomp else {
+        return Ok(None);
+    };
+    let ctx = profile::Context {
+        all_caps,
+        kernel: host.kernel,
+    };
+    Ok(Some(profile::compile(
+        &loaded.value,
+        &loaded.source.to_string(),
+        &ctx,
+    )?))
+}
+
+/// The `seccomp:` parameter of the `--security` options: the first one, as Apptainer's
+/// `security.GetParam` takes it (`None` when there is none).
+pub fn seccomp_param(security: &[String]) -> Option<&str> {
+    security
+        .iter()
+        .find_map(|s| s.split_once(':').filter(|(k, _)| *k == "seccomp"))
+        .map(|(_, v)| v)
+}
+
+/// One `--security` option: `uid:`/`gid:` need root; `seccomp:` profiles are applied (the
+/// caller reads the first one; an empty one is refused); AppArmor and SELinux profiles are
+/// not applied by sifr, and anything else is not an option.
 fn refuse_security(spec: &str) -> Result<(), PlanError> {
     let kind = spec.split_once(':').map_or(spec, |(k, _)| k).trim();
     let why = match kind {
@@ -412,9 +434,10 @@ fn refuse_security(spec: &str) -> Result<(), PlanError> {
                 flag: "--security uid:/gid:",
             });
         }
+        "seccomp" if spec.split_once(':').is_some_and(|(_, v)| !v.is_empty()) => return Ok(()),
         "seccomp" => {
-            "seccomp profiles are not applied yet (fakeroot containers get sifr's own filter); \
-             drop the option"
+            "expected seccomp:PROFILE (a profile file, or a name in the install's \
+             seccomp-profiles directory)"
         }
         "apparmor" => "AppArmor profiles are not applied yet; drop the option",
         "selinux" => "SELinux labels are not applied yet; drop the option",
@@ -433,14 +456,15 @@ fn refuse_security(spec: &str) -> Result<(), PlanError> {
 /// container runs without it; with a UTS namespace dropped the hostname cannot be set.
 ///
 /// A payload that holds capabilities in its user namespace (fakeroot: container root has the
-/// caller's uid and CAP_KILL there) could signal every process of its PID namespace, sifr's
-/// own included: it always gets a PID namespace of its own with sifr's init as PID 1 (and so
+/// caller's uid and CAP_KILL there; or an ordinary user given some with `--add-caps`) could
+/// signal every process of its PID namespace, sifr's own included: it always gets a PID
+/// namespace of its own with sifr's init as PID 1 (and so
 /// a procfs of that namespace), as with `--pid`, whatever `allow pid ns` says. A nested user
 /// namespace would not do: signals and the same-uid ptrace rule compare host uids.
 fn namespaces(
     o: &Options,
     policy: &LaunchPolicy,
-    fakeroot_uid0: bool,
+    payload_privileged: bool,
     warnings: &mut Vec<String>,
 ) -> Result<NamespacePlan, PlanError> {
     if !policy.allow_user_ns {
@@ -452,7 +476,8 @@ fn namespaces(
         }
         requested && allowed
     };
-    let pid = dropped(o.pid && !fakeroot_uid0, policy.allow_pid_ns, "pid") || fakeroot_uid0;
+    let pid =
+        dropped(o.pid && !payload_privileged, policy.allow_pid_ns, "pid") || payload_privileged;
     let ipc = dropped(o.ipc, policy.allow_ipc_ns, "ipc");
     let uts = if dropped(o.uts.is_some(), policy.allow_uts_ns, "uts") {
         o.uts.clone()
@@ -471,7 +496,7 @@ fn namespaces(
         ipc,
         uts,
         net,
-        init: (pid && o.pid && o.init) || fakeroot_uid0,
+        init: (pid && o.pid && o.init) || payload_privileged,
         private_mounts: !policy.mount_slave,
     })
 }
@@ -1366,6 +1391,7 @@ mod tests {
             env: vec![("FOO".into(), "bar".into())],
             umask: 0o022,
             mountpoints: vec![],
+            kernel: None,
         }
     }
 
@@ -1427,6 +1453,7 @@ mod tests {
             emulation: None,
             sif_overlays: None,
             gpu: GpuHost::default(),
+            seccomp: None,
         }
     }
 
@@ -1871,6 +1898,73 @@ mod tests {
         }
     }
 
+    /// The plan carries the payload's capability set: nothing for a plain run, what
+    /// `--add-caps` names otherwise (with a PID namespace of its own, as container root has);
+    /// every capability for fakeroot, less `--drop-caps`, none with `--no-privs`; bad names
+    /// and `--keep-privs` refused in one line.
+    #[test]
+    fn test_capabilities_in_the_plan() {
+        use crate::launch::capabilities::{CapMask, CapOptions};
+        let with = |caps: CapOptions| Options {
+            caps,
+            ..Default::default()
+        };
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(p.security.caps.is_empty());
+        assert!(!p.namespaces.pid);
+        let add = with(CapOptions {
+            add: Some("net_raw".into()),
+            ..Default::default()
+        });
+        let p = plan(&req(add), &LaunchPolicy::default(), &host()).expect("ok");
+        assert_eq!(
+            p.security.caps,
+            CapMask(caps::Capability::CAP_NET_RAW.bitmask())
+        );
+        assert!(p.namespaces.pid && p.namespaces.init);
+        let fakeroot = |caps: CapOptions| {
+            let mut r = req(with(caps));
+            r.ids.uid = 0;
+            r.ids.gid = 0;
+            r.emulation = Some(Emulation::MknodOnly);
+            plan(&r, &LaunchPolicy::default(), &host())
+        };
+        let p = fakeroot(CapOptions::default()).expect("ok");
+        assert_eq!(p.security.caps, CapMask::all());
+        let p = fakeroot(CapOptions {
+            drop: Some("CAP_CHOWN".into()),
+            ..Default::default()
+        })
+        .expect("ok");
+        assert!(!p.security.caps.contains(caps::Capability::CAP_CHOWN));
+        assert!(p.security.caps.contains(caps::Capability::CAP_FOWNER));
+        let p = fakeroot(CapOptions {
+            no_privs: true,
+            ..Default::default()
+        })
+        .expect("ok");
+        assert!(p.security.caps.is_empty());
+        for (caps, needle) in [
+            (
+                CapOptions {
+                    drop: Some("chown,fly".into()),
+                    ..Default::default()
+                },
+                "--drop-caps: unknown capability \"fly\"",
+            ),
+            (
+                CapOptions {
+                    keep_privs: true,
+                    ..Default::default()
+                },
+                "--keep-privs requires root",
+            ),
+        ] {
+            let e = fakeroot(caps).expect_err(needle).to_string();
+            assert!(e.starts_with(needle) && e.lines().count() == 1, "{e}");
+        }
+    }
+
     #[test]
     fn test_fakeroot_root_mapped() {
         let mut r = req(Options {
@@ -1890,7 +1984,7 @@ mod tests {
         r.emulation = Some(Emulation::RootMapped);
         let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
         assert!(p.security.emulate_root && !p.security.mknod_noop);
-        assert!(p.security.keep_userns_caps);
+        assert_eq!(p.security.caps, capabilities::CapMask::all());
         // Container root never shares a PID namespace with sifr's processes.
         assert!(p.namespaces.pid && p.namespaces.init);
         let proc_ = p.mounts.iter().find(|m| m.dest == Path::new("/proc"));
@@ -2002,13 +2096,10 @@ mod tests {
         assert!(b.iter().all(|m| m.target == TargetKind::File && m.optional));
         assert_eq!(b.len(), 2);
         // Refusals name the flag.
-        let e = refuse_unavailable(
-            &Unavailable {
-                oci: true,
-                ..Default::default()
-            },
-            false,
-        )
+        let e = refuse_unavailable(&Unavailable {
+            oci: true,
+            ..Default::default()
+        })
         .expect_err("refused");
         assert!(e.to_string().contains("--oci"), "{e}");
         // Scratch destinations must be absolute.
@@ -2017,6 +2108,53 @@ mod tests {
             ..Default::default()
         };
         assert!(scratch_dirs(&o, &policy, &mut Vec::new()).is_err());
+    }
+
+    /// Resource limits become the plan's cgroup writes, with their warnings; what cgroup v2
+    /// cannot limit is refused before anything starts.
+    #[test]
+    fn test_resource_limits_become_cgroup_writes() {
+        use crate::config::cgroups::{CgroupsConfig, Memory, Pids};
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert_eq!(p.cgroup, None);
+        let limits = CgroupsConfig {
+            memory: Some(Memory {
+                limit: Some(1 << 20),
+                disable_oom_killer: Some(true),
+                ..Default::default()
+            }),
+            pids: Some(Pids { limit: 9 }),
+            ..Default::default()
+        };
+        let opts = Options {
+            resources: Some(limits.clone()),
+            ..Default::default()
+        };
+        let p = plan(&req(opts), &LaunchPolicy::default(), &host()).expect("ok");
+        let cg = p.cgroup.expect("a cgroup");
+        let files: Vec<(&str, &str)> = cg
+            .writes
+            .iter()
+            .map(|w| (w.file.as_str(), w.value.as_str()))
+            .collect();
+        assert_eq!(files, [("memory.max", "1048576"), ("pids.max", "9")]);
+        assert!(p.warnings.iter().any(|w| w.contains("--oom-kill-disable")));
+        let opts = Options {
+            resources: Some(CgroupsConfig {
+                memory: Some(Memory {
+                    swappiness: Some(5),
+                    ..Default::default()
+                }),
+                ..limits
+            }),
+            ..Default::default()
+        };
+        let e = plan(&req(opts), &LaunchPolicy::default(), &host()).expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("memory.swappiness cannot be applied"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -2352,37 +2490,12 @@ mod tests {
     #[test]
     fn test_unimplemented_flags_are_refused_by_name() {
         let d = Unavailable::default;
-        let cases: Vec<(Unavailable, bool, &str)> = vec![
-            (
-                Unavailable {
-                    add_caps: true,
-                    ..d()
-                },
-                false,
-                "--add-caps",
-            ),
-            (
-                Unavailable {
-                    drop_caps: true,
-                    ..d()
-                },
-                false,
-                "--drop-caps",
-            ),
-            (
-                Unavailable {
-                    no_privs: true,
-                    ..d()
-                },
-                true,
-                "--no-privs with --fakeroot",
-            ),
+        let cases: Vec<(Unavailable, &str)> = vec![
             (
                 Unavailable {
                     unsquash: true,
                     ..d()
                 },
-                false,
                 "--unsquash",
             ),
             (
@@ -2390,7 +2503,6 @@ mod tests {
                     ignore_userns: true,
                     ..d()
                 },
-                false,
                 "--ignore-userns",
             ),
             (
@@ -2398,7 +2510,6 @@ mod tests {
                     other: vec!["--fusemount"],
                     ..d()
                 },
-                false,
                 "--fusemount",
             ),
             (
@@ -2406,7 +2517,6 @@ mod tests {
                     other: vec!["--device"],
                     ..d()
                 },
-                false,
                 "--device",
             ),
             (
@@ -2414,7 +2524,6 @@ mod tests {
                     other: vec!["--underlay"],
                     ..d()
                 },
-                false,
                 "--underlay",
             ),
             (
@@ -2422,23 +2531,20 @@ mod tests {
                     other: vec!["--boot"],
                     ..d()
                 },
-                false,
                 "--boot requires root",
             ),
             (
                 Unavailable {
-                    security: vec!["seccomp:/p.json".into()],
+                    security: vec!["seccomp:".into()],
                     ..d()
                 },
-                false,
-                "--security seccomp:/p.json",
+                "--security seccomp:",
             ),
             (
                 Unavailable {
                     security: vec!["apparmor:p".into()],
                     ..d()
                 },
-                false,
                 "--security apparmor:p",
             ),
             (
@@ -2446,7 +2552,6 @@ mod tests {
                     security: vec!["selinux:l".into()],
                     ..d()
                 },
-                false,
                 "--security selinux:l",
             ),
             (
@@ -2454,7 +2559,6 @@ mod tests {
                     security: vec!["bogus".into()],
                     ..d()
                 },
-                false,
                 "--security bogus",
             ),
             (
@@ -2462,25 +2566,61 @@ mod tests {
                     security: vec!["uid:0".into()],
                     ..d()
                 },
-                false,
                 "--security uid:/gid:",
             ),
         ];
-        for (u, fakeroot, needle) in cases {
-            let e = refuse_unavailable(&u, fakeroot).expect_err(needle);
+        for (u, needle) in cases {
+            let e = refuse_unavailable(&u).expect_err(needle);
             let msg = e.to_string();
             assert!(msg.starts_with(needle), "{msg}");
             assert_eq!(msg.lines().count(), 1, "{msg}");
         }
-        // Without --fakeroot the caller holds no privileges: --no-privs changes nothing.
-        let u = Unavailable {
-            no_privs: true,
-            ..d()
-        };
+    }
+
+    /// `--security seccomp:`: the first one is the profile (Apptainer's GetParam); the
+    /// profile is compiled into the plan, with every capability under fakeroot.
+    #[test]
+    fn test_seccomp_profile_in_the_plan() {
+        let sec = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            refuse_unavailable(&u, false).expect("runs"),
-            Vec::<String>::new()
+            seccomp_param(&sec(&["apparmor:x", "seccomp:a.json", "seccomp:b"])),
+            Some("a.json")
         );
+        assert_eq!(seccomp_param(&sec(&["selinux:l"])), None);
+        let u = Unavailable {
+            security: sec(&["seccomp:a.json", "seccomp:b"]),
+            ..Unavailable::default()
+        };
+        assert!(refuse_unavailable(&u).is_ok());
+        let text = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mount"], "action": "SCMP_ACT_ERRNO",
+             "excludes": {"caps": ["CAP_SYS_ADMIN"]}}]}"#;
+        let source = crate::config::Source::File("/a.json".into());
+        let profile = SeccompProfile::parse(text, &source).expect("parses");
+        let mut r = req(Options::default());
+        r.seccomp = Some(Loaded {
+            value: profile,
+            source,
+        });
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        let normal = p.security.profile.expect("profile");
+        assert_eq!(normal.origin, "/a.json");
+        r.ids.uid = 0;
+        r.emulation = Some(Emulation::RootMapped);
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        let fakeroot = p.security.profile.expect("profile");
+        // The mount rule is excluded when the payload holds CAP_SYS_ADMIN.
+        assert!(fakeroot.program.len() < normal.program.len());
+        // A profile sifr cannot apply is refused at planning.
+        let bad = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["bogus_call"], "action": "SCMP_ACT_ERRNO"}]}"#;
+        let source = crate::config::Source::File("/bad.json".into());
+        r.seccomp = Some(Loaded {
+            value: SeccompProfile::parse(bad, &source).expect("parses"),
+            source,
+        });
+        let e = plan(&r, &LaunchPolicy::default(), &host()).expect_err("refused");
+        assert!(matches!(e, PlanError::Seccomp(_)), "{e}");
     }
 
     /// `user bind control = no`: --contain --workdir mounts no /tmp, /var/tmp from the

@@ -133,7 +133,13 @@ pub struct Launch<S: Sys> {
     pub write_maps: MapWriter,
     /// Makes the user-namespace failure message precise (sysctl diagnosis).
     pub explain_userns: Box<dyn Fn(nix::Error) -> String>,
+    /// Moves the supervisor into the container's cgroup (resource limits), before it forks
+    /// anything; `None` without limits.
+    pub enter_cgroup: Option<CgroupEnter>,
 }
+
+/// Moves a process into the container's cgroup.
+pub type CgroupEnter = Box<dyn Fn(Pid) -> Result<(), String>>;
 
 /// Signals relayed to the container. SIGINT, SIGQUIT and SIGTSTP come from the terminal;
 /// when the payload shares the terminal's foreground process group the kernel already
@@ -292,6 +298,7 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
         mut mounter,
         write_maps,
         explain_userns,
+        enter_cgroup,
     } = launch;
     let relay_terminal = must_relay_terminal_signals();
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
@@ -342,7 +349,15 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
                     err: e,
                 });
             }
-            let outcome = parent_side(&plan, child, to_p.r, to_c.w, &write_maps, relay_terminal);
+            let outcome = parent_side(
+                &plan,
+                child,
+                to_p.r,
+                to_c.w,
+                &write_maps,
+                enter_cgroup.as_deref(),
+                relay_terminal,
+            );
             let _ = security::set_dumpable(true);
             let failure = read_failure(&errp.r);
             let st = ChildMsg::recv(&status.r);
@@ -369,9 +384,19 @@ fn parent_side(
     from_c: OwnedFd,
     to_c: OwnedFd,
     write_maps: &dyn Fn(Pid, &IdMapPlan) -> Result<(), String>,
+    enter_cgroup: Option<&dyn Fn(Pid) -> Result<(), String>>,
     relay_terminal: bool,
 ) -> Result<Outcome, LaunchError> {
     log::debug!("{:.1} ms: supervisor started", crate::log::since_start_ms());
+    // 0. Resource limits: the supervisor enters the container's cgroup now, while it waits
+    // for its maps and has forked nothing, so every container process is limited.
+    if let Some(enter) = enter_cgroup
+        && let Err(msg) = enter(child)
+    {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(LaunchError::Child(msg));
+    }
     // 1. Wait for the supervisor's user namespace, then give it its identity, and its
     //    network (pasta) before it goes on.
     let mut net = None;
@@ -967,6 +992,10 @@ fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
         sys.no_new_privs()
             .map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     }
+    // The payload's capabilities, in all five sets (all others dropped, bounding included),
+    // before any filter: a filter is installed last.
+    sys.apply_caps(plan.security.caps)
+        .map_err(|e| format!("cannot set capabilities: {e}"))?;
     // Root emulation for fakeroot (after no_new_privs, which unprivileged seccomp needs).
     let emulation = if plan.security.emulate_root {
         Some(Emulation::RootMapped)
@@ -978,9 +1007,11 @@ fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
     if let Some(em) = emulation {
         sys.install_seccomp(em).map_err(|e| e.to_string())?;
     }
-    if !plan.security.keep_userns_caps {
-        sys.drop_all_caps()
-            .map_err(|e| format!("cannot drop capabilities: {e}"))?;
+    // The profile last: after no_new_privs, the capability changes and the emulation
+    // filter (so the profile's answer wins for equal actions), right before execve.
+    if let Some(filter) = &plan.security.profile {
+        sys.install_profile(filter)
+            .map_err(|e| format!("cannot install the seccomp profile {}: {e}", filter.origin))?;
     }
     if exec.path.as_os_str().as_encoded_bytes().contains(&0) {
         return Err("command path contains a NUL byte".into());
@@ -1041,6 +1072,7 @@ mod tests {
     //! The sequence each process runs, driven against the recorder (fork and the pipes
     //! stay out: the step functions run directly).
     use super::*;
+    use crate::launch::capabilities::CapMask;
     use crate::launch::plan::*;
     use crate::launch::rootfs::tests::{recorder, user};
     use crate::launch::sys::{Call, RecordingSys};
@@ -1067,18 +1099,20 @@ mod tests {
     fn normal() -> SecurityPlan {
         SecurityPlan {
             no_new_privs: true,
-            keep_userns_caps: false,
+            caps: CapMask::default(),
             emulate_root: false,
             mknod_noop: false,
+            profile: None,
         }
     }
 
     fn fakeroot() -> SecurityPlan {
         SecurityPlan {
             no_new_privs: true,
-            keep_userns_caps: true,
+            caps: CapMask::all(),
             emulate_root: true,
             mknod_noop: false,
+            profile: None,
         }
     }
 
@@ -1314,7 +1348,9 @@ mod tests {
         let signals = pos(&calls, "reset signals", |c| *c == Call::ResetSignals);
         let cloexec = pos(&calls, "cloexec", |c| *c == Call::CloexecFrom(3));
         let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
-        let caps = pos(&calls, "drop caps", |c| *c == Call::DropAllCaps);
+        let caps = pos(&calls, "caps", |c| {
+            *c == Call::ApplyCaps(CapMask::default())
+        });
         let exec = pos(&calls, "execve", |c| matches!(c, Call::Execve(_)));
         assert!(0 < first_mount && first_mount < pivot && pivot < detach && detach < cwd);
         assert!(cwd < umask && umask < signals && signals < cloexec && cloexec < nnp);
@@ -1331,7 +1367,39 @@ mod tests {
     }
 
     #[test]
-    fn test_fakeroot_filters_after_no_new_privs_and_keeps_caps() {
+    fn test_profile_installed_last_after_emulation_and_caps() {
+        let filter = crate::launch::profile::ProfileFilter {
+            origin: "/p.json".into(),
+            program: vec![],
+            flags: 0,
+        };
+        for security in [normal(), fakeroot()] {
+            let security = SecurityPlan {
+                profile: Some(filter.clone()),
+                ..security
+            };
+            let fake = security.emulate_root;
+            let (_t, sys) = image();
+            let calls =
+                container_calls(&sys, &plan(NamespacePlan::default(), security)).expect("ok");
+            let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+            let profile = pos(&calls, "profile", |c| {
+                *c == Call::SeccompProfile("/p.json".into())
+            });
+            // Right before execve, after every privilege change.
+            assert_eq!(profile, calls.len() - 2, "{calls:#?}");
+            assert!(nnp < profile);
+            if fake {
+                let em = pos(&calls, "emulation", |c| matches!(c, Call::Seccomp(_)));
+                assert!(em < profile);
+            }
+            let caps = pos(&calls, "caps", |c| matches!(c, Call::ApplyCaps(_)));
+            assert!(caps < profile);
+        }
+    }
+
+    #[test]
+    fn test_fakeroot_sets_caps_then_filters_after_no_new_privs() {
         let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), fakeroot())).expect("ok");
         let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
@@ -1339,11 +1407,12 @@ mod tests {
             *c == Call::Seccomp(Emulation::RootMapped)
         });
         let exec = pos(&calls, "execve", |c| matches!(c, Call::Execve(_)));
-        assert!(nnp < filter && filter < exec);
-        assert!(!calls.contains(&Call::DropAllCaps));
+        let caps = pos(&calls, "caps", |c| *c == Call::ApplyCaps(CapMask::all()));
+        assert!(nnp < caps && caps < filter && filter < exec);
         let sub = SecurityPlan {
             emulate_root: false,
             mknod_noop: true,
+            profile: None,
             ..fakeroot()
         };
         let (_t, sys) = image();
@@ -1355,7 +1424,10 @@ mod tests {
     fn test_a_failed_step_stops_before_execve() {
         for (step, want) in [
             (Call::NoNewPrivs, "cannot set no_new_privs: "),
-            (Call::DropAllCaps, "cannot drop capabilities: "),
+            (
+                Call::ApplyCaps(CapMask::default()),
+                "cannot set capabilities: ",
+            ),
             (Call::ResetSignals, "cannot reset signals: "),
             (
                 Call::Unshare(CloneFlags::CLONE_NEWNS),

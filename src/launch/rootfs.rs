@@ -833,11 +833,13 @@ pub(crate) mod tests {
             },
             security: SecurityPlan {
                 no_new_privs: true,
-                keep_userns_caps: false,
+                caps: crate::launch::capabilities::CapMask::default(),
                 emulate_root: false,
                 mknod_noop: false,
+                profile: None,
             },
             host_dirs: vec![],
+            cgroup: None,
             warnings: vec![],
         }
     }

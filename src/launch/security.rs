@@ -4,13 +4,17 @@
 //! 1. every descriptor above stderr becomes close-on-exec (nothing of sifr's leaks in);
 //! 2. signal mask and dispositions are reset (sifr blocks signals for its signalfd);
 //! 3. PR_SET_NO_NEW_PRIVS, so no setuid binary or file capability can raise privileges;
-//! 4. capabilities: dropped entirely for a normal run (the payload is an ordinary user in
-//!    its namespace); kept for fakeroot, where they only mean anything inside the user
-//!    namespace sifr created, never on the host.
+//! 4. capabilities: the plan's set (`capabilities.rs`) in all five sets, every other one
+//!    dropped, bounding set included: nothing for a plain run, all for fakeroot unless
+//!    `--drop-caps`/`--no-privs` say otherwise. They only mean anything inside the user
+//!    namespace sifr created, never on the host;
+//! 5. a seccomp filter, if any, last (`seccomp.rs`).
 
 use std::io;
 
 use caps::CapSet;
+
+use super::capabilities::CapMask;
 
 /// Marks every descriptor >= 3 close-on-exec.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
@@ -57,19 +61,30 @@ pub fn no_new_privs() -> io::Result<()> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| io::Error::from_raw_os_error(e as i32))
 }
 
-/// Drops every capability: bounding set, ambient, inheritable, permitted, effective.
-pub fn drop_all_caps() -> io::Result<()> {
+/// Leaves the calling thread `keep` in all five sets, as Apptainer's starter does: the
+/// bounding set first (dropping needs CAP_SETPCAP, still held), then inheritable, effective
+/// and permitted, then ambient (raising needs the capability permitted and inheritable).
+/// Capabilities the running kernel lacks are skipped.
+pub fn apply_caps(keep: CapMask) -> io::Result<()> {
     let to_io = |e: caps::errors::CapsError| io::Error::other(e.to_string());
-    for cap in caps::all() {
-        // A capability unknown to the running kernel cannot be dropped; skip it.
-        if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(to_io)?;
+    let supported = caps::runtime::thread_all_supported();
+    let kept: caps::CapsHashSet = supported
+        .iter()
+        .copied()
+        .filter(|c| keep.contains(*c))
+        .collect();
+    for cap in &supported {
+        if !kept.contains(cap) && caps::has_cap(None, CapSet::Bounding, *cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(to_io)?;
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(to_io)?;
-    caps::clear(None, CapSet::Inheritable).map_err(to_io)?;
-    caps::clear(None, CapSet::Effective).map_err(to_io)?;
-    caps::clear(None, CapSet::Permitted).map_err(to_io)?;
+    caps::set(None, CapSet::Inheritable, &kept).map_err(to_io)?;
+    caps::set(None, CapSet::Effective, &kept).map_err(to_io)?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(to_io)?;
+    for cap in &kept {
+        caps::raise(None, CapSet::Ambient, *cap).map_err(to_io)?;
+    }
     Ok(())
 }
 

@@ -31,7 +31,9 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 
 use super::action::Exec;
+use super::capabilities::CapMask;
 use super::plan::TargetKind;
+use super::profile::{self, ProfileFilter};
 use super::seccomp::{self, Emulation};
 use super::security;
 use crate::image::inroot;
@@ -75,7 +77,9 @@ pub enum Call {
     CloexecFrom(u32),
     NoNewPrivs,
     Seccomp(Emulation),
-    DropAllCaps,
+    ApplyCaps(CapMask),
+    /// The `--security seccomp:` profile, by origin.
+    SeccompProfile(String),
     Execve(Exec),
 }
 
@@ -110,7 +114,8 @@ impl std::fmt::Display for Call {
             Call::CloexecFrom(n) => write!(f, "cloexec from {n}"),
             Call::NoNewPrivs => f.write_str("no_new_privs"),
             Call::Seccomp(em) => write!(f, "seccomp {em:?}"),
-            Call::DropAllCaps => f.write_str("drop capabilities"),
+            Call::ApplyCaps(c) => write!(f, "capabilities {c:?}"),
+            Call::SeccompProfile(origin) => write!(f, "seccomp profile {origin}"),
             Call::Execve(e) => write!(f, "execve {}", e.path.display()),
         }
     }
@@ -203,8 +208,10 @@ pub trait Sys {
     fn no_new_privs(&self) -> io::Result<()>;
     /// Installs the seccomp filter of a root emulation.
     fn install_seccomp(&self, emulation: Emulation) -> io::Result<()>;
-    /// Drops every capability.
-    fn drop_all_caps(&self) -> io::Result<()>;
+    /// Leaves the calling thread exactly `keep` in all five capability sets.
+    fn apply_caps(&self, keep: CapMask) -> io::Result<()>;
+    /// Installs a compiled `--security seccomp:` profile.
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()>;
     /// execve(2): returns only on failure (the recorder returns `Ok`).
     fn execve(&self, exec: &Exec) -> io::Result<()>;
 }
@@ -557,8 +564,12 @@ impl Sys for LinuxSys {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    fn drop_all_caps(&self) -> io::Result<()> {
-        security::drop_all_caps()
+    fn apply_caps(&self, keep: CapMask) -> io::Result<()> {
+        security::apply_caps(keep)
+    }
+
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()> {
+        profile::install(filter)
     }
 
     fn execve(&self, exec: &Exec) -> io::Result<()> {
@@ -832,8 +843,12 @@ impl Sys for RecordingSys {
         self.step(Call::Seccomp(emulation))
     }
 
-    fn drop_all_caps(&self) -> io::Result<()> {
-        self.step(Call::DropAllCaps)
+    fn apply_caps(&self, keep: CapMask) -> io::Result<()> {
+        self.step(Call::ApplyCaps(keep))
+    }
+
+    fn install_profile(&self, filter: &ProfileFilter) -> io::Result<()> {
+        self.step(Call::SeccompProfile(filter.origin.clone()))
     }
 
     fn execve(&self, exec: &Exec) -> io::Result<()> {
