@@ -23,8 +23,8 @@
 
 pub mod action;
 pub mod binds;
-pub mod cgroups;
 pub mod capabilities;
+pub mod cgroups;
 pub mod environ;
 pub mod gpu;
 pub mod host;
