@@ -273,3 +273,55 @@ fn test_capability_json_is_read_but_not_enforced_in_user_namespace_mode() {
     assert_eq!(out.status.code(), Some(255), "{out:?}");
     assert_one_line_error(&out, "capability.json:1: unknown capability \"CAP_FLY\"");
 }
+
+/// The user namespace bounds every capability: fakeroot's root holds them all, yet a host
+/// file owned by an id the namespace does not map (root's /etc/shadow, /usr) stays out of
+/// reach, in both fakeroot modes: CAP_DAC_OVERRIDE and CAP_FOWNER apply only to objects
+/// whose owner is mapped. (If this failed, the touch would leave a file in the host's
+/// /usr/share; the test checks for it.)
+#[test]
+fn test_fakeroot_capabilities_stop_at_host_owned_files() {
+    require_unprivileged();
+    let img = busybox();
+    let probe = Path::new("/usr/share/sifr-capability-probe");
+    assert!(
+        !probe.exists(),
+        "{} exists before the test",
+        probe.display()
+    );
+    let script = "grep CapEff /proc/self/status; \
+                  cat /mnt/shadow >/dev/null 2>&1 && echo READ-SHADOW; \
+                  touch /mnt/share/sifr-capability-probe 2>/dev/null && echo WROTE-USR; \
+                  chmod 0777 /mnt/passwd 2>/dev/null && echo CHMOD-PASSWD; \
+                  echo done";
+    let out = run_with(
+        &sifr_bin(),
+        &[
+            "exec",
+            "--fakeroot",
+            "-B",
+            "/etc/shadow:/mnt/shadow",
+            "-B",
+            "/etc/passwd:/mnt/passwd",
+            "-B",
+            "/usr/share:/mnt/share",
+            &img,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    // Container root holds every capability of its namespace...
+    assert!(
+        stdout.contains(&format!("CapEff:\t{:016x}", full())),
+        "{out:?}"
+    );
+    // ...and none of them reaches the host's files.
+    assert!(stdout.ends_with("done\n"), "{out:?}");
+    for word in ["READ-SHADOW", "WROTE-USR", "CHMOD-PASSWD"] {
+        assert!(!stdout.contains(word), "{word}: {out:?}");
+    }
+    assert!(!probe.exists(), "{} was created", probe.display());
+}
