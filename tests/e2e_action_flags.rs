@@ -184,7 +184,7 @@ fn test_root_only_flags_refused_and_sharens_warned() {
     for (flags, needle) in [
         (vec!["--keep-privs"], "--keep-privs requires root"),
         (vec!["--allow-setuid"], "--allow-setuid requires root"),
-        (vec!["--security", "uid:0"], "requires root"),
+        (vec!["--security", "uid:0"], "other ids need --fakeroot"),
         (vec!["--oci"], "--oci is not supported"),
         (vec!["--network", "bridge"], "--network bridge"),
     ] {

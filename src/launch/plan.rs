@@ -330,6 +330,17 @@ pub struct SecurityPlan {
     pub mknod_noop: bool,
     /// The `--security seccomp:` profile, compiled; installed last, after capabilities.
     pub profile: Option<super::profile::ProfileFilter>,
+    /// `--security uid:`/`gid:` under fakeroot: the ids the payload switches to.
+    pub run_as: Option<RunAs>,
+}
+
+/// `--security uid:N` and `gid:N[:M...]` (Apptainer's target ids): the payload leaves
+/// container root for these ids of its user namespace before its capabilities are set. The
+/// first gid is the primary group, all of them the supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: Option<u32>,
+    pub gids: Vec<u32>,
 }
 
 /// Everything a container start does.
@@ -399,6 +410,7 @@ pub(crate) mod tests {
                 emulate_root: false,
                 mknod_noop: false,
                 profile: None,
+                run_as: None,
             },
             host_dirs: vec![],
             cgroup: None,

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use super::binds::{BindError, BindSpec};
-use super::capabilities::{self, CapError};
+use super::capabilities::{self, CapError, CapMask};
 use super::environ::{self, EnvError, EnvInputs};
 use super::gpu::{self, GpuError, GpuHost, GpuPolicy};
 pub use super::host::{HostFacts, HostProbe, LiveHost};
@@ -231,9 +231,12 @@ pub fn plan(
 
     // 1. What cannot be honoured rootless, and the payload's capabilities.
     let mut warnings = refuse_unavailable(&o.unavailable)?;
+    let run_as = run_as(req, &o.unavailable.security)?;
+    // As Apptainer: a payload given other ids starts with no capability ("no" instead of
+    // "full"); --add-caps still adds.
     let caps = capabilities::compute(
         &o.caps,
-        fakeroot_uid0,
+        fakeroot_uid0 && run_as.is_none(),
         req.emulation == Some(Emulation::RootMapped),
     )?;
     warnings.extend(o.no_mount.iter().filter_map(|n| match n {
@@ -320,7 +323,8 @@ pub fn plan(
             caps,
             emulate_root: req.emulation == Some(Emulation::RootMapped),
             mknod_noop: req.emulation == Some(Emulation::MknodOnly),
-            profile: seccomp_profile(req, host, fakeroot_uid0)?,
+            profile: seccomp_profile(req, host, caps == CapMask::all())?,
+            run_as,
         },
         host_dirs,
         cgroup,
@@ -414,6 +418,72 @@ fn seccomp_profile(
     )?))
 }
 
+/// `--security uid:N` and `gid:N[:M...]`: the first of each counts (Apptainer's GetParam).
+/// Apptainer applies them where its engine runs as root, which for an unprivileged user is
+/// its fakeroot mode; without fakeroot it ignores them, and sifr refuses instead of
+/// ignoring. Each id must be mapped in the container's user namespace.
+fn run_as(req: &Request, security: &[String]) -> Result<Option<RunAs>, PlanError> {
+    let param = |key: &str| {
+        security
+            .iter()
+            .find_map(|s| s.split_once(':').filter(|(k, _)| k.trim() == key))
+            .map(|(_, v)| v.trim())
+    };
+    let (uid, gid) = (param("uid"), param("gid"));
+    if uid.is_none() && gid.is_none() {
+        return Ok(None);
+    }
+    let spec = match (uid, gid) {
+        (Some(u), Some(g)) => format!("uid:{u},gid:{g}"),
+        (Some(u), None) => format!("uid:{u}"),
+        (None, g) => format!("gid:{}", g.unwrap_or_default()),
+    };
+    let refuse = |why: &'static str| PlanError::Security {
+        spec: spec.clone(),
+        why,
+    };
+    if req.ids.uid != 0 {
+        return Err(refuse(
+            "other ids need --fakeroot (without it the container runs as you, and \
+             Apptainer's user-namespace mode ignores the option); add --fakeroot or drop it",
+        ));
+    }
+    let parse = |v: &str| v.parse::<u32>().ok();
+    let uid = match uid {
+        Some(u) => Some(parse(u).ok_or_else(|| refuse("expected uid:N with N a number"))?),
+        None => None,
+    };
+    let gids = match gid {
+        Some(g) => g
+            .split(':')
+            .map(parse)
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| refuse("expected gid:N or gid:N:M... with numbers"))?,
+        None => Vec::new(),
+    };
+    if req.emulation == Some(Emulation::RootMapped) {
+        // Only root is mapped there, and the groups cannot be set (setgroups is denied in a
+        // namespace whose maps sifr wrote itself).
+        return Err(refuse(
+            "the root-mapped fakeroot mode maps only root; other ids need a subordinate id \
+             range in /etc/subuid and /etc/subgid",
+        ));
+    }
+    let mapped = |map: &[(u32, u32, u32)], id: u32| {
+        map.iter()
+            .any(|&(inside, _, count)| id >= inside && id - inside < count)
+    };
+    if !uid.is_none_or(|u| mapped(&req.ids.uid_map, u))
+        || !gids.iter().all(|g| mapped(&req.ids.gid_map, *g))
+    {
+        return Err(refuse(
+            "the id is not mapped in the container's user namespace (fakeroot maps the \
+             range of /etc/subuid and /etc/subgid; without one only root is mapped)",
+        ));
+    }
+    Ok(Some(RunAs { uid, gids }))
+}
+
 /// The `seccomp:` parameter of the `--security` options: the first one, as Apptainer's
 /// `security.GetParam` takes it (`None` when there is none).
 pub fn seccomp_param(security: &[String]) -> Option<&str> {
@@ -423,17 +493,14 @@ pub fn seccomp_param(security: &[String]) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
-/// One `--security` option: `uid:`/`gid:` need root; `seccomp:` profiles are applied (the
+/// One `--security` option: `uid:`/`gid:` are checked by `run_as`; `seccomp:` profiles are applied (the
 /// caller reads the first one; an empty one is refused); AppArmor and SELinux profiles are
 /// not applied by sifr, and anything else is not an option.
 fn refuse_security(spec: &str) -> Result<(), PlanError> {
     let kind = spec.split_once(':').map_or(spec, |(k, _)| k).trim();
     let why = match kind {
-        "uid" | "gid" => {
-            return Err(PlanError::RootOnly {
-                flag: "--security uid:/gid:",
-            });
-        }
+        // Applied under fakeroot, refused otherwise (`run_as`).
+        "uid" | "gid" => return Ok(()),
         "seccomp" if spec.split_once(':').is_some_and(|(_, v)| !v.is_empty()) => return Ok(()),
         "seccomp" => {
             "expected seccomp:PROFILE (a profile file, or a name in the install's \
@@ -2575,6 +2642,74 @@ mod tests {
             assert!(msg.starts_with(needle), "{msg}");
             assert_eq!(msg.lines().count(), 1, "{msg}");
         }
+    }
+
+    /// `--security uid:/gid:`: applied under fakeroot with subordinate ids (the payload
+    /// starts with no capability, as Apptainer's), the first of each counts; refused in one
+    /// line without fakeroot, in the root-mapped mode, for an unmapped id or a bad number.
+    #[test]
+    fn test_security_uid_gid_run_as() {
+        let sec = |v: &[&str]| Options {
+            unavailable: Unavailable {
+                security: v.iter().map(|s| s.to_string()).collect(),
+                ..Unavailable::default()
+            },
+            ..Options::default()
+        };
+        let fakeroot = |o: Options, emulation: Emulation| {
+            let mut r = req(o);
+            r.ids.uid = 0;
+            r.ids.gid = 0;
+            r.ids.uid_map = vec![(0, 1000, 1), (1, 200_000, 65_536)];
+            r.ids.gid_map = vec![(0, 1000, 1), (1, 200_000, 65_536)];
+            r.emulation = Some(emulation);
+            plan(&r, &LaunchPolicy::default(), &host())
+        };
+        let p = fakeroot(sec(&["uid:99", "gid:98:97", "uid:5"]), Emulation::MknodOnly).expect("ok");
+        assert_eq!(
+            p.security.run_as,
+            Some(RunAs {
+                uid: Some(99),
+                gids: vec![98, 97]
+            })
+        );
+        assert!(p.security.caps.is_empty());
+        // --add-caps still adds; the PID namespace of fakeroot stays.
+        let mut o = sec(&["uid:99"]);
+        o.caps.add = Some("chown".into());
+        let p = fakeroot(o, Emulation::MknodOnly).expect("ok");
+        assert_eq!(
+            p.security.caps,
+            CapMask(caps::Capability::CAP_CHOWN.bitmask())
+        );
+        assert!(p.namespaces.pid);
+        let p = fakeroot(sec(&["gid:7"]), Emulation::MknodOnly).expect("ok");
+        assert_eq!(
+            p.security.run_as,
+            Some(RunAs {
+                uid: None,
+                gids: vec![7]
+            })
+        );
+        for (o, emulation, needle) in [
+            (sec(&["uid:70000"]), Emulation::MknodOnly, "not mapped"),
+            (sec(&["gid:1:70000"]), Emulation::MknodOnly, "not mapped"),
+            (sec(&["uid:x"]), Emulation::MknodOnly, "expected uid:N"),
+            (sec(&["gid:1:"]), Emulation::MknodOnly, "expected gid:N"),
+            (sec(&["uid:99"]), Emulation::RootMapped, "maps only root"),
+        ] {
+            let e = fakeroot(o, emulation).expect_err(needle).to_string();
+            assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
+        }
+        let e = plan(&req(sec(&["uid:99"])), &LaunchPolicy::default(), &host())
+            .expect_err("no fakeroot")
+            .to_string();
+        assert!(
+            e.starts_with("--security uid:99 is not supported by sifr: other ids need --fakeroot"),
+            "{e}"
+        );
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert_eq!(p.security.run_as, None);
     }
 
     /// `--security seccomp:`: the first one is the profile (Apptainer's GetParam); the

@@ -992,6 +992,12 @@ fn exec_steps<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
         sys.no_new_privs()
             .map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     }
+    // `--security uid:/gid:` (fakeroot): leave container root for the requested ids; the
+    // permitted capabilities survive for the next step, which sets them all.
+    if let Some(ids) = &plan.security.run_as {
+        sys.set_ids(ids)
+            .map_err(|e| format!("cannot switch to {ids:?} (--security uid:/gid:): {e}"))?;
+    }
     // The payload's capabilities, in all five sets (all others dropped, bounding included),
     // before any filter: a filter is installed last.
     sys.apply_caps(plan.security.caps)
@@ -1103,6 +1109,7 @@ mod tests {
             emulate_root: false,
             mknod_noop: false,
             profile: None,
+            run_as: None,
         }
     }
 
@@ -1113,6 +1120,7 @@ mod tests {
             emulate_root: true,
             mknod_noop: false,
             profile: None,
+            run_as: None,
         }
     }
 
@@ -1418,6 +1426,32 @@ mod tests {
         let (_t, sys) = image();
         let calls = container_calls(&sys, &plan(NamespacePlan::default(), sub)).expect("ok");
         assert!(calls.contains(&Call::Seccomp(Emulation::MknodOnly)));
+    }
+
+    /// `--security uid:/gid:`: the ids change after no_new_privs and before the capability
+    /// step (which needs the permitted set kept across the change).
+    #[test]
+    fn test_run_as_switches_ids_before_capabilities() {
+        let ids = crate::launch::plan::RunAs {
+            uid: Some(99),
+            gids: vec![98],
+        };
+        let security = SecurityPlan {
+            run_as: Some(ids.clone()),
+            caps: CapMask::default(),
+            ..fakeroot()
+        };
+        let (_t, sys) = image();
+        let calls = container_calls(&sys, &plan(NamespacePlan::default(), security)).expect("ok");
+        let nnp = pos(&calls, "no_new_privs", |c| *c == Call::NoNewPrivs);
+        let set = pos(&calls, "set ids", |c| *c == Call::SetIds(ids.clone()));
+        let caps = pos(&calls, "caps", |c| {
+            *c == Call::ApplyCaps(CapMask::default())
+        });
+        assert!(nnp < set && set < caps, "{calls:#?}");
+        let (_t, sys) = image();
+        let calls = container_calls(&sys, &plan(NamespacePlan::default(), fakeroot())).expect("ok");
+        assert!(!calls.iter().any(|c| matches!(c, Call::SetIds(_))));
     }
 
     #[test]

@@ -837,6 +837,7 @@ pub(crate) mod tests {
                 emulate_root: false,
                 mknod_noop: false,
                 profile: None,
+                run_as: None,
             },
             host_dirs: vec![],
             cgroup: None,

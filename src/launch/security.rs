@@ -15,6 +15,7 @@ use std::io;
 use caps::CapSet;
 
 use super::capabilities::CapMask;
+use super::plan::RunAs;
 
 /// Marks every descriptor >= 3 close-on-exec.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
@@ -86,6 +87,30 @@ pub fn apply_caps(keep: CapMask) -> io::Result<()> {
         caps::raise(None, CapSet::Ambient, *cap).map_err(to_io)?;
     }
     Ok(())
+}
+
+/// `--security uid:/gid:`: setgroups and setresgid to the gids (the first is the primary
+/// group), then setresuid to the uid, with PR_SET_KEEPCAPS so that the permitted set
+/// survives the change from uid 0; the effective set, which the kernel clears then, is
+/// raised again to the permitted one, so that `apply_caps` can set every set next.
+pub fn set_ids(ids: &RunAs) -> io::Result<()> {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    let errno = |e: nix::errno::Errno| io::Error::from_raw_os_error(e as i32);
+    nix::sys::prctl::set_keepcaps(true).map_err(errno)?;
+    if let Some(&primary) = ids.gids.first() {
+        let gids: Vec<Gid> = ids.gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        setgroups(&gids).map_err(errno)?;
+        let g = Gid::from_raw(primary);
+        setresgid(g, g, g).map_err(errno)?;
+    }
+    if let Some(uid) = ids.uid {
+        let u = Uid::from_raw(uid);
+        setresuid(u, u, u).map_err(errno)?;
+    }
+    nix::sys::prctl::set_keepcaps(false).map_err(errno)?;
+    let to_io = |e: caps::errors::CapsError| io::Error::other(e.to_string());
+    let permitted = caps::read(None, CapSet::Permitted).map_err(to_io)?;
+    caps::set(None, CapSet::Effective, &permitted).map_err(to_io)
 }
 
 /// True when the calling process holds no capability in any set.

@@ -32,7 +32,7 @@ use nix::sys::stat::Mode;
 
 use super::action::Exec;
 use super::capabilities::CapMask;
-use super::plan::TargetKind;
+use super::plan::{RunAs, TargetKind};
 use super::profile::{self, ProfileFilter};
 use super::seccomp::{self, Emulation};
 use super::security;
@@ -77,6 +77,7 @@ pub enum Call {
     CloexecFrom(u32),
     NoNewPrivs,
     Seccomp(Emulation),
+    SetIds(RunAs),
     ApplyCaps(CapMask),
     /// The `--security seccomp:` profile, by origin.
     SeccompProfile(String),
@@ -114,6 +115,7 @@ impl std::fmt::Display for Call {
             Call::CloexecFrom(n) => write!(f, "cloexec from {n}"),
             Call::NoNewPrivs => f.write_str("no_new_privs"),
             Call::Seccomp(em) => write!(f, "seccomp {em:?}"),
+            Call::SetIds(r) => write!(f, "set ids {r:?}"),
             Call::ApplyCaps(c) => write!(f, "capabilities {c:?}"),
             Call::SeccompProfile(origin) => write!(f, "seccomp profile {origin}"),
             Call::Execve(e) => write!(f, "execve {}", e.path.display()),
@@ -208,6 +210,9 @@ pub trait Sys {
     fn no_new_privs(&self) -> io::Result<()>;
     /// Installs the seccomp filter of a root emulation.
     fn install_seccomp(&self, emulation: Emulation) -> io::Result<()>;
+    /// Switches to other ids of the user namespace, keeping the permitted capabilities
+    /// for the step that sets them.
+    fn set_ids(&self, ids: &RunAs) -> io::Result<()>;
     /// Leaves the calling thread exactly `keep` in all five capability sets.
     fn apply_caps(&self, keep: CapMask) -> io::Result<()>;
     /// Installs a compiled `--security seccomp:` profile.
@@ -564,6 +569,10 @@ impl Sys for LinuxSys {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
+    fn set_ids(&self, ids: &RunAs) -> io::Result<()> {
+        security::set_ids(ids)
+    }
+
     fn apply_caps(&self, keep: CapMask) -> io::Result<()> {
         security::apply_caps(keep)
     }
@@ -841,6 +850,10 @@ impl Sys for RecordingSys {
 
     fn install_seccomp(&self, emulation: Emulation) -> io::Result<()> {
         self.step(Call::Seccomp(emulation))
+    }
+
+    fn set_ids(&self, ids: &RunAs) -> io::Result<()> {
+        self.step(Call::SetIds(ids.clone()))
     }
 
     fn apply_caps(&self, keep: CapMask) -> io::Result<()> {
