@@ -569,6 +569,8 @@ pub trait CgroupOps {
     fn subdirs(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// True when process `pid` exists.
     fn pid_alive(&self, pid: u32) -> bool;
+    /// True when process `pid` exists and has not exited (a zombie has).
+    fn pid_running(&self, pid: u32) -> bool;
 }
 
 /// The real cgroup tree.
@@ -617,7 +619,18 @@ impl CgroupOps for LinuxCgroupOps {
     fn pid_alive(&self, pid: u32) -> bool {
         Path::new("/proc").join(pid.to_string()).exists()
     }
+    fn pid_running(&self, pid: u32) -> bool {
+        // The state follows the command name's closing parenthesis in /proc/PID/stat.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    }
 }
+
+/// How long [`ActiveCgroup::remove`] waits for exited processes to be reaped.
+pub const REAP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The prefix of sifr's cgroups; the rest is the pid of the sifr that made it.
 const PREFIX: &str = "sifr-";
@@ -641,23 +654,40 @@ impl ActiveCgroup {
             })
     }
 
-    /// Removes the cgroup once its processes have ended (a few tries: the kernel releases
-    /// an exiting task from its cgroup shortly after it is reaped).
+    /// Removes the cgroup once its processes have ended. The kernel keeps an exited task
+    /// in its cgroup until it is reaped, and an orphan of the container (a process whose
+    /// parent ended first, without `--pid`) is reaped by init, which may take its time (seen
+    /// on CI hosts). So while the cgroup is busy: tries for half a second, then waits, up to
+    /// [`REAP_WAIT`], as long as every process left in it has exited; a process still running
+    /// (a background job of the container) ends the wait at once.
     pub fn remove(&self, ops: &dyn CgroupOps) -> Result<(), CgroupError> {
+        let start = std::time::Instant::now();
         let mut last = None;
-        for _ in 0..50 {
+        loop {
             match ops.rmdir(&self.dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    last = Some(e);
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = Some(e),
                 Err(e) => {
                     last = Some(e);
                     break;
                 }
             }
+            let waited = start.elapsed();
+            if waited >= REAP_WAIT {
+                break;
+            }
+            if waited >= std::time::Duration::from_millis(500) {
+                let procs = ops.read(&self.dir.join("cgroup.procs")).unwrap_or_default();
+                if procs
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok())
+                    .any(|p| ops.pid_running(p))
+                {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Err(CgroupError::Io {
             path: self.dir.clone(),
@@ -1313,6 +1343,9 @@ mod tests {
         fn pid_alive(&self, pid: u32) -> bool {
             self.alive.contains(&pid)
         }
+        fn pid_running(&self, pid: u32) -> bool {
+            self.alive.contains(&pid)
+        }
     }
 
     fn limit_plan() -> CgroupPlan {
@@ -1328,7 +1361,9 @@ mod tests {
 
     #[test]
     fn test_setup_writes_limits_moves_pid_and_cleans_up() {
-        let t = FakeTree::delegated();
+        let mut t = FakeTree::delegated();
+        // The payload moved in below (4243) runs; 4250 has exited, awaiting its reaper.
+        t.alive = vec![4243];
         let p = limit_plan();
         let cg = setup(&t, &p, 777).expect("set up");
         assert_eq!(cg.dir, t.base().join("sifr-777"));
@@ -1347,10 +1382,19 @@ mod tests {
             ]
             .map(|s| s.replace("1 + 90 * 9999 / 990", &io_weight(100).to_string()))
         );
-        // The payload still runs: the cgroup stays.
+        // The payload still runs: the cgroup stays, without waiting for it.
+        let started = std::time::Instant::now();
         assert!(cg.remove(&t).is_err());
-        std::fs::write(cg.dir.join("cgroup.procs"), "").expect("w");
-        cg.remove(&t).expect("removed");
+        assert!(started.elapsed() < REAP_WAIT / 2);
+        // Only an exited process left (a zombie awaiting init): waited for, bounded.
+        std::fs::write(cg.dir.join("cgroup.procs"), "4250\n").expect("w");
+        let dir = cg.dir.clone();
+        let reaper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(800));
+            std::fs::write(dir.join("cgroup.procs"), "").expect("w");
+        });
+        cg.remove(&t).expect("removed once reaped");
+        reaper.join().expect("reaper");
         assert!(!cg.dir.exists());
         assert_eq!(t.log().last().map(String::as_str), Some("rmdir sifr-777"));
     }
