@@ -662,20 +662,17 @@ impl ActiveCgroup {
     /// (a background job of the container) ends the wait at once.
     pub fn remove(&self, ops: &dyn CgroupOps) -> Result<(), CgroupError> {
         let start = std::time::Instant::now();
-        let mut last = None;
-        loop {
+        let err = loop {
             match ops.rmdir(&self.dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = Some(e),
-                Err(e) => {
-                    last = Some(e);
-                    break;
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => break e,
             }
+            let busy = || io::Error::from_raw_os_error(libc::EBUSY);
             let waited = start.elapsed();
             if waited >= REAP_WAIT {
-                break;
+                break busy();
             }
             if waited >= std::time::Duration::from_millis(500) {
                 let procs = ops.read(&self.dir.join("cgroup.procs")).unwrap_or_default();
@@ -684,15 +681,15 @@ impl ActiveCgroup {
                     .filter_map(|p| p.parse::<u32>().ok())
                     .any(|p| ops.pid_running(p))
                 {
-                    break;
+                    break busy();
                 }
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        };
         Err(CgroupError::Io {
             path: self.dir.clone(),
             what: "remove (processes of the container still run in it)",
-            err: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY)),
+            err,
         })
     }
 }
