@@ -10,9 +10,11 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod action;
 pub mod build;
+pub mod cache;
 pub mod inspect;
 pub mod instance;
 pub mod key;
+pub mod login;
 pub mod overlay;
 pub mod pull;
 pub mod registry;
@@ -105,6 +107,13 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Verify digital signature(s) within an image
     Verify(sign::VerifyArgs),
+    /// Manage your local sifr cache
+    Cache(cache::CacheArgs),
+    /// Manage authentication to OCI/Docker registries
+    Registry(login::RegistryVerbArgs),
+    /// Log in to a registry (sifr has no remote endpoints: `remote login` of docker:// and
+    /// oras:// URIs only)
+    Remote(login::RemoteArgs),
     /// Show the version number
     Version,
 }
@@ -354,6 +363,21 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
     ("sif", "sif"),
     ("overlay", "overlay"),
     ("overlay create", "overlay create <options> image"),
+    ("cache", "cache"),
+    ("cache list", "cache list [list options...]"),
+    ("cache clean", "cache clean [clean options...]"),
+    ("registry", "registry [subcommand options...]"),
+    (
+        "registry login",
+        "registry login [login options...] <registry_uri>",
+    ),
+    ("registry logout", "registry logout <registry_uri>"),
+    ("registry list", "registry list"),
+    ("remote", "remote [remote options...]"),
+    (
+        "remote login",
+        "remote login [login options...] <remote_name>",
+    ),
 ];
 
 /// The command line's help in Apptainer's shape, under the name sifr was invoked by

@@ -14,9 +14,11 @@ use crate::launch::plan::Action;
 
 pub mod action;
 pub mod build;
+pub mod cache;
 pub mod inspect;
 pub mod instance;
 pub mod key;
+pub mod login;
 pub mod overlay;
 pub mod pull;
 pub mod sif;
@@ -97,10 +99,6 @@ fn verb_index(args: &[OsString]) -> Option<usize> {
 /// instead. Anything else that clap does not know is a typo, reported as one.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     (
-        "cache",
-        "sifr's image cache has no command-line management yet",
-    ),
-    (
         "capability",
         "without setuid, capability.json grants and limits nothing (as in Apptainer's \
          user-namespace mode); edit it by hand, and use --add-caps/--drop-caps",
@@ -114,11 +112,33 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("oci", "sifr runs SIF images natively, with no OCI runtime"),
     ("plugin", "sifr has no plugins"),
     ("push", "sifr uploads to no library or registry"),
+    ("remote add", "sifr talks to no library or remote endpoint"),
     (
-        "registry",
-        "log in with your registry's own tool and give sifr --authfile",
+        "remote remove",
+        "sifr talks to no library or remote endpoint",
     ),
-    ("remote", "sifr talks to no library or remote endpoint"),
+    ("remote use", "sifr talks to no library or remote endpoint"),
+    ("remote list", "sifr talks to no library or remote endpoint"),
+    (
+        "remote status",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote logout",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote get-login-password",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote add-keyserver",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote remove-keyserver",
+        "sifr talks to no library or remote endpoint",
+    ),
     ("search", "sifr talks to no container library"),
     ("tag", "sifr talks to no container library"),
     ("buildcfg", "sifr has no compile-time paths to show"),
@@ -389,6 +409,9 @@ pub fn main() -> i32 {
         Some(Command::Key(a)) => key::key(&ctx, a),
         Some(Command::Sign(a)) => sign::sign(&ctx, a),
         Some(Command::Verify(a)) => sign::verify(&ctx, a),
+        Some(Command::Cache(a)) => cache::cache(&ctx, a),
+        Some(Command::Registry(a)) => login::registry(&ctx, a),
+        Some(Command::Remote(a)) => login::remote(&ctx, a),
         Some(Command::Version) => {
             println!("{}", version_number(persona));
             Ok(0)
@@ -473,8 +496,10 @@ mod tests {
 
     #[test]
     fn test_not_implemented_names_the_apptainer_command() {
-        let m = not_implemented(&v(&["apptainer", "-q", "cache", "clean"])).expect("cache");
-        assert!(m.starts_with("'cache' is an Apptainer command"), "{m}");
+        let m = not_implemented(&v(&["apptainer", "-q", "plugin", "list"])).expect("plugin");
+        assert!(m.starts_with("'plugin' is an Apptainer command"), "{m}");
+        let m = not_implemented(&v(&["sifr", "remote", "add", "x", "y"])).expect("remote add");
+        assert!(m.starts_with("'remote add' is an Apptainer command"), "{m}");
         let m = not_implemented(&v(&["sifr", "key", "push", "ABC"])).expect("key push");
         assert!(m.starts_with("'key push' is an Apptainer command"), "{m}");
         for (name, _) in NOT_IMPLEMENTED {
@@ -489,6 +514,9 @@ mod tests {
         for implemented in [
             v(&["sifr", "key", "list"]),
             v(&["sifr", "exec", "img", "cache"]),
+            v(&["sifr", "cache", "clean", "-f"]),
+            v(&["sifr", "registry", "login", "docker://x"]),
+            v(&["sifr", "remote", "login", "docker://x"]),
             v(&["sifr", "instance", "stop", "--all"]),
             v(&["sifr", "no-such-verb"]),
             v(&["sifr"]),
