@@ -258,7 +258,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     ),
     unsupported(&["NETNS_PATH"], "--netns-path", ACTION, false),
     unsupported(&["INTEL_HPU"], "--intel-hpu", ACTION, true),
-    unsupported(&["DOCKER_LOGIN"], "--docker-login", ACTION_BUILD_PULL, true),
     unsupported(&["DOCKER_HOST"], "--docker-host", ACTION_BUILD_PULL, false),
     unsupported(&["BUILDKIT_HOST"], "--buildkit-host", BUILD, false),
     unsupported(&["DATA"], "--data", BUILD, true),

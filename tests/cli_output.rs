@@ -54,10 +54,10 @@ fn test_usage_errors_exit_1() {
             "(see 'sifr exec --help')",
         ),
         (vec!["exec", &img], "COMMAND", "(see 'sifr exec --help')"),
-        // Apptainer's interactive registry login and docker daemon flags: not in sifr.
+        // Apptainer's docker daemon flag: not in sifr.
         (
-            vec!["exec", "--docker-login", &img, "true"],
-            "--docker-login",
+            vec!["exec", "--docker-host", "unix:///x", &img, "true"],
+            "--docker-host",
             "(see 'sifr exec --help')",
         ),
         (

@@ -263,3 +263,94 @@ fn test_login_list_pull_logout() {
         serde_json::from_slice(&std::fs::read(&config).expect("read")).expect("json");
     assert_eq!(v["auths"][&host]["auth"], b64("alice:s3cret-pw"));
 }
+
+/// `--docker-login` asks for the user name and password on the terminal (here a pseudo
+/// terminal made by `script`); without a terminal it is one line, exit 255.
+#[test]
+fn test_docker_login_prompts_on_a_terminal() {
+    require_unprivileged();
+    if !have_tools(&[
+        "umoci",
+        "skopeo",
+        "docker-registry",
+        "htpasswd",
+        "script",
+        "setsid",
+    ]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    let reg = Registry::start_with_basic_auth(d, "alice", "s3cret-pw");
+    push_small_image(d, &reg, Some("alice:s3cret-pw"));
+    let image = format!("docker://{}", reg.image());
+    let sifr = sifr_bin();
+    let sifr = sifr.to_str().expect("utf8");
+
+    // No terminal: refused before anything is fetched.
+    let out = sifr_h(
+        d,
+        &[
+            "pull",
+            "--docker-login",
+            "--no-https",
+            "--name",
+            "n.sif",
+            &image,
+        ],
+        "",
+    );
+    // sifr_h's child may still have the test's terminal: run it without one too.
+    let out2 = Command::new("setsid")
+        .args([
+            "-w",
+            sifr,
+            "pull",
+            "--docker-login",
+            "--no-https",
+            "--name",
+            "n.sif",
+            &image,
+        ])
+        .current_dir(d)
+        .env("HOME", d)
+        .env("SIFR_CACHEDIR", d.join("c"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("setsid");
+    for o in [&out, &out2] {
+        assert_eq!(o.status.code(), Some(255), "{o:?}");
+        assert_one_line_error(o, "--docker-login");
+    }
+    assert!(!d.join("n.sif").exists());
+
+    // On a terminal: the answers typed are used.
+    let pull = |answers: &str, name: &str| {
+        let cmd =
+            format!("{sifr} pull --docker-login --no-https --name {name} {image}; echo rc=$?");
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .current_dir(d)
+            .env("HOME", d)
+            .env("SIFR_CACHEDIR", d.join("c"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(answers.as_bytes()).expect("type");
+        let out = child.wait_with_output().expect("wait");
+        drop(input);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = pull("alice\ns3cret-pw\n", "t.sif");
+    assert!(out.contains("Enter Docker Username:"), "{out}");
+    assert!(out.contains("Enter Docker Password:"), "{out}");
+    assert!(out.contains("rc=0"), "{out}");
+    assert!(d.join("t.sif").is_file());
+    let out = pull("alice\nwrong\n", "w.sif");
+    assert!(out.contains("rejected the credentials"), "{out}");
+    assert!(out.contains("rc=255"), "{out}");
+    assert!(!d.join("w.sif").exists());
+}

@@ -57,7 +57,10 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
         }
     }
     let cfg = super::action::load_config(ctx)?;
-    pipeline::run(&request(a, &cfg))?;
+    let registry = a.registry.clone();
+    let mut req = request(a, &cfg);
+    super::docker_login(&registry, &mut req.access)?;
+    pipeline::run(&req)?;
     Ok(0)
 }
 

@@ -59,6 +59,31 @@ pub fn registry_access(a: &RegistryArgs) -> RegistryAccess {
     }
 }
 
+/// `--docker-login`: asks for the registry user name (unless `--docker-username` gave it)
+/// and the password on the terminal, as Apptainer, and puts them in `access`. Without a
+/// terminal, one line.
+pub fn docker_login(a: &RegistryArgs, access: &mut RegistryAccess) -> anyhow::Result<()> {
+    use crate::sign::password::ask;
+    if !a.docker_login {
+        return Ok(());
+    }
+    let no_tty = || {
+        anyhow::anyhow!(
+            "--docker-login asks for the registry user name and password on a terminal, and \
+             there is none: give --docker-username and --docker-password (or \
+             SIFR_DOCKER_USERNAME and SIFR_DOCKER_PASSWORD) instead"
+        )
+    };
+    let username = match a.docker_username.as_deref().filter(|u| !u.is_empty()) {
+        Some(u) => u.to_string(),
+        None => ask("Enter Docker Username: ", true)?.ok_or_else(no_tty)?,
+    };
+    let password = ask("Enter Docker Password: ", false)?.ok_or_else(no_tty)?;
+    access.username = Some(username);
+    access.password = Some(password);
+    Ok(())
+}
+
 /// `instance.start`, `instance.stop`, `instance.list`: Singularity 2's spelling, which
 /// spython still sends (`instance.stop --all`) when the version string lacks "version 3".
 pub fn legacy_instance_verbs(mut args: Vec<OsString>) -> Vec<OsString> {
