@@ -25,6 +25,11 @@ use common::*;
 
 /// Runs sifr with HOME and the cache in `home`, feeding `stdin`.
 fn sifr_h(home: &Path, args: &[&str], stdin: &str) -> Output {
+    sifr_he(home, args, stdin, &[])
+}
+
+/// The same with more environment variables.
+fn sifr_he(home: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(sifr_bin());
     c.args(args)
         .current_dir(home)
@@ -46,6 +51,9 @@ fn sifr_h(home: &Path, args: &[&str], stdin: &str) -> Output {
         "SIFR_LOGIN_PASSWORD",
     ] {
         c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
     }
     let mut child = c.spawn().expect("run sifr");
     let mut input = child.stdin.take().expect("stdin");
@@ -229,6 +237,32 @@ fn test_login_list_pull_logout() {
         ],
         "",
     ));
+
+    // Apptainer's LOGIN_ names set the flags; LOGIN_INSECURE is remote login's --insecure
+    // (listed as not secure).
+    ok(&sifr_he(
+        &home,
+        &["remote", "login", &registry_uri],
+        "",
+        &[
+            ("APPTAINER_LOGIN_USERNAME", "alice"),
+            ("APPTAINER_LOGIN_PASSWORD", "s3cret-pw"),
+            ("APPTAINER_LOGIN_INSECURE", "1"),
+        ],
+    ));
+    let list = ok(&sifr_h(&home, &["registry", "list"], ""));
+    assert!(list.contains(&format!("{registry_uri}  ✗!")), "{list}");
+    ok(&sifr_h(&home, &["registry", "logout", &registry_uri], ""));
+    let out = sifr_he(
+        &home,
+        &["registry", "login", &registry_uri],
+        "",
+        &[
+            ("SINGULARITY_LOGIN_USERNAME", "alice"),
+            ("SINGULARITY_LOGIN_PASSWORD", "wrong"),
+        ],
+    );
+    assert_one_line_error(&out, "rejected the credentials of user \"alice\"");
 
     // remote login: as registry login, with Apptainer's deprecation warning.
     let out = sifr_h(
