@@ -12,6 +12,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -216,6 +217,39 @@ fn read_object(path: &Path) -> Result<Map<String, Value>, LoginError> {
     }
 }
 
+/// Holds an exclusive lock on the directory of `path` (created, mode 0700, when missing)
+/// while a file in it is read, changed and written back, so that two logins at once do not
+/// lose one another's entry. Released when the returned handle is dropped.
+fn lock_dir(path: &Path) -> Result<fs::File, LoginError> {
+    let werr = |err| LoginError::Write {
+        path: path.to_path_buf(),
+        err,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(werr)?;
+    }
+    let handle = fs::File::open(dir).map_err(werr)?;
+    loop {
+        // SAFETY: flock(2) on a descriptor this function owns; it changes no memory.
+        let rc = unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(handle);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(werr(err));
+        }
+    }
+}
+
 /// Writes `value` to `path` through a temporary file (mode 0600) renamed over it; the
 /// directory is created (mode 0700) when missing.
 fn write_private(path: &Path, value: &Value) -> Result<(), LoginError> {
@@ -252,6 +286,7 @@ fn write_private(path: &Path, value: &Value) -> Result<(), LoginError> {
 
 /// Stores `creds` for `target` in the config file `path` (other entries and keys kept).
 pub fn store(path: &Path, target: &LoginTarget, creds: &Credentials) -> Result<(), LoginError> {
+    let _lock = lock_dir(path)?;
     let mut file = read_object(path)?;
     let auths = file
         .entry("auths")
@@ -277,6 +312,10 @@ pub fn store(path: &Path, target: &LoginTarget, creds: &Credentials) -> Result<(
 /// Removes the entry for `target` from `path`; false when there was none (the file is then
 /// left untouched).
 pub fn remove(path: &Path, target: &LoginTarget) -> Result<bool, LoginError> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let _lock = lock_dir(path)?;
     let mut file = read_object(path)?;
     let Some(Value::Object(auths)) = file.get_mut("auths") else {
         return Ok(false);
@@ -343,6 +382,7 @@ pub fn update_list(
     target: &LoginTarget,
     login: Option<bool>,
 ) -> Result<(), LoginError> {
+    let _lock = lock_dir(path)?;
     let mut list = read_list(path)?;
     let same = |e: &LoggedIn| {
         LoginTarget::parse(&e.uri).is_ok_and(|t| t.registry == target.registry)
@@ -485,6 +525,35 @@ mod tests {
             Err(LoginError::NotJson { .. })
         ));
         assert_eq!(fs::read(&none).expect("read"), b"garbage");
+    }
+
+    /// Logins to different registries at once all end up in the file.
+    #[test]
+    fn test_concurrent_stores_lose_nothing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("c/config.json");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let t = LoginTarget::parse(&format!("docker://r{i}.example")).expect("t");
+                    for _ in 0..5 {
+                        store(&f, &t, &creds("u", &format!("p{i}"))).expect("store");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        let v: Value = serde_json::from_slice(&fs::read(&f).expect("read")).expect("json");
+        assert_eq!(v["auths"].as_object().expect("auths").len(), 8, "{v}");
+        let leftovers: Vec<_> = fs::read_dir(f.parent().expect("dir"))
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name() != "config.json")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]
