@@ -14,8 +14,8 @@ pub struct CacheArgs {
 pub enum CacheCommand {
     /// List your local sifr cache
     List {
-        /// a list of cache types to display, possible entries: library, oci, shub, blob(s),
-        /// all
+        /// a list of cache types to display, possible entries: library, oci-tmp (or oci),
+        /// shub, oras, ipfs, net, blob(s), all
         #[arg(
             short = 'T',
             long = "type",
@@ -30,8 +30,8 @@ pub enum CacheCommand {
     },
     /// Clean your local sifr cache
     Clean {
-        /// a list of cache types to clean (possible values: library, oci, shub, blob, net,
-        /// oras, all)
+        /// a list of cache types to clean (possible values: library, oci-tmp (or oci), shub,
+        /// blob, net, oras, ipfs, all)
         #[arg(
             short = 'T',
             long = "type",

@@ -214,6 +214,28 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
   overlay partition. Needs mkfs.ext3 (e2fsprogs).",
     ),
     (
+        "cache list",
+        "  Lists sifr's cache ($SIFR_CACHEDIR/cache, or under APPTAINER_CACHEDIR or
+  SINGULARITY_CACHEDIR, else ~/.sifr/cache): how many container files and OCI
+  blobs it holds and their size, and with --verbose every entry. --type selects
+  the cache types shown.",
+    ),
+    (
+        "cache clean",
+        "  Removes entries from sifr's cache ($SIFR_CACHEDIR/cache, or under
+  APPTAINER_CACHEDIR or SINGULARITY_CACHEDIR, else ~/.sifr/cache): all of it by
+  default; --type and --days select. It asks first unless --force; --dry-run
+  shows what would be removed and removes nothing.",
+    ),
+    (
+        "registry login",
+        "  Checks a user name and password (or token) against a docker:// or oras://
+  registry and stores them in ~/.sifr/docker-config.json (mode 0600), or in the
+  --authfile given; pulls then use them. The password is asked on the terminal
+  unless --password or --password-stdin gives it. Nothing is stored when the
+  registry refuses them.",
+    ),
+    (
         "run-help",
         "  Prints the help text an image carries (the %help section of its definition
   file, /.singularity.d/runscript.help), or that of an app with --app.",
@@ -298,6 +320,25 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
             "NAME overlay create --size 1024 /tmp/my_overlay.img",
             "NAME overlay create --size 1024 --sparse /tmp/ext3_overlay.img",
             "NAME overlay create --fakeroot --size 1024 /tmp/my_overlay.img",
+        ],
+    ),
+    (
+        "cache list",
+        &["NAME cache list", "NAME cache list --verbose --type blob"],
+    ),
+    (
+        "cache clean",
+        &[
+            "NAME cache clean --dry-run",
+            "NAME cache clean --force --days 30",
+            "NAME cache clean --type oci-tmp",
+        ],
+    ),
+    (
+        "registry login",
+        &[
+            "NAME registry login --username alice docker://registry.example.org",
+            "NAME registry login -u alice --password-stdin oras://ghcr.io",
         ],
     ),
     (

@@ -573,6 +573,15 @@ mod tests {
                     Some(Command::Verify(_)) => "verify",
                     Some(Command::Key(_)) => "key",
                     Some(Command::Overlay(_)) => "overlay create",
+                    Some(Command::Cache(crate::cli::cache::CacheArgs {
+                        command: crate::cli::cache::CacheCommand::List { .. },
+                    })) => "cache list",
+                    Some(Command::Cache(crate::cli::cache::CacheArgs {
+                        command: crate::cli::cache::CacheCommand::Clean { .. },
+                    })) => "cache clean",
+                    Some(Command::Registry(crate::cli::login::RegistryVerbArgs {
+                        command: crate::cli::login::RegistryCommand::Login(_),
+                    })) => "registry login",
                     _ => "other",
                 };
                 assert_eq!(name, *verb, "{line}");
