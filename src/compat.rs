@@ -264,7 +264,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     unsupported(&["JSON"], "--json", BUILD, true),
     unsupported(&["BUILD_ARCH_VARIANT"], "--arch-variant", BUILD, false),
     unsupported(&["LIBRARY"], "--library", BUILD_PULL, false),
-    unsupported(&["DISABLE_CACHE"], "--disable-cache", BUILD, true),
     unsupported(&["NVCCLI"], "--nvccli", BUILD, true),
     unsupported(&["MOUNT"], "--mount", BUILD, false),
     unsupported(&["WRITABLE_TMPFS"], "--writable-tmpfs", BUILD, true),

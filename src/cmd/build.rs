@@ -37,6 +37,7 @@ fn request(a: BuildArgs, cfg: &Config) -> Request {
             .map(|(_, f)| f.to_string())
             .collect(),
         no_cleanup: a.no_cleanup,
+        disable_cache: a.disable_cache,
         ignore_subuid: a.ignore_subuid,
     }
 }
@@ -120,7 +121,6 @@ mod tests {
             "--json",
             "--data",
             "--writable-tmpfs",
-            "--disable-cache",
             "--ignore-userns",
             "--remote",
             "--passphrase",

@@ -56,6 +56,7 @@ pub fn registry_access(a: &RegistryArgs) -> RegistryAccess {
         username: a.docker_username.clone(),
         password: a.docker_password.clone(),
         authfile: a.authfile.clone(),
+        cache_root: None,
     }
 }
 
