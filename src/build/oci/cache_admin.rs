@@ -103,7 +103,7 @@ fn dirs_of(root: &Path, kind: &str) -> Vec<PathBuf> {
 }
 
 /// Every file in `dir` (sorted by name), temporary ones apart; a missing directory has none.
-fn files_in(dir: &Path, kind: &str) -> Result<(Vec<Entry>, Vec<Entry>), CacheAdminError> {
+fn files_in(dir: &Path, kind: &'static str) -> Result<(Vec<Entry>, Vec<Entry>), CacheAdminError> {
     let open = |err| CacheAdminError::Open {
         kind: kind.to_string(),
         dir: dir.to_path_buf(),
@@ -113,15 +113,6 @@ fn files_in(dir: &Path, kind: &str) -> Result<(Vec<Entry>, Vec<Entry>), CacheAdm
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(open(e)),
-    };
-    let kind_static = if kind == BLOB_TYPE {
-        BLOB_TYPE
-    } else {
-        FILE_TYPES
-            .iter()
-            .find(|t| **t == kind)
-            .copied()
-            .unwrap_or("net")
     };
     let (mut entries, mut temps) = (Vec::new(), Vec::new());
     for e in rd {
@@ -137,7 +128,7 @@ fn files_in(dir: &Path, kind: &str) -> Result<(Vec<Entry>, Vec<Entry>), CacheAdm
             modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             name: name.clone(),
             path,
-            kind: kind_static,
+            kind,
         };
         if is_temp(&name) {
             temps.push(entry);
@@ -150,7 +141,7 @@ fn files_in(dir: &Path, kind: &str) -> Result<(Vec<Entry>, Vec<Entry>), CacheAdm
 }
 
 /// The entries of the cache at `root` of the given types, in type order then by name.
-pub fn list(root: &Path, types: &[&str]) -> Result<Vec<Entry>, CacheAdminError> {
+pub fn list(root: &Path, types: &[&'static str]) -> Result<Vec<Entry>, CacheAdminError> {
     let mut out = Vec::new();
     for kind in types {
         for dir in dirs_of(root, kind) {
@@ -251,7 +242,7 @@ pub struct Cleaned {
 /// prints `Removing TYPE cache entry: NAME`), and of a type with nothing in it.
 pub fn clean(
     root: &Path,
-    kind: &str,
+    kind: &'static str,
     days: u32,
     dry_run: bool,
     now: SystemTime,
