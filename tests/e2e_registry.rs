@@ -238,6 +238,20 @@ fn test_login_list_pull_logout() {
         "",
     ));
 
+    // oras:// names the same registry (the same entry), listed under its own URI.
+    let oras_uri = format!("oras://{host}");
+    ok(&login(&["-u", "alice", "-p", "s3cret-pw", &oras_uri], ""));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("read")).expect("json");
+    assert_eq!(v["auths"][&host]["auth"], b64("alice:s3cret-pw"));
+    let list = ok(&sifr_h(&home, &["registry", "list"], ""));
+    assert!(list.contains(&format!("\n{oras_uri}  ✓\n")), "{list}");
+    ok(&sifr_h(&home, &["registry", "logout", &oras_uri], ""));
+    assert_eq!(
+        ok(&sifr_h(&home, &["registry", "list"], "")),
+        "\nURI  SECURE?\n"
+    );
+
     // Apptainer's LOGIN_ names set the flags; LOGIN_INSECURE is remote login's --insecure
     // (listed as not secure).
     ok(&sifr_he(
