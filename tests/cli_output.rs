@@ -54,10 +54,10 @@ fn test_usage_errors_exit_1() {
             "(see 'sifr exec --help')",
         ),
         (vec!["exec", &img], "COMMAND", "(see 'sifr exec --help')"),
-        // Apptainer's interactive registry login and docker daemon flags: not in sifr.
+        // Apptainer's docker daemon flag: not in sifr.
         (
-            vec!["exec", "--docker-login", &img, "true"],
-            "--docker-login",
+            vec!["exec", "--docker-host", "unix:///x", &img, "true"],
+            "--docker-host",
             "(see 'sifr exec --help')",
         ),
         (
@@ -235,7 +235,6 @@ fn test_help_has_apptainer_shape() {
 #[test]
 fn test_apptainer_verbs_sifr_lacks_say_so() {
     for args in [
-        vec!["cache", "list"],
         vec!["capability", "avail"],
         vec!["checkpoint", "list"],
         vec!["completion", "bash"],
@@ -244,7 +243,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["oci", "state", "x"],
         vec!["plugin", "list"],
         vec!["push", "img.sif", "oras://x/y:1"],
-        vec!["registry", "list"],
         vec!["remote", "list"],
         vec!["search", "alpine"],
         vec!["tag", "x", "y"],
@@ -261,7 +259,7 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         assert_eq!(out.status.code(), Some(255), "{args:?}: {out:?}");
         let what = args[..2].join(" ");
         let needle = match args[0] {
-            "instance" | "key" | "keys" | "config" => {
+            "instance" | "key" | "keys" | "config" | "remote" => {
                 format!("'{what}' is an Apptainer command")
             }
             v => format!("'{v}' is an Apptainer command"),

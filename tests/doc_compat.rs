@@ -25,6 +25,8 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("e2e_config_compat.rs"),
     ),
     ("tests/e2e_build.rs", include_str!("e2e_build.rs")),
+    ("tests/e2e_cache.rs", include_str!("e2e_cache.rs")),
+    ("tests/e2e_registry.rs", include_str!("e2e_registry.rs")),
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
@@ -65,6 +67,18 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/sif_oracle.rs", include_str!("sif_oracle.rs")),
     ("tests/sign_cli.rs", include_str!("sign_cli.rs")),
     ("src/source.rs", include_str!("../src/source.rs")),
+    (
+        "src/build/oci/cache_admin.rs",
+        include_str!("../src/build/oci/cache_admin.rs"),
+    ),
+    (
+        "src/build/oci/login.rs",
+        include_str!("../src/build/oci/login.rs"),
+    ),
+    (
+        "src/build/oci/registry.rs",
+        include_str!("../src/build/oci/registry.rs"),
+    ),
     (
         "src/launch/planner.rs",
         include_str!("../src/launch/planner.rs"),

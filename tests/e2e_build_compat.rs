@@ -475,12 +475,7 @@ fn test_apptainer_build_flags_refused_or_accepted() {
     require_unprivileged();
     let p = Project::new();
     p.write("s.def", "Bootstrap: localimage\nFrom: busybox.sif\n");
-    for flag in [
-        "--nvccli",
-        "--encrypt",
-        "--writable-tmpfs",
-        "--disable-cache",
-    ] {
+    for flag in ["--nvccli", "--encrypt", "--writable-tmpfs"] {
         let out = p.sifr(&["build", flag, "out.sif", "s.def"]);
         assert_one_line_error(&out, &format!("build {flag} is not supported by sifr"));
         assert!(!p.path().join("out.sif").exists());

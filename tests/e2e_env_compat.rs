@@ -481,10 +481,6 @@ fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
         ),
         (&["delete", "library://x"], ("APPTAINER_ARCH", "amd64")),
         (
-            &["registry", "login", "docker://x"],
-            ("APPTAINER_LOGIN_USERNAME", "u"),
-        ),
-        (
             &["remote", "add", "x", "https://x"],
             ("APPTAINER_ADD_INSECURE", "1"),
         ),

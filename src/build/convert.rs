@@ -45,8 +45,9 @@ pub enum ConvertError {
 }
 
 /// The SIF converted from `source`, from the cache when it is there, else built into it.
-/// With `keep == false` the SIF is built into a temporary file that the caller removes
-/// (returned as the second value).
+/// With `keep == false` (`--disable-cache`) the SIF is built into a temporary file that the
+/// caller removes (returned as the second value), and the blobs downloaded for it are not
+/// kept either.
 pub fn converted_sif(
     source: &Source,
     conv: &Conversion,
@@ -95,7 +96,10 @@ pub fn converted_sif(
     )))
     .map_err(ConvertError::TempName)?;
     log::info!("Converting OCI blobs to SIF format");
-    pipeline::run(&conversion_request(&spec, &tmp, conv))?;
+    let mut request = conversion_request(&spec, &tmp, conv);
+    // Without the cache (`--disable-cache`), no blob is kept either, as Apptainer.
+    request.disable_cache = !keep;
+    pipeline::run(&request)?;
     if !keep {
         return Ok((tmp.to_path_buf(), Some(tmp)));
     }

@@ -64,6 +64,9 @@ pub struct Request {
     pub gpu_flags: Vec<String>,
     /// Registry access for OCI sources.
     pub access: oci::RegistryAccess,
+    /// `--disable-cache`: registry blobs go to the build directory (removed with it), not
+    /// to the user's cache.
+    pub disable_cache: bool,
     /// Keep the build directory after a failure.
     pub no_cleanup: bool,
     /// Do not use the subuid/subgid mapping for fakeroot.
@@ -95,6 +98,7 @@ impl Request {
             binds: Vec::new(),
             gpu_flags: Vec::new(),
             access: oci::RegistryAccess::default(),
+            disable_cache: false,
             no_cleanup: false,
             ignore_subuid: false,
             helper_dirs: sifr_idmap::write::default_helper_dirs(),
@@ -243,7 +247,7 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
     let epoch = epoch(a.reproducible)?;
     squash.fixed_time = epoch.map(|e| e.clamp(0, u32::MAX as i64) as u32);
     let access = a.access.clone();
-    let b = Build {
+    let mut b = Build {
         ids,
         access,
         squash,
@@ -252,6 +256,9 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
     let mut bd = BuildDir::create(a.tmpdir.as_deref(), b.ids.clone())
         .context("cannot create the build directory")?;
     bd.keep = a.no_cleanup;
+    if a.disable_cache {
+        b.access.cache_root = Some(bd.path().join("blob-cache"));
+    }
     let rootfs = bd.path().join("rootfs");
 
     let mut extra_json = vec![];

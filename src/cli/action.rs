@@ -360,7 +360,8 @@ pub struct ActionArgs {
     #[command(flatten)]
     pub registry: super::registry::RegistryArgs,
 
-    /// do not keep the converted image in the cache
+    /// do not use the cache: a docker:// image is converted into a temporary file, its
+    /// layers downloaded into the build directory, both removed after the run
     #[arg(long, env = "SIFR_DISABLE_CACHE", value_parser = clap::builder::BoolishValueParser::new())]
     pub disable_cache: bool,
 

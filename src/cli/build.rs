@@ -94,7 +94,9 @@ pub struct BuildArgs {
     pub json: bool,
     #[arg(long, hide = true, value_name = "URL")]
     pub library: Option<String>,
-    #[arg(long, hide = true)]
+    /// do not use the cache: registry layers are downloaded into the build directory and
+    /// removed with it
+    #[arg(long, env = "SIFR_DISABLE_CACHE", value_parser = clap::builder::BoolishValueParser::new())]
     pub disable_cache: bool,
     #[arg(short = 'e', long, hide = true)]
     pub encrypt: bool,
@@ -136,7 +138,7 @@ impl BuildArgs {
     /// The first Apptainer build flag given that sifr does not implement, with why: the
     /// flag and a reason, for a one-line refusal.
     pub fn refused(&self) -> Option<(&'static str, &'static str)> {
-        let checks: [(bool, &'static str, &'static str); 14] = [
+        let checks: [(bool, &'static str, &'static str); 13] = [
             (
                 self.arch_variant.is_some(),
                 "--arch-variant",
@@ -152,11 +154,6 @@ impl BuildArgs {
                 self.library.is_some(),
                 "--library",
                 "library:// sources are not supported",
-            ),
-            (
-                self.disable_cache,
-                "--disable-cache",
-                "registry layers are always cached; remove the flag",
             ),
             (
                 self.encrypt,

@@ -10,9 +10,11 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod action;
 pub mod build;
+pub mod cache;
 pub mod inspect;
 pub mod instance;
 pub mod key;
+pub mod login;
 pub mod overlay;
 pub mod pull;
 pub mod registry;
@@ -105,6 +107,13 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Verify digital signature(s) within an image
     Verify(sign::VerifyArgs),
+    /// Manage your local sifr cache
+    Cache(cache::CacheArgs),
+    /// Manage authentication to OCI/Docker registries
+    Registry(login::RegistryVerbArgs),
+    /// Log in to a registry (sifr has no remote endpoints: `remote login` of docker:// and
+    /// oras:// URIs only)
+    Remote(login::RemoteArgs),
     /// Show the version number
     Version,
 }
@@ -205,6 +214,28 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
   overlay partition. Needs mkfs.ext3 (e2fsprogs).",
     ),
     (
+        "cache list",
+        "  Lists sifr's cache ($SIFR_CACHEDIR/cache, or under APPTAINER_CACHEDIR or
+  SINGULARITY_CACHEDIR, else ~/.sifr/cache): how many container files and OCI
+  blobs it holds and their size, and with --verbose every entry. --type selects
+  the cache types shown.",
+    ),
+    (
+        "cache clean",
+        "  Removes entries from sifr's cache ($SIFR_CACHEDIR/cache, or under
+  APPTAINER_CACHEDIR or SINGULARITY_CACHEDIR, else ~/.sifr/cache): all of it by
+  default; --type and --days select. It asks first unless --force; --dry-run
+  shows what would be removed and removes nothing.",
+    ),
+    (
+        "registry login",
+        "  Checks a user name and password (or token) against a docker:// or oras://
+  registry and stores them in ~/.sifr/docker-config.json (mode 0600), or in the
+  --authfile given; pulls then use them. The password is asked on the terminal
+  unless --password or --password-stdin gives it. Nothing is stored when the
+  registry refuses them.",
+    ),
+    (
         "run-help",
         "  Prints the help text an image carries (the %help section of its definition
   file, /.singularity.d/runscript.help), or that of an app with --app.",
@@ -292,6 +323,25 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "cache list",
+        &["NAME cache list", "NAME cache list --verbose --type blob"],
+    ),
+    (
+        "cache clean",
+        &[
+            "NAME cache clean --dry-run",
+            "NAME cache clean --force --days 30",
+            "NAME cache clean --type oci-tmp",
+        ],
+    ),
+    (
+        "registry login",
+        &[
+            "NAME registry login --username alice docker://registry.example.org",
+            "NAME registry login -u alice --password-stdin oras://ghcr.io",
+        ],
+    ),
+    (
         "key",
         &[
             "NAME key newpair",
@@ -354,6 +404,21 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
     ("sif", "sif"),
     ("overlay", "overlay"),
     ("overlay create", "overlay create <options> image"),
+    ("cache", "cache"),
+    ("cache list", "cache list [list options...]"),
+    ("cache clean", "cache clean [clean options...]"),
+    ("registry", "registry [subcommand options...]"),
+    (
+        "registry login",
+        "registry login [login options...] <registry_uri>",
+    ),
+    ("registry logout", "registry logout <registry_uri>"),
+    ("registry list", "registry list"),
+    ("remote", "remote [remote options...]"),
+    (
+        "remote login",
+        "remote login [login options...] <remote_name>",
+    ),
 ];
 
 /// The command line's help in Apptainer's shape, under the name sifr was invoked by

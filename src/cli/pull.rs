@@ -17,7 +17,8 @@ pub struct PullArgs {
     /// overwrite an image file if it exists
     #[arg(short = 'F', long, env = "SIFR_FORCE", value_parser = clap::builder::BoolishValueParser::new())]
     pub force: bool,
-    /// do not keep the converted image in the cache (blobs are still cached)
+    /// do not use the cache: the image is converted in a temporary directory, its layers
+    /// downloaded there, and nothing is kept
     #[arg(long, env = "SIFR_DISABLE_CACHE", value_parser = clap::builder::BoolishValueParser::new())]
     pub disable_cache: bool,
     #[command(flatten)]

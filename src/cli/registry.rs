@@ -21,6 +21,10 @@ pub struct RegistryArgs {
         hide_env_values = true
     )]
     pub docker_password: Option<String>,
+    /// login to a Docker Repository interactively (the user name, unless
+    /// --docker-username gives it, and the password are asked on the terminal)
+    #[arg(long, env = "SIFR_DOCKER_LOGIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub docker_login: bool,
     /// the docker config.json-style file holding registry credentials
     #[arg(long, value_name = "FILE", env = "SIFR_AUTHFILE")]
     pub authfile: Option<PathBuf>,

@@ -46,12 +46,17 @@ pub fn run_action(
     // The image is opened here, on the host, once: the same file is checked (policy, ECL)
     // and served. An OCI source (docker://...) runs from the SIF it converts to, kept in the
     // cache (or, with --disable-cache, removed when `_remove_after` drops after the run).
-    let conv = Conversion {
+    let mut conv = Conversion {
         access: registry_access(&flags.registry),
         tmpdir: flags.tmpdir.clone(),
         ignore_subuid: flags.ignore_subuid,
         helper_dirs: Some(cfg.setuid_helper_dirs()),
     };
+    // Asked only for a registry image (a build's %post runs `exec` with the builder's
+    // environment, on a local image).
+    if image_arg.starts_with("docker://") {
+        super::docker_login(&flags.registry, &mut conv.access)?;
+    }
     let source::Opened {
         image: opened,
         remove_after: _remove_after,

@@ -37,6 +37,7 @@ fn request(a: BuildArgs, cfg: &Config) -> Request {
             .map(|(_, f)| f.to_string())
             .collect(),
         no_cleanup: a.no_cleanup,
+        disable_cache: a.disable_cache,
         ignore_subuid: a.ignore_subuid,
     }
 }
@@ -57,7 +58,10 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
         }
     }
     let cfg = super::action::load_config(ctx)?;
-    pipeline::run(&request(a, &cfg))?;
+    let registry = a.registry.clone();
+    let mut req = request(a, &cfg);
+    super::docker_login(&registry, &mut req.access)?;
+    pipeline::run(&req)?;
     Ok(0)
 }
 
@@ -117,7 +121,6 @@ mod tests {
             "--json",
             "--data",
             "--writable-tmpfs",
-            "--disable-cache",
             "--ignore-userns",
             "--remote",
             "--passphrase",

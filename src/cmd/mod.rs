@@ -14,9 +14,11 @@ use crate::launch::plan::Action;
 
 pub mod action;
 pub mod build;
+pub mod cache;
 pub mod inspect;
 pub mod instance;
 pub mod key;
+pub mod login;
 pub mod overlay;
 pub mod pull;
 pub mod sif;
@@ -54,7 +56,33 @@ pub fn registry_access(a: &RegistryArgs) -> RegistryAccess {
         username: a.docker_username.clone(),
         password: a.docker_password.clone(),
         authfile: a.authfile.clone(),
+        cache_root: None,
     }
+}
+
+/// `--docker-login`: asks for the registry user name (unless `--docker-username` gave it)
+/// and the password on the terminal, as Apptainer, and puts them in `access`. Without a
+/// terminal, one line.
+pub fn docker_login(a: &RegistryArgs, access: &mut RegistryAccess) -> anyhow::Result<()> {
+    use crate::sign::password::ask;
+    if !a.docker_login {
+        return Ok(());
+    }
+    let no_tty = || {
+        anyhow::anyhow!(
+            "--docker-login asks for the registry user name and password on a terminal, and \
+             there is none: give --docker-username and --docker-password (or \
+             SIFR_DOCKER_USERNAME and SIFR_DOCKER_PASSWORD) instead"
+        )
+    };
+    let username = match a.docker_username.as_deref().filter(|u| !u.is_empty()) {
+        Some(u) => u.to_string(),
+        None => ask("Enter Docker Username: ", true)?.ok_or_else(no_tty)?,
+    };
+    let password = ask("Enter Docker Password: ", false)?.ok_or_else(no_tty)?;
+    access.username = Some(username);
+    access.password = Some(password);
+    Ok(())
 }
 
 /// `instance.start`, `instance.stop`, `instance.list`: Singularity 2's spelling, which
@@ -97,10 +125,6 @@ fn verb_index(args: &[OsString]) -> Option<usize> {
 /// instead. Anything else that clap does not know is a typo, reported as one.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     (
-        "cache",
-        "sifr's image cache has no command-line management yet",
-    ),
-    (
         "capability",
         "without setuid, capability.json grants and limits nothing (as in Apptainer's \
          user-namespace mode); edit it by hand, and use --add-caps/--drop-caps",
@@ -114,11 +138,33 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("oci", "sifr runs SIF images natively, with no OCI runtime"),
     ("plugin", "sifr has no plugins"),
     ("push", "sifr uploads to no library or registry"),
+    ("remote add", "sifr talks to no library or remote endpoint"),
     (
-        "registry",
-        "log in with your registry's own tool and give sifr --authfile",
+        "remote remove",
+        "sifr talks to no library or remote endpoint",
     ),
-    ("remote", "sifr talks to no library or remote endpoint"),
+    ("remote use", "sifr talks to no library or remote endpoint"),
+    ("remote list", "sifr talks to no library or remote endpoint"),
+    (
+        "remote status",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote logout",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote get-login-password",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote add-keyserver",
+        "sifr talks to no library or remote endpoint",
+    ),
+    (
+        "remote remove-keyserver",
+        "sifr talks to no library or remote endpoint",
+    ),
     ("search", "sifr talks to no container library"),
     ("tag", "sifr talks to no container library"),
     ("buildcfg", "sifr has no compile-time paths to show"),
@@ -389,6 +435,9 @@ pub fn main() -> i32 {
         Some(Command::Key(a)) => key::key(&ctx, a),
         Some(Command::Sign(a)) => sign::sign(&ctx, a),
         Some(Command::Verify(a)) => sign::verify(&ctx, a),
+        Some(Command::Cache(a)) => cache::cache(&ctx, a),
+        Some(Command::Registry(a)) => login::registry(&ctx, a),
+        Some(Command::Remote(a)) => login::remote(&ctx, a),
         Some(Command::Version) => {
             println!("{}", version_number(persona));
             Ok(0)
@@ -473,8 +522,10 @@ mod tests {
 
     #[test]
     fn test_not_implemented_names_the_apptainer_command() {
-        let m = not_implemented(&v(&["apptainer", "-q", "cache", "clean"])).expect("cache");
-        assert!(m.starts_with("'cache' is an Apptainer command"), "{m}");
+        let m = not_implemented(&v(&["apptainer", "-q", "plugin", "list"])).expect("plugin");
+        assert!(m.starts_with("'plugin' is an Apptainer command"), "{m}");
+        let m = not_implemented(&v(&["sifr", "remote", "add", "x", "y"])).expect("remote add");
+        assert!(m.starts_with("'remote add' is an Apptainer command"), "{m}");
         let m = not_implemented(&v(&["sifr", "key", "push", "ABC"])).expect("key push");
         assert!(m.starts_with("'key push' is an Apptainer command"), "{m}");
         for (name, _) in NOT_IMPLEMENTED {
@@ -489,6 +540,9 @@ mod tests {
         for implemented in [
             v(&["sifr", "key", "list"]),
             v(&["sifr", "exec", "img", "cache"]),
+            v(&["sifr", "cache", "clean", "-f"]),
+            v(&["sifr", "registry", "login", "docker://x"]),
+            v(&["sifr", "remote", "login", "docker://x"]),
             v(&["sifr", "instance", "stop", "--all"]),
             v(&["sifr", "no-such-verb"]),
             v(&["sifr"]),
@@ -520,6 +574,15 @@ mod tests {
                     Some(Command::Verify(_)) => "verify",
                     Some(Command::Key(_)) => "key",
                     Some(Command::Overlay(_)) => "overlay create",
+                    Some(Command::Cache(crate::cli::cache::CacheArgs {
+                        command: crate::cli::cache::CacheCommand::List { .. },
+                    })) => "cache list",
+                    Some(Command::Cache(crate::cli::cache::CacheArgs {
+                        command: crate::cli::cache::CacheCommand::Clean { .. },
+                    })) => "cache clean",
+                    Some(Command::Registry(crate::cli::login::RegistryVerbArgs {
+                        command: crate::cli::login::RegistryCommand::Login(_),
+                    })) => "registry login",
                     _ => "other",
                 };
                 assert_eq!(name, *verb, "{line}");

@@ -69,12 +69,15 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
     }
     // The configuration says where the conversion's fakeroot finds newuidmap/newgidmap.
     let cfg = super::action::load_config(ctx)?;
-    let conv = Conversion {
+    let mut conv = Conversion {
         access: registry_access(&a.registry),
         tmpdir: a.tmpdir.clone(),
         ignore_subuid: a.ignore_subuid,
         helper_dirs: Some(cfg.setuid_helper_dirs()),
     };
+    if matches!(source, Source::Registry(_)) {
+        super::docker_login(&a.registry, &mut conv.access)?;
+    }
     let (sif, _tmp) = converted_sif(&source, &conv, !a.disable_cache)?;
     // Copy next to the destination, then rename: an interrupted pull leaves no partial image.
     let parent = match dest.parent() {

@@ -175,3 +175,41 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A one-layer image of the busybox fixture's `bin` and `etc`, tagged `L:small` in the OCI
+/// layout `dir/L`, pushed by skopeo as `docker://127.0.0.1:PORT/test/img:v3` (with
+/// `user:password` for a registry with authentication). Needs `sifr` (to unpack the
+/// fixture), umoci and skopeo.
+pub fn push_small_image(dir: &Path, reg: &Registry, creds: Option<&str>) {
+    let bb = dir.join("bb-small");
+    let out = Command::new(super::sifr_bin())
+        .args(["build", "--sandbox"])
+        .arg(&bb)
+        .arg(super::sif_fixture("busybox_amd64.sif"))
+        .env("SIFR_CACHEDIR", dir.join("build-cache"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sifr build");
+    assert!(out.status.success(), "sandbox build: {out:?}");
+    let umoci = |args: &[&str]| tool(dir, "umoci", args);
+    umoci(&["init", "--layout", "L"]);
+    umoci(&["new", "--image", "L:v0"]);
+    umoci(&["unpack", "--rootless", "--image", "L:v0", "S1"]);
+    for sub in ["bin", "etc"] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(bb.join(sub))
+            .arg(dir.join("S1/rootfs"))
+            .output()
+            .expect("cp");
+        assert!(out.status.success(), "{out:?}");
+    }
+    umoci(&["repack", "--image", "L:small", "S1"]);
+    let dest = format!("docker://{}", reg.image());
+    let mut args = vec!["--insecure-policy", "copy", "--dest-tls-verify=false"];
+    if let Some(c) = creds {
+        args.extend(["--dest-creds", c]);
+    }
+    args.extend(["oci:L:small", &dest]);
+    tool(dir, "skopeo", &args);
+}

@@ -18,6 +18,9 @@ pub struct RegistryAccess {
     pub password: Option<String>,
     /// A docker `config.json`-style credentials file: when given, the only one consulted.
     pub authfile: Option<PathBuf>,
+    /// Where downloaded blobs go instead of the user's cache (`--disable-cache`: a directory
+    /// removed after the build).
+    pub cache_root: Option<PathBuf>,
 }
 
 impl RegistryAccess {
@@ -62,7 +65,10 @@ impl RegistryAccess {
     /// cache (blobs already there are reused); local layouts and archives are read in place.
     pub fn fetch(&self, source: &Source) -> Result<OciImage, OciError> {
         let options = self.fetch_options(source)?;
-        let cache = BlobCache::from_env()?;
+        let cache = match &self.cache_root {
+            Some(root) => BlobCache::open(root)?,
+            None => BlobCache::from_env()?,
+        };
         log::debug!("fetching OCI image {source}");
         super::fetch(source, &cache, &options)
     }

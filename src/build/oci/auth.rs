@@ -3,8 +3,9 @@
 //! Credentials come from, in order: the command line (`--docker-username` /
 //! `--docker-password`), the environment (`SIFR_DOCKER_USERNAME` / `_PASSWORD`, then the
 //! `APPTAINER_` and `SINGULARITY_` spellings), an explicit `--authfile`, and otherwise the
-//! first docker-style `config.json` that has an entry for the registry: Apptainer's
-//! `~/.apptainer/docker-config.json` (written by `apptainer registry login`), then
+//! first docker-style `config.json` that has an entry for the registry: sifr's
+//! `~/.sifr/docker-config.json` (written by `sifr registry login`, see [`super::login`]),
+//! Apptainer's `~/.apptainer/docker-config.json` (written by `apptainer registry login`), then
 //! `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, then `$REGISTRY_AUTH_FILE` and
 //! `$XDG_RUNTIME_DIR/containers/auth.json` (podman/skopeo). Credential helpers
 //! (`credsStore`, `credHelpers`) and identity tokens are not supported.
@@ -175,6 +176,7 @@ impl CredentialQuery<'_> {
     fn default_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         if let Some(home) = self.home {
+            files.push(super::login::default_auth_file(home));
             files.push(home.join(".apptainer/docker-config.json"));
             files.push(home.join(".singularity/docker-config.json"));
         }

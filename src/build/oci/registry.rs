@@ -160,6 +160,8 @@ pub struct RegistryClient {
     image: ImageRef,
     options: FetchOptions,
     auth: Authorization,
+    /// Checking a login: tokens are asked for without a repository scope.
+    login_check: bool,
 }
 
 impl RegistryClient {
@@ -185,7 +187,17 @@ impl RegistryClient {
             image: image.clone(),
             options,
             auth: Authorization::Anonymous,
+            login_check: false,
         }
+    }
+
+    /// Checks this client's credentials against the registry's API root (`GET /v2/`), as
+    /// `docker login` does: a Basic registry must accept them there, a Bearer one's token
+    /// server must give a token for them (asked without a repository scope).
+    pub fn check_login(&mut self) -> Result<(), RegistryError> {
+        self.login_check = true;
+        let url = format!("{}/v2/", self.base);
+        self.get(&url, None, "the registry's API root").map(|_| ())
     }
 
     /// The image this client serves.
@@ -494,7 +506,9 @@ impl RegistryClient {
         if let Some(s) = service {
             req = req.query("service", s);
         }
-        req = req.query("scope", &ours);
+        if !self.login_check {
+            req = req.query("scope", &ours);
+        }
         if let Some(s) = scope.filter(|s| *s != ours) {
             req = req.query("scope", s);
         }
@@ -917,6 +931,81 @@ mod tests {
             wrong.resolve(),
             Err(RegistryError::CredentialsRejected { .. })
         ));
+    }
+
+    /// A login is checked at `/v2/`: Basic credentials there, Bearer ones at the token
+    /// server, asked without a repository scope.
+    #[test]
+    fn test_check_login() {
+        let good = Credentials {
+            username: "carol".into(),
+            password: "pw".into(),
+        }
+        .basic_header();
+        let (base, _) = serve(Box::new(move |req, _| {
+            if req.path != "/v2/" {
+                return (404, vec![], vec![]);
+            }
+            if req.headers.get("authorization") == Some(&good) {
+                return (200, vec![], b"{}".to_vec());
+            }
+            let basic = (
+                "WWW-Authenticate".to_string(),
+                "Basic realm=\"r\"".to_string(),
+            );
+            (401, vec![basic], vec![])
+        }));
+        let login = |u: &str, p: &str| {
+            let mut c = RegistryClient::new(&image(&base), options(Some((u, p))));
+            c.check_login()
+        };
+        login("carol", "pw").expect("good basic login");
+        assert!(matches!(
+            login("carol", "bad"),
+            Err(RegistryError::CredentialsRejected { .. })
+        ));
+
+        let good = Credentials {
+            username: "dan".into(),
+            password: "pw".into(),
+        }
+        .basic_header();
+        let (base, log) = serve(Box::new(move |req, base| {
+            if req.path.starts_with("/token") {
+                let ok = req.headers.get("authorization") == Some(&good);
+                return if ok {
+                    (200, vec![], br#"{"token":"t1"}"#.to_vec())
+                } else {
+                    (401, vec![], b"{}".to_vec())
+                };
+            }
+            if req.headers.get("authorization").map(String::as_str) == Some("Bearer t1") {
+                return (200, vec![], b"{}".to_vec());
+            }
+            let realm = format!("Bearer realm=\"http://{base}/token\",service=\"s\"");
+            (401, vec![("WWW-Authenticate".to_string(), realm)], vec![])
+        }));
+        let login = |u: &str, p: &str| {
+            let mut c = RegistryClient::new(&image(&base), options(Some((u, p))));
+            c.check_login()
+        };
+        login("dan", "pw").expect("good bearer login");
+        assert!(matches!(
+            login("dan", "bad"),
+            Err(RegistryError::CredentialsRejected { .. })
+        ));
+        let token_paths: Vec<String> = log
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|s| s.path.starts_with("/token"))
+            .map(|s| s.path.clone())
+            .collect();
+        assert!(!token_paths.is_empty());
+        assert!(
+            token_paths.iter().all(|p| !p.contains("scope=")),
+            "{token_paths:?}"
+        );
     }
 
     #[test]
