@@ -17,6 +17,7 @@ pub mod build;
 pub mod inspect;
 pub mod instance;
 pub mod key;
+pub mod keyserver;
 pub mod overlay;
 pub mod pull;
 pub mod sif;
@@ -107,10 +108,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     ("checkpoint", "sifr does not checkpoint containers"),
     ("delete", "sifr talks to no container library"),
-    (
-        "keyserver",
-        "sifr talks to no keyserver; publish keys with 'key export --armor'",
-    ),
     ("oci", "sifr runs SIF images natively, with no OCI runtime"),
     ("plugin", "sifr has no plugins"),
     ("push", "sifr uploads to no library or registry"),
@@ -129,24 +126,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     ("instance run", "instances are not supported yet"),
     ("instance stats", "instances are not supported yet"),
-    ("key search", "sifr talks to no keyserver"),
-    (
-        "key pull",
-        "sifr talks to no keyserver; import a key file with 'key import'",
-    ),
-    (
-        "key push",
-        "sifr talks to no keyserver; export the key with 'key export --armor'",
-    ),
-    ("keys search", "sifr talks to no keyserver"),
-    (
-        "keys pull",
-        "sifr talks to no keyserver; import a key file with 'key import'",
-    ),
-    (
-        "keys push",
-        "sifr talks to no keyserver; export the key with 'key export --armor'",
-    ),
     ("config global", "sifr.conf is edited by hand"),
 ];
 
@@ -387,6 +366,7 @@ pub fn main() -> i32 {
         Some(Command::Overlay(a)) => overlay::overlay(&ctx, a),
         Some(Command::Sif(a)) => sif::sif(&ctx, a),
         Some(Command::Key(a)) => key::key(&ctx, a),
+        Some(Command::Keyserver(a)) => keyserver::keyserver(&ctx, a),
         Some(Command::Sign(a)) => sign::sign(&ctx, a),
         Some(Command::Verify(a)) => sign::verify(&ctx, a),
         Some(Command::Version) => {
@@ -475,8 +455,11 @@ mod tests {
     fn test_not_implemented_names_the_apptainer_command() {
         let m = not_implemented(&v(&["apptainer", "-q", "cache", "clean"])).expect("cache");
         assert!(m.starts_with("'cache' is an Apptainer command"), "{m}");
-        let m = not_implemented(&v(&["sifr", "key", "push", "ABC"])).expect("key push");
-        assert!(m.starts_with("'key push' is an Apptainer command"), "{m}");
+        let m = not_implemented(&v(&["sifr", "instance", "run", "x"])).expect("instance run");
+        assert!(
+            m.starts_with("'instance run' is an Apptainer command"),
+            "{m}"
+        );
         for (name, _) in NOT_IMPLEMENTED {
             let mut args = vec![OsString::from("sifr")];
             args.extend(name.split(' ').map(OsString::from));
@@ -488,6 +471,8 @@ mod tests {
         }
         for implemented in [
             v(&["sifr", "key", "list"]),
+            v(&["sifr", "key", "push", "ABC"]),
+            v(&["sifr", "keyserver", "list"]),
             v(&["sifr", "exec", "img", "cache"]),
             v(&["sifr", "instance", "stop", "--all"]),
             v(&["sifr", "no-such-verb"]),
