@@ -762,6 +762,13 @@ mod tests {
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),
             (&["instance", "list"], &["USER", "JSON", "LOGS", "ALL"]),
             (&["key", "list"], &["SECRET"]),
+            (&["key", "search"], &["URL"]),
+            (&["key", "pull"], &["URL"]),
+            (&["key", "push"], &["URL"]),
+            (
+                &["keyserver", "login"],
+                &["LOGIN_USERNAME", "LOGIN_PASSWORD"],
+            ),
             (&["overlay", "create"], &["SPARSE", "FAKEROOT", "TMPDIR"]),
             (&["sign"], &["SIGN_KEY"]),
             (
@@ -773,6 +780,7 @@ mod tests {
                     "VERIFY_OCSP",
                     "VERIFY_KEY",
                     "LOCAL_VERIFY",
+                    "URL",
                 ],
             ),
         ];

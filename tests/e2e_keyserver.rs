@@ -227,6 +227,28 @@ fn test_push_search_pull_verify_with_a_real_keyserver() {
         out,
         format!("public key `{fp}' pushed to server successfully\n")
     );
+    // newpair --push sends the new key to the first configured keyserver.
+    u.ok(&["keyserver", "add", &url]);
+    let out = u.ok(&[
+        "key",
+        "newpair",
+        "-N",
+        "Second Key",
+        "-E",
+        "two@example.org",
+        "-C",
+        "",
+        "-P",
+        "",
+        "-b",
+        "2048",
+        "--push",
+    ]);
+    assert_eq!(
+        out,
+        "Generating Entity and OpenPGP Key Pair... done\nKey successfully pushed to keystore\n"
+    );
+    u.ok(&["keyserver", "remove", &url]);
 
     // Search, short and long formats (Apptainer's tables).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -263,7 +285,10 @@ fn test_push_search_pull_verify_with_a_real_keyserver() {
     std::fs::set_permissions(&img, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .expect("chmod");
     let img_s = img.to_str().expect("utf-8");
-    let out = u.run_env(&["sign", img_s], &[("SIFR_KEY_PASSWORD", "")]);
+    let out = u.run_env(
+        &["sign", "--keyidx", "0", img_s],
+        &[("SIFR_KEY_PASSWORD", "")],
+    );
     assert!(out.status.success(), "sign: {out:?}");
     u.ok(&["key", "remove", &fp]);
     assert!(!u.ok(&["key", "list"]).contains(&fp));
@@ -353,8 +378,13 @@ fn test_push_search_pull_verify_with_a_real_keyserver() {
             u.public_ring().display()
         )
     );
-    let out = u.ok(&["key", "pull", "--url", &url, &fp]);
-    assert!(out.starts_with("0 key(s) added"), "{out}");
+    // Apptainer's name of --url binds it too.
+    let out = u.run_env(&["key", "pull", &fp], &[("APPTAINER_URL", &url)]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("0 key(s) added"),
+        "{out:?}"
+    );
     let out = u.ok(&["verify", "--local", img_s]);
     assert!(out.contains("[LOCAL]") && out.contains(&fp), "{out}");
 

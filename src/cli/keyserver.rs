@@ -67,9 +67,6 @@ pub struct KeyserverLoginArgs {
     /// take password from standard input
     #[arg(long)]
     pub password_stdin: bool,
-    /// allow insecure login
-    #[arg(short = 'i', long, env = "SIFR_LOGIN_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub insecure: bool,
     #[arg(value_name = "URI")]
     pub uri: String,
 }

@@ -123,13 +123,15 @@ fn newpair(a: &NewpairArgs) -> anyhow::Result<()> {
     let fp = pgp::secret_info(&key).fingerprint;
     log::debug!("key pair {fp} added to {}", kr.dir().display());
     if let Some(c) = push_to {
-        let armored = key
+        // As Apptainer: a failed push is reported on stdout and the new pair is kept.
+        let pushed = key
             .to_public_key()
             .to_armored_string(::pgp::composed::ArmorOptions::default())
-            .map_err(|e| anyhow!("failed to push newly created key: {e}"))?;
-        match c.push(&armored) {
+            .map_err(|e| e.to_string())
+            .and_then(|armored| c.push(&armored).map_err(|e| e.to_string()));
+        match pushed {
             Ok(_) => println!("Key successfully pushed to keystore"),
-            Err(e) => bail!("failed to push newly created key: {e}"),
+            Err(e) => println!("Failed to push newly created key to keystore: {e}"),
         }
     }
     Ok(())

@@ -73,7 +73,7 @@ pub fn keyserver(_ctx: &Context, a: KeyserverArgs) -> anyhow::Result<i32> {
                 })?
             };
             let mut l = load()?;
-            l.login(&a.uri, &user, &password, a.insecure)
+            l.login(&a.uri, &user, &password)
                 .with_context(|| format!("while login to {}", a.uri))?;
             l.save()?;
             log::info!("Token stored in {}", l.path().display());

@@ -230,21 +230,17 @@ impl KeyserverList {
         uri: &str,
         username: &str,
         password: &str,
-        insecure: bool,
     ) -> Result<(), KeyserverError> {
         let i = match self.position(uri) {
             Ok(i) => i,
             Err(_) => {
-                self.add(uri, None, insecure)?;
+                self.add(uri, None, false)?;
                 self.keyservers.len() - 1
             }
         };
         let k = &mut self.keyservers[i];
         k.username = Some(username.to_string());
         k.password = Some(password.to_string());
-        if insecure {
-            k.insecure = true;
-        }
         Ok(())
     }
 
@@ -328,7 +324,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let (_d, mut l) = list();
         l.add("http://a:1", None, true).expect("add");
-        l.login("http://b:2", "u", "p", false).expect("login");
+        l.login("http://b:2", "u", "p").expect("login");
         l.save().expect("save");
         let mode = std::fs::metadata(l.path())
             .expect("saved")
