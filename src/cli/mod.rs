@@ -302,6 +302,8 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
             "NAME key list --secret",
             "NAME key import colleague.asc",
             "NAME key export --armor mykey.asc",
+            "NAME key search --url https://keys.example.org alice@example.org",
+            "NAME key pull --url https://keys.example.org 0123456789ABCDEF0123456789ABCDEF01234567",
         ],
     ),
 ];

@@ -353,24 +353,14 @@ fn algorithm_name(n: &str) -> Result<&'static str, String> {
     })
 }
 
-/// Go's `time.Unix(s, 0).String()` in the local time zone.
+/// Go's `time.Unix(s, 0).String()` in the local time zone (as `key list` prints times).
 fn date(s: &str) -> String {
     if s == "none" {
         return s.to_string();
     }
-    let secs: i64 = s.parse().unwrap_or(0);
-    match chrono::DateTime::from_timestamp(secs, 0) {
-        Some(t) => {
-            let t = t.with_timezone(&chrono::Local);
-            let off = t.format("%z").to_string();
-            let zone = if off == "+0000" {
-                "UTC".to_string()
-            } else {
-                off.clone()
-            };
-            format!("{} {off} {zone}", t.format("%Y-%m-%d %H:%M:%S"))
-        }
-        None => s.to_string(),
+    match s.parse::<u32>() {
+        Ok(secs) => super::keytext::local_time_text(secs),
+        Err(_) => s.to_string(),
     }
 }
 
