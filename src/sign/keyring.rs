@@ -634,6 +634,21 @@ mod tests {
     }
 
     #[test]
+    fn test_add_public_skips_keys_already_there() {
+        let Some(public) = keys_of("apptainer/keys/pgp-public.asc") else {
+            crate::testutil::skip("fixtures not found");
+            return;
+        };
+        let keys: Vec<SignedPublicKey> = public.iter().map(pgp::public_of).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kr = LocalKeyring::new(dir.path().join("keys"));
+        assert_eq!(kr.add_public(&keys).expect("add"), keys.len());
+        let before = fs::read(kr.public_path()).expect("stored");
+        assert_eq!(kr.add_public(&keys).expect("again"), 0);
+        assert_eq!(fs::read(kr.public_path()).expect("stored"), before);
+    }
+
+    #[test]
     fn test_corrupt_keyring_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let kr = LocalKeyring::new(dir.path());
