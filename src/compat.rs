@@ -760,6 +760,13 @@ mod tests {
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),
             (&["instance", "list"], &["USER", "JSON", "LOGS", "ALL"]),
             (&["key", "list"], &["SECRET"]),
+            (&["key", "search"], &["URL"]),
+            (&["key", "pull"], &["URL"]),
+            (&["key", "push"], &["URL"]),
+            (
+                &["keyserver", "login"],
+                &["LOGIN_USERNAME", "LOGIN_PASSWORD"],
+            ),
             (&["overlay", "create"], &["SPARSE", "FAKEROOT", "TMPDIR"]),
             (&["sign"], &["SIGN_KEY"]),
             (
@@ -771,6 +778,7 @@ mod tests {
                     "VERIFY_OCSP",
                     "VERIFY_KEY",
                     "LOCAL_VERIFY",
+                    "URL",
                 ],
             ),
         ];

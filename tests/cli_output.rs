@@ -239,7 +239,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["checkpoint", "list"],
         vec!["completion", "bash"],
         vec!["delete", "library://x/y/z:1"],
-        vec!["keyserver", "list"],
         vec!["oci", "state", "x"],
         vec!["plugin", "list"],
         vec!["push", "img.sif", "oras://x/y:1"],
@@ -250,9 +249,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["confgen", "x"],
         vec!["instance", "run", "img.sif", "web1"],
         vec!["instance", "stats", "web1"],
-        vec!["key", "search", "someone"],
-        vec!["key", "pull", "ABCD"],
-        vec!["keys", "push", "ABCD"],
         vec!["config", "global", "--set", "x", "y"],
     ] {
         let out = sifr(&args);

@@ -28,6 +28,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_cache.rs", include_str!("e2e_cache.rs")),
     ("tests/e2e_registry.rs", include_str!("e2e_registry.rs")),
     ("tests/e2e_env_compat.rs", include_str!("e2e_env_compat.rs")),
+    ("tests/e2e_keyserver.rs", include_str!("e2e_keyserver.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
     ("tests/e2e_network.rs", include_str!("e2e_network.rs")),
@@ -96,6 +97,11 @@ const SOURCES: &[(&str, &str)] = &[
     (
         "src/sign/keytext.rs",
         include_str!("../src/sign/keytext.rs"),
+    ),
+    ("src/sign/hkp.rs", include_str!("../src/sign/hkp.rs")),
+    (
+        "src/sign/keyservers.rs",
+        include_str!("../src/sign/keyservers.rs"),
     ),
 ];
 

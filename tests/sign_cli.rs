@@ -38,6 +38,8 @@ impl Env {
         let mut cmd = Command::new(sifr_bin());
         cmd.args(args)
             .env("SIFR_KEYSDIR", self.keys())
+            // The keyserver list (~/.sifr/keyservers.toml) is this test's own.
+            .env("HOME", &self.root)
             .env_remove("SIFR_KEY_PASSWORD")
             .env_remove("APPTAINER_KEY_PASSWORD")
             .stdin(Stdio::null());
@@ -603,15 +605,19 @@ fn test_key_import_export_remove_and_errors() {
         &key("one-group-signed-dsse.sif"),
     ]);
     assert_one_line_error(&out, "junk.asc");
-    // Keyserver features say they are unsupported.
+    // A signer not in the keyrings is fetched from --url: a keyserver that is down fails
+    // in one line naming the key (tests/e2e_keyserver.rs runs a real one).
     let out = e.run(&[
         "-s",
         "verify",
         "--url",
-        "https://keys.example",
-        &key("one-group.sif"),
+        "http://127.0.0.1:1",
+        &key("one-group-signed-pgp.sif"),
     ]);
-    assert_one_line_error(&out, "keyservers are not supported");
+    assert_one_line_error(&out, "is not in the local keyring and could not be fetched");
+    // Without a keyserver, the message says how to fetch the key.
+    let out = e.run(&["-s", "verify", &key("one-group-signed-pgp.sif")]);
+    assert_one_line_error(&out, "fetch it with 'key pull --url URL");
 }
 
 #[test]

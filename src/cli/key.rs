@@ -1,4 +1,5 @@
-//! `key` flags: newpair, list, import, export, remove (Apptainer's names and short flags).
+//! `key` flags: newpair, list, import, export, remove, search, pull, push (Apptainer's names
+//! and short flags).
 
 use std::path::PathBuf;
 
@@ -25,6 +26,60 @@ pub enum KeyCommand {
     Export(ExportArgs),
     /// Remove a local public key from your local or the global keyring
     Remove(RemoveArgs),
+    /// Search for keys on a key server
+    Search(SearchArgs),
+    /// Download a public key from a key server
+    Pull(PullArgs),
+    /// Upload a public key to a key server
+    Push(PushArgs),
+}
+
+/// The keyserver of `key search/pull/push` (else the first of `keyserver list`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct KeyserverUrlArg {
+    /// specify the key server URL
+    #[arg(short = 'u', long, value_name = "URL", env = "SIFR_URL")]
+    pub url: Option<String>,
+}
+
+/// `key search [flags] QUERY`
+#[derive(Debug, Args, Clone)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub url: KeyserverUrlArg,
+    /// output long list when searching for keys
+    #[arg(short = 'l', long)]
+    pub long_list: bool,
+    #[arg(value_name = "QUERY")]
+    pub query: String,
+}
+
+/// `key pull [flags] FINGERPRINT`
+#[derive(Debug, Args, Clone)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub url: KeyserverUrlArg,
+    /// manage global public keys (root or the owner of the installation only)
+    #[arg(short = 'g', long)]
+    pub global: bool,
+    #[command(flatten)]
+    pub keysdir: KeysDirArg,
+    #[arg(value_name = "FINGERPRINT")]
+    pub fingerprint: String,
+}
+
+/// `key push [flags] FINGERPRINT`
+#[derive(Debug, Args, Clone)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub url: KeyserverUrlArg,
+    /// manage global public keys
+    #[arg(short = 'g', long)]
+    pub global: bool,
+    #[command(flatten)]
+    pub keysdir: KeysDirArg,
+    #[arg(value_name = "FINGERPRINT")]
+    pub fingerprint: String,
 }
 
 /// The user's keyring directory.
@@ -70,7 +125,7 @@ pub struct NewpairArgs {
     /// key algorithm
     #[arg(long, value_enum, default_value_t = KeyAlgorithm::Rsa)]
     pub algorithm: KeyAlgorithm,
-    /// specify to push the public key to the remote keystore (not supported)
+    /// specify to push the public key to the remote keystore (the first configured keyserver)
     #[arg(short = 'U', long)]
     pub push: bool,
     #[command(flatten)]

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod instance;
 pub mod key;
 pub mod login;
+pub mod keyserver;
 pub mod overlay;
 pub mod pull;
 pub mod registry;
@@ -103,6 +104,8 @@ pub enum Command {
     /// Manage OpenPGP keys
     #[command(visible_alias = "keys")]
     Key(key::KeyArgs),
+    /// Manage your keyservers
+    Keyserver(keyserver::KeyserverArgs),
     /// Add digital signature(s) to an image
     Sign(sign::SignArgs),
     /// Verify digital signature(s) within an image
@@ -188,7 +191,8 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "key",
         "  Manages the OpenPGP keys used by sign and verify: the user's keyring (under
   ~/.apptainer/keys, or --keysdir) and the global public keyring of the
-  installation. sifr talks to no keyserver.",
+  installation; search, pull and push talk to HKP keyservers (--url, or the
+  first of 'keyserver list').",
     ),
     (
         "instance",
@@ -348,6 +352,8 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
             "NAME key list --secret",
             "NAME key import colleague.asc",
             "NAME key export --armor mykey.asc",
+            "NAME key search --url https://keys.example.org alice@example.org",
+            "NAME key pull --url https://keys.example.org 0123456789ABCDEF0123456789ABCDEF01234567",
         ],
     ),
 ];
@@ -399,6 +405,30 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
     ("key import", "key import [import options...] <input-key>"),
     ("key export", "key export [export options...] <output-file>"),
     ("key remove", "key remove <fingerprint>"),
+    (
+        "key search",
+        "key search [search options...] <search string>",
+    ),
+    ("key pull", "key pull [pull options...] <fingerprint>"),
+    ("key push", "key push [push options...] <key fingerprint>"),
+    ("keyserver", "keyserver [keyserver options...]"),
+    (
+        "keyserver add",
+        "keyserver add [options] [remoteName] <keyserver_url>",
+    ),
+    (
+        "keyserver remove",
+        "keyserver remove [remoteName] <keyserver_url>",
+    ),
+    ("keyserver list", "keyserver list [remoteName]"),
+    (
+        "keyserver login",
+        "keyserver login [login options...] <keyserver_url>",
+    ),
+    (
+        "keyserver logout",
+        "keyserver logout [remoteName|keyserver_url]",
+    ),
     ("config", "config"),
     ("config fakeroot", "config fakeroot <option> <user>"),
     ("sif", "sif"),

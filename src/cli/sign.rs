@@ -74,13 +74,13 @@ pub struct VerifyArgs {
     /// enable online revocation check for certificates (not supported)
     #[arg(long, env = "SIFR_VERIFY_OCSP", value_parser = clap::builder::BoolishValueParser::new())]
     pub ocsp_verify: bool,
-    /// only verify with local key(s) in keyring (always the case: sifr uses no keyserver)
+    /// only verify with local key(s) in keyring (no keyserver is asked for unknown signers)
     #[arg(short = 'l', long, env = "SIFR_LOCAL_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
     pub local: bool,
     /// output json
     #[arg(short = 'j', long)]
     pub json: bool,
-    /// specify a URL for a key server (not supported)
+    /// specify a URL for a key server
     #[arg(short = 'u', long, value_name = "URL", env = "SIFR_URL")]
     pub url: Option<String>,
     /// the local keyring directory (also SIFR_KEYSDIR)

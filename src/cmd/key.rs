@@ -1,5 +1,5 @@
-//! `key newpair|list|import|export|remove`: the user's and the global keyrings, with
-//! Apptainer's output lines.
+//! `key newpair|list|import|export|remove|search|pull|push`: the user's and the global
+//! keyrings and HKP keyservers, with Apptainer's output lines.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,12 +10,14 @@ use anyhow::{Context as _, anyhow, bail};
 use super::Context;
 use crate::cli::key::{
     ExportArgs, ImportArgs, KeyAlgorithm, KeyArgs, KeyCommand, KeysDirArg, ListArgs, NewpairArgs,
-    RemoveArgs,
+    PullArgs, PushArgs, RemoveArgs, SearchArgs,
 };
+use crate::sign::hkp::{self, HkpClient};
 use crate::sign::keychoice::{Purpose, choose_key};
 use crate::sign::keyring::{
     GlobalKeyring, LocalKeyring, RemoveWhich, parse_fingerprint, read_key_file,
 };
+use crate::sign::keyservers::{self, KeyserverList};
 use crate::sign::keytext::entries_text;
 use crate::sign::password::{self, PasswordSources};
 use crate::sign::pgp::{self, KeyInfo, NewKeyType};
@@ -28,6 +30,9 @@ pub fn key(_ctx: &Context, a: KeyArgs) -> anyhow::Result<i32> {
         KeyCommand::Import(i) => import(&i),
         KeyCommand::Export(e) => export(&e),
         KeyCommand::Remove(r) => remove(&r),
+        KeyCommand::Search(a) => search(&a),
+        KeyCommand::Pull(a) => pull(&a),
+        KeyCommand::Push(a) => push(&a),
     }?;
     Ok(0)
 }
@@ -49,11 +54,11 @@ fn flag_or_ask(value: &Option<String>, prompt: &str, flag: &str) -> anyhow::Resu
 }
 
 fn newpair(a: &NewpairArgs) -> anyhow::Result<()> {
-    if a.push {
-        bail!(
-            "--push is not supported: sifr talks to no keyserver; export the key with 'key export --armor' and publish it yourself"
-        );
-    }
+    let push_to = if a.push {
+        Some(keyserver_client(None)?)
+    } else {
+        None
+    };
     let kr = local(&a.keysdir)?;
     let name = flag_or_ask(&a.name, "Enter your name (e.g., John Doe) : ", "--name")?;
     let email = flag_or_ask(
@@ -115,11 +120,20 @@ fn newpair(a: &NewpairArgs) -> anyhow::Result<()> {
     kr.add_pair(&key)
         .with_context(|| format!("creating newpair failed (keyring {})", kr.dir().display()))?;
     println!("done");
-    log::debug!(
-        "key pair {} added to {}",
-        pgp::secret_info(&key).fingerprint,
-        kr.dir().display()
-    );
+    let fp = pgp::secret_info(&key).fingerprint;
+    log::debug!("key pair {fp} added to {}", kr.dir().display());
+    if let Some(c) = push_to {
+        // As Apptainer: a failed push is reported on stdout and the new pair is kept.
+        let pushed = key
+            .to_public_key()
+            .to_armored_string(::pgp::composed::ArmorOptions::default())
+            .map_err(|e| e.to_string())
+            .and_then(|armored| c.push(&armored).map_err(|e| e.to_string()));
+        match pushed {
+            Ok(_) => println!("Key successfully pushed to keystore"),
+            Err(e) => println!("Failed to push newly created key to keystore: {e}"),
+        }
+    }
     Ok(())
 }
 
@@ -283,5 +297,153 @@ fn remove(a: &RemoveArgs) -> anyhow::Result<()> {
         RemoveWhich::Both => "Unable to remove key",
     };
     kr.remove(&fp, which).context(what)?;
+    Ok(())
+}
+
+/// The keyserver to talk to: `--url` (with its login from the keyserver list, if any),
+/// else the first of the user's keyserver list. sifr has no default keyserver.
+pub fn keyserver_client(url: Option<&str>) -> anyhow::Result<HkpClient> {
+    let path = keyservers::default_path()?;
+    let list = KeyserverList::load(&path).context("Keyserver client failed")?;
+    let ks = match url {
+        Some(u) => list.for_uri(u),
+        None => list.keyservers.first().cloned().ok_or_else(|| {
+            anyhow!(
+                "Keyserver client failed: no keyserver configured: give --url URL or add one with 'keyserver add URL'"
+            )
+        })?,
+    };
+    ks.client().context("Keyserver client failed")
+}
+
+fn search(a: &SearchArgs) -> anyhow::Result<()> {
+    let c = keyserver_client(a.url.url.as_deref())?;
+    let mr = c.search(&a.query).map_err(|e| match e {
+        hkp::HkpError::NotFound { .. } | hkp::HkpError::Status { status: 404, .. } => {
+            anyhow!("search failed: no matching keys found for fingerprint")
+        }
+        e => anyhow!("search failed: failed to get key: {e}"),
+    })?;
+    match hkp::format_index(&mr, a.long_list) {
+        Ok((n, text)) => {
+            print!("Showing {n} results\n\n{text}");
+            Ok(())
+        }
+        Err(e) => bail!("search failed: {e}"),
+    }
+}
+
+/// The key ID or fingerprint to pull: 8 or 40 hex digits (as Apptainer) or a 16-digit key
+/// ID (as the verify messages name keys), `0x` allowed.
+fn pull_id(text: &str) -> anyhow::Result<String> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    if !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "pull failed: unable to pull key from server: failed to decode fingerprint: {text:?} is not hexadecimal"
+        );
+    }
+    if ![8, 16, 40].contains(&t.len()) {
+        bail!(
+            "pull failed: unable to pull key from server: not a valid key length: only accepts 8, 16 or 40 chars"
+        );
+    }
+    Ok(t.to_ascii_uppercase())
+}
+
+fn pull(a: &PullArgs) -> anyhow::Result<()> {
+    let id = pull_id(&a.fingerprint)?;
+    let c = keyserver_client(a.url.url.as_deref())?;
+    let keys = c
+        .fetch(&id)
+        .map_err(|e| anyhow!("pull failed: unable to pull key from server: {e}"))?;
+    if keys.len() > 1 {
+        bail!(
+            "pull failed: unable to pull key from server: server returned more than one key for unique fingerprint"
+        );
+    }
+    // The key returned must be the one asked for.
+    let got = pgp::public_info(&keys[0]).fingerprint;
+    if !got.ends_with(&id) {
+        bail!(
+            "pull failed: unable to pull key from server: {} returned key {got}, not {id}",
+            c.base()
+        );
+    }
+    let (count, path) = if a.global {
+        let g = GlobalKeyring::detect()?;
+        let have = g.public_keys().context("pull failed")?;
+        let new: Vec<::pgp::composed::PublicOrSecret> = keys
+            .iter()
+            .filter(|k| {
+                let fp = pgp::public_info(k).fingerprint;
+                !have.iter().any(|h| pgp::public_info(h).fingerprint == fp)
+            })
+            .map(|k| ::pgp::composed::PublicOrSecret::Public(k.clone()))
+            .collect();
+        let n = if new.is_empty() {
+            0
+        } else {
+            g.import(&new, euid()).context("pull failed")?.len()
+        };
+        (n, g.path())
+    } else {
+        let kr = local(&a.keysdir)?;
+        (
+            kr.add_public(&keys).context("pull failed")?,
+            kr.public_path(),
+        )
+    };
+    println!(
+        "{count} key(s) added to keyring of trust {}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn push(a: &PushArgs) -> anyhow::Result<()> {
+    let keys = if a.global {
+        GlobalKeyring::detect()?
+            .public_keys()
+            .context("push failed")?
+    } else {
+        local(&a.keysdir)?.public_keys().context("push failed")?
+    };
+    if keys.is_empty() {
+        bail!("push failed: no public keys in local store to choose from");
+    }
+    let fp = a.fingerprint.trim();
+    let fp = fp
+        .strip_prefix("0x")
+        .or_else(|| fp.strip_prefix("0X"))
+        .unwrap_or(fp);
+    if (fp.len() != 16 && fp.len() != 40) || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("push failed: please provide a keyid(16 chars) or a full fingerprint(40 chars)");
+    }
+    let want = fp.to_ascii_uppercase();
+    let found: Vec<_> = keys
+        .iter()
+        .filter(|k| pgp::public_info(k).fingerprint.ends_with(&want))
+        .collect();
+    if found.len() != 1 {
+        bail!("push failed: could not find the requested key");
+    }
+    let c = keyserver_client(a.url.url.as_deref())?;
+    let armored = found[0]
+        .to_armored_string(::pgp::composed::ArmorOptions::default())
+        .map_err(|e| anyhow!("push failed: {e}"))?;
+    let reply = c
+        .push(&armored)
+        .map_err(|e| anyhow!("push failed: key server did not accept PGP key: {e}"))?;
+    if !reply.is_empty() {
+        log::info!("Key server response: {reply}");
+    }
+    println!(
+        "public key `{}' pushed to server successfully",
+        a.fingerprint
+    );
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod instance;
 pub mod key;
 pub mod login;
+pub mod keyserver;
 pub mod overlay;
 pub mod pull;
 pub mod sif;
@@ -131,10 +132,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     ("checkpoint", "sifr does not checkpoint containers"),
     ("delete", "sifr talks to no container library"),
-    (
-        "keyserver",
-        "sifr talks to no keyserver; publish keys with 'key export --armor'",
-    ),
     ("oci", "sifr runs SIF images natively, with no OCI runtime"),
     ("plugin", "sifr has no plugins"),
     ("push", "sifr uploads to no library or registry"),
@@ -175,24 +172,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     ("instance run", "instances are not supported yet"),
     ("instance stats", "instances are not supported yet"),
-    ("key search", "sifr talks to no keyserver"),
-    (
-        "key pull",
-        "sifr talks to no keyserver; import a key file with 'key import'",
-    ),
-    (
-        "key push",
-        "sifr talks to no keyserver; export the key with 'key export --armor'",
-    ),
-    ("keys search", "sifr talks to no keyserver"),
-    (
-        "keys pull",
-        "sifr talks to no keyserver; import a key file with 'key import'",
-    ),
-    (
-        "keys push",
-        "sifr talks to no keyserver; export the key with 'key export --armor'",
-    ),
     ("config global", "sifr.conf is edited by hand"),
 ];
 
@@ -433,6 +412,7 @@ pub fn main() -> i32 {
         Some(Command::Overlay(a)) => overlay::overlay(&ctx, a),
         Some(Command::Sif(a)) => sif::sif(&ctx, a),
         Some(Command::Key(a)) => key::key(&ctx, a),
+        Some(Command::Keyserver(a)) => keyserver::keyserver(&ctx, a),
         Some(Command::Sign(a)) => sign::sign(&ctx, a),
         Some(Command::Verify(a)) => sign::verify(&ctx, a),
         Some(Command::Cache(a)) => cache::cache(&ctx, a),
@@ -526,8 +506,6 @@ mod tests {
         assert!(m.starts_with("'plugin' is an Apptainer command"), "{m}");
         let m = not_implemented(&v(&["sifr", "remote", "add", "x", "y"])).expect("remote add");
         assert!(m.starts_with("'remote add' is an Apptainer command"), "{m}");
-        let m = not_implemented(&v(&["sifr", "key", "push", "ABC"])).expect("key push");
-        assert!(m.starts_with("'key push' is an Apptainer command"), "{m}");
         for (name, _) in NOT_IMPLEMENTED {
             let mut args = vec![OsString::from("sifr")];
             args.extend(name.split(' ').map(OsString::from));
@@ -539,6 +517,8 @@ mod tests {
         }
         for implemented in [
             v(&["sifr", "key", "list"]),
+            v(&["sifr", "key", "push", "ABC"]),
+            v(&["sifr", "keyserver", "list"]),
             v(&["sifr", "exec", "img", "cache"]),
             v(&["sifr", "cache", "clean", "-f"]),
             v(&["sifr", "registry", "login", "docker://x"]),

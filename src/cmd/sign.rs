@@ -13,6 +13,7 @@ use crate::sign::error::IntegrityError;
 use crate::sign::keychoice::{Purpose, choose_key};
 use crate::sign::keyring::verification_keyring;
 use crate::sign::keyring::{GlobalKeyring, LocalKeyring};
+use crate::sign::keyservers::{self, KeyserverList};
 use crate::sign::password::PasswordSources;
 use crate::sign::pem::{PrivateKey, PublicKey};
 use crate::sign::pgp::{self, KeyInfo, KeySource, Keyring};
@@ -85,11 +86,6 @@ fn material(a: &VerifyArgs) -> anyhow::Result<Material> {
             "Failed to verify container: --ocsp-verify is not supported: sifr checks certificate chains offline only"
         );
     }
-    if let Some(url) = &a.url {
-        bail!(
-            "Failed to verify container: keyservers are not supported ({url}); import the signer's key with 'key import' and verify again"
-        );
-    }
     if let Some(cert) = &a.certificate {
         log::info!(
             "Verifying image with key material from certificate '{}'",
@@ -129,9 +125,6 @@ fn material(a: &VerifyArgs) -> anyhow::Result<Material> {
         });
     }
     log::info!("Verifying image with PGP key material");
-    if !a.local {
-        log::debug!("sifr uses no keyserver: verifying with the local and global keyrings");
-    }
     let local = LocalKeyring::at_or_default(a.keysdir.as_deref())?;
     let global = GlobalKeyring::detect()?;
     let kr = verification_keyring(Some(&local), &global)?;
@@ -143,8 +136,13 @@ fn material(a: &VerifyArgs) -> anyhow::Result<Material> {
 
 /// `verify [flags] IMAGE`.
 pub fn verify(ctx: &Context, a: VerifyArgs) -> anyhow::Result<i32> {
-    let m = material(&a)?;
+    let mut m = material(&a)?;
     let img = SifImage::open(&a.image)?;
+    if let Some(kr) = m.keyring.as_mut()
+        && !a.local
+    {
+        fetch_signers(kr, &img, a.url.as_deref())?;
+    }
     let sel = Selection {
         groups: a.group_id.into_iter().collect(),
         objects: a.sif_id.into_iter().collect(),
@@ -180,6 +178,48 @@ pub fn verify(ctx: &Context, a: VerifyArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// Fetches the signers' keys that no local or global keyring holds from the keyserver
+/// (`--url`, else the first of `keyserver list`), for this verification only, as Apptainer
+/// does without `--local`. With no keyserver configured nothing is fetched: the check then
+/// names the unknown key and how to fetch it.
+fn fetch_signers(kr: &mut Keyring, img: &SifImage, url: Option<&str>) -> anyhow::Result<()> {
+    let missing: Vec<_> = verify::signer_fingerprints(img)
+        .into_iter()
+        .filter(|fp| kr.source_of(fp).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = KeyserverList::load(&keyservers::default_path()?)
+        .context("Error while getting keyserver client config")?;
+    let ks = match url {
+        Some(u) => list.for_uri(u),
+        None => match list.keyservers.first() {
+            Some(k) => k.clone(),
+            None => {
+                log::debug!("no keyserver configured: verifying with the local keyrings only");
+                return Ok(());
+            }
+        },
+    };
+    let client = ks
+        .client()
+        .context("Error while getting keyserver client config")?;
+    for fp in missing {
+        let hex = pgp::fingerprint_hex(&fp);
+        log::debug!("fetching signing key {hex} from {}", client.base());
+        let keys = client.fetch(&hex).map_err(|e| {
+            anyhow!("Failed to verify container: signing key {hex} is not in the local keyring and could not be fetched: {e}")
+        })?;
+        for k in keys {
+            if pgp::public_info(&k).fingerprint == hex {
+                kr.add(k, KeySource::Remote);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn group_text(d: &Descriptor) -> String {
     d.group()
         .map(|g| g.to_string())
@@ -202,6 +242,7 @@ fn text_report(report: &Report, color: bool) -> String {
             let (label, code) = match signer.source {
                 KeySource::Global => ("[GLOBAL]", "\x1b[36m"),
                 KeySource::Local => ("[LOCAL]", "\x1b[32m"),
+                KeySource::Remote => ("[REMOTE]", "\x1b[33m"),
             };
             let prefix = if color {
                 format!("{code}{label}\x1b[0m{}", " ".repeat(18 - label.len()))

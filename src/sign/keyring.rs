@@ -299,6 +299,24 @@ impl LocalKeyring {
         self.store_public(&public)
     }
 
+    /// Adds public keys fetched from a keyserver, skipping those already in the public
+    /// keyring (as Apptainer's `key pull`); returns how many were added.
+    pub fn add_public(&self, keys: &[SignedPublicKey]) -> Result<usize, KeyringError> {
+        let mut public = self.public_keys()?;
+        let mut added = 0;
+        for k in keys {
+            let fp = fp_public(k);
+            if !public.iter().any(|x| fp_public(x) == fp) {
+                public.push(k.clone());
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.store_public(&public)?;
+        }
+        Ok(added)
+    }
+
     /// Imports every key of a file: secret keys into the secret keyring (and their public
     /// halves into the public one), public keys into the public keyring. A key already
     /// there is an error, except the public half of an imported secret key.
@@ -613,6 +631,21 @@ mod tests {
             err.to_string().starts_with("no key matching fingerprint"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn test_add_public_skips_keys_already_there() {
+        let Some(public) = keys_of("apptainer/keys/pgp-public.asc") else {
+            crate::testutil::skip("fixtures not found");
+            return;
+        };
+        let keys: Vec<SignedPublicKey> = public.iter().map(pgp::public_of).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kr = LocalKeyring::new(dir.path().join("keys"));
+        assert_eq!(kr.add_public(&keys).expect("add"), keys.len());
+        let before = fs::read(kr.public_path()).expect("stored");
+        assert_eq!(kr.add_public(&keys).expect("again"), 0);
+        assert_eq!(fs::read(kr.public_path()).expect("stored"), before);
     }
 
     #[test]

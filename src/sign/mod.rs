@@ -8,6 +8,8 @@
 //! - [`keyring`]: the user's and the install's keyrings on disk; [`password`]: key passwords;
 //!   [`keychoice`]: choosing one key of a keyring (index, only key, or asked);
 //!   [`keytext`]: keys shown as Apptainer shows them (`key list`, the choice listing).
+//! - [`hkp`]: the HKP keyserver client (search, fetch, push); [`keyservers`]: the user's
+//!   keyserver list.
 //! - [`ecl`]: enforcing ecl.toml before a container is mounted (the image is then served
 //!   through `image::pinned`, only as verified).
 
@@ -15,8 +17,10 @@ pub mod digest;
 pub mod dsse;
 pub mod ecl;
 pub mod error;
+pub mod hkp;
 pub mod keychoice;
 pub mod keyring;
+pub mod keyservers;
 pub mod keytext;
 pub mod metadata;
 pub mod password;

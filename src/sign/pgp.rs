@@ -31,6 +31,8 @@ pub enum KeySource {
     Local,
     /// The install's global keyring (admin-managed).
     Global,
+    /// Fetched from a keyserver for this verification only.
+    Remote,
 }
 
 /// A key read from a file: public, or secret (which also carries its public part).
@@ -338,7 +340,7 @@ impl Keyring {
     /// Where the key with primary fingerprint `fp` is, the global keyring first (as
     /// Apptainer reports `[GLOBAL]` before `[LOCAL]`).
     pub fn source_of(&self, fp: &[u8]) -> Option<KeySource> {
-        [KeySource::Global, KeySource::Local]
+        [KeySource::Global, KeySource::Local, KeySource::Remote]
             .into_iter()
             .find(|&s| self.has(fp, s))
     }
@@ -401,13 +403,15 @@ impl Keyring {
             return Err(format!("openpgp: invalid signature: {last}"));
         }
         issuers.dedup();
-        let who = if issuers.is_empty() {
-            "no issuer recorded".to_string()
-        } else {
-            format!("key ID {}", issuers.join(", "))
+        let Some(first) = issuers.first() else {
+            return Err(
+                "openpgp: signature made by unknown entity (no issuer recorded); import the signer's public key with 'key import'"
+                    .into(),
+            );
         };
         Err(format!(
-            "openpgp: signature made by unknown entity ({who}); import the signer's public key with 'key import'"
+            "openpgp: signature made by unknown entity (key ID {}), not in the local or global keyring; fetch it with 'key pull --url URL {first}' or verify with --url URL",
+            issuers.join(", ")
         ))
     }
 
@@ -417,7 +421,7 @@ impl Keyring {
         let mut out = Vec::new();
         let has = |k: &dyn Fn() -> [u8; 8]| ids.contains(&k());
         // Global keys first, so a key in both keyrings is reported as global.
-        for src in [KeySource::Global, KeySource::Local] {
+        for src in [KeySource::Global, KeySource::Local, KeySource::Remote] {
             for (k, s) in self.entries.iter().filter(|(_, s)| *s == src) {
                 if has(&|| key_id8(k.primary_key.legacy_key_id().as_ref())) {
                     out.push((k, Verifier::Primary(&k.primary_key), *s));

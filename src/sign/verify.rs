@@ -195,6 +195,19 @@ fn tasks(img: &SifImage, sel: &Selection) -> Result<Vec<Task>, IntegrityError> {
 }
 
 /// The objects of `group` in descriptor-table order (the reference's `GetDescriptors`).
+/// The signing-key fingerprints that the image's signature descriptors name, once each.
+pub fn signer_fingerprints(img: &SifImage) -> Vec<[u8; pgp::FINGERPRINT_LEN]> {
+    let mut out = Vec::new();
+    for d in img.objects_of_type(DataType::Signature) {
+        if let Some(fp) = d.signature().and_then(|m| m.fingerprint)
+            && !out.contains(&fp)
+        {
+            out.push(fp);
+        }
+    }
+    out
+}
+
 fn group_objects(img: &SifImage, group: u32) -> Vec<&Descriptor> {
     img.objects().filter(|d| d.group() == Some(group)).collect()
 }
