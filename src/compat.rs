@@ -243,6 +243,7 @@ const BUILD: &[&str] = &["build"];
 const PULL: &[&str] = &["pull"];
 const ACTION_BUILD_PULL: &[&str] = &["exec", "run", "shell", "test", "build", "pull"];
 const BUILD_PULL: &[&str] = &["build", "pull"];
+const ACTION_BUILD_PULL_PUSH: &[&str] = &["exec", "run", "shell", "test", "build", "pull", "push"];
 
 /// The names bound to flags sifr lacks: set (to a true value for a boolean), each is
 /// refused as the flag would be.
@@ -259,7 +260,12 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     unsupported(&["NETNS_PATH"], "--netns-path", ACTION, false),
     unsupported(&["INTEL_HPU"], "--intel-hpu", ACTION, true),
     unsupported(&["DOCKER_LOGIN"], "--docker-login", ACTION_BUILD_PULL, true),
-    unsupported(&["DOCKER_HOST"], "--docker-host", ACTION_BUILD_PULL, false),
+    unsupported(
+        &["DOCKER_HOST"],
+        "--docker-host",
+        ACTION_BUILD_PULL_PUSH,
+        false,
+    ),
     unsupported(&["BUILDKIT_HOST"], "--buildkit-host", BUILD, false),
     unsupported(&["DATA"], "--data", BUILD, true),
     unsupported(&["JSON"], "--json", BUILD, true),
@@ -271,8 +277,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     unsupported(&["WRITABLE_TMPFS"], "--writable-tmpfs", BUILD, true),
     unsupported(&["IGNORE_USERNS"], "--ignore-userns", BUILD, true),
     unsupported(&["NO_CLEANUP"], "--no-cleanup", PULL, true),
-    unsupported(&["PULL_ARCH"], "--arch", PULL, false),
-    unsupported(&["PULL_ARCH_VARIANT"], "--arch-variant", PULL, false),
     unsupported(&["ALLOW_UNSIGNED"], "--allow-unsigned", PULL, true),
     unsupported(
         &["ALLOW_UNAUTHENTICATED"],
@@ -757,6 +761,19 @@ mod tests {
                     "AUTH_FILE",
                     "REPRODUCIBLE",
                     "SANDBOX",
+                ],
+            ),
+            (
+                &["push"],
+                &[
+                    "LIBRARY",
+                    "ALLOW_UNSIGNED",
+                    "NOHTTPS",
+                    "NO_HTTPS",
+                    "DOCKER_HOST",
+                    "DOCKER_USERNAME",
+                    "DOCKER_PASSWORD",
+                    "AUTH_FILE",
                 ],
             ),
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),

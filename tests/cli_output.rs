@@ -243,7 +243,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["keyserver", "list"],
         vec!["oci", "state", "x"],
         vec!["plugin", "list"],
-        vec!["push", "img.sif", "oras://x/y:1"],
         vec!["registry", "list"],
         vec!["remote", "list"],
         vec!["search", "alpine"],

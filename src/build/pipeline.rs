@@ -139,8 +139,9 @@ fn classify(spec: &str) -> anyhow::Result<Source> {
     }
     if let Some((scheme, _)) = spec.split_once("://") {
         bail!(
-            "{spec}: {scheme}:// sources are not supported by sifr (supported: docker://, oci:, \
-             oci-archive:, docker-archive:, a local image or a definition file)"
+            "{spec}: {scheme}:// sources are not supported by sifr build (supported: docker://, \
+             oci:, oci-archive:, docker-archive:, a local image or a definition file; 'pull' \
+             fetches oras:// and http(s):// images first)"
         );
     }
     let path = PathBuf::from(spec);
@@ -480,6 +481,12 @@ fn finish(
             metadata_json: metadata,
             extra_json,
             reproducible: b.epoch,
+            // An image pulled for another platform (`pull --arch`) is labelled as such.
+            arch: a
+                .access
+                .platform
+                .as_ref()
+                .and_then(|p| crate::image::sif::Arch::from_go_name(&p.architecture)),
         },
     )?;
     if workdir::interrupted() {

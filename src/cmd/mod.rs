@@ -19,6 +19,7 @@ pub mod instance;
 pub mod key;
 pub mod overlay;
 pub mod pull;
+pub mod push;
 pub mod sif;
 pub mod sign;
 use crate::compat::{self, Persona};
@@ -54,6 +55,7 @@ pub fn registry_access(a: &RegistryArgs) -> RegistryAccess {
         username: a.docker_username.clone(),
         password: a.docker_password.clone(),
         authfile: a.authfile.clone(),
+        platform: None,
     }
 }
 
@@ -113,7 +115,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     ("oci", "sifr runs SIF images natively, with no OCI runtime"),
     ("plugin", "sifr has no plugins"),
-    ("push", "sifr uploads to no library or registry"),
     (
         "registry",
         "log in with your registry's own tool and give sifr --authfile",
@@ -342,6 +343,7 @@ pub fn main() -> i32 {
         Some(Command::Test(_)) => Some("test"),
         Some(Command::Build(_)) => Some("build"),
         Some(Command::Pull(_)) => Some("pull"),
+        Some(Command::Push(_)) => Some("push"),
         _ => None,
     };
     if let Some(msg) = verb.and_then(|v| compat::refused_env(v, std::env::vars_os())) {
@@ -380,6 +382,7 @@ pub fn main() -> i32 {
         }
         Some(Command::Build(a)) => build::build(&ctx, a),
         Some(Command::Pull(a)) => pull::pull(&ctx, a),
+        Some(Command::Push(a)) => push::push(&ctx, a),
         Some(Command::Instance(a)) => instance::instance(&ctx, a),
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
@@ -515,6 +518,7 @@ mod tests {
                     Some(Command::Test(_)) => "test",
                     Some(Command::Build(_)) => "build",
                     Some(Command::Pull(_)) => "pull",
+                    Some(Command::Push(_)) => "push",
                     Some(Command::Inspect(_)) => "inspect",
                     Some(Command::Sign(_)) => "sign",
                     Some(Command::Verify(_)) => "verify",

@@ -18,6 +18,8 @@ pub struct RegistryAccess {
     pub password: Option<String>,
     /// A docker `config.json`-style credentials file: when given, the only one consulted.
     pub authfile: Option<PathBuf>,
+    /// The platform to pick from an image index (`--arch`); `None`: the host's.
+    pub platform: Option<PlatformSpec>,
 }
 
 impl RegistryAccess {
@@ -54,7 +56,7 @@ impl RegistryAccess {
         Ok(FetchOptions {
             plain_http: self.plain_http,
             credentials,
-            platform: PlatformSpec::host(),
+            platform: self.platform.clone().unwrap_or_else(PlatformSpec::host),
         })
     }
 
