@@ -40,6 +40,11 @@ pub enum SourceError {
              oci-archive:FILE[:REF], docker-archive:FILE, oras://NAME[:TAG] or http(s)://URL)"
     )]
     NotUri(String),
+    #[error(
+        "{0}: docker-daemon: sources are not supported by sifr (it talks to no Docker daemon): \
+         save the image with 'docker save -o image.tar NAME' and use docker-archive:image.tar"
+    )]
+    DockerDaemon(String),
     #[error(transparent)]
     Oras(#[from] OrasError),
     #[error(transparent)]
@@ -145,6 +150,9 @@ pub fn parse_uri(uri: &str) -> Result<OciSource, SourceError> {
     if OciSource::is_oci_source(uri) {
         return Ok(OciSource::parse(uri)?);
     }
+    if uri.starts_with("docker-daemon:") {
+        return Err(SourceError::DockerDaemon(uri.to_string()));
+    }
     let why = match uri.split_once("://").map(|(s, _)| s) {
         Some("library") => {
             "sifr talks to no container library (Sylabs Cloud); use docker:// or oras://, or \
@@ -191,7 +199,7 @@ pub fn open(arg: &str, conv: &Conversion, cache: bool) -> Result<Opened, SourceE
         });
     }
     if !is_oci(arg) {
-        if arg.contains("://") {
+        if arg.contains("://") || arg.starts_with("docker-daemon:") {
             // library://, shub://, ...: the one line that says why.
             parse_uri(arg)?;
         }
@@ -245,6 +253,8 @@ mod tests {
                 .starts_with("library://alpine: library:// images are not supported by sifr:"),
             "{e}"
         );
+        let e = parse_uri("docker-daemon:alpine:3").expect_err("daemon");
+        assert!(e.to_string().contains("docker-archive:"), "{e}");
         let e = parse_uri("ftp://x/y").expect_err("ftp");
         assert!(e.to_string().contains("not an image URI"), "{e}");
         assert!(matches!(

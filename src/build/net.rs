@@ -120,7 +120,6 @@ pub fn download(
         Some(p) => p.parent().unwrap_or(tmpdir).to_path_buf(),
         None => tmpdir.to_path_buf(),
     };
-    log::info!("Downloading network image");
     let mut resp = agent.get(url).call().map_err(connect)?;
     let status = resp.status().as_u16();
     if status != 200 {
@@ -130,6 +129,7 @@ pub fn download(
             reason: reason(status),
         });
     }
+    log::debug!("downloading {url}");
     let expected = resp
         .headers()
         .get("content-length")

@@ -137,6 +137,13 @@ fn classify(spec: &str) -> anyhow::Result<Source> {
     if oci::Source::is_oci_source(spec) {
         return Ok(Source::Oci(oci::Source::parse(spec)?));
     }
+    if spec.starts_with("docker-daemon:") {
+        bail!(
+            "{spec}: docker-daemon: sources are not supported by sifr (it talks to no Docker \
+             daemon): save the image with 'docker save -o image.tar NAME' and use \
+             docker-archive:image.tar"
+        );
+    }
     if let Some((scheme, _)) = spec.split_once("://") {
         bail!(
             "{spec}: {scheme}:// sources are not supported by sifr build (supported: docker://, \

@@ -96,17 +96,17 @@ pub fn pull_sif(
             media_type: layer.media_type.clone(),
         });
     }
-    log::info!("Digest: {}", resolved.digest);
+    log::debug!("oras://{image}: manifest {}", resolved.digest);
     let path = cache.oras_path(&layer.digest);
     if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == layer.size) {
         log::info!("Using cached SIF image");
         return Ok(path);
     }
-    log::info!("Downloading oras image");
     let what = format!("SIF layer {} of oras://{image}", layer.digest);
     let url = client.blob_url(&layer.digest);
     let resp = client.exchange(Method::GET, &url, None, None, &SendData::Empty)?;
     let resp = client.success(resp, &url, &what)?;
+    log::debug!("downloading the SIF of oras://{image}");
     let progress =
         crate::progress::Progress::bytes(&format!("Copying SIF {}", layer.digest.short()), {
             Some(layer.size)
