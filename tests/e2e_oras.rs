@@ -842,3 +842,111 @@ fn test_https_pull_with_a_trusted_throwaway_certificate() {
     assert_eq!(read(&d.join("t.sif")), read(&bb));
     assert_no_partials(d);
 }
+
+/// A registry (Python, on 127.0.0.1) that serves a SIF artifact whose layer bytes do not
+/// match the digest in its manifest: the pull is refused in one line, and neither the
+/// destination nor the cache keeps anything.
+#[test]
+fn test_oras_blob_with_a_wrong_digest_is_refused() {
+    require_unprivileged();
+    if !have_tools(&["python3"]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    let (bb, _, _, _) = busybox_pair();
+    let sif = read(&bb);
+    let mut tampered = sif.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    std::fs::write(d.join("served.bin"), &tampered).expect("write");
+    let manifest = apptainer_manifest("bb.sif", &sif);
+    std::fs::write(d.join("manifest.json"), &manifest).expect("write");
+    let script = d.join("liar.py");
+    std::fs::write(
+        &script,
+        r#"
+import http.server, sys
+d, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        if "/manifests/" in self.path:
+            body, ct = open(d + "/manifest.json", "rb").read(), "application/vnd.oci.image.manifest.v1+json"
+        elif "/blobs/" in self.path:
+            body, ct = open(d + "/served.bin", "rb").read(), "application/octet-stream"
+        else:
+            body, ct = b"{}", "application/json"
+        self.send_response(200)
+        self.send_header("Content-Type", ct)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#,
+    )
+    .expect("write");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(d)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let server = WebServer { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", server.port)).is_err() {
+        assert!(Instant::now() < deadline, "the fake registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uri = format!("oras://127.0.0.1:{port}/test/bb:1");
+    for args in [
+        vec!["pull", "--no-https", "--name", "bad.sif", &uri],
+        vec!["exec", "--no-https", &uri, "true"],
+    ] {
+        let out = sifr_at(d, &args, &[]);
+        assert_eq!(out.status.code(), Some(255), "{args:?}: {out:?}");
+        assert_one_line_error(&out, "(corrupt or tampered)");
+    }
+    assert!(!d.join("bad.sif").exists());
+    let oras = d.join("sifr-cache/cache/oras");
+    assert_eq!(
+        std::fs::read_dir(&oras).expect("oras cache").count(),
+        0,
+        "nothing cached"
+    );
+    assert_no_partials(d);
+}
+
+/// library://, shub:// and docker-daemon: stay refused, one line each saying why.
+#[test]
+fn test_other_sources_are_refused_in_one_line() {
+    require_unprivileged();
+    let t = tempdir();
+    let d = t.path();
+    for (uri, needle) in [
+        (
+            "library://alpine:latest",
+            "sifr talks to no container library",
+        ),
+        ("shub://user/image", "Singularity Hub is retired"),
+        ("docker-daemon:alpine:latest", "talks to no Docker daemon"),
+    ] {
+        for verb in [&["pull", "--name", "x.sif"][..], &["exec"][..]] {
+            let mut args = verb.to_vec();
+            args.push(uri);
+            if verb[0] == "exec" {
+                args.push("true");
+            }
+            let out = sifr_at(d, &args, &[]);
+            assert_eq!(out.status.code(), Some(255), "{args:?}");
+            assert_one_line_error(&out, needle);
+        }
+    }
+    assert!(!d.join("x.sif").exists());
+}
