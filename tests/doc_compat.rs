@@ -31,6 +31,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_network.rs", include_str!("e2e_network.rs")),
     ("tests/e2e_cgroups.rs", include_str!("e2e_cgroups.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
+    ("tests/e2e_oras.rs", include_str!("e2e_oras.rs")),
     (
         "tests/e2e_overlay_create.rs",
         include_str!("e2e_overlay_create.rs"),
@@ -65,6 +66,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/sif_oracle.rs", include_str!("sif_oracle.rs")),
     ("tests/sign_cli.rs", include_str!("sign_cli.rs")),
     ("src/source.rs", include_str!("../src/source.rs")),
+    (
+        "src/build/oci/oras.rs",
+        include_str!("../src/build/oci/oras.rs"),
+    ),
     (
         "src/launch/planner.rs",
         include_str!("../src/launch/planner.rs"),
