@@ -160,8 +160,7 @@ pub fn parse_uri(uri: &str) -> Result<OciSource, SourceError> {
         }
         Some("shub") => "Singularity Hub is retired; use docker:// or oras:// images",
         Some("oras" | "http" | "https") => {
-            "pull and run them directly; 'build' takes docker://, oci:, oci-archive:, \
-             docker-archive: or a local image"
+            "such an image is a file to download (see Remote), not an OCI image to convert"
         }
         _ => return Err(SourceError::NotUri(uri.to_string())),
     };

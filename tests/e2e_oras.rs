@@ -290,6 +290,14 @@ fn test_push_then_pull_by_tag_and_digest() {
 
     let out = sifr_at(d, &["exec", "--no-https", &uri, "echo", "from-oras"], &[]);
     assert_eq!(ok(&out), "from-oras\n");
+    // build takes it as a local image (from the cache).
+    ok(&sifr_at(
+        d,
+        &["build", "--no-https", "built.sif", &uri],
+        &[],
+    ));
+    let out = sifr_at(d, &["exec", "built.sif", "echo", "built-from-oras"], &[]);
+    assert_eq!(ok(&out), "built-from-oras\n");
     assert_no_partials(d);
 }
 
@@ -748,6 +756,12 @@ fn test_http_pull() {
         &[],
     );
     assert_eq!(ok(&out), "from-http\n");
+    ok(&sifr_at(
+        d,
+        &["build", "--sandbox", "tree", &format!("{base}/bb.sif")],
+        &[],
+    ));
+    assert!(d.join("tree/bin/busybox").exists() || d.join("tree/bin/sh").exists());
 
     for (path, needle) in [
         (
