@@ -269,7 +269,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     unsupported(&["BUILDKIT_HOST"], "--buildkit-host", BUILD, false),
     unsupported(&["DATA"], "--data", BUILD, true),
     unsupported(&["JSON"], "--json", BUILD, true),
-    unsupported(&["BUILD_ARCH_VARIANT"], "--arch-variant", BUILD, false),
     unsupported(&["LIBRARY"], "--library", BUILD_PULL, false),
     unsupported(&["DISABLE_CACHE"], "--disable-cache", BUILD, true),
     unsupported(&["NVCCLI"], "--nvccli", BUILD, true),

@@ -520,9 +520,10 @@ fn layer_with(arch: &str) -> Vec<u8> {
     b.into_inner().expect("tar").finish().expect("gzip")
 }
 
-/// `pull --arch` from a two-platform OCI index of real images: the platform asked for is
-/// converted and its SIF labelled with that architecture (so `exec` refuses it on this
-/// machine, in one line); a platform missing is one line listing those there.
+/// `pull --arch` (and `build --arch`) from a two-platform OCI index of real images: the
+/// platform asked for is converted and its SIF labelled with that architecture (so `exec`
+/// refuses it on this machine, in one line); a platform missing is one line listing those
+/// there; a definition file is built only for the host.
 #[test]
 fn test_pull_arch_chooses_from_an_oci_index() {
     require_unprivileged();
@@ -594,6 +595,30 @@ fn test_pull_arch_chooses_from_an_oci_index() {
     assert_eq!(out.status.code(), Some(255));
     assert_one_line_error(&out, &format!("the image is built for {other_arch}"));
 
+    // build --arch takes the platform from the index too; a definition file builds only
+    // for the host.
+    ok(&sifr_at(
+        d,
+        &[
+            "build",
+            "--no-https",
+            "--arch",
+            other_arch,
+            "built.sif",
+            &uri,
+        ],
+        &[],
+    ));
+    let list = ok(&sifr_at(d, &["sif", "list", "built.sif"], &[]));
+    assert!(
+        list.contains(&format!("FS (Squashfs/*System/{other_arch})")),
+        "{list}"
+    );
+    std::fs::write(d.join("s.def"), "Bootstrap: scratch\n").expect("write");
+    let out = sifr_at(d, &["build", "--arch", other_arch, "d.sif", "s.def"], &[]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "only a docker:// or oras:// source");
+    assert!(!d.join("d.sif").exists());
     let out = sifr_at(
         d,
         &[
