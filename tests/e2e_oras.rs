@@ -264,6 +264,9 @@ fn test_push_then_pull_by_tag_and_digest() {
         &[],
     ));
     assert_eq!(read(&d.join("by-tag.sif")), sif, "pulled by tag");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&d.join("by-tag.sif")), 0o755, "a SIF runs directly");
     let hex = &sha256(&sif)[7..];
     assert!(d.join("sifr-cache/cache/oras").join(hex).is_file());
 
@@ -749,6 +752,12 @@ fn test_http_pull() {
 
     ok(&sifr_at(d, &["pull", &format!("{base}/bb.sif")], &[]));
     assert_eq!(read(&d.join("bb.sif")), sif, "default name from the URL");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("bb.sif"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
     let net = d.join("sifr-cache/cache/net");
     let cached: Vec<_> = std::fs::read_dir(&net).expect("net cache").collect();
     assert_eq!(cached.len(), 1, "one cached download");

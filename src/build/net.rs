@@ -183,6 +183,10 @@ pub fn download(
             url: url.to_string(),
         });
     }
+    // As Apptainer leaves a pulled image: 0755 (a SIF runs directly).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| write_err(tmp.path(), e))?;
     let tmp = tmp.into_temp_path();
     match cached {
         Some(path) => {

@@ -127,6 +127,14 @@ pub fn pull_sif(
             image: image.to_string(),
         });
     }
+    // A SIF runs directly (its launch script): pulled copies are 0755, as Apptainer's.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o755)).map_err(|err| {
+        CacheError::Write {
+            path: stored.clone(),
+            err,
+        }
+    })?;
     Ok(stored)
 }
 
