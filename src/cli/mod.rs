@@ -85,8 +85,7 @@ pub enum Command {
     Test(action::TestArgs),
     /// Build a container image (SIF or sandbox)
     Build(build::BuildArgs),
-    /// Pull an image from a URI (docker://, oras://, http(s)://, oci:, oci-archive:,
-    /// docker-archive:) into a SIF
+    /// Pull an image from a URI (docker://, oras://, http(s)://, oci:...) into a SIF
     Pull(pull::PullArgs),
     /// Upload a SIF image to an OCI registry (oras://)
     Push(push::PushArgs),
@@ -345,6 +344,7 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
     ("shell", "shell [shell options...] <container>"),
     ("test", "test [exec options...] <image path>"),
     ("pull", "pull [pull options...] [output file] <URI>"),
+    ("push", "push [push options...] <image> <URI>"),
     ("inspect", "inspect [inspect options...] <image path>"),
     ("run-help", "run-help <image path>"),
     ("sign", "sign [sign options...] <image path>"),
