@@ -271,7 +271,8 @@ fn upload_blob(
         return Ok(());
     }
     let start = format!("{}/v2/{}/blobs/uploads/", client.base(), image.repository());
-    let resp = client.exchange(Method::POST, &start, None, None, &SendData::Empty)?;
+    // An empty body with Content-Length: 0, as registries expect of this POST.
+    let resp = client.exchange(Method::POST, &start, None, None, &SendData::Bytes(b""))?;
     let resp = client.success(resp, &start, &what)?;
     let status = resp.status();
     let location = resp
