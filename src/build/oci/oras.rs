@@ -327,6 +327,184 @@ fn file_digest(path: &Path) -> std::io::Result<(Digest, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::oci::auth::{CredentialOrigin, Credentials};
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// What the fake registry stores and saw.
+    #[derive(Default)]
+    struct State {
+        blobs: HashMap<String, Vec<u8>>,
+        manifests: HashMap<String, Vec<u8>>,
+        token_queries: Vec<String>,
+    }
+
+    /// A registry on 127.0.0.1 that wants a Bearer token for everything under /v2/ (from
+    /// its /token endpoint, for user alice), one request per connection.
+    fn token_registry() -> (String, Arc<Mutex<State>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let host = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let state = Arc::new(Mutex::new(State::default()));
+        let (st, h) = (state.clone(), host.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut stream) = conn else { continue };
+                let mut r = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut it = line.split_whitespace();
+                let (method, path) = (
+                    it.next().unwrap_or("").to_string(),
+                    it.next().unwrap_or("").to_string(),
+                );
+                let mut headers = HashMap::new();
+                loop {
+                    let mut hl = String::new();
+                    if r.read_line(&mut hl).is_err() || hl.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = hl.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if std::io::Read::read_exact(&mut r, &mut body).is_err() {
+                    continue;
+                }
+                let mut s = st.lock().expect("lock");
+                let (status, hdrs, out): (u16, Vec<(String, String)>, Vec<u8>) = if path
+                    .starts_with("/token")
+                {
+                    s.token_queries.push(path.clone());
+                    let ok = headers.get("authorization").map(String::as_str)
+                        == Some(
+                            &Credentials {
+                                username: "alice".into(),
+                                password: "pw".into(),
+                            }
+                            .basic_header(),
+                        );
+                    if ok {
+                        (200, vec![], br#"{"token":"tok"}"#.to_vec())
+                    } else {
+                        (401, vec![], vec![])
+                    }
+                } else if headers.get("authorization").map(String::as_str) != Some("Bearer tok") {
+                    let chal = format!(
+                        r#"Bearer realm="http://{h}/token",service="fake",scope="repository:test/sif:pull""#
+                    );
+                    (401, vec![("WWW-Authenticate".into(), chal)], vec![])
+                } else if method == "HEAD" {
+                    (404, vec![], vec![])
+                } else if method == "POST" {
+                    let loc = "/v2/test/sif/blobs/uploads/u1?state=x".to_string();
+                    (202, vec![("Location".into(), loc)], vec![])
+                } else if method == "PUT" && path.contains("/blobs/uploads/") {
+                    let digest = path.split("digest=").nth(1).unwrap_or("").to_string();
+                    s.blobs.insert(digest.replace("%3A", ":"), body);
+                    (201, vec![], vec![])
+                } else if method == "PUT" && path.contains("/manifests/") {
+                    let tag = path.rsplit('/').next().unwrap_or("").to_string();
+                    s.manifests.insert(tag, body);
+                    (201, vec![], vec![])
+                } else if path.contains("/manifests/") {
+                    let tag = path.rsplit('/').next().unwrap_or("").to_string();
+                    match s.manifests.get(&tag) {
+                        Some(m) => (
+                            200,
+                            vec![("Content-Type".into(), OCI_MANIFEST.to_string())],
+                            m.clone(),
+                        ),
+                        None => (404, vec![], vec![]),
+                    }
+                } else if path.contains("/blobs/") {
+                    let d = path.rsplit('/').next().unwrap_or("").to_string();
+                    match s.blobs.get(&d) {
+                        Some(b) => (200, vec![], b.clone()),
+                        None => (404, vec![], vec![]),
+                    }
+                } else {
+                    (404, vec![], vec![])
+                };
+                drop(s);
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    out.len()
+                );
+                for (k, v) in hdrs {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = stream.write_all(head.as_bytes());
+                if method != "HEAD" {
+                    let _ = stream.write_all(&out);
+                }
+            }
+        });
+        (host, state)
+    }
+
+    #[test]
+    fn test_push_asks_for_the_push_scope_and_pull_gets_the_same_bytes() {
+        let (host, state) = token_registry();
+        let dir = tempfile::tempdir().expect("tmp");
+        let sif = dir.path().join("img.sif");
+        let mut bytes = b"#!/usr/bin/env run-singularity\n".to_vec();
+        bytes.extend_from_slice(b"SIF_MAGIC");
+        bytes.resize(4096, 7);
+        std::fs::write(&sif, &bytes).expect("write");
+        let image = ImageRef::parse(&format!("{host}/test/sif:1")).expect("ref");
+        let options = FetchOptions {
+            plain_http: true,
+            credentials: Some((
+                Credentials {
+                    username: "alice".into(),
+                    password: "pw".into(),
+                },
+                CredentialOrigin::CommandLine,
+            )),
+            ..FetchOptions::default()
+        };
+        push_sif(&sif, &image, &options, BTreeMap::new()).expect("push");
+        {
+            let s = state.lock().expect("lock");
+            assert!(
+                s.token_queries
+                    .iter()
+                    .any(|q| q.contains("scope=repository%3Atest%2Fsif%3Apull%2Cpush")),
+                "{:?}",
+                s.token_queries
+            );
+            assert_eq!(
+                s.blobs.get(&Digest::sha256_of(b"{}").to_string()),
+                Some(&b"{}".to_vec())
+            );
+            assert_eq!(
+                s.blobs.get(&Digest::sha256_of(&bytes).to_string()),
+                Some(&bytes)
+            );
+        }
+        let cache = BlobCache::open(dir.path().join("cache")).expect("cache");
+        let pulled = pull_sif(&image, &options, &cache).expect("pull");
+        assert_eq!(std::fs::read(&pulled).expect("read"), bytes);
+        assert_eq!(pulled, cache.oras_path(&Digest::sha256_of(&bytes)));
+
+        // Without credentials the token server says no: one clear error.
+        let anon = FetchOptions {
+            plain_http: true,
+            ..FetchOptions::default()
+        };
+        let err = push_sif(&sif, &image, &anon, BTreeMap::new()).expect_err("anonymous");
+        assert!(err.to_string().contains("requires authentication"), "{err}");
+    }
 
     #[test]
     fn test_manifest_is_apptainers_shape() {
