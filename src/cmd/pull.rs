@@ -1,6 +1,7 @@
 //! `pull`: where to write the image (the typed flags, `SIFR_PULLFOLDER`), then the SIF the
 //! library converts the source into through the cache (see `build::convert`), copied next
-//! to the destination and renamed over it.
+//! to the destination and renamed over it; an `oras://` SIF or an `http(s)://` image file
+//! is downloaded into the cache instead (see `source::Remote`) and copied the same way.
 
 use std::path::PathBuf;
 
@@ -109,7 +110,7 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
             r.fetch(&access, !a.disable_cache, &parent)?
         }
         (None, Some(source)) => {
-            if let (Some(p), crate::build::oci::Source::Registry(_)) = (&access.platform, source)
+            if let (Some(p), Source::Registry(_)) = (&access.platform, source)
                 && crate::image::sif::Arch::from_go_name(&p.architecture).is_none()
             {
                 bail!(
@@ -117,9 +118,7 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
                     p
                 );
             }
-            if access.platform.is_some()
-                && !matches!(source, crate::build::oci::Source::Registry(_))
-            {
+            if access.platform.is_some() && !matches!(source, Source::Registry(_)) {
                 bail!("pull --arch applies to docker:// and oras:// images, not {uri}");
             }
             let conv = Conversion {
