@@ -301,6 +301,22 @@ fn test_push_then_pull_by_tag_and_digest() {
     ));
     let out = sifr_at(d, &["exec", "built.sif", "echo", "built-from-oras"], &[]);
     assert_eq!(ok(&out), "built-from-oras\n");
+    // Bootstrap: oras, as Apptainer's definition files name it (no scheme in From:).
+    std::fs::write(
+        d.join("o.def"),
+        format!(
+            "Bootstrap: oras\nFrom: 127.0.0.1:{}/test/bb:1\n\n%post\n    echo from-post > /marker\n",
+            reg.port
+        ),
+    )
+    .expect("write def");
+    ok(&sifr_at(
+        d,
+        &["build", "--no-https", "def.sif", "o.def"],
+        &[],
+    ));
+    let out = sifr_at(d, &["exec", "def.sif", "cat", "/marker"], &[]);
+    assert_eq!(ok(&out), "from-post\n");
     assert_no_partials(d);
 }
 
