@@ -241,8 +241,8 @@ const fn unsupported(
 const ACTION: &[&str] = &["exec", "run", "shell", "test"];
 const BUILD: &[&str] = &["build"];
 const PULL: &[&str] = &["pull"];
-const ACTION_BUILD_PULL: &[&str] = &["exec", "run", "shell", "test", "build", "pull"];
 const BUILD_PULL: &[&str] = &["build", "pull"];
+const ACTION_BUILD_PULL_PUSH: &[&str] = &["exec", "run", "shell", "test", "build", "pull", "push"];
 
 /// The names bound to flags sifr lacks: set (to a true value for a boolean), each is
 /// refused as the flag would be.
@@ -258,19 +258,21 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     ),
     unsupported(&["NETNS_PATH"], "--netns-path", ACTION, false),
     unsupported(&["INTEL_HPU"], "--intel-hpu", ACTION, true),
-    unsupported(&["DOCKER_HOST"], "--docker-host", ACTION_BUILD_PULL, false),
+    unsupported(
+        &["DOCKER_HOST"],
+        "--docker-host",
+        ACTION_BUILD_PULL_PUSH,
+        false,
+    ),
     unsupported(&["BUILDKIT_HOST"], "--buildkit-host", BUILD, false),
     unsupported(&["DATA"], "--data", BUILD, true),
     unsupported(&["JSON"], "--json", BUILD, true),
-    unsupported(&["BUILD_ARCH_VARIANT"], "--arch-variant", BUILD, false),
     unsupported(&["LIBRARY"], "--library", BUILD_PULL, false),
     unsupported(&["NVCCLI"], "--nvccli", BUILD, true),
     unsupported(&["MOUNT"], "--mount", BUILD, false),
     unsupported(&["WRITABLE_TMPFS"], "--writable-tmpfs", BUILD, true),
     unsupported(&["IGNORE_USERNS"], "--ignore-userns", BUILD, true),
     unsupported(&["NO_CLEANUP"], "--no-cleanup", PULL, true),
-    unsupported(&["PULL_ARCH"], "--arch", PULL, false),
-    unsupported(&["PULL_ARCH_VARIANT"], "--arch-variant", PULL, false),
     unsupported(&["ALLOW_UNSIGNED"], "--allow-unsigned", PULL, true),
     unsupported(
         &["ALLOW_UNAUTHENTICATED"],
@@ -755,6 +757,19 @@ mod tests {
                     "AUTH_FILE",
                     "REPRODUCIBLE",
                     "SANDBOX",
+                ],
+            ),
+            (
+                &["push"],
+                &[
+                    "LIBRARY",
+                    "ALLOW_UNSIGNED",
+                    "NOHTTPS",
+                    "NO_HTTPS",
+                    "DOCKER_HOST",
+                    "DOCKER_USERNAME",
+                    "DOCKER_PASSWORD",
+                    "AUTH_FILE",
                 ],
             ),
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),

@@ -4,6 +4,8 @@
 //! - a local path (SIF, squashfs, ext, sandbox directory) is opened by `image::source`;
 //! - an OCI source (`docker://`, `oci:`, `oci-archive:`, `docker-archive:`) is first
 //!   converted into a SIF through the cache by `build::convert`, then opened the same way;
+//! - an `oras://` SIF or an `http(s)://` image file is downloaded into the cache (see
+//!   `build::oci::oras` and `build::net`), then opened the same way;
 //! - other URIs are refused with one line that says what is supported.
 //!
 //! It sits above `image` and `build` (which builds on `image`), so that neither of them has
@@ -14,7 +16,10 @@ use std::path::PathBuf;
 use tempfile::TempPath;
 
 use crate::build::convert::{self, Conversion, ConvertError};
+use crate::build::net::{self, NetError};
+use crate::build::oci::oras::{self, OrasError};
 use crate::build::oci::reference::ReferenceError;
+use crate::build::oci::{AuthError, BlobCache, ImageRef, cache::CacheError};
 use crate::config::{Config, ContainerKind, PolicyError};
 use crate::image::ImageKind;
 use crate::image::source::{self as local, OpenedImage};
@@ -24,16 +29,30 @@ pub use crate::build::oci::Source as OciSource;
 /// Why an image argument could not be turned into an opened image.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error(
-        "{uri}: {scheme}:// images are not supported by sifr; use docker://, oci:, oci-archive: \
-             or docker-archive:, or download the SIF file yourself"
-    )]
-    Unsupported { uri: String, scheme: String },
+    #[error("{uri}: {scheme}:// images are not supported by sifr: {why}")]
+    Unsupported {
+        uri: String,
+        scheme: String,
+        why: &'static str,
+    },
     #[error(
         "{0}: not an image URI (expected docker://NAME[:TAG], oci:DIR[:REF], \
-             oci-archive:FILE[:REF] or docker-archive:FILE)"
+             oci-archive:FILE[:REF], docker-archive:FILE, oras://NAME[:TAG] or http(s)://URL)"
     )]
     NotUri(String),
+    #[error(
+        "{0}: docker-daemon: sources are not supported by sifr (it talks to no Docker daemon): \
+         save the image with 'docker save -o image.tar NAME' and use docker-archive:image.tar"
+    )]
+    DockerDaemon(String),
+    #[error(transparent)]
+    Oras(#[from] OrasError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error(transparent)]
@@ -56,21 +75,100 @@ pub fn is_oci(arg: &str) -> bool {
     OciSource::is_oci_source(arg)
 }
 
+/// An image file fetched as it is, not converted: a SIF from a registry (`oras://`) or an
+/// image file from a web server (`http://`, `https://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Oras(ImageRef),
+    Http(String),
+}
+
+impl Remote {
+    /// The remote image `uri` names, if it is one (`None`: not `oras://` nor `http(s)://`).
+    pub fn parse(uri: &str) -> Option<Result<Remote, SourceError>> {
+        if let Some(name) = uri.strip_prefix("oras://") {
+            return Some(
+                ImageRef::parse(name)
+                    .map(Remote::Oras)
+                    .map_err(SourceError::from),
+            );
+        }
+        (uri.starts_with("http://") || uri.starts_with("https://"))
+            .then(|| Ok(Remote::Http(uri.to_string())))
+    }
+
+    /// The file name `pull` writes by default: `NAME_TAG.sif` for `oras://`, the URL's last
+    /// path component for http(s).
+    pub fn default_file_name(&self) -> String {
+        match self {
+            Remote::Oras(r) => format!("{}.sif", r.default_file_stem()),
+            Remote::Http(url) => {
+                let path = url
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or(url)
+                    .split_once("://")
+                    .map_or("", |(_, rest)| rest);
+                match path.split_once('/').map(|(_, p)| p.rsplit('/').next()) {
+                    Some(Some(name)) if !name.is_empty() => name.to_string(),
+                    _ => "image.sif".to_string(),
+                }
+            }
+        }
+    }
+
+    /// Downloads the image into the cache (or, for http(s) with `cache` off or no date from
+    /// the server, a temporary file in `tmpdir`, returned to be removed by the caller).
+    /// `oras://` SIFs are always kept in the cache, as OCI blobs are.
+    pub fn fetch(
+        &self,
+        access: &crate::build::oci::RegistryAccess,
+        cache: bool,
+        tmpdir: &std::path::Path,
+    ) -> Result<(PathBuf, Option<TempPath>), SourceError> {
+        match self {
+            Remote::Oras(r) => {
+                let options = access.fetch_options(&OciSource::Registry(r.clone()))?;
+                let blobs = BlobCache::from_env()?;
+                Ok((oras::pull_sif(r, &options, &blobs)?, None))
+            }
+            Remote::Http(url) => {
+                let blobs = if cache {
+                    Some(BlobCache::from_env()?)
+                } else {
+                    None
+                };
+                Ok(net::download(url, blobs.as_ref(), tmpdir)?)
+            }
+        }
+    }
+}
+
 /// Parses an image URI that is not a local path, with one clear line for schemes sifr does
 /// not handle.
 pub fn parse_uri(uri: &str) -> Result<OciSource, SourceError> {
     if OciSource::is_oci_source(uri) {
         return Ok(OciSource::parse(uri)?);
     }
-    match uri.split_once("://").map(|(s, _)| s) {
-        Some(s @ ("library" | "shub" | "oras" | "http" | "https")) => {
-            Err(SourceError::Unsupported {
-                uri: uri.to_string(),
-                scheme: s.to_string(),
-            })
-        }
-        _ => Err(SourceError::NotUri(uri.to_string())),
+    if uri.starts_with("docker-daemon:") {
+        return Err(SourceError::DockerDaemon(uri.to_string()));
     }
+    let why = match uri.split_once("://").map(|(s, _)| s) {
+        Some("library") => {
+            "sifr talks to no container library (Sylabs Cloud); use docker:// or oras://, or \
+             download the SIF file yourself"
+        }
+        Some("shub") => "Singularity Hub is retired; use docker:// or oras:// images",
+        Some("oras" | "http" | "https") => {
+            "such an image is a file to download (see Remote), not an OCI image to convert"
+        }
+        _ => return Err(SourceError::NotUri(uri.to_string())),
+    };
+    Err(SourceError::Unsupported {
+        uri: uri.to_string(),
+        scheme: uri.split_once("://").map_or("", |(s, _)| s).to_string(),
+        why,
+    })
 }
 
 /// An image opened for a launch, and the converted SIF it was opened from when that SIF is
@@ -84,7 +182,26 @@ pub struct Opened {
 /// cache when `cache` is set, else in a temporary file removed with the returned value; a
 /// local image is opened in place (see `image::source::open`).
 pub fn open(arg: &str, conv: &Conversion, cache: bool) -> Result<Opened, SourceError> {
+    if let Some(remote) = Remote::parse(arg) {
+        let tmpdir = conv
+            .tmpdir
+            .clone()
+            .or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let (path, remove_after) = remote?.fetch(&conv.access, cache, &tmpdir)?;
+        let path = path
+            .to_str()
+            .ok_or_else(|| SourceError::NotUtf8(path.clone()))?;
+        return Ok(Opened {
+            image: local::open(path)?,
+            remove_after,
+        });
+    }
     if !is_oci(arg) {
+        if arg.contains("://") || arg.starts_with("docker-daemon:") {
+            // library://, shub://, ...: the one line that says why.
+            parse_uri(arg)?;
+        }
         return Ok(Opened {
             image: local::open(arg)?,
             remove_after: None,
@@ -132,14 +249,29 @@ mod tests {
         let e = parse_uri("library://alpine").expect_err("library");
         assert!(
             e.to_string()
-                .starts_with("library://alpine: library:// images are not supported by sifr;"),
+                .starts_with("library://alpine: library:// images are not supported by sifr:"),
             "{e}"
         );
+        let e = parse_uri("docker-daemon:alpine:3").expect_err("daemon");
+        assert!(e.to_string().contains("docker-archive:"), "{e}");
         let e = parse_uri("ftp://x/y").expect_err("ftp");
         assert!(e.to_string().contains("not an image URI"), "{e}");
         assert!(matches!(
             parse_uri("docker://alpine:3.19"),
             Ok(OciSource::Registry(_))
         ));
+    }
+
+    #[test]
+    fn test_remote_names() {
+        let r = |u: &str| Remote::parse(u).expect("remote").expect("parses");
+        assert_eq!(r("oras://reg:5000/a/b:v1").default_file_name(), "b_v1.sif");
+        assert_eq!(
+            r("https://h.example/d/img.sif?x=1").default_file_name(),
+            "img.sif"
+        );
+        assert_eq!(r("http://h.example/").default_file_name(), "image.sif");
+        assert!(Remote::parse("docker://alpine").is_none());
+        assert!(matches!(Remote::parse("oras://"), Some(Err(_))));
     }
 }

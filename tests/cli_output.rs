@@ -65,6 +65,17 @@ fn test_usage_errors_exit_1() {
             "--docker-host",
             "(see 'sifr pull --help')",
         ),
+        (
+            vec![
+                "push",
+                "--docker-host",
+                "unix:///x",
+                "a.sif",
+                "oras://a/b:1",
+            ],
+            "--docker-host",
+            "(see 'sifr push --help')",
+        ),
         (vec!["inspect"], "IMAGE", "(see 'sifr inspect --help')"),
         (
             vec!["key", "no-such-subcommand"],
@@ -202,6 +213,7 @@ fn test_help_has_apptainer_shape() {
                 "build [local options...] <IMAGE PATH> <BUILD SPEC>",
             ),
             ("pull", "pull [pull options...] [output file] <URI>"),
+            ("push", "push [push options...] <image> <URI>"),
             ("inspect", "inspect [inspect options...] <image path>"),
         ] {
             let help = ok(&run(&bin, [verb, "--help"]));
@@ -241,7 +253,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["delete", "library://x/y/z:1"],
         vec!["oci", "state", "x"],
         vec!["plugin", "list"],
-        vec!["push", "img.sif", "oras://x/y:1"],
         vec!["remote", "list"],
         vec!["search", "alpine"],
         vec!["tag", "x", "y"],
@@ -274,7 +285,8 @@ fn test_help_has_examples_and_long_descriptions() {
     std::os::unix::fs::symlink(sifr_bin(), &link).expect("symlink");
     for (bin, name) in [(sifr_bin(), "sifr"), (link, "apptainer")] {
         for verb in [
-            "exec", "run", "shell", "test", "build", "pull", "inspect", "sign", "verify", "key",
+            "exec", "run", "shell", "test", "build", "pull", "push", "inspect", "sign", "verify",
+            "key",
         ] {
             let help = ok(&run(&bin, [verb, "--help"]));
             let (_, examples) = help

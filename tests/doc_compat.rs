@@ -34,6 +34,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_network.rs", include_str!("e2e_network.rs")),
     ("tests/e2e_cgroups.rs", include_str!("e2e_cgroups.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),
+    ("tests/e2e_oras.rs", include_str!("e2e_oras.rs")),
     (
         "tests/e2e_overlay_create.rs",
         include_str!("e2e_overlay_create.rs"),
@@ -79,6 +80,10 @@ const SOURCES: &[(&str, &str)] = &[
     (
         "src/build/oci/registry.rs",
         include_str!("../src/build/oci/registry.rs"),
+    ),
+    (
+        "src/build/oci/oras.rs",
+        include_str!("../src/build/oci/oras.rs"),
     ),
     (
         "src/launch/planner.rs",

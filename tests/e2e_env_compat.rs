@@ -486,10 +486,6 @@ fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
         ),
         (&["oci", "state", "x"], ("APPTAINER_LOG_FORMAT", "json")),
         (&["search", "x"], ("SINGULARITY_SEARCH_ARCH", "amd64")),
-        (
-            &["push", "x.sif", "library://x"],
-            ("APPTAINER_ALLOW_UNSIGNED", "1"),
-        ),
         (&["instance", "stats", "x"], ("APPTAINER_USER", "u")),
     ];
     for (verb, env) in cases {

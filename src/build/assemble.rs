@@ -194,6 +194,8 @@ pub struct SifContents {
     pub extra_json: Vec<(String, String)>,
     /// Nil UUID and fixed times (`--reproducible`).
     pub reproducible: Option<i64>,
+    /// The architecture the partition is labelled with (`pull --arch`); `None`: the host's.
+    pub arch: Option<Arch>,
 }
 
 /// Writes a SIF at `dest` from a squashfs image file, atomically (a temporary file next to
@@ -264,7 +266,7 @@ pub fn write_sif_to(squashfs: &Path, path: &Path, c: &SifContents) -> Result<(),
     input.extra = Extra::Partition(PartitionMeta {
         fs_type: FsType::Squashfs,
         part_type: PartType::PrimSys,
-        arch_code: Arch::host().code(),
+        arch_code: c.arch.unwrap_or_else(Arch::host).code(),
     });
     img.add_object(input, when)?;
     drop(img);

@@ -10,13 +10,15 @@
 //! - `baseenv`: the `/.singularity.d` skeleton; `assemble`: squashfs and SIF output;
 //!   `workdir`: the build's scratch directory and interrupts; `output`: atomic outputs;
 //!   `supervise`: the build's worker process and the processes it starts.
-//! - `oci`: OCI sources (registries, layouts, archives): fetch, unpack layers, metadata.
+//! - `oci`: OCI sources (registries, layouts, archives): fetch, unpack layers, metadata;
+//!   `oci::oras`: SIF files in registries (`oras://`); `net`: http(s):// image downloads.
 
 pub mod assemble;
 pub mod baseenv;
 pub mod context;
 pub mod convert;
 pub mod deffile;
+pub mod net;
 pub mod oci;
 pub mod output;
 pub mod pipeline;

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use tempfile::TempPath;
 
 use super::assemble::{self, SifContents, SquashSettings};
 use super::baseenv;
@@ -135,16 +136,33 @@ enum Source {
     Image(PathBuf, ImageKind),
     Definition(PathBuf),
     Oci(oci::Source),
+    /// An `oras://` SIF or an `http(s)://` image file, downloaded (into the cache) once the
+    /// destination was checked, then built from as a local image.
+    Remote(String),
 }
 
 fn classify(spec: &str) -> anyhow::Result<Source> {
     if oci::Source::is_oci_source(spec) {
         return Ok(Source::Oci(oci::Source::parse(spec)?));
     }
+    if ["oras://", "http://", "https://"]
+        .iter()
+        .any(|p| spec.starts_with(p))
+    {
+        return Ok(Source::Remote(spec.to_string()));
+    }
+    if spec.starts_with("docker-daemon:") {
+        bail!(
+            "{spec}: docker-daemon: sources are not supported by sifr (it talks to no Docker \
+             daemon): save the image with 'docker save -o image.tar NAME' and use \
+             docker-archive:image.tar"
+        );
+    }
     if let Some((scheme, _)) = spec.split_once("://") {
         bail!(
-            "{spec}: {scheme}:// sources are not supported by sifr (supported: docker://, oci:, \
-             oci-archive:, docker-archive:, a local image or a definition file)"
+            "{spec}: {scheme}:// sources are not supported by sifr build (supported: docker://, \
+             oci:, oci-archive:, docker-archive:, oras://, http(s)://, a local image or a \
+             definition file)"
         );
     }
     let path = PathBuf::from(spec);
@@ -214,6 +232,26 @@ fn signal_name(sig: i32) -> String {
     }
 }
 
+/// Downloads an `oras://` SIF or an `http(s)://` image into the cache (see `oci::oras` and
+/// `net`); an http(s) file the cache cannot keep (no date from the server) goes to a
+/// temporary file in the build's temporary directory, returned to be removed.
+fn fetch_remote(a: &Request, uri: &str) -> anyhow::Result<(PathBuf, Option<TempPath>)> {
+    let cache = oci::BlobCache::from_env()?;
+    if let Some(name) = uri.strip_prefix("oras://") {
+        let image = oci::ImageRef::parse(name)?;
+        let options = a
+            .access
+            .fetch_options(&oci::Source::Registry(image.clone()))?;
+        return Ok((oci::oras::pull_sif(&image, &options, &cache)?, None));
+    }
+    let tmpdir = a
+        .tmpdir
+        .clone()
+        .or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    Ok(super::net::download(uri, Some(&cache), &tmpdir)?)
+}
+
 fn build_in_worker(a: &Request) -> anyhow::Result<()> {
     let source = classify(&a.spec)?;
     let dest = a.dest.clone();
@@ -231,6 +269,15 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
     if !(a.update && a.sandbox) {
         output::check_destination_dir(&dest)?;
     }
+    // Kept until the build ends: an http(s) download the cache does not keep.
+    let (source, _downloaded) = match source {
+        Source::Remote(uri) => {
+            let (path, tmp) = fetch_remote(a, &uri)?;
+            let kind = image::detect(&path)?;
+            (Source::Image(path, kind), tmp)
+        }
+        other => (other, None),
+    };
     // A definition is read and checked before anything is made.
     let def = match &source {
         Source::Definition(path) => Some(parse_definition(a, path)?),
@@ -287,6 +334,7 @@ fn build_in_worker(a: &Request) -> anyhow::Result<()> {
             ));
             (Some(bootstrap_deffile(&src)), None)
         }
+        Source::Remote(uri) => bail!("{uri}: the image was not downloaded"),
     };
     if a.update && a.sandbox {
         // Built in place; left the user's to delete, as a new sandbox.
@@ -487,6 +535,12 @@ fn finish(
             metadata_json: metadata,
             extra_json,
             reproducible: b.epoch,
+            // An image pulled for another platform (`pull --arch`) is labelled as such.
+            arch: a
+                .access
+                .platform
+                .as_ref()
+                .and_then(|p| crate::image::sif::Arch::from_go_name(&p.architecture)),
         },
     )?;
     if workdir::interrupted() {

@@ -808,6 +808,20 @@ fn bootstrap(stage: &Stage, rootfs: &Path, env: &StageEnv<'_>) -> anyhow::Result
             std::fs::create_dir_all(rootfs)?;
             host_command(b, "debootstrap", argv, vec![], env.cwd.to_path_buf())
         }
+        Some(Agent::Oras) => {
+            // `From: REGISTRY/REPO:TAG` (Apptainer adds the `oras://`): the SIF is pulled
+            // into the cache, then used as a local image.
+            let from = from.context("Bootstrap: oras needs a From: image")?;
+            let name = from.strip_prefix("oras://").unwrap_or(from);
+            let image_ref = crate::build::oci::ImageRef::parse(name)?;
+            let options = b
+                .access
+                .fetch_options(&crate::build::oci::Source::Registry(image_ref.clone()))?;
+            let cache = crate::build::oci::BlobCache::from_env()?;
+            let path = crate::build::oci::oras::pull_sif(&image_ref, &options, &cache)?;
+            let kind = image::detect(&path)?;
+            unpack_image(b, &path, kind, rootfs)
+        }
         Some(a @ (Agent::Docker | Agent::Oci | Agent::OciArchive | Agent::DockerArchive)) => {
             let from =
                 from.with_context(|| format!("Bootstrap: {} needs a From: image", a.name()))?;
@@ -827,6 +841,7 @@ pub fn check_agent(stage: &Stage) -> anyhow::Result<()> {
             Agent::Scratch
             | Agent::Localimage
             | Agent::Debootstrap
+            | Agent::Oras
             | Agent::Docker
             | Agent::Oci
             | Agent::OciArchive
@@ -834,7 +849,7 @@ pub fn check_agent(stage: &Stage) -> anyhow::Result<()> {
         ) => Ok(()),
         Some(a) => bail!(
             "Bootstrap: {} is not supported by sifr (supported: localimage, scratch, \
-             debootstrap, docker, oci, oci-archive, docker-archive)",
+             debootstrap, oras, docker, oci, oci-archive, docker-archive)",
             a.name()
         ),
         None if stage.header.get("bootstrap").is_none() => {

@@ -73,9 +73,13 @@ pub struct BuildArgs {
     pub ignore_subuid: bool,
 
     // --- Apptainer build flags: the same where sifr does what they ask, else refused -------
-    /// hidden: Apptainer's --arch; only the host's architecture can be built
-    #[arg(long, hide = true, value_name = "ARCH", env = "SIFR_BUILD_ARCH")]
+    /// architecture to build for: the host's, or, from a docker:// or oras:// source, the
+    /// platform to take from a multi-platform image
+    #[arg(long, value_name = "ARCH", env = "SIFR_BUILD_ARCH")]
     pub arch: Option<String>,
+    /// architecture variant to build for with --arch (docker:// and oras:// sources)
+    #[arg(long, value_name = "VARIANT", env = "SIFR_BUILD_ARCH_VARIANT")]
+    pub arch_variant: Option<String>,
     /// hidden: Apptainer's --userns; sifr always builds in a user namespace
     #[arg(long, hide = true, env = "SIFR_USERNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub userns: bool,
@@ -86,8 +90,6 @@ pub struct BuildArgs {
     #[arg(long, hide = true, env = "SIFR_IGNORE_PROOT", value_parser = clap::builder::BoolishValueParser::new())]
     pub ignore_proot: bool,
     /// hidden: Apptainer flags sifr refuses (see `refused`)
-    #[arg(long, hide = true, value_name = "VARIANT")]
-    pub arch_variant: Option<String>,
     #[arg(long, hide = true)]
     pub data: bool,
     #[arg(long, hide = true)]
@@ -138,12 +140,7 @@ impl BuildArgs {
     /// The first Apptainer build flag given that sifr does not implement, with why: the
     /// flag and a reason, for a one-line refusal.
     pub fn refused(&self) -> Option<(&'static str, &'static str)> {
-        let checks: [(bool, &'static str, &'static str); 13] = [
-            (
-                self.arch_variant.is_some(),
-                "--arch-variant",
-                "only the host's architecture is built",
-            ),
+        let checks: [(bool, &'static str, &'static str); 12] = [
             (self.data, "--data", "data-container images are not built"),
             (
                 self.json,

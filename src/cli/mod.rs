@@ -14,10 +14,11 @@ pub mod cache;
 pub mod inspect;
 pub mod instance;
 pub mod key;
-pub mod login;
 pub mod keyserver;
+pub mod login;
 pub mod overlay;
 pub mod pull;
+pub mod push;
 pub mod registry;
 pub mod sif;
 pub mod sign;
@@ -87,8 +88,10 @@ pub enum Command {
     Test(action::TestArgs),
     /// Build a container image (SIF or sandbox)
     Build(build::BuildArgs),
-    /// Pull an image from a URI (docker://, oci:, oci-archive:, docker-archive:) into a SIF
+    /// Pull an image from a URI (docker://, oras://, http(s)://, oci:...) into a SIF
     Pull(pull::PullArgs),
+    /// Upload a SIF image to an OCI registry (oras://)
+    Push(push::PushArgs),
     /// Manage containers running as services (sifr: none can be started yet)
     Instance(instance::InstanceArgs),
     /// Show metadata for an image
@@ -166,8 +169,16 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         "pull",
         "  Fetches an image from a URI and writes it as a SIF file: docker:// from a
-  registry, or oci:, oci-archive:, docker-archive: from the local disk. Without an
-  output file the name is made from the URI; --name gives one, --force overwrites.",
+  registry, oras:// (a SIF stored in a registry), http:// or https:// (an image
+  file from a web server), or oci:, oci-archive:, docker-archive: from the local disk.
+  Without an output file the name is made from the URI; --name gives one, --force
+  overwrites.",
+    ),
+    (
+        "push",
+        "  Uploads a SIF image to an OCI registry as an oras:// artifact, stored as Apptainer
+  stores it (so either tool pulls it). Credentials come from --docker-username and
+  --docker-password, --authfile or the docker config files.",
     ),
     (
         "inspect",
@@ -291,6 +302,14 @@ pub const EXAMPLES: &[(&str, &[&str])] = &[
             "NAME pull docker://alpine:3.20",
             "NAME pull --name alpine.sif docker://alpine:3.20",
             "NAME pull local.sif oci-archive:image.tar",
+            "NAME pull oras://registry.example.com/tools:1.0",
+        ],
+    ),
+    (
+        "push",
+        &[
+            "NAME push tools.sif oras://registry.example.com/tools:1.0",
+            "NAME push --annotation org.example.team=hpc tools.sif oras://localhost:5000/tools:1.0",
         ],
     ),
     (
@@ -381,6 +400,7 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
     ("shell", "shell [shell options...] <container>"),
     ("test", "test [exec options...] <image path>"),
     ("pull", "pull [pull options...] [output file] <URI>"),
+    ("push", "push [push options...] <image> <URI>"),
     ("inspect", "inspect [inspect options...] <image path>"),
     ("run-help", "run-help <image path>"),
     ("sign", "sign [sign options...] <image path>"),

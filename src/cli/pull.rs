@@ -23,6 +23,13 @@ pub struct PullArgs {
     pub disable_cache: bool,
     #[command(flatten)]
     pub registry: super::registry::RegistryArgs,
+    /// architecture to pull from a multi-platform docker:// or oras:// image (Go names:
+    /// amd64, arm64, arm, ppc64le, s390x, riscv64, ...)
+    #[arg(long, value_name = "ARCH", env = "SIFR_PULL_ARCH")]
+    pub arch: Option<String>,
+    /// architecture variant to pull with --arch (v6, v7, v8)
+    #[arg(long, value_name = "VARIANT", env = "SIFR_PULL_ARCH_VARIANT")]
+    pub arch_variant: Option<String>,
     /// specify a temporary directory to use for the conversion
     #[arg(long, value_name = "DIR", env = "SIFR_TMPDIR")]
     pub tmpdir: Option<PathBuf>,

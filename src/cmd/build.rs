@@ -48,18 +48,36 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
     if let Some((flag, why)) = a.refused() {
         anyhow::bail!("build {flag} is not supported by sifr: {why}");
     }
-    if let Some(arch) = &a.arch {
-        let host = crate::image::sif::Arch::host().go_name();
-        if arch != host {
-            anyhow::bail!(
-                "build --arch {arch} is not supported by sifr: only the host's architecture \
-                 ({host}) is built"
-            );
+    let platform = match (&a.arch, &a.arch_variant) {
+        (None, None) => None,
+        (None, Some(v)) => anyhow::bail!("build --arch-variant {v} needs --arch"),
+        (Some(arch), variant) => {
+            let host = crate::image::sif::Arch::host().go_name();
+            let registry = a.spec.starts_with("docker://") || a.spec.starts_with("oras://");
+            if (arch != host || variant.is_some()) && !registry {
+                anyhow::bail!(
+                    "build --arch {arch} is not supported by sifr for {}: only a docker:// or \
+                     oras:// source is built for another platform than the host's ({host}), \
+                     as nothing of it runs",
+                    a.spec
+                );
+            }
+            let mut p = crate::build::oci::PlatformSpec::from_arch(arch)?;
+            if crate::image::sif::Arch::from_go_name(&p.architecture).is_none() {
+                anyhow::bail!(
+                    "build --arch {arch}: sifr cannot label a SIF with this architecture"
+                );
+            }
+            if let Some(v) = variant {
+                p.variant = Some(v.clone());
+            }
+            Some(p)
         }
-    }
+    };
     let cfg = super::action::load_config(ctx)?;
     let registry = a.registry.clone();
     let mut req = request(a, &cfg);
+    req.access.platform = platform;
     super::docker_login(&registry, &mut req.access)?;
     pipeline::run(&req)?;
     Ok(0)

@@ -18,10 +18,11 @@ pub mod cache;
 pub mod inspect;
 pub mod instance;
 pub mod key;
-pub mod login;
 pub mod keyserver;
+pub mod login;
 pub mod overlay;
 pub mod pull;
+pub mod push;
 pub mod sif;
 pub mod sign;
 use crate::compat::{self, Persona};
@@ -58,6 +59,7 @@ pub fn registry_access(a: &RegistryArgs) -> RegistryAccess {
         password: a.docker_password.clone(),
         authfile: a.authfile.clone(),
         cache_root: None,
+        platform: None,
     }
 }
 
@@ -134,7 +136,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("delete", "sifr talks to no container library"),
     ("oci", "sifr runs SIF images natively, with no OCI runtime"),
     ("plugin", "sifr has no plugins"),
-    ("push", "sifr uploads to no library or registry"),
     ("remote add", "sifr talks to no library or remote endpoint"),
     (
         "remote remove",
@@ -367,6 +368,7 @@ pub fn main() -> i32 {
         Some(Command::Test(_)) => Some("test"),
         Some(Command::Build(_)) => Some("build"),
         Some(Command::Pull(_)) => Some("pull"),
+        Some(Command::Push(_)) => Some("push"),
         _ => None,
     };
     if let Some(msg) = verb.and_then(|v| compat::refused_env(v, std::env::vars_os())) {
@@ -405,6 +407,7 @@ pub fn main() -> i32 {
         }
         Some(Command::Build(a)) => build::build(&ctx, a),
         Some(Command::Pull(a)) => pull::pull(&ctx, a),
+        Some(Command::Push(a)) => push::push(&ctx, a),
         Some(Command::Instance(a)) => instance::instance(&ctx, a),
         Some(Command::Inspect(a)) => inspect::inspect(&ctx, a),
         Some(Command::RunHelp(a)) => inspect::run_help(&ctx, a),
@@ -549,6 +552,7 @@ mod tests {
                     Some(Command::Test(_)) => "test",
                     Some(Command::Build(_)) => "build",
                     Some(Command::Pull(_)) => "pull",
+                    Some(Command::Push(_)) => "push",
                     Some(Command::Inspect(_)) => "inspect",
                     Some(Command::Sign(_)) => "sign",
                     Some(Command::Verify(_)) => "verify",

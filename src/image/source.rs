@@ -46,8 +46,9 @@ impl OpenedImage {
 pub enum SourceError {
     #[error(
         "{arg}: {scheme}:// images are not supported by sifr (it runs local images and \
-         docker://, oci:, oci-archive: and docker-archive: sources; 'pull' fetches no \
-         {scheme}:// image either): download the image with another tool and give its path"
+         docker://, oras://, http(s)://, oci:, oci-archive: and docker-archive: sources; \
+         'pull' fetches no {scheme}:// image either): download the image with another tool \
+         and give its path"
     )]
     Scheme { arg: String, scheme: String },
     #[error("cannot read the current directory: {0}")]

@@ -21,6 +21,8 @@ pub struct RegistryAccess {
     /// Where downloaded blobs go instead of the user's cache (`--disable-cache`: a directory
     /// removed after the build).
     pub cache_root: Option<PathBuf>,
+    /// The platform to pick from an image index (`--arch`); `None`: the host's.
+    pub platform: Option<PlatformSpec>,
 }
 
 impl RegistryAccess {
@@ -57,7 +59,7 @@ impl RegistryAccess {
         Ok(FetchOptions {
             plain_http: self.plain_http,
             credentials,
-            platform: PlatformSpec::host(),
+            platform: self.platform.clone().unwrap_or_else(PlatformSpec::host),
         })
     }
 

@@ -4,7 +4,10 @@
 //! `SINGULARITY_CACHEDIR` onto it at start-up; the lookup here checks all three), else
 //! `~/.sifr/cache`. Inside, as in Apptainer's cache, `blob/` is an OCI layout holding every
 //! manifest, config and layer by digest (`blob/blobs/sha256/<hex>`), and `oci-tmp/` is
-//! where the caller keeps SIF files converted from OCI images, named by manifest digest.
+//! where the caller keeps SIF files converted from OCI images, named by manifest digest;
+//! `oras/<hex>` holds SIF files pulled with `oras://` (by the SIF's digest) and `net/<hex>`
+//! images downloaded over http(s) (by the digest of their URL and date), Apptainer's `oras`
+//! and `net` cache types.
 //! Directories are created with mode 0700 (the cache may hold private images).
 //!
 //! A blob enters the cache only after its bytes have been hashed and matched against its
@@ -58,6 +61,8 @@ impl BlobCache {
             cache.root.join("blob/blobs/sha256"),
             cache.root.join("blob/blobs/sha512"),
             cache.root.join("oci-tmp"),
+            cache.root.join("oras"),
+            cache.root.join("net"),
         ] {
             create_private_dir(&dir)?;
         }
@@ -111,6 +116,17 @@ impl BlobCache {
             .join(format!("{}.sif", manifest.hex()))
     }
 
+    /// Where a SIF pulled with `oras://` is kept: named by its digest.
+    pub fn oras_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("oras").join(digest.hex())
+    }
+
+    /// Where an image downloaded over http(s) is kept: named by `key` (a hex digest of its
+    /// URL and date).
+    pub fn net_path(&self, key: &str) -> PathBuf {
+        self.root.join("net").join(key)
+    }
+
     /// True if the blob is cached with the expected size. (Its content is verified when read.)
     pub fn contains(&self, digest: &Digest, size: Option<u64>) -> bool {
         match fs::metadata(self.blob_path(digest)) {
@@ -128,7 +144,19 @@ impl BlobCache {
         data: &mut dyn Read,
         what: &str,
     ) -> Result<PathBuf, CacheError> {
-        let path = self.blob_path(digest);
+        self.store_at(self.blob_path(digest), digest, size, data, what)
+    }
+
+    /// As [`BlobCache::store`], to the file `path` of the cache (see
+    /// [`BlobCache::oras_path`]).
+    pub fn store_at(
+        &self,
+        path: PathBuf,
+        digest: &Digest,
+        size: Option<u64>,
+        data: &mut dyn Read,
+        what: &str,
+    ) -> Result<PathBuf, CacheError> {
         let dir = path.parent().unwrap_or(&self.root);
         let write_err = |err| CacheError::Write {
             path: path.clone(),

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ureq::http::{Response, StatusCode};
+use ureq::http::{Method, Response, StatusCode};
 
 use super::auth::{Challenge, CredentialOrigin, Credentials, parse_challenges};
 use super::cache::{BlobCache, CacheError};
@@ -135,6 +135,17 @@ pub enum RegistryError {
     Cache(#[from] CacheError),
     #[error("{image}: image indexes nest more than {MAX_INDEX_DEPTH} levels deep")]
     TooDeep { image: String },
+    #[error("cannot make a request to {url}: {detail}")]
+    Request { url: String, detail: String },
+    #[error("cannot read {}: {err}", path.display())]
+    Local { path: PathBuf, err: std::io::Error },
+}
+
+/// The body of a request sent to a registry (a file is opened again for a retry).
+pub(crate) enum SendData<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
 }
 
 /// The authorization currently sent with requests.
@@ -162,6 +173,8 @@ pub struct RegistryClient {
     auth: Authorization,
     /// Checking a login: tokens are asked for without a repository scope.
     login_check: bool,
+    /// Tokens are asked for with the push scope too (see [`RegistryClient::for_push`]).
+    push: bool,
 }
 
 impl RegistryClient {
@@ -188,7 +201,20 @@ impl RegistryClient {
             options,
             auth: Authorization::Anonymous,
             login_check: false,
+            push: false,
         }
+    }
+
+    /// A client that uploads: its tokens carry the `pull,push` scope.
+    pub fn for_push(image: &ImageRef, options: FetchOptions) -> RegistryClient {
+        let mut c = RegistryClient::new(image, options);
+        c.push = true;
+        c
+    }
+
+    /// The base URL of the registry's API (`https://HOST`, or `http://` with `--no-https`).
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 
     /// Checks this client's credentials against the registry's API root (`GET /v2/`), as
@@ -316,7 +342,7 @@ impl RegistryClient {
         }
     }
 
-    fn blob_url(&self, d: &Digest) -> String {
+    pub(crate) fn blob_url(&self, d: &Digest) -> String {
         format!("{}/v2/{}/blobs/{d}", self.base, self.image.repository())
     }
 
@@ -368,10 +394,29 @@ impl RegistryClient {
         accept: Option<&str>,
         what: &str,
     ) -> Result<Response<ureq::Body>, RegistryError> {
+        let resp = self.exchange(Method::GET, url, accept, None, &SendData::Empty)?;
+        self.success(resp, url, what)
+    }
+
+    /// Sends one request with authentication handling (a 401 is answered once, then
+    /// reported); returns the response whatever its other status.
+    pub(crate) fn exchange(
+        &mut self,
+        method: Method,
+        url: &str,
+        accept: Option<&str>,
+        content_type: Option<&str>,
+        data: &SendData<'_>,
+    ) -> Result<Response<ureq::Body>, RegistryError> {
         for attempt in 0..2 {
-            let mut req = self.agent.get(url);
+            let mut req = ureq::http::Request::builder()
+                .method(method.clone())
+                .uri(url);
             if let Some(a) = accept {
                 req = req.header("Accept", a);
+            }
+            if let Some(c) = content_type {
+                req = req.header("Content-Type", c);
             }
             match (&self.auth, &self.options.credentials) {
                 (Authorization::Basic, Some((c, _))) => {
@@ -382,12 +427,19 @@ impl RegistryClient {
                 }
                 _ => {}
             }
-            let mut resp = req.call().map_err(|err| self.connect_error(url, err))?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(resp);
-            }
-            if status == StatusCode::UNAUTHORIZED {
+            let sent = match data {
+                SendData::Empty => self.agent.run(with_body(req, (), url)?),
+                SendData::Bytes(b) => self.agent.run(with_body(req, *b, url)?),
+                SendData::File(path) => {
+                    let file = std::fs::File::open(path).map_err(|err| RegistryError::Local {
+                        path: path.to_path_buf(),
+                        err,
+                    })?;
+                    self.agent.run(with_body(req, file, url)?)
+                }
+            };
+            let mut resp = sent.map_err(|err| self.connect_error(url, err))?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
                 if attempt == 0 {
                     let challenges: Vec<Challenge> = resp
                         .headers()
@@ -396,34 +448,50 @@ impl RegistryClient {
                         .filter_map(|v| v.to_str().ok())
                         .flat_map(parse_challenges)
                         .collect();
+                    // Drain the body so the connection can be reused.
+                    let _ = registry_message(&mut resp);
                     self.authenticate(&challenges)?;
                     continue;
                 }
                 return Err(self.unauthorized());
             }
-            let message = registry_message(&mut resp);
-            let registry = self.image.registry().to_string();
-            return Err(match status {
-                StatusCode::NOT_FOUND => RegistryError::NotFound {
-                    what: what.to_string(),
-                    registry,
-                    message,
-                },
-                StatusCode::FORBIDDEN => RegistryError::Denied {
-                    registry,
-                    image: self.image.to_string(),
-                    message,
-                },
-                StatusCode::TOO_MANY_REQUESTS => RegistryError::RateLimited { registry, message },
-                s => RegistryError::Status {
-                    registry,
-                    status: s.as_u16(),
-                    url: url.to_string(),
-                    message,
-                },
-            });
+            return Ok(resp);
         }
         Err(self.unauthorized())
+    }
+
+    /// A 2xx response as it is; any other status as the error it means.
+    pub(crate) fn success(
+        &self,
+        mut resp: Response<ureq::Body>,
+        url: &str,
+        what: &str,
+    ) -> Result<Response<ureq::Body>, RegistryError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let message = registry_message(&mut resp);
+        let registry = self.image.registry().to_string();
+        Err(match status {
+            StatusCode::NOT_FOUND => RegistryError::NotFound {
+                what: what.to_string(),
+                registry,
+                message,
+            },
+            StatusCode::FORBIDDEN => RegistryError::Denied {
+                registry,
+                image: self.image.to_string(),
+                message,
+            },
+            StatusCode::TOO_MANY_REQUESTS => RegistryError::RateLimited { registry, message },
+            s => RegistryError::Status {
+                registry,
+                status: s.as_u16(),
+                url: url.to_string(),
+                message,
+            },
+        })
     }
 
     fn unauthorized(&self) -> RegistryError {
@@ -501,7 +569,8 @@ impl RegistryClient {
         };
         // Our own pull scope is always asked for; a different scope from the challenge
         // (some registries name the repository differently) is added, not substituted.
-        let ours = format!("repository:{}:pull", self.image.repository());
+        let actions = if self.push { "pull,push" } else { "pull" };
+        let ours = format!("repository:{}:{actions}", self.image.repository());
         let mut req = self.agent.get(realm);
         if let Some(s) = service {
             req = req.query("service", s);
@@ -560,6 +629,18 @@ impl RegistryClient {
             hint,
         }
     }
+}
+
+/// The request `req` describes, with `body`.
+fn with_body<T>(
+    req: ureq::http::request::Builder,
+    body: T,
+    url: &str,
+) -> Result<ureq::http::Request<T>, RegistryError> {
+    req.body(body).map_err(|e| RegistryError::Request {
+        url: url.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// Checks bytes fetched for a descriptor against its size and digest.
