@@ -81,6 +81,11 @@ pub struct Options {
 
     // --- asked for, but not available rootless (the planner refuses or warns) -------------
     pub unavailable: Unavailable,
+
+    // --- instances -------------------------------------------------------------------------
+    /// The instance being started (`instance start|run`): `APPTAINER_INSTANCE`, a PID
+    /// namespace always, and an init payload (see `launch::instance`).
+    pub instance: Option<String>,
 }
 
 /// One `--overlay PATH[:ro]`.
@@ -231,6 +236,7 @@ impl Default for Options {
             resources: None,
             caps: CapOptions::default(),
             unavailable: Unavailable::default(),
+            instance: None,
         }
     }
 }

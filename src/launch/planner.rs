@@ -1398,6 +1398,9 @@ fn payload(
     if !o.evaluate {
         runtime.push(("NO_EVAL".into(), "1".into()));
     }
+    if let Some(name) = &o.instance {
+        runtime.push(("INSTANCE".into(), name.clone()));
+    }
     let env = environ::compute(&EnvInputs {
         host: host.env.clone(),
         cleanenv: o.cleanenv,
@@ -1420,6 +1423,7 @@ fn payload(
         umask: if o.reset_umask { Some(0o022) } else { None },
         app: o.app.clone(),
         shell: req.shell.clone(),
+        instance_init: o.instance.is_some() && matches!(req.action, Action::Start | Action::Run),
     })
 }
 
