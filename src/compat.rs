@@ -238,10 +238,11 @@ const fn unsupported(
     }
 }
 
-const ACTION: &[&str] = &["exec", "run", "shell", "test"];
+// `instance` stands for `instance start|run`, which take the action flags.
+const ACTION: &[&str] = &["exec", "run", "shell", "test", "instance"];
 const BUILD: &[&str] = &["build"];
 const PULL: &[&str] = &["pull"];
-const ACTION_BUILD_PULL: &[&str] = &["exec", "run", "shell", "test", "build", "pull"];
+const ACTION_BUILD_PULL: &[&str] = &["exec", "run", "shell", "test", "instance", "build", "pull"];
 const BUILD_PULL: &[&str] = &["build", "pull"];
 
 /// The names bound to flags sifr lacks: set (to a true value for a boolean), each is
@@ -759,6 +760,10 @@ mod tests {
                     "SANDBOX",
                 ],
             ),
+            (&["instance", "start"], ACTIONS),
+            (&["instance", "start"], &["PID_FILE"]),
+            (&["instance", "run"], ACTIONS),
+            (&["instance", "run"], &["PID_FILE"]),
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),
             (&["instance", "list"], &["USER", "JSON", "LOGS", "ALL"]),
             (&["key", "list"], &["SECRET"]),

@@ -113,7 +113,17 @@ fn parse_signal(s: &str) -> anyhow::Result<nix::sys::signal::Signal> {
 }
 
 /// `instance start|run`: the flags as any start's, the instance detached.
-fn start(ctx: &Context, action: Action, s: InstanceStartArgs) -> anyhow::Result<i32> {
+fn start(ctx: &Context, action: Action, mut s: InstanceStartArgs) -> anyhow::Result<i32> {
+    // Apptainer binds --boot to APPTAINER_BOOT for instances only; it is refused as the
+    // flag is (root only).
+    if crate::compat::control_var("BOOT").is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "t" | "true" | "y" | "yes" | "on"
+        )
+    }) {
+        s.action.boot = true;
+    }
     // Flags Apptainer's instance start does not take.
     for (given, flag) in [
         (s.action.no_pid, "--no-pid"),

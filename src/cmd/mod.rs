@@ -344,6 +344,11 @@ pub fn main() -> i32 {
         Some(Command::Test(_)) => Some("test"),
         Some(Command::Build(_)) => Some("build"),
         Some(Command::Pull(_)) => Some("pull"),
+        Some(Command::Instance(crate::cli::instance::InstanceArgs {
+            command:
+                crate::cli::instance::InstanceCommand::Start(_)
+                | crate::cli::instance::InstanceCommand::Run(_),
+        })) => Some("instance"),
         _ => None,
     };
     if let Some(msg) = verb.and_then(|v| compat::refused_env(v, std::env::vars_os())) {
