@@ -1718,4 +1718,39 @@ mod tests {
             "cannot change to the working directory /work in the container"
         );
     }
+
+    #[test]
+    fn test_join_enters_the_user_namespace_first_and_the_root_last() {
+        let (_dir, sys) = recorder(&[]);
+        let fd = |_: ()| {
+            std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .expect("open /dev/null")
+        };
+        let target = JoinTarget {
+            namespaces: vec![
+                (CloneFlags::CLONE_NEWUSER, fd(())),
+                (CloneFlags::CLONE_NEWPID, fd(())),
+                (CloneFlags::CLONE_NEWNS, fd(())),
+            ],
+            root: fd(()),
+        };
+        assert_eq!(join_namespaces(&sys, &target), Ok(true));
+        assert_eq!(
+            *sys.calls.borrow(),
+            vec![
+                Call::Setns(CloneFlags::CLONE_NEWUSER),
+                Call::Setns(CloneFlags::CLONE_NEWPID),
+                Call::Setns(CloneFlags::CLONE_NEWNS),
+                Call::EnterRoot,
+            ]
+        );
+        // Without a PID namespace to join, the joining process execs itself.
+        let (_dir, sys) = recorder(&[]);
+        let target = JoinTarget {
+            namespaces: vec![(CloneFlags::CLONE_NEWNS, fd(()))],
+            root: fd(()),
+        };
+        assert_eq!(join_namespaces(&sys, &target), Ok(false));
+    }
 }
