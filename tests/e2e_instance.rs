@@ -451,6 +451,48 @@ fn test_fakeroot_instance_and_pid_file() {
 }
 
 #[test]
+fn test_instance_run_and_what_a_joined_command_sees() {
+    let env = Env::new();
+    // `instance run`: the runscript (busybox's runs its arguments), output in the log.
+    let out = env.sifr([
+        "instance".as_ref(),
+        "run".as_ref(),
+        busybox().as_os_str(),
+        "r".as_ref(),
+        "echo".as_ref(),
+        "from-runscript".as_ref(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (pid, ppid) = env.state("r");
+    let log = walk(&env.instances_dir().join("logs"))
+        .into_iter()
+        .find(|p| p.ends_with("r.out"))
+        .expect("the output log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&log).unwrap_or_default() != "from-runscript\n" {
+        assert!(Instant::now() < deadline, "{}", log.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The instance lives on after its runscript ended.
+    assert!(alive(pid) && alive(ppid));
+    // Inside, the joined command sees the instance's processes only: PID 1 (the one sifr
+    // process of the instance there), the init, and itself; not the sifr that joined it.
+    let out = env.sifr([
+        "exec",
+        "instance://r",
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do echo \"${p#/proc/} $(cat $p/comm)\"; done",
+    ]);
+    let text = ok(&out);
+    let sifrs: Vec<&str> = text.lines().filter(|l| l.ends_with(" sifr")).collect();
+    assert_eq!(sifrs, vec!["1 sifr"], "{text}");
+    let out = env.sifr(["instance", "stop", "r"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_nothing_left(&env, "r", pid, ppid);
+}
+
+#[test]
 fn test_refusals() {
     let env = Env::new();
     let out = env.sifr(["instance", "stats", "x"]);
