@@ -2109,6 +2109,28 @@ mod tests {
     }
 
     #[test]
+    fn test_instance_payload_is_an_init_with_its_name() {
+        let flags = Options {
+            pid: true,
+            instance: Some("web".into()),
+            ..Default::default()
+        };
+        let mut r = req(flags);
+        r.action = Action::Start;
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(p.process.instance_init);
+        assert!(p.namespaces.pid && p.namespaces.init);
+        assert!(
+            p.process
+                .env
+                .contains(&("APPTAINER_INSTANCE".into(), "web".into()))
+        );
+        // A command joined to an instance is no init.
+        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(!p.process.instance_init);
+    }
+
+    #[test]
     fn test_steps_alone() {
         let policy = LaunchPolicy::default();
         // Home under fakeroot is /root, from the caller's home; none with --no-home.
