@@ -765,6 +765,7 @@ mod tests {
             (&["instance", "run"], ACTIONS),
             (&["instance", "run"], &["PID_FILE"]),
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),
+            (&["instance", "stats"], &["USER"]),
             (&["instance", "list"], &["USER", "JSON", "LOGS", "ALL"]),
             (&["key", "list"], &["SECRET"]),
             (&["overlay", "create"], &["SPARSE", "FAKEROOT", "TMPDIR"]),

@@ -250,7 +250,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["tag", "x", "y"],
         vec!["buildcfg", "x"],
         vec!["confgen", "x"],
-        vec!["instance", "stats", "web1"],
         vec!["key", "search", "someone"],
         vec!["key", "pull", "ABCD"],
         vec!["keys", "push", "ABCD"],

@@ -494,7 +494,6 @@ fn test_names_of_verbs_sifr_lacks_are_refused_with_the_verb() {
             &["push", "x.sif", "library://x"],
             ("APPTAINER_ALLOW_UNSIGNED", "1"),
         ),
-        (&["instance", "stats", "x"], ("APPTAINER_USER", "u")),
         (&["key", "search", "x"], ("APPTAINER_URL", "https://x")),
     ];
     for (verb, env) in cases {

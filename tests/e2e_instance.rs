@@ -487,6 +487,33 @@ fn test_instance_run_and_what_a_joined_command_sees() {
     let text = ok(&out);
     let sifrs: Vec<&str> = text.lines().filter(|l| l.ends_with(" sifr")).collect();
     assert_eq!(sifrs, vec!["1 sifr"], "{text}");
+
+    // stats: Apptainer's table, from the instance's processes.
+    let out = env.sifr(["instance", "stats", "--no-stream", "r"]);
+    let text = ok(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("INSTANCE NAME    CPU USAGE    MEM USAGE / LIMIT"),
+        "{text}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0], "r", "{text}");
+    assert!(row[1].ends_with('%') && row[5].ends_with('%'), "{text}");
+    // sifr, supervisor, container process, PID 1, the init and its sleep at least.
+    let pids: usize = row.last().and_then(|p| p.parse().ok()).expect("pids");
+    assert!(pids >= 5, "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "Stats for r instance of {} (PID={pid})",
+            busybox().display()
+        )),
+        "{out:?}"
+    );
+    let out = env.sifr(["instance", "stats", "--json", "r"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "--json");
+
     let out = env.sifr(["instance", "stop", "r"]);
     assert!(out.status.success(), "{out:?}");
     assert_nothing_left(&env, "r", pid, ppid);
@@ -495,8 +522,9 @@ fn test_instance_run_and_what_a_joined_command_sees() {
 #[test]
 fn test_refusals() {
     let env = Env::new();
-    let out = env.sifr(["instance", "stats", "x"]);
+    let out = env.sifr(["instance", "stats", "--no-stream", "x"]);
     assert_eq!(out.status.code(), Some(255));
+    assert_one_line_error(&out, "no instance found");
     let out = env.start(&["--no-pid"], "np", &[]);
     assert_eq!(out.status.code(), Some(255), "{out:?}");
     assert_one_line_error(&out, "--no-pid");

@@ -67,6 +67,21 @@ pub enum InstanceCommand {
         /// the instance name (a glob pattern)
         name: Option<String>,
     },
+    /// Get stats (CPU, memory, pids) for a named instance
+    #[command(arg_required_else_help = true)]
+    Stats {
+        /// output stats in json (not supported by sifr yet)
+        #[arg(short = 'j', long, value_parser = clap::builder::BoolishValueParser::new())]
+        json: bool,
+        /// disable streaming (live update) of instance stats
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        no_stream: bool,
+        /// view stats for an instance belonging to a user (root only)
+        #[arg(short = 'u', long, value_name = "USER", env = "SIFR_USER")]
+        user: Option<String>,
+        /// the instance name
+        name: String,
+    },
     /// List all running and named instances
     List {
         /// print structured json instead of a list

@@ -25,6 +25,19 @@ pub fn instance(ctx: &Context, a: InstanceArgs) -> anyhow::Result<i32> {
     match a.command {
         InstanceCommand::Start(s) => start(ctx, Action::Start, s),
         InstanceCommand::Run(s) => start(ctx, Action::Run, s),
+        InstanceCommand::Stats { user: Some(_), .. } if !is_root() => {
+            bail!("Only the root user can look at stats of a user's instance")
+        }
+        InstanceCommand::Stats { user: Some(_), .. } => {
+            bail!("sifr shows only the calling user's instances (drop --user)")
+        }
+        InstanceCommand::Stats { json: true, .. } => bail!(
+            "instance stats --json (Apptainer's cgroup statistics) is not supported by sifr yet; \
+             use the table (--no-stream for one reading)"
+        ),
+        InstanceCommand::Stats {
+            no_stream, name, ..
+        } => stats(&name, no_stream),
         InstanceCommand::List { user: Some(_), .. } if !is_root() => {
             bail!("Only root user can list user's instances")
         }
@@ -92,6 +105,66 @@ pub fn instance(ctx: &Context, a: InstanceArgs) -> anyhow::Result<i32> {
                 Err(e) => Err(e.into()),
             }
         }
+    }
+}
+
+/// `instance stats`: Apptainer's table, from /proc (the instance's processes: CPU over the
+/// last second, resident memory against the host's, storage I/O, count), every second until
+/// the instance ends, or once with `--no-stream`.
+fn stats(name: &str, no_stream: bool) -> anyhow::Result<i32> {
+    use std::io::Write as _;
+    let dirs = Dirs::current(&HostUser::current()?)?;
+    let found = instance::list(&dirs, Some(name), &LiveProcs)?;
+    let s = match found.as_slice() {
+        [] => bail!("no instance found"),
+        [s] => s,
+        more => bail!("query returned more than one instance ({})", more.len()),
+    };
+    log::info!(
+        "Stats for {} instance of {} (PID={})",
+        s.name,
+        s.image,
+        s.pid
+    );
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mem_limit = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    let mut before = instance::usage(s);
+    let mut at = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if !s.processes_alive(&LiveProcs) {
+            bail!("instance {} has ended", s.name);
+        }
+        let after = instance::usage(s);
+        let table = instance::format_stats(
+            &s.name,
+            &before,
+            &after,
+            at.elapsed().as_secs_f64(),
+            ticks,
+            mem_limit,
+        );
+        let mut out = std::io::stdout().lock();
+        if !no_stream {
+            // goterm's Clear and MoveCursor(1, 1), as Apptainer's live view.
+            write!(out, "\x1b[2J\x1b[1;1H")?;
+        }
+        write!(out, "{table}")?;
+        out.flush()?;
+        if no_stream {
+            return Ok(0);
+        }
+        before = after;
+        at = std::time::Instant::now();
     }
 }
 

@@ -127,10 +127,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
         "completion",
         "sifr generates no shell completion scripts yet",
     ),
-    (
-        "instance stats",
-        "sifr has no instance statistics yet; read /proc/PID of the instance (instance list)",
-    ),
     ("key search", "sifr talks to no keyserver"),
     (
         "key pull",

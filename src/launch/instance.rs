@@ -423,6 +423,135 @@ pub fn format_json(states: &[State]) -> String {
     s
 }
 
+// --- stats -------------------------------------------------------------------------------
+
+/// What an instance's processes use, read from /proc at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time of the processes, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident memory, summed over the processes (shared pages count once per process).
+    pub rss_bytes: u64,
+    /// Bytes read from and written to storage (only processes the user may inspect).
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub pids: usize,
+}
+
+/// The instance's processes: its sifr process and every descendant.
+fn instance_processes(procs: &dyn Procs, state: &State) -> Vec<i32> {
+    let mut all = vec![state.ppid];
+    let mut i = 0;
+    while i < all.len() {
+        let kids = procs.children(all[i]);
+        all.extend(kids);
+        i += 1;
+    }
+    all
+}
+
+/// Reads the instance's usage from /proc.
+pub fn usage(state: &State) -> Usage {
+    // SAFETY: sysconf reads a constant.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let mut u = Usage::default();
+    for pid in instance_processes(&LiveProcs, state) {
+        let Some(f) = stat_fields(pid) else { continue };
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        u.pids += 1;
+        u.cpu_ticks += num(11) + num(12);
+        u.rss_bytes += num(21) * page;
+        if let Ok(io) = fs::read_to_string(format!("/proc/{pid}/io")) {
+            for line in io.lines() {
+                let v = |p: &str| {
+                    line.strip_prefix(p)
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                };
+                if let Some(n) = v("read_bytes:") {
+                    u.read_bytes += n;
+                } else if let Some(n) = v("write_bytes:") {
+                    u.write_bytes += n;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// go-units' BytesSize: binary units, four significant digits (Go's `%.4g`).
+pub fn bytes_size(mut size: f64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut i = 0;
+    while size >= 1024.0 && i < UNITS.len() - 1 {
+        size /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", go_g4(size), UNITS[i])
+}
+
+/// Go's `%.4g` for 0 <= v < 10000.
+fn go_g4(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let exp = v.abs().log10().floor() as i32;
+    let decimals = usize::try_from(3 - exp).unwrap_or(0);
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// One `instance stats` table (Apptainer's columns), from two readings `seconds` apart.
+pub fn format_stats(
+    name: &str,
+    before: &Usage,
+    after: &Usage,
+    seconds: f64,
+    ticks_per_second: f64,
+    mem_limit: u64,
+) -> String {
+    let cpu = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / ticks_per_second;
+    let cpu_percent = if seconds > 0.0 {
+        cpu / seconds * 100.0
+    } else {
+        0.0
+    };
+    let mem_percent = if mem_limit > 0 {
+        after.rss_bytes as f64 / mem_limit as f64 * 100.0
+    } else {
+        0.0
+    };
+    tabwrite(&[
+        vec![
+            "INSTANCE NAME".into(),
+            "CPU USAGE".into(),
+            "MEM USAGE / LIMIT".into(),
+            "MEM %".into(),
+            "BLOCK I/O".into(),
+            "PIDS".into(),
+        ],
+        vec![
+            name.to_string(),
+            format!("{cpu_percent:.2}%"),
+            format!(
+                "{} / {}",
+                bytes_size(after.rss_bytes as f64),
+                bytes_size(mem_limit as f64)
+            ),
+            format!("{mem_percent:.2}%"),
+            format!(
+                "{} / {}",
+                bytes_size(after.read_bytes as f64),
+                bytes_size(after.write_bytes as f64)
+            ),
+            after.pids.to_string(),
+        ],
+    ])
+}
+
 // --- stop --------------------------------------------------------------------------------
 
 /// How to stop instances.
@@ -899,6 +1028,47 @@ mod tests {
              \t\t\t\"logErrPath\": \"/l/web.err\",\n\t\t\t\"logOutPath\": \"/l/web.out\"\n\
              \t\t}\n\t]\n}\n"
         );
+    }
+
+    #[test]
+    fn test_bytes_size_as_go_units() {
+        assert_eq!(bytes_size(0.0), "0B");
+        assert_eq!(bytes_size(512.0), "512B");
+        assert_eq!(bytes_size(1536.0), "1.5KiB");
+        assert_eq!(bytes_size(10.0 * 1024.0 * 1024.0), "10MiB");
+        assert_eq!(bytes_size(1234.5678 * 1024.0 * 1024.0 * 1024.0), "1.206TiB");
+        assert_eq!(bytes_size(123.456 * 1024.0), "123.5KiB");
+    }
+
+    #[test]
+    fn test_stats_table() {
+        let before = Usage {
+            cpu_ticks: 100,
+            ..Usage::default()
+        };
+        let after = Usage {
+            cpu_ticks: 150,
+            rss_bytes: 2 * 1024 * 1024,
+            read_bytes: 0,
+            write_bytes: 4096,
+            pids: 5,
+        };
+        assert_eq!(
+            format_stats("web", &before, &after, 1.0, 100.0, 8 * 1024 * 1024),
+            "INSTANCE NAME    CPU USAGE    MEM USAGE / LIMIT    MEM %     BLOCK I/O    PIDS\n\
+             web              50.00%       2MiB / 8MiB          25.00%    0B / 4KiB    5\n"
+        );
+    }
+
+    #[test]
+    fn test_instance_processes_are_the_sifr_process_and_its_descendants() {
+        let p = FakeProcs {
+            start: HashMap::new(),
+            children: [(5, vec![6]), (6, vec![7, 8]), (8, vec![9])]
+                .into_iter()
+                .collect(),
+        };
+        assert_eq!(instance_processes(&p, &state("a")), vec![5, 6, 7, 8, 9]);
     }
 
     #[test]
