@@ -200,7 +200,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn test_start_list_join_logs_and_stop() {
     let env = Env::new();
-    let out = env.start(&[], "web", &["a", "b"]);
+    // Arguments after the name are the script's, even those that look like flags.
+    let out = env.start(&[], "web", &["a", "--b"]);
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("instance started successfully"),
@@ -250,13 +251,13 @@ fn test_start_list_join_logs_and_stop() {
     let out_log = PathBuf::from(list[0]["logOutPath"].as_str().expect("out path"));
     assert!(err_log.starts_with(env.instances_dir().join("logs")));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&out_log).unwrap_or_default() != "out a b\n" {
+    while std::fs::read_to_string(&out_log).unwrap_or_default() != "out a --b\n" {
         assert!(Instant::now() < deadline, "{}", out_log.display());
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
         std::fs::read_to_string(&err_log).expect("err log"),
-        "err a b\n"
+        "err a --b\n"
     );
     assert_eq!(mode(&err_log), 0o600);
     assert_eq!(mode(&out_log), 0o600);
@@ -278,7 +279,7 @@ fn test_start_list_join_logs_and_stop() {
         "-c",
         "cat /tmp/args; kill -0 $(cat /tmp/pid) && echo alive",
     ]);
-    assert_eq!(ok(&out), "a b\nalive\n");
+    assert_eq!(ok(&out), "a --b\nalive\n");
     // The exit status of the joined command is sifr's.
     let out = env.sifr(["exec", "instance://web", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{out:?}");

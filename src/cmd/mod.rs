@@ -178,8 +178,19 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
     let Some(mut i) = verb_index(&args) else {
         return args;
     };
-    let verb = args[i].to_string_lossy().into_owned();
-    if !IMAGE_VERBS.contains(&verb.as_str()) {
+    let mut verb = args[i].to_string_lossy().into_owned();
+    // `instance start|run IMAGE NAME [ARGS...]`: `--` goes after the name.
+    let mut positionals = 1;
+    if verb == "instance" {
+        match args.get(i + 1).and_then(|a| a.to_str()) {
+            Some(sub @ ("start" | "run")) => {
+                verb = format!("instance {sub}");
+                positionals = 2;
+                i += 1;
+            }
+            _ => return args,
+        }
+    } else if !IMAGE_VERBS.contains(&verb.as_str()) {
         return args;
     }
     // Only this verb's flags (building the whole command tree would cost more than the
@@ -188,6 +199,9 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
         "exec" => crate::cli::action::ExecArgs::augment_args(clap::Command::new("exec")),
         "run" => crate::cli::action::RunArgs::augment_args(clap::Command::new("run")),
         "shell" => crate::cli::action::ShellArgs::augment_args(clap::Command::new("shell")),
+        "instance start" | "instance run" => {
+            crate::cli::instance::InstanceStartArgs::augment_args(clap::Command::new("start"))
+        }
         _ => crate::cli::action::TestArgs::augment_args(clap::Command::new("test")),
     };
     let takes_value = |a: &clap::Arg| {
@@ -235,7 +249,12 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
             i += if skip_next { 2 } else { 1 };
             continue;
         }
-        // The image.
+        // The image (and for instances, then the name).
+        if positionals > 1 {
+            positionals -= 1;
+            i += 1;
+            continue;
+        }
         if args.get(i + 1).is_some_and(|n| n != "--") {
             args.insert(i + 1, OsString::from("--"));
         }
@@ -591,5 +610,24 @@ mod tests {
             end_options_after_image(v(&["sifr", "exec", "--home", "/h", "img", "-x"])),
             v(&["sifr", "exec", "--home", "/h", "img", "--", "-x"])
         );
+        // Instances: after the image and the name.
+        assert_eq!(
+            end_options_after_image(v(&[
+                "sifr", "instance", "start", "-B", "/a", "img", "web", "-c", "x"
+            ])),
+            v(&[
+                "sifr", "instance", "start", "-B", "/a", "img", "web", "--", "-c", "x"
+            ])
+        );
+        assert_eq!(
+            end_options_after_image(v(&["sifr", "instance", "run", "img", "web", "--env"])),
+            v(&["sifr", "instance", "run", "img", "web", "--", "--env"])
+        );
+        for a in [
+            v(&["sifr", "instance", "start", "img", "web"]),
+            v(&["sifr", "instance", "stop", "--all"]),
+        ] {
+            assert_eq!(end_options_after_image(a.clone()), a);
+        }
     }
 }
