@@ -277,9 +277,9 @@ fn test_start_list_join_logs_and_stop() {
         "instance://web",
         "sh",
         "-c",
-        "cat /tmp/args; kill -0 $(cat /tmp/pid) && echo alive",
+        "cat /tmp/args; kill -0 $(cat /tmp/pid) && echo alive; echo $APPTAINER_INSTANCE",
     ]);
-    assert_eq!(ok(&out), "a --b\nalive\n");
+    assert_eq!(ok(&out), "a --b\nalive\nweb\n");
     // The exit status of the joined command is sifr's.
     let out = env.sifr(["exec", "instance://web", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{out:?}");

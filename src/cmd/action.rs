@@ -319,6 +319,7 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             .collect(),
         },
         instance: None,
+        joining: false,
     })
 }
 

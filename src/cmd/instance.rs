@@ -260,8 +260,11 @@ pub fn join(
     joined.pwd = flags.pwd;
     joined.app = flags.app;
     let mut p = prepare(ctx, action, &state.image, args, &joined, shell, None)?;
-    // The instance has a PID namespace: the plan is made for one.
+    // The instance has a PID namespace: the plan is made for one. The command sees the
+    // instance's name (APPTAINER_INSTANCE), as Apptainer's joined processes do.
     p.req.opts.pid = true;
+    p.req.opts.instance = Some(state.name.clone());
+    p.req.opts.joining = true;
     let outcome = crate::launch::start::join(&p.req, &p.policy, p.user, &state)?;
     Ok(outcome.exit_status())
 }

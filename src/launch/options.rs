@@ -86,6 +86,9 @@ pub struct Options {
     /// The instance being started (`instance start|run`): `APPTAINER_INSTANCE`, a PID
     /// namespace always, and an init payload (see `launch::instance`).
     pub instance: Option<String>,
+    /// The command joins the running instance `instance` (`instance://NAME`): its
+    /// `APPTAINER_INSTANCE`, no init.
+    pub joining: bool,
 }
 
 /// One `--overlay PATH[:ro]`.
@@ -237,6 +240,7 @@ impl Default for Options {
             caps: CapOptions::default(),
             unavailable: Unavailable::default(),
             instance: None,
+            joining: false,
         }
     }
 }

@@ -1423,7 +1423,9 @@ fn payload(
         umask: if o.reset_umask { Some(0o022) } else { None },
         app: o.app.clone(),
         shell: req.shell.clone(),
-        instance_init: o.instance.is_some() && matches!(req.action, Action::Start | Action::Run),
+        instance_init: o.instance.is_some()
+            && !o.joining
+            && matches!(req.action, Action::Start | Action::Run),
     })
 }
 
@@ -2125,9 +2127,22 @@ mod tests {
                 .env
                 .contains(&("APPTAINER_INSTANCE".into(), "web".into()))
         );
-        // A command joined to an instance is no init.
-        let p = plan(&req(Options::default()), &LaunchPolicy::default(), &host()).expect("ok");
+        // A command joined to an instance is no init, even `run instance://NAME`.
+        let flags = Options {
+            pid: true,
+            instance: Some("web".into()),
+            joining: true,
+            ..Default::default()
+        };
+        let mut r = req(flags);
+        r.action = Action::Run;
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
         assert!(!p.process.instance_init);
+        assert!(
+            p.process
+                .env
+                .contains(&("APPTAINER_INSTANCE".into(), "web".into()))
+        );
     }
 
     #[test]
