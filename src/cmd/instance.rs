@@ -211,7 +211,6 @@ fn start(ctx: &Context, action: Action, mut s: InstanceStartArgs) -> anyhow::Res
     instance::check_name(&s.name)?;
     let args: Vec<String> = std::env::args().collect();
     let init = !(s.action.no_init || s.action.compat);
-    let fakeroot = s.action.fakeroot;
     let p = prepare(
         ctx,
         action,
@@ -227,7 +226,6 @@ fn start(ctx: &Context, action: Action, mut s: InstanceStartArgs) -> anyhow::Res
         image: p.req.image_display.display().to_string(),
         args,
         init,
-        fakeroot,
         pid_file: s.pid_file.as_ref().map(Into::into),
     };
     instance::start(spec, &p.req, &p.policy, p.user, p.mounter)?;

@@ -629,7 +629,6 @@ pub struct StartSpec {
     pub args: Vec<String>,
     /// The payload runs under an init of its own (not `--no-init`).
     pub init: bool,
-    pub fakeroot: bool,
     /// `--pid-file`: where to write the init's PID.
     pub pid_file: Option<PathBuf>,
 }
@@ -828,7 +827,6 @@ fn detached(
         ppid_start: LiveProcs.start_time(me).unwrap_or(0),
         args: spec.args.clone(),
     };
-    let _ = spec.fakeroot;
     let ready_up = ready.try_clone();
     let dirs_up = dirs.clone();
     let init = spec.init;
