@@ -521,6 +521,26 @@ fn test_instance_run_and_what_a_joined_command_sees() {
 }
 
 #[test]
+fn test_no_init_instance_is_its_own_pid_1() {
+    let env = Env::new();
+    assert!(env.start(&["--no-init"], "ni", &[]).status.success());
+    let (pid, ppid) = env.state("ni");
+    env.wait_script("ni");
+    // The instance's init is PID 1 of its namespace; the joined command sees no sifr.
+    let out = env.sifr([
+        "exec",
+        "instance://ni",
+        "sh",
+        "-c",
+        "cat /proc/1/comm; for p in /proc/[0-9]*; do cat $p/comm; done | grep -c sifr",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "sh\n0\n", "{out:?}");
+    let out = env.sifr(["instance", "stop", "ni"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_nothing_left(&env, "ni", pid, ppid);
+}
+
+#[test]
 fn test_refusals() {
     let env = Env::new();
     let out = env.sifr(["instance", "stats", "--no-stream", "x"]);
