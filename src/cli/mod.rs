@@ -348,6 +348,10 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
         "instance list",
         "instance list [list options...] [<instance name glob>]",
     ),
+    (
+        "instance stats",
+        "instance stats [stats options...] <instance name>",
+    ),
     ("key", "key [key options...]"),
     ("key newpair", "key newpair"),
     ("key list", "key list"),
