@@ -238,11 +238,14 @@ const fn unsupported(
     }
 }
 
-const ACTION: &[&str] = &["exec", "run", "shell", "test"];
+// `instance` stands for `instance start|run`, which take the action flags.
+const ACTION: &[&str] = &["exec", "run", "shell", "test", "instance"];
 const BUILD: &[&str] = &["build"];
 const PULL: &[&str] = &["pull"];
 const BUILD_PULL: &[&str] = &["build", "pull"];
-const ACTION_BUILD_PULL_PUSH: &[&str] = &["exec", "run", "shell", "test", "build", "pull", "push"];
+const ACTION_BUILD_PULL_PUSH: &[&str] = &[
+    "exec", "run", "shell", "test", "instance", "build", "pull", "push",
+];
 
 /// The names bound to flags sifr lacks: set (to a true value for a boolean), each is
 /// refused as the flag would be.
@@ -772,7 +775,12 @@ mod tests {
                     "AUTH_FILE",
                 ],
             ),
+            (&["instance", "start"], ACTIONS),
+            (&["instance", "start"], &["PID_FILE"]),
+            (&["instance", "run"], ACTIONS),
+            (&["instance", "run"], &["PID_FILE"]),
             (&["instance", "stop"], &["USER", "ALL", "FORCE", "SIGNAL"]),
+            (&["instance", "stats"], &["USER"]),
             (&["instance", "list"], &["USER", "JSON", "LOGS", "ALL"]),
             (&["key", "list"], &["SECRET"]),
             (&["key", "search"], &["URL"]),

@@ -47,7 +47,8 @@ fn test_unknown_verb_is_one_line_usage_error_1() {
 }
 
 /// spython lists instances with `instance list --json` and stops them with the legacy
-/// `instance.stop --all`; sifr runs none, and says so in Apptainer's formats.
+/// `instance.stop --all`; with none running, sifr says so in Apptainer's formats
+/// (tests/e2e_instance.rs starts real ones).
 #[test]
 fn test_instance_verbs_report_none() {
     let out = sifr(["instance", "list", "--json"]);
@@ -70,8 +71,11 @@ fn test_instance_verbs_report_none() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_one_line_error(&out, "no instance found");
     assert_one_line_error(&sifr(["instance", "stop", "web1"]), "no instance found");
-    let out = sifr(["instance", "start", "img.sif", "web1"]);
-    assert_one_line_error(&out, "not supported");
+    let out = sifr(["instance", "start", "no-such-img.sif", "web1"]);
+    assert_one_line_error(&out, "no-such-img.sif");
+    assert_eq!(out.status.code(), Some(255));
+    let out = sifr(["instance", "start", "no-such-img.sif", "bad/name"]);
+    assert_one_line_error(&out, "not a valid instance name");
     assert_eq!(out.status.code(), Some(255));
 }
 

@@ -258,8 +258,6 @@ fn test_apptainer_verbs_sifr_lacks_say_so() {
         vec!["tag", "x", "y"],
         vec!["buildcfg", "x"],
         vec!["confgen", "x"],
-        vec!["instance", "run", "img.sif", "web1"],
-        vec!["instance", "stats", "web1"],
         vec!["config", "global", "--set", "x", "y"],
     ] {
         let out = sifr(&args);

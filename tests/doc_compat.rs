@@ -31,6 +31,11 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_keyserver.rs", include_str!("e2e_keyserver.rs")),
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
+    ("tests/e2e_instance.rs", include_str!("e2e_instance.rs")),
+    (
+        "src/launch/instance.rs",
+        include_str!("../src/launch/instance.rs"),
+    ),
     ("tests/e2e_network.rs", include_str!("e2e_network.rs")),
     ("tests/e2e_cgroups.rs", include_str!("e2e_cgroups.rs")),
     ("tests/e2e_oci.rs", include_str!("e2e_oci.rs")),

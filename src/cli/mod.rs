@@ -207,8 +207,9 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
     (
         "instance",
-        "  Instances are containers running in the background as services. sifr does not
-  start instances yet: list shows none, and stop says there is nothing to stop.",
+        "  Instances are containers running in the background as services: start one with
+  instance start (or instance run), list them, join one with exec instance://NAME,
+  stop them with instance stop.",
     ),
     (
         "overlay",
@@ -412,12 +413,20 @@ const APPTAINER_USAGE: &[(&str, &str)] = &[
         "instance start [start options...] <container path> <instance name> [startscript args...]",
     ),
     (
+        "instance run",
+        "instance run [run options...] <container path> <instance name> [runscript args...]",
+    ),
+    (
         "instance stop",
         "instance stop [stop options...] [instance]",
     ),
     (
         "instance list",
         "instance list [list options...] [<instance name glob>]",
+    ),
+    (
+        "instance stats",
+        "instance stats [stats options...] <instance name>",
     ),
     ("key", "key [key options...]"),
     ("key newpair", "key newpair"),

@@ -42,6 +42,36 @@ pub fn run_action(
     flags: ActionArgs,
     shell: Option<String>,
 ) -> anyhow::Result<i32> {
+    if let Some(name) = image_arg.strip_prefix("instance://") {
+        return super::instance::join(ctx, action, name, args, flags, shell);
+    }
+    let p = prepare(ctx, action, image_arg, args, &flags, shell, None)?;
+    let outcome = start(&p.req, &p.policy, p.user, p.mounter)?;
+    drop(p.remove_after);
+    Ok(outcome.exit_status())
+}
+
+/// A start, ready to launch: the request, the policy, the caller, the opened image.
+pub struct Prepared {
+    pub req: Request,
+    pub policy: LaunchPolicy,
+    pub user: HostUser,
+    pub mounter: Mounter,
+    /// A converted OCI image removed after the run (`--disable-cache`).
+    pub remove_after: Option<tempfile::TempPath>,
+}
+
+/// Opens and checks the image and translates the flags: everything a start needs.
+/// `instance` names the instance being started (`instance start|run`).
+pub fn prepare(
+    ctx: &Context,
+    action: Action,
+    image_arg: &str,
+    args: Vec<String>,
+    flags: &ActionArgs,
+    shell: Option<String>,
+    instance: Option<&str>,
+) -> anyhow::Result<Prepared> {
     let cfg = load_config(ctx)?;
     // The image is opened here, on the host, once: the same file is checked (policy, ECL)
     // and served. An OCI source (docker://...) runs from the SIF it converts to, kept in the
@@ -59,7 +89,7 @@ pub fn run_action(
     }
     let source::Opened {
         image: opened,
-        remove_after: _remove_after,
+        remove_after,
     } = source::open(image_arg, &conv, !flags.disable_cache)?;
     source::check_policy(&cfg, &opened)?;
     let opened = ecl::enforce(&SystemPaths::detect()?, opened)?;
@@ -76,7 +106,12 @@ pub fn run_action(
     if emulation != Some(Emulation::RootMapped) {
         CapabilityConfig::load(&SystemPaths::detect()?)?;
     }
-    let opts = launch_options(&flags)?;
+    let mut opts = launch_options(flags)?;
+    if let Some(name) = instance {
+        // Instances always have a PID namespace (Apptainer's), and an init payload.
+        opts.pid = true;
+        opts.instance = Some(name.to_string());
+    }
     let policy = LaunchPolicy::from(&cfg);
     // What the host has for the GPU set-ups asked for (the planner decides what to bind).
     let gpu = gpu::discover(
@@ -117,8 +152,13 @@ pub fn run_action(
         image: opened.into_served(),
         overlay_files: Vec::new(),
     };
-    let outcome = start(&req, &policy, user, mounter)?;
-    Ok(outcome.exit_status())
+    Ok(Prepared {
+        req,
+        policy,
+        user,
+        mounter,
+        remove_after,
+    })
 }
 
 /// The user binds, as Apptainer collects them: `-B` values, then the `BIND` and `BINDPATH`
@@ -283,6 +323,8 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
             .filter_map(|(given, flag)| given.then_some(flag))
             .collect(),
         },
+        instance: None,
+        joining: false,
     })
 }
 

@@ -171,8 +171,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
         "completion",
         "sifr generates no shell completion scripts yet",
     ),
-    ("instance run", "instances are not supported yet"),
-    ("instance stats", "instances are not supported yet"),
     ("config global", "sifr.conf is edited by hand"),
 ];
 
@@ -206,8 +204,19 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
     let Some(mut i) = verb_index(&args) else {
         return args;
     };
-    let verb = args[i].to_string_lossy().into_owned();
-    if !IMAGE_VERBS.contains(&verb.as_str()) {
+    let mut verb = args[i].to_string_lossy().into_owned();
+    // `instance start|run IMAGE NAME [ARGS...]`: `--` goes after the name.
+    let mut positionals = 1;
+    if verb == "instance" {
+        match args.get(i + 1).and_then(|a| a.to_str()) {
+            Some(sub @ ("start" | "run")) => {
+                verb = format!("instance {sub}");
+                positionals = 2;
+                i += 1;
+            }
+            _ => return args,
+        }
+    } else if !IMAGE_VERBS.contains(&verb.as_str()) {
         return args;
     }
     // Only this verb's flags (building the whole command tree would cost more than the
@@ -216,6 +225,9 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
         "exec" => crate::cli::action::ExecArgs::augment_args(clap::Command::new("exec")),
         "run" => crate::cli::action::RunArgs::augment_args(clap::Command::new("run")),
         "shell" => crate::cli::action::ShellArgs::augment_args(clap::Command::new("shell")),
+        "instance start" | "instance run" => {
+            crate::cli::instance::InstanceStartArgs::augment_args(clap::Command::new("start"))
+        }
         _ => crate::cli::action::TestArgs::augment_args(clap::Command::new("test")),
     };
     let takes_value = |a: &clap::Arg| {
@@ -263,7 +275,12 @@ pub fn end_options_after_image(mut args: Vec<OsString>) -> Vec<OsString> {
             i += if skip_next { 2 } else { 1 };
             continue;
         }
-        // The image.
+        // The image (and for instances, then the name).
+        if positionals > 1 {
+            positionals -= 1;
+            i += 1;
+            continue;
+        }
         if args.get(i + 1).is_some_and(|n| n != "--") {
             args.insert(i + 1, OsString::from("--"));
         }
@@ -369,6 +386,11 @@ pub fn main() -> i32 {
         Some(Command::Build(_)) => Some("build"),
         Some(Command::Pull(_)) => Some("pull"),
         Some(Command::Push(_)) => Some("push"),
+        Some(Command::Instance(crate::cli::instance::InstanceArgs {
+            command:
+                crate::cli::instance::InstanceCommand::Start(_)
+                | crate::cli::instance::InstanceCommand::Run(_),
+        })) => Some("instance"),
         _ => None,
     };
     if let Some(msg) = verb.and_then(|v| compat::refused_env(v, std::env::vars_os())) {
@@ -635,5 +657,24 @@ mod tests {
             end_options_after_image(v(&["sifr", "exec", "--home", "/h", "img", "-x"])),
             v(&["sifr", "exec", "--home", "/h", "img", "--", "-x"])
         );
+        // Instances: after the image and the name.
+        assert_eq!(
+            end_options_after_image(v(&[
+                "sifr", "instance", "start", "-B", "/a", "img", "web", "-c", "x"
+            ])),
+            v(&[
+                "sifr", "instance", "start", "-B", "/a", "img", "web", "--", "-c", "x"
+            ])
+        );
+        assert_eq!(
+            end_options_after_image(v(&["sifr", "instance", "run", "img", "web", "--env"])),
+            v(&["sifr", "instance", "run", "img", "web", "--", "--env"])
+        );
+        for a in [
+            v(&["sifr", "instance", "start", "img", "web"]),
+            v(&["sifr", "instance", "stop", "--all"]),
+        ] {
+            assert_eq!(end_options_after_image(a.clone()), a);
+        }
     }
 }

@@ -76,6 +76,9 @@ pub fn with_shell(p: &ProcessPlan) -> Exec {
     env.push(("__SIFR_ACTION".into(), p.action.as_str().into()));
     env.push(("__SIFR_INJECT".into(), inject_code(p)));
     env.push(("__SIFR_BASE_NAMES".into(), base_names(p)));
+    if p.instance_init {
+        env.push(("__SIFR_INSTANCE_INIT".into(), "1".into()));
+    }
     Exec {
         path: PathBuf::from("/bin/sh"),
         argv,
@@ -130,6 +133,13 @@ pub fn without_shell(
     files: &dyn Files,
     notes: &mut Vec<String>,
 ) -> Result<Exec, ActionError> {
+    // An instance's init is a shell (see action.sh).
+    if p.instance_init {
+        return Err(ActionError::NoShell(match p.action {
+            Action::Run => "instance run",
+            _ => "instance start",
+        }));
+    }
     // Apptainer's clear_env: the scripts see only the variables it keeps.
     let mut sh = ShellEnv::from_env(
         p.env
@@ -337,6 +347,7 @@ mod tests {
             umask: None,
             app: None,
             shell: None,
+            instance_init: false,
         }
     }
 

@@ -130,6 +130,9 @@ unset SING_USER_DEFINED_PATH SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_AP
 [ -n "${PATH:-}" ] || PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 __sifr_app=${APPTAINER_APPNAME:-}
+__sifr_init=${__SIFR_INSTANCE_INIT:-}
+unset __SIFR_INSTANCE_INIT
+__sifr_do() {
 case "$__sifr_action" in
 exec)
     [ $# -gt 0 ] || __sifr_fail "no command given"
@@ -180,3 +183,33 @@ start)
     __sifr_fail "unknown action \"$__sifr_action\""
     ;;
 esac
+}
+if [ -z "$__sifr_init" ]; then
+    __sifr_do "$@"
+    exit
+fi
+# An instance's init (Apptainer's appinit): the start script (or runscript) runs in the
+# background and this shell stays, so the instance lives on after the script ends. A
+# signal is passed on to the script; this shell ends with it (stop's timeout ends a
+# script that ignores it with SIGKILL).
+__sifr_stop() {
+    trap '' "$1"
+    kill -s "$1" "$__sifr_child" 2>/dev/null
+    [ -n "${__sifr_s:-}" ] && kill "$__sifr_s" 2>/dev/null
+    wait "$__sifr_child" 2>/dev/null
+    exit $((128 + $2))
+}
+trap '__sifr_stop HUP 1' HUP
+trap '__sifr_stop INT 2' INT
+trap '__sifr_stop QUIT 3' QUIT
+trap '__sifr_stop USR1 10' USR1
+trap '__sifr_stop USR2 12' USR2
+trap '__sifr_stop TERM 15' TERM
+__sifr_do "$@" </dev/null &
+__sifr_child=$!
+wait "$__sifr_child"
+while :; do
+    sleep 86400 &
+    __sifr_s=$!
+    wait "$__sifr_s"
+done

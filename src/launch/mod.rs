@@ -18,6 +18,8 @@
 //! - `network`: `--network` and `--network-args`, planned (pasta's command line); `pasta`:
 //!   starting pasta for the container's network namespace, and stopping it.
 //! - `start`: the whole start as one call (plan, prepare, run), for the verbs.
+//! - `instance`: instances' state on disk (list, stale state, stop) and their detached
+//!   start; `process::join` runs a command in a live instance (`instance://NAME`).
 //!
 //! docs/architecture.md draws the road from the command line to execve through these.
 
@@ -30,6 +32,7 @@ pub mod gpu;
 pub mod host;
 pub mod identity;
 pub mod idplan;
+pub mod instance;
 pub mod layers;
 pub mod ldcache;
 pub mod mounter;

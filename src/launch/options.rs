@@ -81,6 +81,14 @@ pub struct Options {
 
     // --- asked for, but not available rootless (the planner refuses or warns) -------------
     pub unavailable: Unavailable,
+
+    // --- instances -------------------------------------------------------------------------
+    /// The instance being started (`instance start|run`): `APPTAINER_INSTANCE`, a PID
+    /// namespace always, and an init payload (see `launch::instance`).
+    pub instance: Option<String>,
+    /// The command joins the running instance `instance` (`instance://NAME`): its
+    /// `APPTAINER_INSTANCE`, no init.
+    pub joining: bool,
 }
 
 /// One `--overlay PATH[:ro]`.
@@ -231,6 +239,8 @@ impl Default for Options {
             resources: None,
             caps: CapOptions::default(),
             unavailable: Unavailable::default(),
+            instance: None,
+            joining: false,
         }
     }
 }

@@ -314,6 +314,9 @@ pub struct ProcessPlan {
     pub app: Option<String>,
     /// Shell for `shell` (`--shell` / `SIFR_SHELL`).
     pub shell: Option<String>,
+    /// The payload is an instance's init (`instance start`/`instance run`): the action
+    /// script runs the start- or runscript in the background and stays until signalled.
+    pub instance_init: bool,
 }
 
 /// Security settings of the payload.
@@ -403,6 +406,7 @@ pub(crate) mod tests {
                 umask: Some(0o022),
                 app: None,
                 shell: None,
+                instance_init: false,
             },
             security: SecurityPlan {
                 no_new_privs: true,

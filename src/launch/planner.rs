@@ -1398,6 +1398,9 @@ fn payload(
     if !o.evaluate {
         runtime.push(("NO_EVAL".into(), "1".into()));
     }
+    if let Some(name) = &o.instance {
+        runtime.push(("INSTANCE".into(), name.clone()));
+    }
     let env = environ::compute(&EnvInputs {
         host: host.env.clone(),
         cleanenv: o.cleanenv,
@@ -1420,6 +1423,9 @@ fn payload(
         umask: if o.reset_umask { Some(0o022) } else { None },
         app: o.app.clone(),
         shell: req.shell.clone(),
+        instance_init: o.instance.is_some()
+            && !o.joining
+            && matches!(req.action, Action::Start | Action::Run),
     })
 }
 
@@ -2102,6 +2108,41 @@ mod tests {
             })
         );
         assert_eq!(p.namespaces.uts.as_deref(), Some("box"));
+    }
+
+    #[test]
+    fn test_instance_payload_is_an_init_with_its_name() {
+        let flags = Options {
+            pid: true,
+            instance: Some("web".into()),
+            ..Default::default()
+        };
+        let mut r = req(flags);
+        r.action = Action::Start;
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(p.process.instance_init);
+        assert!(p.namespaces.pid && p.namespaces.init);
+        assert!(
+            p.process
+                .env
+                .contains(&("APPTAINER_INSTANCE".into(), "web".into()))
+        );
+        // A command joined to an instance is no init, even `run instance://NAME`.
+        let flags = Options {
+            pid: true,
+            instance: Some("web".into()),
+            joining: true,
+            ..Default::default()
+        };
+        let mut r = req(flags);
+        r.action = Action::Run;
+        let p = plan(&r, &LaunchPolicy::default(), &host()).expect("ok");
+        assert!(!p.process.instance_init);
+        assert!(
+            p.process
+                .env
+                .contains(&("APPTAINER_INSTANCE".into(), "web".into()))
+        );
     }
 
     #[test]

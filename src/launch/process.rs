@@ -136,7 +136,14 @@ pub struct Launch<S: Sys> {
     /// Moves the supervisor into the container's cgroup (resource limits), before it forks
     /// anything; `None` without limits.
     pub enter_cgroup: Option<CgroupEnter>,
+    /// Called by P once the payload runs (every container process has exec'd or handed
+    /// on its end of the failure pipe), with the supervisor's pid; an error stops the
+    /// container. Instances record their state here (see `instance`).
+    pub on_up: Option<OnUp>,
 }
+
+/// What P does once the container is up.
+pub type OnUp = Box<dyn FnOnce(Pid) -> Result<(), String>>;
 
 /// Moves a process into the container's cgroup.
 pub type CgroupEnter = Box<dyn Fn(Pid) -> Result<(), String>>;
@@ -299,6 +306,7 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
         write_maps,
         explain_userns,
         enter_cgroup,
+        on_up,
     } = launch;
     let relay_terminal = must_relay_terminal_signals();
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
@@ -357,6 +365,7 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
                 &write_maps,
                 enter_cgroup.as_deref(),
                 relay_terminal,
+                on_up.map(|f| (f, &errp.r)),
             );
             let _ = security::set_dumpable(true);
             let failure = read_failure(&errp.r);
@@ -378,6 +387,7 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
 }
 
 /// P: writes the maps, relays signals, waits for the supervisor.
+#[allow(clippy::too_many_arguments)]
 fn parent_side(
     plan: &Plan,
     child: Pid,
@@ -386,6 +396,7 @@ fn parent_side(
     write_maps: &dyn Fn(Pid, &IdMapPlan) -> Result<(), String>,
     enter_cgroup: Option<&dyn Fn(Pid) -> Result<(), String>>,
     relay_terminal: bool,
+    on_up: Option<(OnUp, &OwnedFd)>,
 ) -> Result<Outcome, LaunchError> {
     log::debug!("{:.1} ms: supervisor started", crate::log::since_start_ms());
     // 0. Resource limits: the supervisor enters the container's cgroup now, while it waits
@@ -415,7 +426,23 @@ fn parent_side(
         }
     }
     drop(to_c);
-    // 2. Relay signals until it ends; then pasta stops (before sifr exits).
+    // 2. With `on_up`: wait until the container is up (the failure pipe hangs up with no
+    //    message: every holder has exec'd or let go of it), then report it.
+    if let Some((up, errp)) = on_up {
+        let failed = match read_failure(errp) {
+            Some(line) => Err(line),
+            None => up(child),
+        };
+        if let Err(msg) = failed {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            if let Some(p) = net {
+                p.stop();
+            }
+            return Err(LaunchError::Child(msg));
+        }
+    }
+    // 3. Relay signals until it ends; then pasta stops (before sifr exits).
     let outcome = wait_relaying(child, relay_terminal);
     if let Some(p) = net {
         p.stop();
@@ -957,6 +984,12 @@ fn container_root<S: Sys>(
         log::warn!("{w}");
     }
     sys.release();
+    enter_workdir(sys, plan)
+}
+
+/// Changes to the payload's working directory: --pwd must exist; otherwise the caller's,
+/// then home, then /.
+fn enter_workdir<S: Sys>(sys: &S, plan: &Plan) -> Result<(), String> {
     let p = &plan.process;
     if sys.chdir(&p.cwd).is_err() {
         if p.cwd_required {
@@ -1049,6 +1082,165 @@ fn payload_exec<S: Sys>(sys: &S, plan: &Plan) -> Result<Exec, String> {
         log::debug!("environment: {n}");
     }
     Ok(exec)
+}
+
+// --- joining an instance (`instance://NAME`) ---------------------------------------------
+
+/// A live instance's namespaces and root, opened on the host before anything changes.
+pub struct JoinTarget {
+    /// The namespaces that differ from sifr's own, in the order they are joined: the user
+    /// namespace first (it owns the others), the mount namespace last.
+    pub namespaces: Vec<(CloneFlags, OwnedFd)>,
+    /// The instance's root directory.
+    pub root: OwnedFd,
+}
+
+/// The namespace kinds an instance may have, in joining order.
+const JOINED: [(&str, CloneFlags); 6] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+impl JoinTarget {
+    /// Opens the namespaces of process `pid` that sifr is not in, and its root. The kernel
+    /// allows this only for a process the caller may trace: the instance's init (a
+    /// container process), never sifr's own.
+    pub fn open(pid: i32) -> Result<JoinTarget, LaunchError> {
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        use std::os::unix::fs::MetadataExt;
+        let open = |path: &str, flags: OFlag| {
+            nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| LaunchError::Child(format!("cannot open {path} of the instance: {e}")))
+        };
+        let mut namespaces = Vec::new();
+        for (name, kind) in JOINED {
+            let theirs = format!("/proc/{pid}/ns/{name}");
+            let same = match (
+                std::fs::metadata(format!("/proc/self/ns/{name}")),
+                std::fs::metadata(&theirs),
+            ) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                (_, Err(e)) => {
+                    return Err(LaunchError::Child(format!(
+                        "cannot read {theirs} of the instance: {e}"
+                    )));
+                }
+                (Err(_), Ok(_)) => false,
+            };
+            if !same {
+                namespaces.push((kind, open(&theirs, OFlag::O_RDONLY)?));
+            }
+        }
+        let root = open(
+            &format!("/proc/{pid}/root"),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )?;
+        Ok(JoinTarget { namespaces, root })
+    }
+}
+
+/// The joining process: enters the instance's namespaces (the user namespace first) and
+/// its root. Returns whether it joined a PID namespace (which only its children enter).
+fn join_namespaces<S: Sys>(sys: &S, target: &JoinTarget) -> Result<bool, String> {
+    use std::os::fd::AsFd;
+    let mut pid = false;
+    for (kind, fd) in &target.namespaces {
+        sys.setns(fd.as_fd(), *kind)
+            .map_err(|e| format!("cannot join the instance's namespace {kind:?}: {e}"))?;
+        pid |= *kind == CloneFlags::CLONE_NEWPID;
+    }
+    sys.enter_root(target.root.as_fd())
+        .map_err(|e| format!("cannot enter the instance's root: {e}"))?;
+    Ok(pid)
+}
+
+/// Runs the plan's payload inside a live instance: a child (not dumpable, so nothing in the
+/// container can trace it or read its memory before it execs) joins the namespaces and the
+/// root, forks into the PID namespace where the instance has one, and runs the same last
+/// steps as a container start (working directory, no_new_privs, capabilities, seccomp,
+/// execve). sifr relays signals and reports how the command ended.
+pub fn join<S: Sys>(plan: &Plan, sys: &S, target: JoinTarget) -> Result<Outcome, LaunchError> {
+    let relay_terminal = must_relay_terminal_signals();
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let mask = relay_mask();
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))
+        .map_err(sys_err("block signals"))?;
+    let errp = Pipe::new()?;
+    let parent = getpid();
+    // SAFETY: sifr is single-threaded here (it starts no thread before launching).
+    match unsafe { fork() }.map_err(sys_err("fork the joining process"))? {
+        ForkResult::Child => {
+            drop(errp.r);
+            if !security::die_with_parent(parent) {
+                child_exit(255)
+            }
+            if let Err(e) = security::set_dumpable(false) {
+                child_fail(&errp.w, &format!("cannot make sifr non-dumpable: {e}"));
+            }
+            let pid_ns = match join_namespaces(sys, &target) {
+                Ok(p) => p,
+                Err(msg) => child_fail(&errp.w, &msg),
+            };
+            drop(target);
+            if let Err(msg) = enter_workdir(sys, plan) {
+                child_fail(&errp.w, &msg);
+            }
+            if pid_ns {
+                let alive = match Pipe::new() {
+                    Ok(p) => p,
+                    Err(e) => child_fail(&errp.w, &e.to_string()),
+                };
+                // SAFETY: this process is single-threaded (forked from a single-threaded one).
+                match unsafe { fork() } {
+                    Ok(ForkResult::Parent { child }) => {
+                        drop(errp.w);
+                        drop(alive.r);
+                        let _keep = alive.w;
+                        relay_end(child)
+                    }
+                    Ok(ForkResult::Child) => {
+                        drop(alive.w);
+                        let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
+                        if !armed || parent_gone(&alive.r) {
+                            child_exit(255)
+                        }
+                    }
+                    Err(e) => child_fail(&errp.w, &format!("cannot fork into the instance: {e}")),
+                }
+            }
+            match exec_steps(sys, plan) {
+                Err(msg) => child_fail(&errp.w, &msg),
+                Ok(()) => child_exit(255),
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(errp.w);
+            drop(target);
+            if let Err(e) = security::set_dumpable(false) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(LaunchError::Sys {
+                    what: "make sifr non-dumpable",
+                    err: e,
+                });
+            }
+            let outcome = wait_relaying(child, relay_terminal);
+            let _ = security::set_dumpable(true);
+            let failure = read_failure(&errp.r);
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+            if let Some(line) = failure {
+                return Err(LaunchError::Child(line));
+            }
+            outcome
+        }
+    }
 }
 
 /// Writes single-range id maps directly (the caller only; no helper needed).
@@ -1525,5 +1717,40 @@ mod tests {
             err,
             "cannot change to the working directory /work in the container"
         );
+    }
+
+    #[test]
+    fn test_join_enters_the_user_namespace_first_and_the_root_last() {
+        let (_dir, sys) = recorder(&[]);
+        let fd = |_: ()| {
+            std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .expect("open /dev/null")
+        };
+        let target = JoinTarget {
+            namespaces: vec![
+                (CloneFlags::CLONE_NEWUSER, fd(())),
+                (CloneFlags::CLONE_NEWPID, fd(())),
+                (CloneFlags::CLONE_NEWNS, fd(())),
+            ],
+            root: fd(()),
+        };
+        assert_eq!(join_namespaces(&sys, &target), Ok(true));
+        assert_eq!(
+            *sys.calls.borrow(),
+            vec![
+                Call::Setns(CloneFlags::CLONE_NEWUSER),
+                Call::Setns(CloneFlags::CLONE_NEWPID),
+                Call::Setns(CloneFlags::CLONE_NEWNS),
+                Call::EnterRoot,
+            ]
+        );
+        // Without a PID namespace to join, the joining process execs itself.
+        let (_dir, sys) = recorder(&[]);
+        let target = JoinTarget {
+            namespaces: vec![(CloneFlags::CLONE_NEWNS, fd(()))],
+            root: fd(()),
+        };
+        assert_eq!(join_namespaces(&sys, &target), Ok(false));
     }
 }

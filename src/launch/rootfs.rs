@@ -830,6 +830,7 @@ pub(crate) mod tests {
                 umask: None,
                 app: None,
                 shell: None,
+                instance_init: false,
             },
             security: SecurityPlan {
                 no_new_privs: true,

@@ -34,7 +34,19 @@ pub fn start(
     req: &Request,
     policy: &LaunchPolicy,
     user: HostUser,
+    mounter: Mounter,
+) -> Result<Outcome, StartError> {
+    start_reporting(req, policy, user, mounter, None)
+}
+
+/// [`start`], with `on_up` called once the payload runs (instances record their state
+/// there; see `instance`).
+pub fn start_reporting(
+    req: &Request,
+    policy: &LaunchPolicy,
+    user: HostUser,
     mut mounter: Mounter,
+    on_up: Option<process::OnUp>,
 ) -> Result<Outcome, StartError> {
     // 1. Plan: every decision, from the request, the policy and the host's answers.
     let facts = HostFacts::current(user.clone());
@@ -74,6 +86,7 @@ pub fn start(
         write_maps: Box::new(idplan::write_maps),
         explain_userns: Box::new(idplan::explain_userns),
         enter_cgroup,
+        on_up,
     });
     if let Some(cg) = active {
         remove_cgroup(&LinuxCgroupOps, &cg);
@@ -87,4 +100,27 @@ fn remove_cgroup(ops: &dyn CgroupOps, cg: &cgroups::ActiveCgroup) {
     if let Err(e) = cg.remove(ops) {
         log::warn!("{e}");
     }
+}
+
+/// Runs the command `req` describes inside the live instance whose init is `init` (see
+/// `process::join`): planned as a start would be (environment, capabilities, seccomp), but
+/// nothing is mounted or prepared: the instance's namespaces and root are joined.
+pub fn join(
+    req: &Request,
+    policy: &LaunchPolicy,
+    user: HostUser,
+    init: &super::instance::State,
+) -> Result<Outcome, StartError> {
+    let facts = HostFacts::current(user);
+    let plan = planner::plan(req, policy, &facts, &LiveHost)?;
+    let target = process::JoinTarget::open(init.pid)?;
+    // The descriptors name the process recorded in the state, not a later one with its PID.
+    if !init.processes_alive(&super::instance::LiveProcs) {
+        return Err(LaunchError::Child(format!("instance {} has ended", init.name)).into());
+    }
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
+    log::debug!("join plan: {plan:#?}");
+    Ok(process::join(&plan, &LinuxSys::new(), target)?)
 }

@@ -21,7 +21,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,10 @@ pub enum Call {
     CreateInRoot(TargetKind, PathBuf),
     Release,
     Unshare(CloneFlags),
+    /// setns(2) into a namespace of this type (joining an instance).
+    Setns(CloneFlags),
+    /// The root and working directory moved to a directory held open (joining an instance).
+    EnterRoot,
     SetHostname(String),
     LoopbackUp,
     Umask(u32),
@@ -108,6 +112,8 @@ impl std::fmt::Display for Call {
             Call::CreateInRoot(kind, p) => write!(f, "create {kind:?} {}", p.display()),
             Call::Release => f.write_str("release"),
             Call::Unshare(flags) => write!(f, "unshare {flags:?}"),
+            Call::Setns(kind) => write!(f, "setns {kind:?}"),
+            Call::EnterRoot => f.write_str("enter root"),
             Call::SetHostname(h) => write!(f, "sethostname {h:?}"),
             Call::LoopbackUp => f.write_str("loopback up"),
             Call::Umask(m) => write!(f, "umask {m:o}"),
@@ -194,6 +200,10 @@ pub trait Sys {
     fn release(&self);
     /// unshare(2).
     fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
+    /// setns(2): joins the namespace `fd` names, of type `kind`.
+    fn setns(&self, fd: BorrowedFd<'_>, kind: CloneFlags) -> io::Result<()>;
+    /// Makes the directory `fd` names the root and the working directory (fchdir, chroot).
+    fn enter_root(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
     /// sethostname(2), in the process's UTS namespace.
     fn sethostname(&self, name: &str) -> io::Result<()>;
     /// Brings up `lo` in the process's (new) network namespace.
@@ -535,6 +545,16 @@ impl Sys for LinuxSys {
         nix::sched::unshare(flags).map_err(errno)
     }
 
+    fn setns(&self, fd: BorrowedFd<'_>, kind: CloneFlags) -> io::Result<()> {
+        nix::sched::setns(fd, kind).map_err(errno)
+    }
+
+    fn enter_root(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        nix::unistd::fchdir(fd).map_err(errno)?;
+        nix::unistd::chroot(".").map_err(errno)?;
+        nix::unistd::chdir("/").map_err(errno)
+    }
+
     fn sethostname(&self, name: &str) -> io::Result<()> {
         nix::unistd::sethostname(name).map_err(errno)
     }
@@ -815,6 +835,14 @@ impl Sys for RecordingSys {
 
     fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
         self.step(Call::Unshare(flags))
+    }
+
+    fn setns(&self, _fd: BorrowedFd<'_>, kind: CloneFlags) -> io::Result<()> {
+        self.step(Call::Setns(kind))
+    }
+
+    fn enter_root(&self, _fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.step(Call::EnterRoot)
     }
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
