@@ -280,6 +280,28 @@ fn test_start_list_join_logs_and_stop() {
         "cat /tmp/args; kill -0 $(cat /tmp/pid) && echo alive; echo $APPTAINER_INSTANCE",
     ]);
     assert_eq!(ok(&out), "a --b\nalive\nweb\n");
+    // No warning for the flags a join uses; one for those it cannot (the instance keeps
+    // its own binds, namespaces, ...), and the command still runs.
+    let out = env.sifr([
+        "exec",
+        "--env",
+        "X=1",
+        "instance://web",
+        "sh",
+        "-c",
+        "echo $X",
+    ]);
+    assert_eq!(ok(&out), "1\n");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let out = env.sifr(["exec", "-B", "/etc:/mnt/etc", "instance://web", "true"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("joining instance web: only --env")
+            && err.contains("the other flags given are ignored")
+            && err.lines().count() == 1,
+        "{err}"
+    );
     // The exit status of the joined command is sifr's.
     let out = env.sifr(["exec", "instance://web", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{out:?}");

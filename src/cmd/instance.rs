@@ -249,14 +249,10 @@ pub fn join(
     let state = instance::find(&dirs, name, &LiveProcs)?;
     let mut joined = started_flags(&state.args)
         .with_context(|| format!("cannot read how instance {name} was started"))?;
-    joined.cleanenv = flags.cleanenv;
-    joined.env = flags.env;
-    joined.env_file = flags.env_file;
-    joined.no_env = flags.no_env;
-    joined.no_eval = flags.no_eval;
-    joined.no_umask = flags.no_umask;
-    joined.pwd = flags.pwd;
-    joined.app = flags.app;
+    if let Some(warning) = ignored_when_joining(&flags, name) {
+        eprintln!("WARNING: {warning}");
+    }
+    keep_join_flags(&mut joined, &flags);
     let mut p = prepare(ctx, action, &state.image, args, &joined, shell, None)?;
     // The instance has a PID namespace: the plan is made for one. The command sees the
     // instance's name (APPTAINER_INSTANCE), as Apptainer's joined processes do.
@@ -265,6 +261,40 @@ pub fn join(
     p.req.opts.joining = true;
     let outcome = crate::launch::start::join(&p.req, &p.policy, p.user, &state)?;
     Ok(outcome.exit_status())
+}
+
+/// The flags a join uses from its own command line; the others are the instance's.
+fn keep_join_flags(to: &mut ActionArgs, from: &ActionArgs) {
+    to.cleanenv = from.cleanenv;
+    to.env = from.env.clone();
+    to.env_file = from.env_file.clone();
+    to.no_env = from.no_env.clone();
+    to.no_eval = from.no_eval;
+    to.no_umask = from.no_umask;
+    to.pwd = from.pwd.clone();
+    to.app = from.app.clone();
+}
+
+/// A join runs with the flags its instance was started with (as Apptainer's, which ignores
+/// the others silently, saying so only for --fakeroot): sifr says so whenever the command
+/// line (or an environment name) asked for anything else.
+fn ignored_when_joining(flags: &ActionArgs, name: &str) -> Option<String> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        action: ActionArgs,
+    }
+    let mut plain = Defaults::try_parse_from(["sifr"]).ok()?.action;
+    keep_join_flags(&mut plain, flags);
+    let asked = flags;
+    (format!("{asked:?}") != format!("{plain:?}")).then(|| {
+        format!(
+            "joining instance {name}: only --env, --env-file, --cleanenv, --no-env, --no-eval, \
+             --no-umask, --pwd and --app apply; the other flags given are ignored (the \
+             instance keeps those it was started with)"
+        )
+    })
 }
 
 /// The action flags of the recorded `instance start|run` command line.
