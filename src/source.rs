@@ -129,8 +129,30 @@ impl Remote {
         match self {
             Remote::Oras(r) => {
                 let options = access.fetch_options(&OciSource::Registry(r.clone()))?;
-                let blobs = BlobCache::from_env()?;
-                Ok((oras::pull_sif(r, &options, &blobs)?, None))
+                if cache {
+                    let blobs = BlobCache::from_env()?;
+                    return Ok((oras::pull_sif(r, &options, &blobs)?, None));
+                }
+                // --disable-cache: a cache of this pull only, in `tmpdir`; the SIF is moved
+                // out of it into a temporary file removed with the returned value.
+                let stat = |cause| SourceError::Stat {
+                    path: tmpdir.to_path_buf(),
+                    cause,
+                };
+                let scratch = tempfile::Builder::new()
+                    .prefix(".sifr-oras-")
+                    .tempdir_in(tmpdir)
+                    .map_err(stat)?;
+                let blobs = BlobCache::open(scratch.path())?;
+                let sif = oras::pull_sif(r, &options, &blobs)?;
+                let kept = tempfile::Builder::new()
+                    .prefix(".sifr-oras-")
+                    .suffix(".sif")
+                    .tempfile_in(tmpdir)
+                    .map_err(stat)?
+                    .into_temp_path();
+                std::fs::rename(&sif, &kept).map_err(stat)?;
+                Ok((kept.to_path_buf(), Some(kept)))
             }
             Remote::Http(url) => {
                 let blobs = if cache {

@@ -269,6 +269,37 @@ fn test_push_then_pull_by_tag_and_digest() {
     assert_eq!(mode(&d.join("by-tag.sif")), 0o755, "a SIF runs directly");
     let hex = &sha256(&sif)[7..];
     assert!(d.join("sifr-cache/cache/oras").join(hex).is_file());
+    // --disable-cache: the same bytes, and nothing in the cache (nor left next to the file).
+    std::fs::remove_file(d.join("sifr-cache/cache/oras").join(hex)).expect("rm");
+    for args in [
+        vec![
+            "pull",
+            "--no-https",
+            "--disable-cache",
+            "--name",
+            "nocache.sif",
+            &uri,
+        ],
+        vec!["exec", "--no-https", "--disable-cache", &uri, "true"],
+    ] {
+        ok(&sifr_at(d, &args, &[]));
+        assert!(
+            !d.join("sifr-cache/cache/oras").join(hex).exists(),
+            "{args:?} cached the SIF"
+        );
+    }
+    assert_eq!(
+        read(&d.join("nocache.sif")),
+        sif,
+        "pulled without the cache"
+    );
+    let left: Vec<_> = std::fs::read_dir(d)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".sifr-oras-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 
     let by_digest = format!(
         "oras://127.0.0.1:{}/test/bb@{}",
