@@ -1,7 +1,8 @@
 //! shadow's usermod waits for sifr's lock on /etc/subuid, and each reads the other's output.
 //!
 //! usermod works on a throwaway root (`--prefix DIR`), so nothing on the host changes. It
-//! needs root; as any other user (CI runs tests unprivileged) the test prints `SKIP:`.
+//! needs root (ci/test runs it as root); as any other user it prints `SKIP:`, and fails
+//! under CI (`SIFR_CI=1`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,6 +32,11 @@ fn usermod(prefix: &Path, range: &str) -> Command {
 #[test]
 fn test_usermod_honours_sifr_lock_and_vice_versa() {
     if !nix::unistd::geteuid().is_root() {
+        // ci/test runs this test as root; under CI it must not pass by skipping.
+        assert!(
+            std::env::var_os("SIFR_CI").is_none_or(|v| v != "1"),
+            "usermod needs root: ci/test runs this test as root"
+        );
         return skip("usermod needs root");
     }
     if !Path::new("/usr/sbin/usermod").exists() {
