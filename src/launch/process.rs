@@ -844,38 +844,45 @@ fn payload<S: Sys>(
     // cannot create it for us: a process whose children go to another PID namespace may
     // not start threads, and the supervisor runs the FUSE server's. So this process
     // creates it, forks its PID 1, and relays signals and the exit status.
-    if plan.namespaces.pid {
+    let (err, copied) = if plan.namespaces.pid {
         if let Err(msg) = pid_namespace(sys) {
             child_fail(&err, &msg);
         }
-        // PID 1 cannot check its parent with getppid() (the parent is outside its PID
-        // namespace, so it reads 0): it holds the read end of a pipe whose only writer is
-        // this process, and sees it hang up if this process is gone.
-        let alive = match Pipe::new() {
-            Ok(p) => p,
-            Err(e) => child_fail(&err, &e.to_string()),
-        };
-        // SAFETY: this process is single-threaded (forked from a single-threaded one).
-        match unsafe { fork() } {
-            Ok(ForkResult::Parent { child }) => {
-                drop(err);
-                drop(copied);
-                drop(alive.r);
-                // `alive.w` stays open until this process ends.
-                let _keep = alive.w;
-                relay_end(child)
-            }
-            Ok(ForkResult::Child) => {
-                drop(alive.w);
-                let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
-                if !armed || parent_gone(&alive.r) {
-                    child_exit(255)
-                }
-            }
-            Err(e) => child_fail(&err, &format!("cannot fork the container's PID 1: {e}")),
-        }
-    }
+        fork_pid1(err, copied, "the container's PID 1")
+    } else {
+        (err, copied)
+    };
     container_process(plan, sys, user, layout, copied, err)
+}
+
+/// Forks the PID 1 of the PID namespace this process has just created or entered. This
+/// process closes `err` and `held`, relays signals to PID 1 and ends as it ended; the child
+/// (PID 1) gets them back and goes on. PID 1 cannot check its parent with getppid() (the
+/// parent is outside its PID namespace, so it reads 0): it holds the read end of a pipe
+/// whose only writer is this process, and sees it hang up if this process is gone.
+fn fork_pid1<T>(err: OwnedFd, held: T, what: &str) -> (OwnedFd, T) {
+    let alive = match Pipe::new() {
+        Ok(p) => p,
+        Err(e) => child_fail(&err, &e.to_string()),
+    };
+    // SAFETY: this process is single-threaded (forked from a single-threaded one).
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            drop((err, held, alive.r));
+            // `alive.w` stays open until this process ends.
+            let _keep = alive.w;
+            relay_end(child)
+        }
+        Ok(ForkResult::Child) => {
+            drop(alive.w);
+            let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
+            if !armed || parent_gone(&alive.r) {
+                child_exit(255)
+            }
+            (err, held)
+        }
+        Err(e) => child_fail(&err, &format!("cannot fork {what}: {e}")),
+    }
 }
 
 /// D with --pid: a PID namespace, which its next child enters as PID 1.
@@ -1192,31 +1199,13 @@ pub fn join<S: Sys>(plan: &Plan, sys: &S, target: JoinTarget) -> Result<Outcome,
             if let Err(msg) = enter_workdir(sys, plan) {
                 child_fail(&errp.w, &msg);
             }
-            if pid_ns {
-                let alive = match Pipe::new() {
-                    Ok(p) => p,
-                    Err(e) => child_fail(&errp.w, &e.to_string()),
-                };
-                // SAFETY: this process is single-threaded (forked from a single-threaded one).
-                match unsafe { fork() } {
-                    Ok(ForkResult::Parent { child }) => {
-                        drop(errp.w);
-                        drop(alive.r);
-                        let _keep = alive.w;
-                        relay_end(child)
-                    }
-                    Ok(ForkResult::Child) => {
-                        drop(alive.w);
-                        let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
-                        if !armed || parent_gone(&alive.r) {
-                            child_exit(255)
-                        }
-                    }
-                    Err(e) => child_fail(&errp.w, &format!("cannot fork into the instance: {e}")),
-                }
-            }
+            let err = if pid_ns {
+                fork_pid1(errp.w, (), "into the instance").0
+            } else {
+                errp.w
+            };
             match exec_steps(sys, plan) {
-                Err(msg) => child_fail(&errp.w, &msg),
+                Err(msg) => child_fail(&err, &msg),
                 Ok(()) => child_exit(255),
             }
         }

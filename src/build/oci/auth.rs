@@ -279,7 +279,7 @@ fn lookup_file(
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `http://localhost:5000` → `localhost:5000`.
-fn normalize_key(key: &str) -> String {
+pub(crate) fn normalize_key(key: &str) -> String {
     let k = key
         .trim()
         .trim_start_matches("https://")

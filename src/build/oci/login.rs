@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use super::auth::{CredentialOrigin, Credentials};
+use super::auth::{CredentialOrigin, Credentials, normalize_key};
 use super::reference::{DOCKER_HUB, ImageRef};
 use super::registry::{FetchOptions, RegistryClient, RegistryError};
 
@@ -217,14 +217,8 @@ fn read_object(path: &Path) -> Result<Map<String, Value>, LoginError> {
     }
 }
 
-/// Holds an exclusive lock on the directory of `path` (created, mode 0700, when missing)
-/// while a file in it is read, changed and written back, so that two logins at once do not
-/// lose one another's entry. Released when the returned handle is dropped.
-fn lock_dir(path: &Path) -> Result<fs::File, LoginError> {
-    let werr = |err| LoginError::Write {
-        path: path.to_path_buf(),
-        err,
-    };
+/// The directory of `path`, created (mode 0700) when missing.
+fn private_dir(path: &Path) -> Result<&Path, LoginError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -234,8 +228,23 @@ fn lock_dir(path: &Path) -> Result<fs::File, LoginError> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(werr)?;
+            .map_err(|err| LoginError::Write {
+                path: path.to_path_buf(),
+                err,
+            })?;
     }
+    Ok(dir)
+}
+
+/// Holds an exclusive lock on the directory of `path` (created, mode 0700, when missing)
+/// while a file in it is read, changed and written back, so that two logins at once do not
+/// lose one another's entry. Released when the returned handle is dropped.
+fn lock_dir(path: &Path) -> Result<fs::File, LoginError> {
+    let werr = |err| LoginError::Write {
+        path: path.to_path_buf(),
+        err,
+    };
+    let dir = private_dir(path)?;
     let handle = fs::File::open(dir).map_err(werr)?;
     loop {
         // SAFETY: flock(2) on a descriptor this function owns; it changes no memory.
@@ -257,17 +266,7 @@ fn write_private(path: &Path, value: &Value) -> Result<(), LoginError> {
         path: path.to_path_buf(),
         err,
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(werr)?;
-    }
+    let dir = private_dir(path)?;
     // tempfile creates the file with mode 0600.
     let mut tmp = tempfile::Builder::new()
         .prefix(".sifr-auth-")
@@ -303,7 +302,7 @@ pub fn store(path: &Path, target: &LoginTarget, creds: &Credentials) -> Result<(
     if let Value::Object(a) = auths {
         // Docker Hub's other spellings of the key go, so one entry is left.
         let key = target.config_key();
-        a.retain(|k, _| *k == key || normalize(k) != target.registry);
+        a.retain(|k, _| *k == key || normalize_key(k) != target.registry);
         a.insert(key, Value::Object(entry));
     }
     write_private(path, &Value::Object(file))
@@ -321,34 +320,12 @@ pub fn remove(path: &Path, target: &LoginTarget) -> Result<bool, LoginError> {
         return Ok(false);
     };
     let before = auths.len();
-    auths.retain(|k, _| normalize(k) != target.registry);
+    auths.retain(|k, _| normalize_key(k) != target.registry);
     if auths.len() == before {
         return Ok(false);
     }
     write_private(path, &Value::Object(file))?;
     Ok(true)
-}
-
-/// A config key as a registry name (`https://index.docker.io/v1/` → `docker.io`).
-fn normalize(key: &str) -> String {
-    let k = key
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let k = k.strip_suffix("/v1").or(k.strip_suffix("/v2")).unwrap_or(k);
-    let (host, rest) = match k.split_once('/') {
-        Some((h, r)) => (h, Some(r)),
-        None => (k, None),
-    };
-    let host = match host {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB,
-        h => h,
-    };
-    match rest {
-        Some(r) => format!("{host}/{r}"),
-        None => host.to_string(),
-    }
 }
 
 /// One URI logged in to, as `registry list` shows it.
