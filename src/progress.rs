@@ -42,6 +42,13 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
+    /// Moves the bar to `pos` bytes (a download continuing from there).
+    pub fn set_position(&self, pos: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(pos);
+        }
+    }
+
     /// Wraps a reader so that what is read moves the bar.
     pub fn reader<'a, R: Read + 'a>(&self, r: R) -> Box<dyn Read + 'a> {
         match &self.bar {

@@ -704,7 +704,9 @@ fn test_pull_arch_chooses_from_an_oci_index() {
 }
 
 /// A Python HTTP(S) server on 127.0.0.1 serving `root`, with `/truncated.sif` (announces
-/// more bytes than it sends) and `/secret.sif` (401). Stopped when dropped.
+/// more bytes than it sends), `/secret.sif` (401), and `/cut.sif` and `/cut-range.sif`
+/// (`bb.sif`, broken off halfway the first time; whole, or for `cut-range.sif` from the
+/// range asked for, later). Stopped when dropped.
 struct WebServer {
     child: Child,
     port: u16,
@@ -713,6 +715,7 @@ struct WebServer {
 const SERVER: &str = r#"
 import http.server, os, ssl, sys
 root, port, cert = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+GETS = {}
 class H(http.server.SimpleHTTPRequestHandler):
     def __init__(self, *a, **k):
         super().__init__(*a, directory=root, **k)
@@ -726,6 +729,33 @@ class H(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             if self.command == "GET":
                 self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+            self.close_connection = True
+            return None
+        if self.path in ("/cut.sif", "/cut-range.sif"):
+            # The first GET breaks off halfway (announcing the whole file); later ones send
+            # it all, from the start (as http.server does) or, for cut-range.sif, from the
+            # byte a Range header asks for (206).
+            data = open(os.path.join(root, "bb.sif"), "rb").read()
+            n = GETS.get(self.path, 0)
+            start = 0
+            rng = self.headers.get("Range") or ""
+            if self.path == "/cut-range.sif" and rng.startswith("bytes=") and rng.endswith("-"):
+                start = int(rng[6:-1])
+            if start:
+                self.send_response(206)
+                self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(data) - start))
+            self.send_header("Last-Modified", "Sun, 06 Dec 2026 10:00:00 GMT")
+            self.end_headers()
+            if self.command == "GET":
+                GETS[self.path] = n + 1
+                body = data[start:]
+                if n == 0:
+                    body = body[: len(data) // 2]
+                self.wfile.write(body)
                 self.wfile.flush()
             self.close_connection = True
             return None
@@ -1044,4 +1074,195 @@ fn test_other_sources_are_refused_in_one_line() {
         }
     }
     assert!(!d.join("x.sif").exists());
+}
+
+/// Partial files of the cache directory `dir` (`.partial-*`), with their sizes.
+fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".partial-"))
+                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A TCP relay on 127.0.0.1 to `target` that breaks off each connection once `cut` bytes
+/// came back from the server: a registry whose transfer of a large blob fails midway.
+fn cutting_relay(target: u16, cut: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
+    let port = listener.local_addr().expect("relay addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut left = cut;
+                let mut buf = vec![0u8; 16 * 1024];
+                while left > 0 {
+                    let want = buf.len().min(left);
+                    match server.read(&mut buf[..want]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if client.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            left -= n;
+                        }
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// An oras:// pull that breaks off midway keeps what arrived in the cache's partial file
+/// (and nothing at the destination); the next pull asks docker-registry for the rest
+/// (`--debug` says from which byte), and the SIF is byte for byte the one pushed.
+#[test]
+fn test_interrupted_oras_pull_resumes() {
+    require_unprivileged();
+    if !have_tools(&["docker-registry"]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    let reg = Registry::start(d, None);
+    let (bb, _, _, _) = busybox_pair();
+    std::fs::copy(&bb, d.join("bb.sif")).expect("copy");
+    let sif = read(&bb);
+    let hex = &sha256(&sif)[7..];
+    ok(&sifr_at(
+        d,
+        &[
+            "push",
+            "--no-https",
+            "bb.sif",
+            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
+        ],
+        &[],
+    ));
+
+    let relay = cutting_relay(reg.port, sif.len() / 2);
+    let cut_pull = || {
+        let out = sifr_at(
+            d,
+            &[
+                "pull",
+                "--no-https",
+                "--name",
+                "cut.sif",
+                &format!("oras://127.0.0.1:{relay}/test/bb:1"),
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(255), "{out:?}");
+        assert_one_line_error(&out, "SIF layer");
+        assert!(!d.join("cut.sif").exists());
+    };
+    let oras = d.join("sifr-cache/cache/oras");
+    // `cache clean` removes what an interrupted pull left.
+    cut_pull();
+    assert_eq!(partials(&oras).len(), 1);
+    ok(&sifr_at(d, &["cache", "clean", "-f", "-T", "oras"], &[]));
+    assert_eq!(
+        partials(&oras),
+        vec![],
+        "cache clean left a partial download"
+    );
+    cut_pull();
+    assert!(!oras.join(hex).exists(), "an incomplete SIF was cached");
+    let kept = partials(&oras);
+    let [(path, have)] = kept.as_slice() else {
+        panic!("one partial file expected: {kept:?}");
+    };
+    assert_eq!(path.file_name().expect("name"), &*format!(".partial-{hex}"));
+    assert!(*have > 0 && *have < sif.len() as u64, "{have} bytes kept");
+    assert_eq!(
+        read(path),
+        sif[..*have as usize],
+        "the bytes kept are the SIF's"
+    );
+
+    let out = sifr_at(
+        d,
+        &[
+            "--debug",
+            "pull",
+            "--no-https",
+            "--name",
+            "resumed.sif",
+            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
+        ],
+        &[],
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("resuming sha256:{hex} at byte {have}")),
+        "{err}"
+    );
+    assert_eq!(
+        read(&d.join("resumed.sif")),
+        sif,
+        "the resumed SIF is intact"
+    );
+    assert_eq!(read(&oras.join(hex)), sif);
+    assert_no_partials(d);
+}
+
+/// An http:// pull into the cache that breaks off keeps a partial file; the next pull of the
+/// same URL continues it with a range request where the server supports one (206), and
+/// starts over cleanly where it sends the whole file (200, as python's http.server does).
+#[test]
+fn test_interrupted_http_pull_resumes_or_restarts() {
+    require_unprivileged();
+    if !have_tools(&["python3"]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    let root = d.join("www");
+    std::fs::create_dir(&root).expect("mkdir");
+    let (bb, _, _, _) = busybox_pair();
+    std::fs::copy(&bb, root.join("bb.sif")).expect("copy");
+    let web = WebServer::start(d, &root, None);
+    let sif = read(&bb);
+    let net = d.join("sifr-cache/cache/net");
+    for (path, says) in [
+        ("cut-range.sif", format!("at byte {}", sif.len() / 2)),
+        ("cut.sif", "downloading from the start".to_string()),
+    ] {
+        let url = format!("http://127.0.0.1:{}/{path}", web.port);
+        let out = sifr_at(d, &["pull", "--name", "x.sif", &url], &[]);
+        assert_eq!(out.status.code(), Some(255), "{path}: {out:?}");
+        assert_one_line_error(&out, "the transfer broke off after");
+        assert!(!d.join("x.sif").exists(), "{path}");
+        let kept = partials(&net);
+        assert_eq!(kept.len(), 1, "{path}: {kept:?}");
+        assert_eq!(kept[0].1, sif.len() as u64 / 2, "{path}");
+
+        let out = sifr_at(d, &["--debug", "pull", "--name", path, &url], &[]);
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&says), "{path}: {err}");
+        assert_eq!(read(&d.join(path)), sif, "{path}");
+        assert!(partials(&net).is_empty(), "{path}");
+    }
+    assert_no_partials(d);
 }

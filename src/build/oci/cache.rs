@@ -13,16 +13,19 @@
 //! A blob enters the cache only after its bytes have been hashed and matched against its
 //! digest, through a temporary file renamed into place, so readers never see a partial
 //! blob and concurrent pulls of the same blob cannot corrupt it. Reads verify again (see
-//! [`super::image`]), so a cache damaged on disk is detected, not trusted.
+//! [`super::image`]), so a cache damaged on disk is detected, not trusted. Downloads write
+//! through [`super::partial`], whose `.partial-NAME` file an interrupted pull leaves for the
+//! next one to continue.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::compat::ENV_PREFIXES;
 
 use super::digest::{Digest, Hasher, Mismatch};
+use super::partial::Partial;
 
 /// Why the cache could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -157,17 +160,32 @@ impl BlobCache {
         data: &mut dyn Read,
         what: &str,
     ) -> Result<PathBuf, CacheError> {
-        let dir = path.parent().unwrap_or(&self.root);
+        let partial = Partial::private(&path).map_err(|err| CacheError::Write {
+            path: path.clone(),
+            err,
+        })?;
+        self.store_partial(partial, digest, size, data, what)
+    }
+
+    /// As [`BlobCache::store_at`], through `partial` (see [`super::partial`]): the bytes
+    /// already there are hashed first and `data` continues them. A broken transfer leaves
+    /// the partial file for the next pull; content that does not match removes it.
+    pub fn store_partial(
+        &self,
+        mut partial: Partial,
+        digest: &Digest,
+        size: Option<u64>,
+        data: &mut dyn Read,
+        what: &str,
+    ) -> Result<PathBuf, CacheError> {
+        let path = partial.path().to_path_buf();
         let write_err = |err| CacheError::Write {
             path: path.clone(),
             err,
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)
-            .map_err(write_err)?;
         let mut hasher = Hasher::new(digest.algorithm());
-        let mut seen: u64 = 0;
+        partial.rehash(Some(&mut hasher)).map_err(write_err)?;
+        let mut seen = partial.offset();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = match data.read(&mut buf) {
@@ -185,6 +203,7 @@ impl BlobCache {
             if let Some(size) = size
                 && seen > size
             {
+                partial.discard();
                 return Err(Mismatch::Size {
                     what: what.to_string(),
                     expected: size,
@@ -193,11 +212,15 @@ impl BlobCache {
                 .into());
             }
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(write_err)?;
+            if let Err(err) = partial.write_all(&buf[..n]) {
+                partial.discard();
+                return Err(write_err(err));
+            }
         }
         if let Some(size) = size
             && seen != size
         {
+            // Short: the transfer ended early; what arrived is kept for the next pull.
             return Err(Mismatch::Size {
                 what: what.to_string(),
                 expected: size,
@@ -207,6 +230,7 @@ impl BlobCache {
         }
         let actual = hasher.finish();
         if &actual != digest {
+            partial.discard();
             return Err(Mismatch::Digest {
                 what: what.to_string(),
                 expected: digest.clone(),
@@ -214,9 +238,7 @@ impl BlobCache {
             }
             .into());
         }
-        tmp.as_file().flush().map_err(write_err)?;
-        tmp.persist(&path).map_err(|e| write_err(e.error))?;
-        Ok(path)
+        partial.persist().map_err(write_err)
     }
 
     /// Stores bytes already in memory (manifests, configs).

@@ -7,8 +7,10 @@
 //! `ipfs` and `net` (one entry per file in `<type>/`; sifr fills `oci-tmp` only, the others
 //! are listed and cleaned when something put files there). Temporary files of a pull in
 //! progress (`.partial-*`, `.sifr-convert-*`) are not entries: listing skips them, and
-//! cleaning leaves the young ones (a pull may be writing them) and removes those older than
-//! a day (left by a pull that was killed).
+//! cleaning removes the partial downloads no pull is writing (an interrupted pull's, kept
+//! for the next to continue; see [`super::partial`]) and the other temporary files older
+//! than a day (left by a build that was killed), leaving younger ones to the build that
+//! writes them.
 
 use std::fs;
 use std::io;
@@ -269,7 +271,16 @@ pub fn clean(
             cleaned.removed.push(e);
         }
         for t in temps {
-            if age(&t) >= TEMP_GRACE.max(min_age) && !dry_run {
+            if dry_run {
+                continue;
+            }
+            if t.name.starts_with(".partial-") {
+                // A download in progress holds its file's lock; one left by an interrupted
+                // pull (kept for the next to continue) is removed as an entry would be.
+                if age(&t) >= min_age {
+                    let _ = super::partial::remove_if_unused(&t.path);
+                }
+            } else if age(&t) >= TEMP_GRACE.max(min_age) {
                 let _ = remove(&t.path);
             }
         }
@@ -414,8 +425,14 @@ mod tests {
             !r.join("oci-tmp/0123456789abcdef0123456789abcdef.sif")
                 .exists()
         );
+        // A partial download: kept while a pull writes it, removed once none does.
+        let writing =
+            super::super::partial::Partial::open(&r.join("blob/blobs/sha256/x")).expect("partial");
         clean(r, "blob", 0, false, now, &mut rep).expect("clean");
         assert!(r.join("blob/blobs/sha256/.partial-x").exists());
+        drop(writing);
+        clean(r, "blob", 0, false, now, &mut rep).expect("clean");
+        assert!(!r.join("blob/blobs/sha256/.partial-x").exists());
         assert_eq!(
             seen,
             vec![

@@ -23,8 +23,9 @@
 //! `registry` (the distribution-API client), `cache` (the content-addressed blob cache),
 //! `layout` (OCI layouts, oci-archive, docker-archive), `image` (a resolved image and its
 //! unpacking), `inroot` (path resolution confined to a root), `apply` (one layer tarball onto
-//! a directory), `metadata` (runscript, environment file, labels, oci-config.json), `oras`
-//! (SIF files stored in registries as OCI artifacts, `oras://`).
+//! a directory), `metadata` (runscript, environment file, labels, oci-config.json), `partial`
+//! (downloads kept across interruptions and resumed), `oras` (SIF files stored in registries
+//! as OCI artifacts, `oras://`).
 
 pub mod access;
 pub mod apply;
@@ -39,6 +40,7 @@ pub mod layout;
 pub mod login;
 pub mod metadata;
 pub mod oras;
+pub mod partial;
 pub mod reference;
 pub mod registry;
 pub mod spec;

@@ -103,23 +103,14 @@ pub fn pull_sif(
         return Ok(path);
     }
     let what = format!("SIF layer {} of oras://{image}", layer.digest);
-    let url = client.blob_url(&layer.digest);
-    let resp = client.exchange(Method::GET, &url, None, None, &SendData::Empty)?;
-    let resp = client.success(resp, &url, &what)?;
     log::debug!("downloading the SIF of oras://{image}");
-    let progress =
-        crate::progress::Progress::bytes(&format!("Copying SIF {}", layer.digest.short()), {
-            Some(layer.size)
-        });
-    let mut reader = progress.reader(crate::build::workdir::Interruptible::new(
-        resp.into_body().into_reader(),
-    ));
-    let stored = cache.store_at(
-        path.clone(),
+    let stored = client.download_resumable(
         &layer.digest,
-        Some(layer.size),
-        &mut reader,
+        layer.size,
+        path,
+        cache,
         &what,
+        &format!("Copying SIF {}", layer.digest.short()),
     )?;
     if !is_sif(&stored) {
         let _ = std::fs::remove_file(&stored);

@@ -19,6 +19,7 @@ use ureq::http::{Method, Response, StatusCode};
 use super::auth::{Challenge, CredentialOrigin, Credentials, parse_challenges};
 use super::cache::{BlobCache, CacheError};
 use super::digest::{Digest, Mismatch};
+use super::partial::{self, Answer, Partial};
 use super::reference::ImageRef;
 use super::spec::{
     self, Descriptor, MANIFEST_ACCEPT, Manifest, ManifestDoc, PlatformSpec, SpecError,
@@ -322,19 +323,86 @@ impl RegistryClient {
             self.image
         );
         let what = format!("blob {} of {}", d.digest, self.image);
-        let url = self.blob_url(&d.digest);
-        let resp = self.get(&url, None, &what)?;
-        let progress = crate::progress::Progress::bytes(
+        self.download_resumable(
+            &d.digest,
+            d.size,
+            cache.blob_path(&d.digest),
+            cache,
+            &what,
             &format!("Copying blob {}", d.digest.short()),
-            Some(d.size),
-        );
+        )
+    }
+
+    /// Downloads the blob `digest` of `size` bytes into the cache file `path`, continuing
+    /// the partial download an earlier pull left (see [`super::partial`]) when the
+    /// registry answers the range request; `what` names it in errors, `label` on the
+    /// progress bar.
+    pub(crate) fn download_resumable(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        path: PathBuf,
+        cache: &BlobCache,
+        what: &str,
+        label: &str,
+    ) -> Result<PathBuf, RegistryError> {
+        let url = self.blob_url(digest);
+        let partial_err = |err| CacheError::Write {
+            path: path.clone(),
+            err,
+        };
+        let mut partial = Partial::open(&path).map_err(partial_err)?;
+        if partial.offset() >= size {
+            partial.restart().map_err(partial_err)?;
+        }
+        let resp = loop {
+            let offset = partial.offset();
+            let range = (offset > 0).then(|| format!("bytes={offset}-"));
+            let resp = self.exchange_with(
+                Method::GET,
+                &url,
+                None,
+                None,
+                range.as_deref(),
+                &SendData::Empty,
+            )?;
+            let content_range = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok());
+            match partial::answer(resp.status().as_u16(), content_range, offset, Some(size)) {
+                Some(Answer::Continue) => {
+                    if offset > 0 {
+                        log::debug!("resuming {digest} at byte {offset}");
+                    }
+                    break resp;
+                }
+                Some(Answer::FromStart) => {
+                    if offset > 0 {
+                        log::debug!(
+                            "{} ignored the range request: downloading {digest} from the start",
+                            self.image.registry()
+                        );
+                    }
+                    partial.restart().map_err(partial_err)?;
+                    break resp;
+                }
+                Some(Answer::Refetch) if offset > 0 => {
+                    log::debug!("cannot resume {digest} at byte {offset}: starting over");
+                    partial.restart().map_err(partial_err)?;
+                }
+                _ => break self.success(resp, &url, what)?,
+            }
+        };
+        let progress = crate::progress::Progress::bytes(label, Some(size));
+        progress.set_position(partial.offset());
         let mut reader = progress.reader(crate::build::workdir::Interruptible::new(
             resp.into_body().into_reader(),
         ));
-        match cache.store(&d.digest, Some(d.size), &mut reader, &what) {
+        match cache.store_partial(partial, digest, Some(size), &mut reader, what) {
             Ok(p) => Ok(p),
             Err(CacheError::Read { err, .. }) => Err(RegistryError::Transfer {
-                what,
+                what: what.to_string(),
                 registry: self.image.registry().to_string(),
                 err: Box::new(ureq::Error::Io(err)),
             }),
@@ -408,6 +476,19 @@ impl RegistryClient {
         content_type: Option<&str>,
         data: &SendData<'_>,
     ) -> Result<Response<ureq::Body>, RegistryError> {
+        self.exchange_with(method, url, accept, content_type, None, data)
+    }
+
+    /// As [`RegistryClient::exchange`], with a `Range` header when `range` is given.
+    fn exchange_with(
+        &mut self,
+        method: Method,
+        url: &str,
+        accept: Option<&str>,
+        content_type: Option<&str>,
+        range: Option<&str>,
+        data: &SendData<'_>,
+    ) -> Result<Response<ureq::Body>, RegistryError> {
         for attempt in 0..2 {
             let mut req = ureq::http::Request::builder()
                 .method(method.clone())
@@ -417,6 +498,9 @@ impl RegistryClient {
             }
             if let Some(c) = content_type {
                 req = req.header("Content-Type", c);
+            }
+            if let Some(r) = range {
+                req = req.header("Range", r);
             }
             match (&self.auth, &self.options.credentials) {
                 (Authorization::Basic, Some((c, _))) => {
