@@ -30,12 +30,39 @@ pub fn key(_ctx: &Context, a: KeyArgs) -> anyhow::Result<i32> {
         KeyCommand::Import(i) => import(&i),
         KeyCommand::Export(e) => export(&e),
         KeyCommand::Remove(r) => remove(&r),
-        KeyCommand::Search(a) => search(&a),
-        KeyCommand::Pull(a) => pull(&a),
-        KeyCommand::Push(a) => push(&a),
+        // As Apptainer's: a keyserver that cannot be set up is fatal (255); everything
+        // after (the server down or refusing, no such key, a bad fingerprint) is one
+        // `ERROR:` line and exit status 2.
+        KeyCommand::Search(a) => {
+            let c = keyserver_client(a.url.url.as_deref())?;
+            return Ok(remote_status(search(&a, &c)));
+        }
+        KeyCommand::Pull(a) => {
+            let c = keyserver_client(a.url.url.as_deref())?;
+            return Ok(remote_status(pull(&a, &c)));
+        }
+        KeyCommand::Push(a) => {
+            let c = keyserver_client(a.url.url.as_deref())?;
+            return Ok(remote_status(push(&a, &c)));
+        }
     }?;
     Ok(0)
 }
+
+/// Exit status of `key search|pull|push` once the keyserver client is made: a failure is
+/// Apptainer's `sylog.Errorf` line and `os.Exit(2)`.
+fn remote_status(r: anyhow::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e:#}");
+            KEY_REMOTE_FAILED
+        }
+    }
+}
+
+/// Apptainer's exit status for a failed `key search|pull|push`.
+const KEY_REMOTE_FAILED: i32 = 2;
 
 fn local(k: &KeysDirArg) -> anyhow::Result<LocalKeyring> {
     Ok(LocalKeyring::at_or_default(k.keysdir.as_deref())?)
@@ -316,8 +343,7 @@ pub fn keyserver_client(url: Option<&str>) -> anyhow::Result<HkpClient> {
     ks.client().context("Keyserver client failed")
 }
 
-fn search(a: &SearchArgs) -> anyhow::Result<()> {
-    let c = keyserver_client(a.url.url.as_deref())?;
+fn search(a: &SearchArgs, c: &HkpClient) -> anyhow::Result<()> {
     let mr = c.search(&a.query).map_err(|e| match e {
         hkp::HkpError::NotFound { .. } | hkp::HkpError::Status { status: 404, .. } => {
             anyhow!("search failed: no matching keys found for fingerprint")
@@ -354,9 +380,8 @@ fn pull_id(text: &str) -> anyhow::Result<String> {
     Ok(t.to_ascii_uppercase())
 }
 
-fn pull(a: &PullArgs) -> anyhow::Result<()> {
+fn pull(a: &PullArgs, c: &HkpClient) -> anyhow::Result<()> {
     let id = pull_id(&a.fingerprint)?;
-    let c = keyserver_client(a.url.url.as_deref())?;
     let keys = c
         .fetch(&id)
         .map_err(|e| anyhow!("pull failed: unable to pull key from server: {e}"))?;
@@ -404,7 +429,7 @@ fn pull(a: &PullArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn push(a: &PushArgs) -> anyhow::Result<()> {
+fn push(a: &PushArgs, c: &HkpClient) -> anyhow::Result<()> {
     let keys = if a.global {
         GlobalKeyring::detect()?
             .public_keys()
@@ -431,7 +456,6 @@ fn push(a: &PushArgs) -> anyhow::Result<()> {
     if found.len() != 1 {
         bail!("push failed: could not find the requested key");
     }
-    let c = keyserver_client(a.url.url.as_deref())?;
     let armored = found[0]
         .to_armored_string(::pgp::composed::ArmorOptions::default())
         .map_err(|e| anyhow!("push failed: {e}"))?;
