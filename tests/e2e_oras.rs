@@ -1266,3 +1266,61 @@ fn test_interrupted_http_pull_resumes_or_restarts() {
     }
     assert_no_partials(d);
 }
+
+/// On a terminal (a pseudo terminal made by `script`), `push` shows an upload bar and
+/// `pull` a download bar, with the SIF's size; without one (the other tests), nothing.
+#[test]
+fn test_push_and_pull_show_progress_on_a_terminal() {
+    require_unprivileged();
+    if !have_tools(&["docker-registry", "script"]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    let reg = Registry::start(d, None);
+    let (bb, _, _, _) = busybox_pair();
+    std::fs::copy(&bb, d.join("bb.sif")).expect("copy");
+    let sif = read(&bb);
+    let short = &sha256(&sif)[7..19];
+    let uri = format!("oras://127.0.0.1:{}/test/bb:1", reg.port);
+    let sifr = sifr_bin();
+    let sifr = sifr.to_str().expect("utf8");
+    let on_terminal = |args: &str| {
+        let out = Command::new("script")
+            .args(["-qec", &format!("{sifr} {args}; echo rc=$?"), "/dev/null"])
+            .current_dir(d)
+            .env("HOME", d)
+            .env("SIFR_CACHEDIR", d.join("sifr-cache"))
+            .env_remove("SIFR_NO_PROGRESS")
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = on_terminal(&format!("push --no-https bb.sif {uri}"));
+    assert!(out.contains("rc=0"), "{out}");
+    assert!(out.contains(&format!("Uploading SIF {short}")), "{out}");
+    assert!(out.contains("Upload complete"), "{out}");
+    let out = on_terminal(&format!("pull --no-https --name p.sif {uri}"));
+    assert!(out.contains("rc=0"), "{out}");
+    assert!(out.contains(&format!("Copying SIF {short}")), "{out}");
+    assert_eq!(read(&d.join("p.sif")), sif);
+
+    // Not on a terminal: no bar (another repository, so that the SIF is uploaded again).
+    std::fs::remove_dir_all(d.join("sifr-cache")).expect("rm cache");
+    let uri = format!("oras://127.0.0.1:{}/test/bb2:1", reg.port);
+    let out = sifr_at(d, &["--debug", "push", "--no-https", "bb.sif", &uri], &[]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains(&format!("blob {short} already in the registry")),
+        "{err}"
+    );
+    assert!(!err.contains("Uploading SIF"), "{err}");
+    let out = sifr_at(d, &["pull", "--no-https", "--name", "q.sif", &uri], &[]);
+    ok(&out);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Copying SIF"),
+        "{out:?}"
+    );
+}

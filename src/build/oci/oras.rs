@@ -224,7 +224,8 @@ pub fn push_sif(
         &Digest::sha256_of(EMPTY_CONFIG),
         &SendData::Bytes(EMPTY_CONFIG),
     )?;
-    upload_blob(&mut client, &digest, &SendData::File(path))?;
+    let label = format!("Uploading SIF {}", digest.short());
+    upload_blob(&mut client, &digest, &SendData::File(path, &label))?;
     let reference = image
         .tag()
         .map(str::to_string)

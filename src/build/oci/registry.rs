@@ -146,7 +146,8 @@ pub enum RegistryError {
 pub(crate) enum SendData<'a> {
     Empty,
     Bytes(&'a [u8]),
-    File(&'a std::path::Path),
+    /// A file, with the label of its upload's progress bar.
+    File(&'a std::path::Path, &'a str),
 }
 
 /// The authorization currently sent with requests.
@@ -514,12 +515,24 @@ impl RegistryClient {
             let sent = match data {
                 SendData::Empty => self.agent.run(with_body(req, (), url)?),
                 SendData::Bytes(b) => self.agent.run(with_body(req, *b, url)?),
-                SendData::File(path) => {
-                    let file = std::fs::File::open(path).map_err(|err| RegistryError::Local {
+                SendData::File(path, label) => {
+                    let local = |err| RegistryError::Local {
                         path: path.to_path_buf(),
                         err,
-                    })?;
-                    self.agent.run(with_body(req, file, url)?)
+                    };
+                    let file = std::fs::File::open(path).map_err(local)?;
+                    let len = file.metadata().map_err(local)?.len();
+                    // A reader body is sent chunked unless the length is given: registries
+                    // want Content-Length for a monolithic upload. The bar counts what is
+                    // read from the file (on a terminal; nothing otherwise).
+                    req = req.header("Content-Length", len);
+                    let progress = crate::progress::Progress::bytes(label, Some(len));
+                    let mut reader = progress.reader(file);
+                    self.agent.run(with_body(
+                        req,
+                        ureq::SendBody::from_reader(&mut reader),
+                        url,
+                    )?)
                 }
             };
             let mut resp = sent.map_err(|err| self.connect_error(url, err))?;
