@@ -7,7 +7,9 @@
 //!   leaves younger entries, the confirmation prompt cancels on anything but `y`, and
 //!   `cache clean -f` leaves no entry;
 //! - two `sifr pull` of one image at once both succeed and leave one converted SIF in
-//!   the cache and no temporary file.
+//!   the cache and no temporary file;
+//! - a `docker://` pull whose layer download breaks off midway (a relay to the registry
+//!   that closes the connection) keeps the bytes, and the next pull resumes from there.
 //!
 //! Needs umoci, skopeo and docker-registry: skipped with a visible reason without them,
 //! except in CI (SIFR_CI=1), where that fails.
@@ -18,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::oci::{Registry, have_tools, push_small_image};
+use common::oci::{Registry, cutting_relay, have_tools, partials, push_small_image};
 use common::*;
 
 /// Runs sifr in `cwd` with the cache `cwd/c` (so `cwd/c/cache`), feeding `stdin`.
@@ -363,4 +365,78 @@ fn test_disable_cache_keeps_nothing() {
     ));
     assert_eq!(files(&blobs_dir).len(), 3);
     assert_eq!(files(&sifs_dir).len(), 1);
+}
+
+/// A docker:// pull whose layer download breaks off keeps the bytes that arrived in the
+/// cache's `.partial-<digest>`; the next pull asks docker-registry for the rest (`--debug`
+/// says from which byte), and the blob is the same as one downloaded in one go.
+#[test]
+fn test_interrupted_layer_download_resumes() {
+    require_unprivileged();
+    if !have_tools(&["umoci", "skopeo", "docker-registry"]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    let reg = Registry::start(d, None);
+    push_small_image(d, &reg, None);
+    let pull = |cache: &str, port: u16, name: &str, debug: bool| {
+        let mut args = vec![];
+        if debug {
+            args.push("--debug");
+        }
+        let uri = format!("docker://127.0.0.1:{port}/test/img:v3");
+        args.extend(["pull", "--no-https", "--name", name, &uri]);
+        Command::new(sifr_bin())
+            .args(&args)
+            .current_dir(d)
+            .env("SIFR_CACHEDIR", d.join(cache))
+            .env("HOME", d)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sifr")
+    };
+    // In one go, into another cache: the layer is the largest blob.
+    ok(&pull("whole", reg.port, "whole.sif", false));
+    let whole = d.join("whole/cache/blob/blobs/sha256");
+    let (layer, size) = files(&whole)
+        .into_iter()
+        .max_by_key(|(_, len)| *len)
+        .expect("blobs");
+    let hex = layer
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+
+    let relay = cutting_relay(reg.port, size as usize / 2);
+    let out = pull("c", relay, "cut.sif", false);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let fatal: Vec<&str> = err.lines().filter(|l| l.starts_with("FATAL:")).collect();
+    assert_eq!(fatal.len(), 1, "{err}");
+    assert!(fatal[0].contains(&format!("blob sha256:{hex}")), "{err}");
+    assert!(!d.join("cut.sif").exists());
+    let blobs = d.join("c/cache/blob/blobs/sha256");
+    assert!(!blobs.join(&hex).exists(), "an incomplete layer was cached");
+    let kept = partials(&blobs);
+    let [(path, have)] = kept.as_slice() else {
+        panic!("one partial file expected: {kept:?}");
+    };
+    assert_eq!(path.file_name().expect("name"), &*format!(".partial-{hex}"));
+    assert!(*have > 0 && *have < size, "{have} of {size} bytes kept");
+
+    let out = pull("c", reg.port, "resumed.sif", true);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("resuming sha256:{hex} at byte {have}")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(blobs.join(&hex)).expect("resumed blob"),
+        std::fs::read(&layer).expect("whole blob")
+    );
+    assert!(partials(&blobs).is_empty());
+    ok(&sifr_c(d, &["exec", "resumed.sif", "true"], ""));
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::oci::{Registry, have_tools};
+use common::oci::{Registry, cutting_relay, have_tools, partials};
 use common::*;
 use sha2::Digest as _;
 
@@ -1076,61 +1076,6 @@ fn test_other_sources_are_refused_in_one_line() {
     assert!(!d.join("x.sif").exists());
 }
 
-/// Partial files of the cache directory `dir` (`.partial-*`), with their sizes.
-fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".partial-"))
-                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A TCP relay on 127.0.0.1 to `target` that breaks off each connection once `cut` bytes
-/// came back from the server: a registry whose transfer of a large blob fails midway.
-fn cutting_relay(target: u16, cut: usize) -> u16 {
-    use std::io::{Read, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
-    let port = listener.local_addr().expect("relay addr").port();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(mut client) = client else { break };
-            let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
-                continue;
-            };
-            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
-                continue;
-            };
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c2, &mut s2);
-                let _ = s2.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let mut left = cut;
-                let mut buf = vec![0u8; 16 * 1024];
-                while left > 0 {
-                    let want = buf.len().min(left);
-                    match server.read(&mut buf[..want]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if client.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            left -= n;
-                        }
-                    }
-                }
-                let _ = client.shutdown(std::net::Shutdown::Both);
-                let _ = server.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    port
-}
-
 /// An oras:// pull that breaks off midway keeps what arrived in the cache's partial file
 /// (and nothing at the destination); the next pull asks docker-registry for the rest
 /// (`--debug` says from which byte), and the SIF is byte for byte the one pushed.
@@ -1176,6 +1121,25 @@ fn test_interrupted_oras_pull_resumes() {
         assert!(!d.join("cut.sif").exists());
     };
     let oras = d.join("sifr-cache/cache/oras");
+    let direct = format!("oras://127.0.0.1:{}/test/bb:1", reg.port);
+    // Kept bytes that are not the blob's (damaged on disk): the resumed download fails the
+    // digest check in one line and the partial file goes, so the next pull starts afresh.
+    cut_pull();
+    let kept = partials(&oras);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let mut damaged = read(&kept[0].0);
+    damaged[0] ^= 0xff;
+    std::fs::write(&kept[0].0, &damaged).expect("damage");
+    let out = sifr_at(
+        d,
+        &["pull", "--no-https", "--name", "bad.sif", &direct],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert_one_line_error(&out, "corrupt or tampered");
+    assert!(!d.join("bad.sif").exists());
+    assert!(!oras.join(hex).exists());
+    assert_eq!(partials(&oras), vec![], "a damaged partial file was kept");
     // `cache clean` removes what an interrupted pull left.
     cut_pull();
     assert_eq!(partials(&oras).len(), 1);

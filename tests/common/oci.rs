@@ -213,3 +213,58 @@ pub fn push_small_image(dir: &Path, reg: &Registry, creds: Option<&str>) {
     args.extend(["oci:L:small", &dest]);
     tool(dir, "skopeo", &args);
 }
+
+/// Partial files of the cache directory `dir` (`.partial-*`), with their sizes.
+pub fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".partial-"))
+                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A TCP relay on 127.0.0.1 to `target` that breaks off each connection once `cut` bytes
+/// came back from the server: a registry whose transfer of a large blob fails midway.
+pub fn cutting_relay(target: u16, cut: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
+    let port = listener.local_addr().expect("relay addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut left = cut;
+                let mut buf = vec![0u8; 16 * 1024];
+                while left > 0 {
+                    let want = buf.len().min(left);
+                    match server.read(&mut buf[..want]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if client.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            left -= n;
+                        }
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
