@@ -2,7 +2,9 @@
 //! by the test as the unprivileged user and killed at the end: `key push/search/pull`,
 //! `verify --url` and through `keyserver add`, `keyserver list/remove/login/logout`, and
 //! the failures (unknown host, no such key, server down), each one line (exit 2 for
-//! `key search/pull/push`, as Apptainer's; 255 otherwise) with the keyring unchanged.
+//! `key search/pull/push`, as Apptainer's; 255 otherwise) with the keyring unchanged; and
+//! the same keyserver over HTTPS (`https://` and `hkps://`), behind a Python TLS proxy
+//! with a throwaway certificate made by openssl.
 
 mod common;
 
@@ -431,4 +433,188 @@ fn test_push_search_pull_verify_with_a_real_keyserver() {
         &["verify", "--url", &url, img_s],
         "is not in the local keyring and could not be fetched",
     );
+}
+
+/// An HTTPS front for the keyserver at `target` (Python's http.server with `ssl`, the
+/// certificate `cert` and its key beside it as `key.pem`), forwarding GET and POST as they
+/// come. Stopped when dropped.
+struct TlsFront {
+    child: Child,
+    port: u16,
+}
+
+const TLS_FRONT: &str = r#"
+import http.server, ssl, sys, urllib.request, urllib.error
+port, target, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def forward(self, body):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (target, self.path), data=body)
+        if body is not None:
+            req.add_header("Content-Type", self.headers.get("Content-Type", ""))
+        try:
+            with urllib.request.urlopen(req) as r:
+                status, ctype, data = r.status, r.headers.get("Content-Type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            status, ctype, data = e.code, e.headers.get("Content-Type", ""), e.read()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        self.forward(None)
+    def do_POST(self):
+        self.forward(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+impl TlsFront {
+    fn start(dir: &Path, target: u16) -> (TlsFront, PathBuf) {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "{out:?}");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let script = dir.join("tls_front.py");
+        std::fs::write(&script, TLS_FRONT).expect("write proxy");
+        let child = Command::new("python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(target.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start python3");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the TLS front did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (TlsFront { child, port }, cert)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `key push/search/pull` over HTTPS: refused in one line (exit 2) while the certificate is
+/// not trusted; with it in SSL_CERT_FILE, the key goes up, is found, and comes back, with
+/// `https://` and `hkps://` alike.
+#[test]
+fn test_https_keyserver() {
+    let Some(sks_bin) = sks() else {
+        return;
+    };
+    for tool in ["python3", "openssl"] {
+        if which(tool).is_none() {
+            assert!(!in_ci(), "{tool} not found; ci/setup-host installs it");
+            eprintln!("SKIP: {tool} not found");
+            return;
+        }
+    }
+    let dir = tempdir();
+    let sks_dir = dir.path().join("sks");
+    std::fs::create_dir(&sks_dir).expect("mkdir");
+    let _server = Sks::start(&sks_dir, &sks_bin);
+    let (front, cert) = TlsFront::start(dir.path(), _server.port);
+    let https = format!("https://127.0.0.1:{}", front.port);
+    let hkps = format!("hkps://127.0.0.1:{}", front.port);
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir");
+    let u = User { home };
+    u.ok(&[
+        "key",
+        "newpair",
+        "-N",
+        "Tls Tester",
+        "-E",
+        "tls@example.org",
+        "-C",
+        "",
+        "-P",
+        "",
+        "-b",
+        "2048",
+    ]);
+    let fp = u
+        .ok(&["key", "list"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Fingerprint:"))
+        .map(|f| f.trim().to_string())
+        .expect("fingerprint in key list");
+
+    // Not trusted: one line, exit 2, nothing sent.
+    u.fails_with(&["key", "push", "--url", &https, &fp], &https, 2);
+
+    let cert_s = cert.to_str().expect("utf-8");
+    let trusted = [("SSL_CERT_FILE", cert_s)];
+    let ok = |args: &[&str]| {
+        let out = u.run_env(args, &trusted);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        ok(&["key", "push", "--url", &https, &fp]),
+        format!("public key `{fp}' pushed to server successfully\n")
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let out = u.run_env(
+            &["key", "search", "--url", &hkps, "tls@example.org"],
+            &trusted,
+        );
+        if out.status.success() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        found.starts_with("Showing 1 results") && found.contains("tls@example.org"),
+        "{found}"
+    );
+    ok(&["key", "remove", &fp]);
+    assert_eq!(
+        ok(&["key", "pull", "--url", &hkps, &fp]),
+        format!(
+            "1 key(s) added to keyring of trust {}\n",
+            u.public_ring().display()
+        )
+    );
+    assert!(ok(&["key", "list"]).contains(&fp));
 }
