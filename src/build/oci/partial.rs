@@ -115,6 +115,7 @@ impl Partial {
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)?;
             if !try_lock(&file)? {
                 log::debug!(

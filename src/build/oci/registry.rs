@@ -1276,4 +1276,83 @@ mod tests {
             .expect("pinned");
         assert_eq!(r.digest, Digest::sha256_of(&good.manifest));
     }
+
+    /// A download kept from an earlier pull is continued or restarted by how the server
+    /// answers the range request: 206 from the byte asked (continued), 200 (whole file),
+    /// 416 or a 206 from another byte (asked again without a range), and kept bytes that are
+    /// not the blob's fail the digest check and are dropped.
+    #[test]
+    fn test_partial_downloads_resume_or_restart() {
+        let layer = blobs().layer;
+        let layer_digest = Digest::sha256_of(&layer);
+        let have = 10usize;
+        let mode = Arc::new(Mutex::new("206"));
+        let (m, body) = (mode.clone(), layer.clone());
+        let handler: Box<Handler> = Box::new(move |req, _| {
+            let range = req.headers.get("range").cloned();
+            let whole = (200, vec![], body.clone());
+            let Some(range) = range else { return whole };
+            let from: usize = range
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse().ok())
+                .expect("a range from a byte on");
+            let cr = |start: usize| {
+                vec![(
+                    "Content-Range".to_string(),
+                    format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
+                )]
+            };
+            match *m.lock().expect("lock") {
+                "206" => (206, cr(from), body[from..].to_vec()),
+                "206-elsewhere" => (206, cr(0), body.clone()),
+                "416" => (416, vec![], vec![]),
+                _ => whole,
+            }
+        });
+        let (base, log) = serve(handler);
+        let d = Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: layer_digest.clone(),
+            size: layer.len() as u64,
+            urls: vec![],
+            annotations: Default::default(),
+            platform: None,
+        };
+        for (case, requests) in [("206", 1), ("200", 1), ("416", 2), ("206-elsewhere", 2)] {
+            *mode.lock().expect("lock") = case;
+            log.lock().expect("lock").clear();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cache = BlobCache::open(dir.path()).expect("cache");
+            let blob = cache.blob_path(&layer_digest);
+            let partial = blob.with_file_name(format!(".partial-{}", layer_digest.hex()));
+            std::fs::write(&partial, &layer[..have]).expect("partial");
+            let mut client = RegistryClient::new(&image(&base), options(None));
+            let got = client.download_blob(&d, &cache).expect(case);
+            assert_eq!(std::fs::read(&got).expect("read"), layer, "{case}");
+            assert!(!partial.exists(), "{case}");
+            let seen = log.lock().expect("lock").clone();
+            assert_eq!(seen.len(), requests, "{case}: {seen:?}");
+            assert_eq!(
+                seen[0].headers.get("range").map(String::as_str),
+                Some("bytes=10-"),
+                "{case}"
+            );
+            assert!(
+                seen[1..].iter().all(|s| !s.headers.contains_key("range")),
+                "{case}: {seen:?}"
+            );
+
+            // Kept bytes that are not the blob's: the digest check fails, nothing stays.
+            cache.remove(&layer_digest);
+            std::fs::write(&partial, vec![b'x'; have]).expect("partial");
+            *mode.lock().expect("lock") = "206";
+            let err = client.download_blob(&d, &cache).expect_err("damaged");
+            assert!(
+                matches!(err, RegistryError::Cache(CacheError::Mismatch(_))),
+                "{err}"
+            );
+            assert!(!partial.exists() && !blob.exists(), "{case}");
+        }
+    }
 }
