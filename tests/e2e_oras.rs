@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::oci::{Registry, cutting_relay, have_tools, partials};
+use common::oci::{Registry, cutting_relay, have_tools, partials, stalling_relay};
 use common::*;
 use sha2::Digest as _;
 
@@ -1287,4 +1287,91 @@ fn test_push_and_pull_show_progress_on_a_terminal() {
         !String::from_utf8_lossy(&out.stderr).contains("Copying SIF"),
         "{out:?}"
     );
+}
+
+/// A pull killed outright (SIGKILL) while its download hangs midway leaves the bytes that
+/// arrived; the next pull resumes from there and the SIF is the one pushed.
+#[test]
+fn test_killed_oras_pull_resumes() {
+    require_unprivileged();
+    if !have_tools(&["docker-registry"]) {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    let reg = Registry::start(d, None);
+    let (bb, _, _, _) = busybox_pair();
+    std::fs::copy(&bb, d.join("bb.sif")).expect("copy");
+    let sif = read(&bb);
+    let hex = &sha256(&sif)[7..];
+    ok(&sifr_at(
+        d,
+        &[
+            "push",
+            "--no-https",
+            "bb.sif",
+            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
+        ],
+        &[],
+    ));
+    let relay = stalling_relay(reg.port, sif.len() / 2);
+    let mut child = Command::new(sifr_bin())
+        .args([
+            "pull",
+            "--no-https",
+            "--name",
+            "killed.sif",
+            &format!("oras://127.0.0.1:{relay}/test/bb:1"),
+        ])
+        .current_dir(d)
+        .env("SIFR_CACHEDIR", d.join("sifr-cache"))
+        .env("HOME", d)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sifr pull");
+    // Wait until the partial file stops growing (the relay stalls), then kill.
+    let oras = d.join("sifr-cache/cache/oras");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        assert!(Instant::now() < deadline, "no partial download appeared");
+        std::thread::sleep(Duration::from_millis(300));
+        let now = partials(&oras);
+        if now.len() == 1 && now[0].1 > 0 && last.as_ref() == Some(&now) {
+            break;
+        }
+        last = Some(now);
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    assert!(!d.join("killed.sif").exists());
+    let kept = partials(&oras);
+    let [(path, have)] = kept.as_slice() else {
+        panic!("one partial file expected: {kept:?}");
+    };
+    assert!(*have < sif.len() as u64, "{have}");
+    assert_eq!(read(path), sif[..*have as usize]);
+
+    let out = sifr_at(
+        d,
+        &[
+            "--debug",
+            "pull",
+            "--no-https",
+            "--name",
+            "resumed.sif",
+            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
+        ],
+        &[],
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("resuming sha256:{hex} at byte {have}")),
+        "{err}"
+    );
+    assert_eq!(read(&d.join("resumed.sif")), sif);
+    assert_no_partials(d);
 }

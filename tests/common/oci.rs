@@ -230,6 +230,16 @@ pub fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
 /// A TCP relay on 127.0.0.1 to `target` that breaks off each connection once `cut` bytes
 /// came back from the server: a registry whose transfer of a large blob fails midway.
 pub fn cutting_relay(target: u16, cut: usize) -> u16 {
+    relay(target, cut, false)
+}
+
+/// As [`cutting_relay`], but once `cut` bytes came back the connection stays open with
+/// nothing more sent (for a minute): a transfer that hangs midway.
+pub fn stalling_relay(target: u16, cut: usize) -> u16 {
+    relay(target, cut, true)
+}
+
+fn relay(target: u16, cut: usize, stall: bool) -> u16 {
     use std::io::{Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
     let port = listener.local_addr().expect("relay addr").port();
@@ -260,6 +270,9 @@ pub fn cutting_relay(target: u16, cut: usize) -> u16 {
                             left -= n;
                         }
                     }
+                }
+                if stall && left == 0 {
+                    std::thread::sleep(Duration::from_secs(60));
                 }
                 let _ = client.shutdown(std::net::Shutdown::Both);
                 let _ = server.shutdown(std::net::Shutdown::Both);
