@@ -430,40 +430,61 @@ fn spawn_holder(
     };
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
-    // SAFETY: sifr is single-threaded before it launches a container; the child runs the
-    // holder and never returns.
+    // SAFETY: sifr is single-threaded before it launches a container. The child forks the
+    // holder and exits at once, so the holder is nobody's child in sifr's tree (init, or
+    // the nearest subreaper, reaps it); neither returns.
     match unsafe { fork() }.map_err(|e| KeepError::Holder(format!("cannot fork: {e}")))? {
         ForkResult::Child => {
             drop((ready_r, go_w));
-            holder_main(args, served.image.clone(), ready_w, go_r)
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above (this child is single-threaded too).
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => holder_main(args, served.image.clone(), ready_w, go_r),
+                Ok(ForkResult::Parent { .. }) => {}
+                Err(e) => {
+                    let _ = nix::unistd::write(&ready_w, format!("cannot fork: {e}").as_bytes());
+                }
+            }
+            // SAFETY: _exit ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
         }
         ForkResult::Parent { child } => {
             drop((ready_w, go_r));
+            let _ = waitpid(child, None);
+            let mut holder = None;
             let started = (|| {
-                match read_msg(&ready_r)? {
-                    m if m == "u" => {}
-                    m => return Err(KeepError::Holder(m)),
-                }
-                write_maps(child, &plan.ids).map_err(KeepError::Holder)?;
+                let msg = read_msg(&ready_r)?;
+                let pid = msg
+                    .strip_prefix("u ")
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                    .ok_or(KeepError::Holder(msg))?;
+                let pid = Pid::from_raw(pid);
+                holder = Some(pid);
+                write_maps(pid, &plan.ids).map_err(KeepError::Holder)?;
                 nix::unistd::write(&go_w, b"m")
                     .map_err(|e| KeepError::Holder(format!("cannot signal the holder: {e}")))?;
                 drop(go_w);
                 match read_msg(&ready_r)? {
-                    m if m == "r" => Ok(()),
+                    m if m == "r" => Ok(pid),
                     m => Err(KeepError::Holder(m)),
                 }
             })();
-            if let Err(e) = started {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(e);
+            match started {
+                Ok(pid) => {
+                    log::debug!(
+                        "{:.1} ms: kept mount {}: holder {pid} started",
+                        crate::log::since_start_ms(),
+                        args.key
+                    );
+                    Ok(pid)
+                }
+                Err(e) => {
+                    if let Some(pid) = holder {
+                        let _ = kill(pid, Signal::SIGKILL);
+                    }
+                    Err(e)
+                }
             }
-            log::debug!(
-                "{:.1} ms: kept mount {}: holder {child} started",
-                crate::log::since_start_ms(),
-                args.key
-            );
-            Ok(child)
         }
     }
 }
@@ -500,9 +521,9 @@ fn holder_main(
         // SAFETY: _exit ends the forked child without running the parent's exit handlers.
         unsafe { libc::_exit(1) }
     };
-    // 1. Detached: its own session, no terminal, stdio on /dev/null, no descriptor of
-    //    sifr's but the image's (a caller reading sifr's output must see its end).
-    let _ = nix::unistd::setsid();
+    // 1. Detached (its parent made a session and left): no terminal, stdio on /dev/null,
+    //    no descriptor of sifr's but the image's (a caller reading sifr's output must see
+    //    its end).
     // SAFETY: PR_SET_NAME copies at most 16 bytes from the NUL-terminated string.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"sifr-keep".as_ptr()) };
     if let Err(e) = stdio_to_null() {
@@ -524,7 +545,7 @@ fn holder_main(
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
         fail(format!("cannot create its namespaces: {e}"));
     }
-    let _ = nix::unistd::write(&ready, b"u");
+    let _ = nix::unistd::write(&ready, format!("u {}", std::process::id()).as_bytes());
     let mut m = [0u8; 1];
     if nix::unistd::read(&go, &mut m) != Ok(1) {
         // SAFETY: as above; P has reported the mapping failure.
