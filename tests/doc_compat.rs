@@ -32,6 +32,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("tests/e2e_fakeroot.rs", include_str!("e2e_fakeroot.rs")),
     ("tests/e2e_gpu.rs", include_str!("e2e_gpu.rs")),
     ("tests/e2e_instance.rs", include_str!("e2e_instance.rs")),
+    ("tests/e2e_kept.rs", include_str!("e2e_kept.rs")),
     (
         "src/launch/instance.rs",
         include_str!("../src/launch/instance.rs"),

@@ -71,6 +71,11 @@ pub struct ActionArgs {
     #[arg(long, env = "SIFR_WRITABLE_TMPFS", value_parser = clap::builder::BoolishValueParser::new())]
     pub writable_tmpfs: bool,
 
+    /// mount the image afresh for this run: do not use or keep a kept image mount (sifr
+    /// only; see `kept mount idle timeout` in sifr.conf)
+    #[arg(long, env = "SIFR_FRESH_MOUNT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub fresh_mount: bool,
+
     /// use an overlayFS image or directory for persistent data changes
     #[arg(short = 'o', long, value_name = "PATH", value_delimiter = ',', env = "SIFR_OVERLAY",
           action = clap::ArgAction::Append)]

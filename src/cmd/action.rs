@@ -146,11 +146,14 @@ pub fn prepare(
             .transpose()?,
         gpu,
     };
+    let pinned = opened.pinned.is_some();
     let mounter = Mounter {
+        pinned,
         // --writable on a SIF writes into its overlay partition, not the image.
         writable: flags.writable && opened.sif.is_none(),
         image: opened.into_served(),
         overlay_files: Vec::new(),
+        kept_root: None,
     };
     Ok(Prepared {
         req,
@@ -248,6 +251,7 @@ pub fn launch_options(f: &ActionArgs) -> anyhow::Result<Options> {
         network_args: f.network_args.clone(),
         writable: f.writable,
         writable_tmpfs: f.writable_tmpfs || compat,
+        fresh_mount: f.fresh_mount,
         binds,
         home: f.home.as_deref().map(HomeSpec::parse).transpose()?,
         no_home: f.no_home,

@@ -74,6 +74,8 @@ pub struct Config {
     /// MiB.
     pub sessiondir_max_size: u64,
     pub memory_fs_type: MemoryFsType,
+    /// Seconds an idle kept image mount stays (sifr's own directive; 0: no kept mounts).
+    pub kept_mount_idle_timeout: u64,
     // GPUs.
     pub always_use_nv: bool,
     pub use_nvidia_container_cli: bool,
@@ -179,6 +181,7 @@ impl Default for Config {
             enable_underlay: EnableUnderlay::Yes,
             sessiondir_max_size: 64,
             memory_fs_type: MemoryFsType::Tmpfs,
+            kept_mount_idle_timeout: 300,
             always_use_nv: false,
             use_nvidia_container_cli: false,
             always_use_rocm: false,

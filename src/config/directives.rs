@@ -576,6 +576,7 @@ pub static DIRECTIVES: &[Directive] = &[
     directive!("enable underlay", enable_underlay: EnableUnderlay, Enforced),
     directive!("sessiondir max size", sessiondir_max_size: u64, Enforced),
     directive!("memory fs type", memory_fs_type: MemoryFsType, Enforced),
+    directive!("kept mount idle timeout", kept_mount_idle_timeout: u64, Enforced),
     // GPUs.
     directive!("always use nv", always_use_nv: bool, Enforced),
     directive!("use nvidia-container-cli", use_nvidia_container_cli: bool, Enforced),

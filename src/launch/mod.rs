@@ -33,6 +33,7 @@ pub mod host;
 pub mod identity;
 pub mod idplan;
 pub mod instance;
+pub mod kept;
 pub mod layers;
 pub mod ldcache;
 pub mod mounter;

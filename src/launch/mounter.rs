@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sifr_fuse::ext::Options as ExtOptions;
 use sifr_fuse::{ExtFs, ImageSource, MountHandle, MountOptions, SquashFs};
 
-use nix::mount::MsFlags;
+use nix::mount::{MntFlags, MsFlags};
 
 use super::plan::RootSource;
 use super::process::{MountedRoot, RootMounter};
@@ -20,9 +20,14 @@ pub struct Mounter {
     /// The image file, opened by sifr on the host before any namespace was entered (read
     /// through the verified digests when the execution control list governs it).
     pub image: Option<Arc<dyn ImageSource>>,
+    /// `image` reads through the execution control list's verified digests.
+    pub pinned: bool,
     /// The overlay image files, opened and locked on the host (`ovlfile::open_locked`),
     /// one per `OverlayPlan::images` entry.
     pub overlay_files: Vec<std::fs::File>,
+    /// The host path where a kept mount of the image is, in the holder's mount namespace
+    /// the supervisor joined (see `kept`): bound instead of mounting the image.
+    pub kept_root: Option<std::path::PathBuf>,
 }
 
 struct Bound;
@@ -80,52 +85,129 @@ impl RootMounter for Mounter {
                 })?;
                 Ok(Box::new(Bound))
             }
-            RootSource::Squashfs { path, offset, .. } => {
+            RootSource::Squashfs { path, .. } | RootSource::Ext { path, .. } => {
+                if let Some(kept) = &self.kept_root {
+                    return bind_kept(sys, kept, target, path);
+                }
                 let file = self
                     .image
                     .take()
                     .ok_or_else(|| format!("{}: image not opened", path.display()))?;
-                let fs = SquashFs::open_source(file, *offset, Default::default()).map_err(|e| {
-                    format!("cannot read the squashfs image {}: {e}", path.display())
-                })?;
-                let opts = MountOptions {
-                    fsname: path.display().to_string(),
-                    // Other ids of the namespace (fakeroot's mapped users) may read it too;
-                    // that never reaches beyond the container's own user namespace.
-                    allow_other: true,
-                    dev_fuse: sys.host_source(Path::new("/dev/fuse")),
-                    ..MountOptions::default()
-                };
-                let handle = sifr_fuse::mount_image(Arc::new(fs), target, &opts)
-                    .map_err(|e| format!("cannot mount {}: {e}", path.display()))?;
-                Ok(Box::new(Served(handle)))
-            }
-            RootSource::Ext { path, offset, size } => {
-                let file = self
-                    .image
-                    .take()
-                    .ok_or_else(|| format!("{}: image not opened", path.display()))?;
-                // Opened here, in the process that serves the mount: its reader threads
-                // would not survive a fork.
-                let fs = ExtFs::open_source(
-                    file,
-                    *offset,
-                    ExtOptions {
-                        size: Some(*size),
-                        ..ExtOptions::default()
-                    },
-                )
-                .map_err(|e| format!("cannot read the ext image {}: {e}", path.display()))?;
-                let opts = MountOptions {
-                    fsname: path.display().to_string(),
-                    allow_other: true,
-                    dev_fuse: sys.host_source(Path::new("/dev/fuse")),
-                    ..MountOptions::default()
-                };
-                let handle = sifr_fuse::mount_image(Arc::new(fs), target, &opts)
-                    .map_err(|e| format!("cannot mount {}: {e}", path.display()))?;
+                let handle =
+                    serve_image(root, file, target, &sys.host_source(Path::new("/dev/fuse")))?;
                 Ok(Box::new(Served(handle)))
             }
         }
+    }
+}
+
+/// Serves the image `root` names from `file` at `target` with sifr's FUSE driver (the
+/// server threads start here); `dev_fuse` names /dev/fuse in the caller's root.
+pub fn serve_image(
+    root: &RootSource,
+    file: Arc<dyn ImageSource>,
+    target: &Path,
+    dev_fuse: &Path,
+) -> Result<MountHandle, String> {
+    let opts = |path: &Path| MountOptions {
+        fsname: path.display().to_string(),
+        // Other ids of the namespace (fakeroot's mapped users) may read it too; that never
+        // reaches beyond the container's own user namespace.
+        allow_other: true,
+        dev_fuse: dev_fuse.to_path_buf(),
+        ..MountOptions::default()
+    };
+    match root {
+        RootSource::Squashfs { path, offset, .. } => {
+            let fs = SquashFs::open_source(file, *offset, Default::default())
+                .map_err(|e| format!("cannot read the squashfs image {}: {e}", path.display()))?;
+            sifr_fuse::mount_image(Arc::new(fs), target, &opts(path))
+                .map_err(|e| format!("cannot mount {}: {e}", path.display()))
+        }
+        RootSource::Ext { path, offset, size } => {
+            // Opened here, in the process that serves the mount: its reader threads would
+            // not survive a fork.
+            let fs = ExtFs::open_source(
+                file,
+                *offset,
+                ExtOptions {
+                    size: Some(*size),
+                    ..ExtOptions::default()
+                },
+            )
+            .map_err(|e| format!("cannot read the ext image {}: {e}", path.display()))?;
+            sifr_fuse::mount_image(Arc::new(fs), target, &opts(path))
+                .map_err(|e| format!("cannot mount {}: {e}", path.display()))
+        }
+        RootSource::Directory { path } => Err(format!(
+            "{}: a directory is not served by FUSE",
+            path.display()
+        )),
+    }
+}
+
+/// Binds the kept mount of the image (reached under the host's root, which the supervisor
+/// keeps at `/oldroot`) at `target`, read-only, and detaches it from its place in this
+/// namespace, so that the container's copy of the mounts holds it only as its root.
+fn bind_kept(
+    sys: &dyn Sys,
+    kept: &Path,
+    target: &Path,
+    image: &Path,
+) -> Result<Box<dyn MountedRoot>, String> {
+    let src = sys.host_source(kept);
+    sys.mount(Some(&src), target, None, MsFlags::MS_BIND, None)
+        .map_err(|e| format!("cannot bind the kept mount of {}: {e}", image.display()))?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    sys.mount(None, target, None, flags, None).map_err(|e| {
+        format!(
+            "cannot make the kept mount of {} read-only: {e}",
+            image.display()
+        )
+    })?;
+    sys.umount(&src, MntFlags::MNT_DETACH)
+        .map_err(|e| format!("cannot detach the kept mount of {}: {e}", image.display()))?;
+    Ok(Box::new(Bound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::sys::{Call, RecordingSys};
+
+    #[test]
+    fn test_kept_root_is_bound_read_only_and_detached_from_its_place() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let sys = RecordingSys::new(t.path());
+        let mut m = Mounter {
+            writable: false,
+            image: None,
+            pinned: false,
+            overlay_files: Vec::new(),
+            kept_root: Some("/h/.sifr/mounts/n/k.root".into()),
+        };
+        let root = RootSource::Squashfs {
+            path: "/i.sif".into(),
+            offset: 0,
+            size: 1,
+        };
+        m.mount(&root, Path::new("/rootfs"), &sys).expect("mounted");
+        let calls = sys.calls.borrow();
+        let text: Vec<String> = calls.iter().map(|c| c.to_string()).collect();
+        assert_eq!(calls.len(), 3, "{text:#?}");
+        assert!(matches!(&calls[0], Call::Mount(c)
+            if c.source.as_deref() == Some("/oldroot/h/.sifr/mounts/n/k.root")
+                && c.target == "/rootfs" && c.flags == MsFlags::MS_BIND));
+        assert!(matches!(&calls[1], Call::Mount(c)
+            if c.flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID | MsFlags::MS_NODEV)));
+        assert_eq!(
+            calls[2],
+            Call::Umount("/oldroot/h/.sifr/mounts/n/k.root".into())
+        );
     }
 }

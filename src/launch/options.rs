@@ -35,6 +35,8 @@ pub struct Options {
     pub writable: bool,
     /// `--writable-tmpfs`: a throw-away writable layer.
     pub writable_tmpfs: bool,
+    /// `--fresh-mount` (`SIFR_FRESH_MOUNT`): no kept image mount for this run.
+    pub fresh_mount: bool,
 
     // --- mounts ----------------------------------------------------------------------------
     /// User binds, `-B` then `--mount`, in order (sources may be relative to the cwd).
@@ -220,6 +222,7 @@ impl Default for Options {
             network_args: Vec::new(),
             writable: false,
             writable_tmpfs: false,
+            fresh_mount: false,
             binds: Vec::new(),
             home: None,
             no_home: false,

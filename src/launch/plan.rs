@@ -369,8 +369,18 @@ pub struct Plan {
     pub host_dirs: Vec<PathBuf>,
     /// Resource limits: the container's cgroup (`--memory`, ..., `--apply-cgroups`).
     pub cgroup: Option<super::cgroups::CgroupPlan>,
+    /// The image's FUSE mount is kept after the run and reused (see `kept`); `None`: this
+    /// run mounts the image itself.
+    pub kept: Option<KeptPlan>,
     /// Messages to show before starting (one line each).
     pub warnings: Vec<String>,
+}
+
+/// A kept image mount: what identifies the holder to use, besides the image itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptPlan {
+    /// Seconds the mount stays after its last run (`kept mount idle timeout`).
+    pub idle_secs: u64,
 }
 
 #[cfg(test)]
@@ -418,6 +428,7 @@ pub(crate) mod tests {
             },
             host_dirs: vec![],
             cgroup: None,
+            kept: None,
             warnings: vec![],
         }
     }

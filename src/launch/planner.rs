@@ -52,6 +52,8 @@ pub struct LaunchPolicy {
     /// `mount slave`: host mounts made later propagate into the container.
     pub mount_slave: bool,
     pub sessiondir_max_size_mb: u64,
+    /// `kept mount idle timeout`: seconds (0: no kept image mounts).
+    pub kept_mount_idle_secs: u64,
     pub memory_fs_type: MemoryFs,
     pub allow_pid_ns: bool,
     pub allow_ipc_ns: bool,
@@ -103,6 +105,7 @@ impl From<&Config> for LaunchPolicy {
             enable_underlay: c.enable_underlay,
             mount_slave: c.mount_slave,
             sessiondir_max_size_mb: c.sessiondir_max_size,
+            kept_mount_idle_secs: c.kept_mount_idle_timeout,
             memory_fs_type: match c.memory_fs_type {
                 MemoryFsType::Ramfs => MemoryFs::Ramfs,
                 _ => MemoryFs::Tmpfs,
@@ -303,6 +306,7 @@ pub fn plan(
     if let Some(cg) = &cgroup {
         warnings.extend(cg.warnings.iter().cloned());
     }
+    let kept = kept_mount(req, policy, pasta.is_some());
     Ok(Plan {
         image_display: req.image_display.clone(),
         root: req.root.clone(),
@@ -328,7 +332,23 @@ pub fn plan(
         },
         host_dirs,
         cgroup,
+        kept,
         warnings,
+    })
+}
+
+/// Whether the image's FUSE mount is kept for later runs (and this run uses a kept one):
+/// images served by FUSE, read-only, with kept mounts on in sifr.conf and not turned off
+/// for this run. A sandbox directory needs no mount; `--network pasta` connects the user
+/// namespace the run creates, which a kept mount's runs share.
+fn kept_mount(req: &Request, policy: &LaunchPolicy, pasta_used: bool) -> Option<KeptPlan> {
+    let image = matches!(
+        req.root,
+        RootSource::Squashfs { .. } | RootSource::Ext { .. }
+    );
+    let on = policy.kept_mount_idle_secs > 0 && !req.opts.fresh_mount;
+    (image && on && !req.opts.writable && !pasta_used).then_some(KeptPlan {
+        idle_secs: policy.kept_mount_idle_secs,
     })
 }
 
@@ -1538,6 +1558,50 @@ mod tests {
     }
 
     #[test]
+    fn test_kept_mount_for_read_only_images_unless_turned_off() {
+        let policy = LaunchPolicy::default();
+        let kept = |r: &Request, p: &LaunchPolicy| plan(r, p, &host()).expect("ok").kept;
+        assert_eq!(
+            kept(&req(Options::default()), &policy),
+            Some(KeptPlan { idle_secs: 300 })
+        );
+        let fresh = Options {
+            fresh_mount: true,
+            ..Options::default()
+        };
+        assert_eq!(kept(&req(fresh), &policy), None, "--fresh-mount");
+        let off = LaunchPolicy {
+            kept_mount_idle_secs: 0,
+            ..LaunchPolicy::default()
+        };
+        assert_eq!(kept(&req(Options::default()), &off), None, "timeout 0");
+        let mut sandbox = req(Options::default());
+        sandbox.root = RootSource::Directory { path: "/sb".into() };
+        assert_eq!(kept(&sandbox, &policy), None, "a directory");
+        let mut ext = req(Options::default());
+        ext.root = RootSource::Ext {
+            path: "/img/e.img".into(),
+            offset: 0,
+            size: 100,
+        };
+        assert!(kept(&ext, &policy).is_some(), "ext images");
+        let writable = Options {
+            writable: true,
+            ..Options::default()
+        };
+        assert_eq!(
+            kept_mount(&req(writable), &policy, false),
+            None,
+            "--writable"
+        );
+        assert_eq!(
+            kept_mount(&req(Options::default()), &policy, true),
+            None,
+            "pasta"
+        );
+    }
+
+    #[test]
     fn test_policy_from_builtin_config_equals_default() {
         assert_eq!(
             LaunchPolicy::from(&Config::builtin().expect("builtin config")),
@@ -2448,6 +2512,7 @@ mod tests {
             enable_underlay: EnableUnderlay::No,
             mount_slave: false,
             sessiondir_max_size_mb: 7,
+            kept_mount_idle_secs: 300,
             memory_fs_type: MemoryFs::Ramfs,
             allow_pid_ns: false,
             allow_ipc_ns: false,

@@ -140,6 +140,16 @@ pub struct Launch<S: Sys> {
     /// on its end of the failure pipe), with the supervisor's pid; an error stops the
     /// container. Instances record their state here (see `instance`).
     pub on_up: Option<OnUp>,
+    /// A kept image mount to join instead of creating a user namespace and mounting the
+    /// image (see `kept`): the holder's namespaces, open for as long as `run` runs.
+    pub kept: Option<KeptJoin>,
+}
+
+/// The holder's user and mount namespaces (descriptors owned by the caller of `run`).
+#[derive(Debug, Clone, Copy)]
+pub struct KeptJoin {
+    pub userns: std::os::fd::RawFd,
+    pub mntns: std::os::fd::RawFd,
 }
 
 /// What P does once the container is up.
@@ -307,6 +317,7 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
         explain_userns,
         enter_cgroup,
         on_up,
+        kept,
     } = launch;
     let relay_terminal = must_relay_terminal_signals();
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
@@ -342,6 +353,7 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
                 status.w,
                 relay_terminal,
                 &explain_userns,
+                kept,
             )
         }
         ForkResult::Parent { child } => {
@@ -503,27 +515,38 @@ fn supervisor<S: Sys>(
     status: OwnedFd,
     relay_terminal: bool,
     explain_userns: &dyn Fn(nix::Error) -> String,
+    kept: Option<KeptJoin>,
 ) -> ! {
     // Die with sifr: a killed sifr must not leave a supervisor and its mounts behind.
     if !security::die_with_parent(parent) {
         child_fail(&err, "sifr exited while the container was starting");
     }
 
-    // 1. A new user namespace (with its network namespace when pasta connects it); P
-    //    writes the id maps from outside.
-    if let Err(msg) = create_userns(sys, plan, explain_userns) {
-        child_fail(&err, &msg);
+    if let Some(k) = kept {
+        // 1. A kept mount: the holder's user namespace (mapped as this run's) and its
+        //    mount namespace, of which step 2 makes this run's copy. P has no maps to
+        //    write: the pipe hangs up without UsernsReady.
+        drop((to_p, from_p));
+        if let Err(msg) = join_kept(sys, k) {
+            child_fail(&err, &msg);
+        }
+    } else {
+        // 1. A new user namespace (with its network namespace when pasta connects it); P
+        //    writes the id maps from outside.
+        if let Err(msg) = create_userns(sys, plan, explain_userns) {
+            child_fail(&err, &msg);
+        }
+        ChildMsg::UsernsReady.send(&to_p);
+        log::debug!(
+            "{:.1} ms: supervisor: user namespace created",
+            crate::log::since_start_ms()
+        );
+        if !recv_is(&from_p, ChildMsg::MapsWritten) {
+            // P reported the mapping error itself.
+            child_exit(255)
+        }
+        drop((to_p, from_p));
     }
-    ChildMsg::UsernsReady.send(&to_p);
-    log::debug!(
-        "{:.1} ms: supervisor: user namespace created",
-        crate::log::since_start_ms()
-    );
-    if !recv_is(&from_p, ChildMsg::MapsWritten) {
-        // P reported the mapping error itself.
-        child_exit(255)
-    }
-    drop((to_p, from_p));
     // Nothing in the container may trace this process, read its memory or descriptors (the
     // FUSE connection) or follow /proc/PID/root to the host's root: not dumpable, so that
     // needs CAP_SYS_PTRACE in the host's user namespace. Only now: a non-dumpable process's
@@ -570,6 +593,23 @@ fn create_userns<S: Sys>(
         flags |= CloneFlags::CLONE_NEWNET;
     }
     sys.unshare(flags).map_err(|e| explain_userns(errno_of(&e)))
+}
+
+/// C, step 1 with a kept mount: joins the holder's user namespace (which grants this
+/// process, its owner's, every capability there) and then its mount namespace.
+fn join_kept<S: Sys>(sys: &S, k: KeptJoin) -> Result<(), String> {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: the descriptors stay open in P's `Attached` (and in this forked copy of it)
+    // for the whole launch.
+    let (user, mnt) = unsafe {
+        (
+            BorrowedFd::borrow_raw(k.userns),
+            BorrowedFd::borrow_raw(k.mntns),
+        )
+    };
+    sys.setns(user, CloneFlags::CLONE_NEWUSER)
+        .and_then(|()| sys.setns(mnt, CloneFlags::CLONE_NEWNS))
+        .map_err(|e| format!("cannot join the kept mount's namespaces: {e}"))
 }
 
 /// C, step 2: the namespaces other than the user namespace (created first, so that it
@@ -1705,6 +1745,31 @@ mod tests {
         assert_eq!(
             err,
             "cannot change to the working directory /work in the container"
+        );
+    }
+
+    #[test]
+    fn test_kept_mount_joins_the_holders_user_namespace_before_its_mounts() {
+        let (_dir, sys) = recorder(&[]);
+        let f = std::fs::File::open("/dev/null").expect("open /dev/null");
+        let k = KeptJoin {
+            userns: f.as_raw_fd(),
+            mntns: f.as_raw_fd(),
+        };
+        assert_eq!(join_kept(&sys, k), Ok(()));
+        assert_eq!(
+            *sys.calls.borrow(),
+            vec![
+                Call::Setns(CloneFlags::CLONE_NEWUSER),
+                Call::Setns(CloneFlags::CLONE_NEWNS),
+            ]
+        );
+        let (_dir, mut sys) = recorder(&[]);
+        sys.fail_steps = vec![Call::Setns(CloneFlags::CLONE_NEWNS)];
+        let err = join_kept(&sys, k).expect_err("fails");
+        assert!(
+            err.starts_with("cannot join the kept mount's namespaces"),
+            "{err}"
         );
     }
 

@@ -842,6 +842,7 @@ pub(crate) mod tests {
             },
             host_dirs: vec![],
             cgroup: None,
+            kept: None,
             warnings: vec![],
         }
     }

@@ -2,10 +2,13 @@
 //! prepare the host for the plan, then run the process tree (sifr, supervisor, payload)
 //! with the real kernel behind the seam, and report how the payload ended.
 
+use std::os::fd::AsRawFd;
+
 use super::cgroups::{self, CgroupError, CgroupOps, LinuxCgroupOps};
 use super::host::{self, HostError, HostFacts, LiveHost};
 use super::identity::HostUser;
 use super::idplan;
+use super::kept;
 use super::mounter::Mounter;
 use super::ovlfile::{self, LockError};
 use super::planner::{self, LaunchPolicy, PlanError, Request};
@@ -77,7 +80,38 @@ pub fn start_reporting(
         log::warn!("{w}");
     }
     log::debug!("launch plan: {plan:#?}");
-    // 4. The process tree, against the kernel.
+    // 4. The image's kept mount: joined, or started for this and later runs (any
+    //    obstacle leaves this run to mount the image itself).
+    let attached = plan.kept.as_ref().and_then(|k| {
+        let served = kept::Served {
+            image: mounter.image.clone()?,
+            pinned: mounter.pinned,
+        };
+        match kept::attach(&plan, k.idle_secs, &served, &user, &idplan::write_maps) {
+            Ok(a) => {
+                log::debug!(
+                    "{:.1} ms: kept mount: {} holder {} ({})",
+                    crate::log::since_start_ms(),
+                    if a.started { "started" } else { "joined" },
+                    a.holder,
+                    a.root.display()
+                );
+                Some(a)
+            }
+            Err(e) => {
+                log::debug!("kept mount not used, mounting the image for this run: {e}");
+                None
+            }
+        }
+    });
+    let join = attached.as_ref().map(|a| {
+        mounter.kept_root = Some(a.root.clone());
+        process::KeptJoin {
+            userns: a.userns.as_raw_fd(),
+            mntns: a.mntns.as_raw_fd(),
+        }
+    });
+    // 5. The process tree, against the kernel.
     let outcome = process::run(Launch {
         plan,
         sys: LinuxSys::new(),
@@ -87,7 +121,10 @@ pub fn start_reporting(
         explain_userns: Box::new(idplan::explain_userns),
         enter_cgroup,
         on_up,
+        kept: join,
     });
+    // The run's end, for the holder (the connection closes here).
+    drop(attached);
     if let Some(cg) = active {
         remove_cgroup(&LinuxCgroupOps, &cg);
     }
