@@ -27,14 +27,22 @@ fn conf(dir: &Path, idle: u64) -> PathBuf {
 
 /// How a run used a kept mount: ("started" | "joined", the holder's pid), from --debug.
 fn kept_use(out: &Output) -> Option<(String, i32)> {
-    let err = String::from_utf8_lossy(&out.stderr);
-    err.lines().find_map(|l| {
-        let rest = l.split("kept mount: ").nth(1)?;
-        let mut w = rest.split_whitespace();
-        let how = w.next()?.to_string();
-        (w.next()? == "holder").then_some(())?;
-        Some((how, w.next()?.parse().ok()?))
-    })
+    kept_uses(&String::from_utf8_lossy(&out.stderr))
+        .into_iter()
+        .next()
+}
+
+/// Every "kept mount: started|joined holder PID" line of `text`.
+fn kept_uses(text: &str) -> Vec<(String, i32)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.split("kept mount: ").nth(1)?;
+            let mut w = rest.split_whitespace();
+            let how = w.next()?.to_string();
+            (w.next()? == "holder").then_some(())?;
+            Some((how, w.next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A home of the test's own (so its holders and sockets are its own), next to `conf`.
@@ -411,5 +419,48 @@ fn test_fifty_parallel_runs_share_one_holder() {
     holders.dedup();
     assert_eq!(holders.len(), 1, "one holder for 50 runs: {holders:?}");
     assert_eq!(started, 1);
+    stop_holder(holders[0]);
+}
+
+#[test]
+fn test_mpi_ranks_share_one_holder() {
+    require_unprivileged();
+    let Some(mpirun) = which("mpirun") else {
+        let why = "mpirun not found (apt-get install openmpi-bin)";
+        assert!(!in_ci(), "{why}; CI requires it");
+        eprintln!("SKIP: {why}");
+        return;
+    };
+    let t = tempdir();
+    let img = image(t.path(), "a.sif");
+    let c = conf(t.path(), 60);
+    // Host mpirun starting 6 ranks of one image on this node, as a batch script does.
+    let out = Command::new(mpirun)
+        .args(["--oversubscribe", "-n", "6"])
+        .arg(sifr_bin())
+        .args(["--debug", "-c", c.to_str().expect("utf-8"), "exec"])
+        .arg(&img)
+        .args(["sh", "-c", "echo rank=$OMPI_COMM_WORLD_RANK"])
+        .env("HOME", home_of(&c))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mpirun");
+    let stdout = ok(&out);
+    let mut ranks: Vec<&str> = stdout.lines().collect();
+    ranks.sort();
+    assert_eq!(
+        ranks,
+        ["rank=0", "rank=1", "rank=2", "rank=3", "rank=4", "rank=5"]
+    );
+    let uses = kept_uses(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(uses.len(), 6, "{uses:?}");
+    assert_eq!(uses.iter().filter(|(how, _)| how == "started").count(), 1);
+    let mut holders: Vec<i32> = uses.iter().map(|(_, pid)| *pid).collect();
+    holders.dedup();
+    assert_eq!(
+        holders.len(),
+        1,
+        "one holder (one mount, one cache) for the ranks"
+    );
     stop_holder(holders[0]);
 }
