@@ -464,3 +464,33 @@ fn test_mpi_ranks_share_one_holder() {
     );
     stop_holder(holders[0]);
 }
+
+#[test]
+fn test_holder_of_a_deleted_image_leaves_after_its_last_run() {
+    require_unprivileged();
+    let t = tempdir();
+    let img = image(t.path(), "gone.sif");
+    let c = conf(t.path(), 600);
+    let s = img.to_str().expect("utf-8").to_string();
+    // The container says it runs through a file in the test's directory (under /tmp,
+    // which the container shares with the host).
+    let up = t.path().join("up");
+    let script = format!("touch {} && sleep 2", up.display());
+    let mut running = command(&c, &["exec", &s, "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sifr");
+    let end = Instant::now() + Duration::from_secs(30);
+    while !up.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(up.exists(), "the container did not start");
+    std::fs::remove_file(&img).expect("delete the image");
+    let out = running.wait_with_output().expect("wait");
+    ok(&out);
+    let (_, pid) = kept_use(&out).expect("kept");
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "the holder of a deleted image stayed for its idle timeout"
+    );
+}

@@ -107,6 +107,9 @@ pub fn prepare(
         CapabilityConfig::load(&SystemPaths::detect()?)?;
     }
     let mut opts = launch_options(flags)?;
+    // A converted image removed after the run (--disable-cache) is never run again: no
+    // kept mount for it.
+    opts.fresh_mount |= remove_after.is_some();
     if let Some(name) = instance {
         // Instances always have a PID namespace (Apptainer's), and an init payload.
         opts.pid = true;

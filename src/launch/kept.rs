@@ -730,6 +730,11 @@ impl Holder<'_> {
                 idle_since = None;
                 continue;
             }
+            if idle_since.is_none() && self.unlinked() {
+                // The last run of an image file that has been deleted: no later run can
+                // name it.
+                stopping = true;
+            }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if (stopping || since.elapsed() >= self.args.idle) && self.leave(&listener) {
                 return;
@@ -823,6 +828,11 @@ impl Holder<'_> {
                 Answer::Done
             }
         }
+    }
+
+    /// The image file has no name left.
+    fn unlinked(&self) -> bool {
+        self.image.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// The image file is still what it was when the holder started.
