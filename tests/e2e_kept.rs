@@ -476,7 +476,7 @@ fn test_holder_of_a_deleted_image_leaves_after_its_last_run() {
     // which the container shares with the host).
     let up = t.path().join("up");
     let script = format!("touch {} && sleep 2", up.display());
-    let mut running = command(&c, &["exec", &s, "sh", "-c", &script])
+    let running = command(&c, &["exec", &s, "sh", "-c", &script])
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sifr");
