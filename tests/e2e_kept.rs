@@ -494,3 +494,49 @@ fn test_holder_of_a_deleted_image_leaves_after_its_last_run() {
         "the holder of a deleted image stayed for its idle timeout"
     );
 }
+
+/// A FUSE mount (fuse2fs over an ext3 image) the user makes on the host.
+struct FuseMount(PathBuf);
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn test_runs_see_host_mounts_made_after_the_holder_started() {
+    require_unprivileged();
+    let t = tempdir();
+    let img = image(t.path(), "a.sif");
+    let s = img.to_str().expect("utf-8");
+    let c = conf(t.path(), 60);
+    let (_, pid) = kept_use(&run_with(&c, &["exec", s, "true"])).expect("kept");
+    // Now the user mounts a filesystem on the host.
+    let fsimg = t.path().join("fs.img");
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    std::fs::File::create(&fsimg)
+        .and_then(|f| f.set_len(8 << 20))
+        .expect("image");
+    let owner = format!(
+        "root_owner={}:{}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    let mkfs = which("mkfs.ext3").expect("mkfs.ext3 (e2fsprogs; ci/setup-host installs it)");
+    ok(&run(
+        mkfs,
+        ["-q", "-F", "-E", &owner, fsimg.to_str().expect("utf-8")],
+    ));
+    let fuse2fs = which("fuse2fs").expect("fuse2fs (ci/setup-host installs it)");
+    ok(&run(fuse2fs, [fsimg.as_os_str(), mnt.as_os_str()]));
+    let guard = FuseMount(mnt.clone());
+    std::fs::write(mnt.join("hello"), "from a later mount\n").expect("write");
+    let bind = format!("{}:/data", mnt.display());
+    let out = run_with(&c, &["exec", "-B", &bind, s, "cat", "/data/hello"]);
+    assert_eq!(ok(&out), "from a later mount\n");
+    assert_eq!(kept_use(&out), Some(("joined".into(), pid)));
+    drop(guard);
+    stop_holder(pid);
+}

@@ -156,7 +156,7 @@ pub fn prepare(
         writable: flags.writable && opened.sif.is_none(),
         image: opened.into_served(),
         overlay_files: Vec::new(),
-        kept_root: None,
+        kept_tree: None,
     };
     Ok(Prepared {
         req,

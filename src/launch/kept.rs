@@ -1,12 +1,13 @@
 //! Kept image mounts: the FUSE mount of an image stays alive after a run, held by a
-//! per-user holder process, and the later runs of the same image by the same user join it
-//! instead of mounting the image again (its page cache and decoded metadata stay warm).
+//! per-user holder process, and the later runs of the same image by the same user attach
+//! a copy of it instead of mounting the image again (its page cache and decoded metadata
+//! stay warm). Each run's mounts are otherwise a copy of its caller's, as without it.
 //!
 //! ```text
 //! sifr (P) ── "attach KEY" ──▶ ~/.sifr/mounts/HOST/KEY.sock ──▶ holder ("sifr-keep")
-//!          ◀── its user and mount namespaces (SCM_RIGHTS) ──      own session, own user
-//!  └─ supervisor (C): setns(user), setns(mnt), unshare(mnt, …)    and mount namespace, the
-//!     binds KEY.root (the kept mount) as the container's root      FUSE server at KEY.root
+//!          ◀── its user namespace + open_tree copy (SCM_RIGHTS)   own session, own user
+//!  └─ supervisor (C): setns(user), unshare(mnt, …) from the       and mount namespace, the
+//!     caller's mounts, move_mount(copy) as the container's root    FUSE server at KEY.root
 //! ```
 //!
 //! - Identity. KEY hashes the image file's device, inode, size, modification time and its
@@ -17,12 +18,12 @@
 //!   and refuses (and goes away) when the file changed under it.
 //! - Access. The directory is the user's, mode 0700, checked before use; the holder
 //!   accepts only peers with its own uid (SO_PEERCRED); the mount exists only in the
-//!   holder's mount namespace and its copies in the runs' namespaces. The execution
-//!   control list and every other check run in every run, before it attaches.
+//!   holder's mount namespace and as the copies attached in the runs' namespaces. The
+//!   execution control list and every other check run in every run, before it attaches.
 //! - Lifetime. Each run keeps its connection open while its container runs (the
 //!   supervisor and its children inherit it; the payload's exec closes it). The holder
-//!   ends after `kept mount idle timeout` seconds with no connection, on SIGTERM, or when
-//!   its image changed; it unmounts and removes its socket first. Attaching and ending
+//!   ends after `kept mount idle timeout` seconds with no connection, on SIGTERM, when its
+//!   image changed, or when its last run ends after the image file was deleted; it unmounts and removes its socket first. Attaching and ending
 //!   are serialised by a lock on the directory, so a run never attaches to a holder that
 //!   is going away. A holder that crashed leaves a dead socket: the next run removes it
 //!   and starts a new holder (mounts live only in namespaces: nothing stale is left on the
@@ -33,7 +34,7 @@
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -255,9 +256,11 @@ fn try_flock(f: &File) -> std::io::Result<bool> {
 pub struct Attached {
     /// Open for as long as the container runs: the holder counts it.
     pub conn: UnixStream,
-    /// The holder's user and mount namespaces, for the supervisor to join.
+    /// The holder's user namespace, for the supervisor to join.
     pub userns: OwnedFd,
-    pub mntns: OwnedFd,
+    /// A detached copy of the kept mount (open_tree), for the supervisor to attach as the
+    /// container's root.
+    pub tree: OwnedFd,
     /// The kept mount's mount point (a host path; mounted in the holder's namespace).
     pub root: PathBuf,
     pub holder: i32,
@@ -353,7 +356,8 @@ fn fd_is(fd: RawFd, dev: u64, ino: u64) -> bool {
     r == 0 && st.st_dev == dev && st.st_ino == ino
 }
 
-/// Connects to the holder at `sock` and asks for its namespaces.
+/// Connects to the holder at `sock` and asks for its user namespace and a copy of its
+/// mount.
 fn request_attach(sock: &Path, key: &str, root: &Path) -> Result<Attached, KeepError> {
     let conn = UnixStream::connect(sock).map_err(io_err(sock, "connect"))?;
     conn.set_read_timeout(Some(WAIT))
@@ -394,10 +398,10 @@ fn request_attach(sock: &Path, key: &str, root: &Path) -> Result<Attached, KeepE
         .strip_prefix("ok ")
         .and_then(|p| p.parse::<i32>().ok());
     match (holder, <[OwnedFd; 2]>::try_from(fds)) {
-        (Some(holder), Ok([userns, mntns])) => Ok(Attached {
+        (Some(holder), Ok([userns, tree])) => Ok(Attached {
             conn,
             userns,
-            mntns,
+            tree,
             root: root.to_path_buf(),
             holder,
             started: false,
@@ -602,13 +606,12 @@ fn holder_main(
             fail(msg)
         }
     };
-    let ns = |name: &str| File::open(format!("/proc/self/ns/{name}")).map(OwnedFd::from);
-    let (userns, mntns) = match (ns("user"), ns("mnt")) {
-        (Ok(u), Ok(m)) => (u, m),
-        (Err(e), _) | (_, Err(e)) => {
+    let userns = match File::open("/proc/self/ns/user") {
+        Ok(u) => OwnedFd::from(u),
+        Err(e) => {
             let _ = std::fs::remove_file(&args.sock);
             let _ = handle.unmount_and_join();
-            fail(format!("cannot open its namespaces: {e}"))
+            fail(format!("cannot open its user namespace: {e}"))
         }
     };
     let _ = nix::unistd::write(&ready, b"r");
@@ -620,7 +623,6 @@ fn holder_main(
         // this process any more (sifr's objects are never dropped here: it ends by _exit).
         image: std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(image_fd) }),
         userns,
-        mntns,
     };
     holder.serve(listener, &sfd);
     let _ = handle.unmount_and_join();
@@ -666,7 +668,6 @@ struct Holder<'a> {
     args: &'a HolderArgs,
     image: std::mem::ManuallyDrop<File>,
     userns: OwnedFd,
-    mntns: OwnedFd,
 }
 
 impl Holder<'_> {
@@ -801,8 +802,18 @@ impl Holder<'_> {
                     reply("err the image file changed\n");
                     return Answer::Stop;
                 }
+                // Each run gets its own detached copy of the mount: the run's mount
+                // namespace is a copy of its caller's (current host mounts), into which the
+                // supervisor attaches it.
+                let tree = match open_tree_clone(&self.args.root_dir) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        reply(&format!("err cannot copy the mount: {e}\n"));
+                        return Answer::Done;
+                    }
+                };
                 let text = format!("ok {}\n", std::process::id());
-                let fds = [self.userns.as_raw_fd(), self.mntns.as_raw_fd()];
+                let fds = [self.userns.as_raw_fd(), tree.as_raw_fd()];
                 let sent = sendmsg::<()>(
                     conn.as_raw_fd(),
                     &[IoSlice::new(text.as_bytes())],
@@ -847,10 +858,27 @@ enum Answer {
     Stop,
 }
 
-/// The descriptors a supervisor needs to join a kept mount.
-pub struct Join<'a> {
-    pub userns: BorrowedFd<'a>,
-    pub mntns: BorrowedFd<'a>,
+/// A detached copy of the mount at `path` (open_tree with OPEN_TREE_CLONE, Linux 5.2+).
+fn open_tree_clone(path: &Path) -> std::io::Result<OwnedFd> {
+    /// OPEN_TREE_CLONE of <linux/mount.h>.
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: the path is NUL-terminated and outlives the call; the kernel returns a new
+    // descriptor, owned once below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned to us, owned nowhere else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sifr_fuse::ext::Options as ExtOptions;
 use sifr_fuse::{ExtFs, ImageSource, MountHandle, MountOptions, SquashFs};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 
 use super::plan::RootSource;
 use super::process::{MountedRoot, RootMounter};
@@ -25,9 +25,9 @@ pub struct Mounter {
     /// The overlay image files, opened and locked on the host (`ovlfile::open_locked`),
     /// one per `OverlayPlan::images` entry.
     pub overlay_files: Vec<std::fs::File>,
-    /// The host path where a kept mount of the image is, in the holder's mount namespace
-    /// the supervisor joined (see `kept`): bound instead of mounting the image.
-    pub kept_root: Option<std::path::PathBuf>,
+    /// A detached copy of the image's kept mount (see `kept`), attached instead of
+    /// mounting the image; the descriptor is owned by the caller of the launch.
+    pub kept_tree: Option<std::os::fd::RawFd>,
 }
 
 struct Bound;
@@ -86,8 +86,8 @@ impl RootMounter for Mounter {
                 Ok(Box::new(Bound))
             }
             RootSource::Squashfs { path, .. } | RootSource::Ext { path, .. } => {
-                if let Some(kept) = &self.kept_root {
-                    return bind_kept(sys, kept, target, path);
+                if let Some(tree) = self.kept_tree {
+                    return attach_kept(sys, tree, target, path);
                 }
                 let file = self
                     .image
@@ -146,18 +146,19 @@ pub fn serve_image(
     }
 }
 
-/// Binds the kept mount of the image (reached under the host's root, which the supervisor
-/// keeps at `/oldroot`) at `target`, read-only, and detaches it from its place in this
-/// namespace, so that the container's copy of the mounts holds it only as its root.
-fn bind_kept(
+/// Attaches the detached copy of the image's kept mount at `target`, read-only (it is
+/// nosuid and nodev as the holder mounted it).
+fn attach_kept(
     sys: &dyn Sys,
-    kept: &Path,
+    tree: std::os::fd::RawFd,
     target: &Path,
     image: &Path,
 ) -> Result<Box<dyn MountedRoot>, String> {
-    let src = sys.host_source(kept);
-    sys.mount(Some(&src), target, None, MsFlags::MS_BIND, None)
-        .map_err(|e| format!("cannot bind the kept mount of {}: {e}", image.display()))?;
+    // SAFETY: the descriptor stays open in sifr's `Attached` (and this forked copy of it)
+    // for the whole launch.
+    let tree = unsafe { std::os::fd::BorrowedFd::borrow_raw(tree) };
+    sys.move_mount(tree, target)
+        .map_err(|e| format!("cannot attach the kept mount of {}: {e}", image.display()))?;
     let flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
         | MsFlags::MS_RDONLY
@@ -169,8 +170,6 @@ fn bind_kept(
             image.display()
         )
     })?;
-    sys.umount(&src, MntFlags::MNT_DETACH)
-        .map_err(|e| format!("cannot detach the kept mount of {}: {e}", image.display()))?;
     Ok(Box::new(Bound))
 }
 
@@ -180,15 +179,16 @@ mod tests {
     use crate::launch::sys::{Call, RecordingSys};
 
     #[test]
-    fn test_kept_root_is_bound_read_only_and_detached_from_its_place() {
+    fn test_kept_tree_is_attached_read_only() {
         let t = tempfile::tempdir().expect("tempdir");
         let sys = RecordingSys::new(t.path());
+        let f = std::fs::File::open("/dev/null").expect("open");
         let mut m = Mounter {
             writable: false,
             image: None,
             pinned: false,
             overlay_files: Vec::new(),
-            kept_root: Some("/h/.sifr/mounts/n/k.root".into()),
+            kept_tree: Some(std::os::fd::AsRawFd::as_raw_fd(&f)),
         };
         let root = RootSource::Squashfs {
             path: "/i.sif".into(),
@@ -197,17 +197,10 @@ mod tests {
         };
         m.mount(&root, Path::new("/rootfs"), &sys).expect("mounted");
         let calls = sys.calls.borrow();
-        let text: Vec<String> = calls.iter().map(|c| c.to_string()).collect();
-        assert_eq!(calls.len(), 3, "{text:#?}");
-        assert!(matches!(&calls[0], Call::Mount(c)
-            if c.source.as_deref() == Some("/oldroot/h/.sifr/mounts/n/k.root")
-                && c.target == "/rootfs" && c.flags == MsFlags::MS_BIND));
+        assert_eq!(calls.len(), 2, "{calls:#?}");
+        assert_eq!(calls[0], Call::MoveMount("/rootfs".into()));
         assert!(matches!(&calls[1], Call::Mount(c)
-            if c.flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+            if c.target == "/rootfs" && c.flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
                 | MsFlags::MS_NOSUID | MsFlags::MS_NODEV)));
-        assert_eq!(
-            calls[2],
-            Call::Umount("/oldroot/h/.sifr/mounts/n/k.root".into())
-        );
     }
 }

@@ -145,11 +145,10 @@ pub struct Launch<S: Sys> {
     pub kept: Option<KeptJoin>,
 }
 
-/// The holder's user and mount namespaces (descriptors owned by the caller of `run`).
+/// The holder's user namespace (a descriptor owned by the caller of `run`).
 #[derive(Debug, Clone, Copy)]
 pub struct KeptJoin {
     pub userns: std::os::fd::RawFd,
-    pub mntns: std::os::fd::RawFd,
 }
 
 /// What P does once the container is up.
@@ -522,31 +521,29 @@ fn supervisor<S: Sys>(
         child_fail(&err, "sifr exited while the container was starting");
     }
 
-    if let Some(k) = kept {
-        // 1. A kept mount: the holder's user namespace (mapped as this run's) and its
-        //    mount namespace, of which step 2 makes this run's copy. P has no maps to
-        //    write: the pipe hangs up without UsernsReady.
-        drop((to_p, from_p));
-        if let Err(msg) = join_kept(sys, k) {
-            child_fail(&err, &msg);
-        }
-    } else {
-        // 1. A new user namespace (with its network namespace when pasta connects it); P
-        //    writes the id maps from outside.
-        if let Err(msg) = create_userns(sys, plan, explain_userns) {
-            child_fail(&err, &msg);
-        }
-        ChildMsg::UsernsReady.send(&to_p);
-        log::debug!(
-            "{:.1} ms: supervisor: user namespace created",
-            crate::log::since_start_ms()
-        );
-        if !recv_is(&from_p, ChildMsg::MapsWritten) {
-            // P reported the mapping error itself.
-            child_exit(255)
-        }
-        drop((to_p, from_p));
+    // 1. A new user namespace (with its network namespace when pasta connects it); P
+    //    writes the id maps from outside. With a kept mount, the holder's user namespace
+    //    (mapped as this run's) instead, which owns the namespaces step 2 creates and may
+    //    reach the holder's FUSE mount; P has no maps to write then, but this process
+    //    still waits for it: P moves it into the container's cgroup before it forks.
+    let entered = match kept {
+        Some(k) => join_kept(sys, k),
+        None => create_userns(sys, plan, explain_userns),
+    };
+    if let Err(msg) = entered {
+        child_fail(&err, &msg);
     }
+    ChildMsg::UsernsReady.send(&to_p);
+    log::debug!(
+        "{:.1} ms: supervisor: user namespace {}",
+        crate::log::since_start_ms(),
+        if kept.is_some() { "joined" } else { "created" }
+    );
+    if !recv_is(&from_p, ChildMsg::MapsWritten) {
+        // P reported the mapping error itself.
+        child_exit(255)
+    }
+    drop((to_p, from_p));
     // Nothing in the container may trace this process, read its memory or descriptors (the
     // FUSE connection) or follow /proc/PID/root to the host's root: not dumpable, so that
     // needs CAP_SYS_PTRACE in the host's user namespace. Only now: a non-dumpable process's
@@ -595,21 +592,15 @@ fn create_userns<S: Sys>(
     sys.unshare(flags).map_err(|e| explain_userns(errno_of(&e)))
 }
 
-/// C, step 1 with a kept mount: joins the holder's user namespace (which grants this
-/// process, its owner's, every capability there) and then its mount namespace.
+/// C, step 1 with a kept mount: joins the holder's user namespace, which grants this
+/// process (its owner's) every capability there.
 fn join_kept<S: Sys>(sys: &S, k: KeptJoin) -> Result<(), String> {
     use std::os::fd::BorrowedFd;
-    // SAFETY: the descriptors stay open in P's `Attached` (and in this forked copy of it)
+    // SAFETY: the descriptor stays open in P's `Attached` (and in this forked copy of it)
     // for the whole launch.
-    let (user, mnt) = unsafe {
-        (
-            BorrowedFd::borrow_raw(k.userns),
-            BorrowedFd::borrow_raw(k.mntns),
-        )
-    };
+    let user = unsafe { BorrowedFd::borrow_raw(k.userns) };
     sys.setns(user, CloneFlags::CLONE_NEWUSER)
-        .and_then(|()| sys.setns(mnt, CloneFlags::CLONE_NEWNS))
-        .map_err(|e| format!("cannot join the kept mount's namespaces: {e}"))
+        .map_err(|e| format!("cannot join the kept mount's user namespace: {e}"))
 }
 
 /// C, step 2: the namespaces other than the user namespace (created first, so that it
@@ -1749,26 +1740,23 @@ mod tests {
     }
 
     #[test]
-    fn test_kept_mount_joins_the_holders_user_namespace_before_its_mounts() {
+    fn test_kept_mount_joins_only_the_holders_user_namespace() {
         let (_dir, sys) = recorder(&[]);
         let f = std::fs::File::open("/dev/null").expect("open /dev/null");
         let k = KeptJoin {
             userns: f.as_raw_fd(),
-            mntns: f.as_raw_fd(),
         };
         assert_eq!(join_kept(&sys, k), Ok(()));
+        // Only the user namespace: the run's mounts are a copy of its caller's.
         assert_eq!(
             *sys.calls.borrow(),
-            vec![
-                Call::Setns(CloneFlags::CLONE_NEWUSER),
-                Call::Setns(CloneFlags::CLONE_NEWNS),
-            ]
+            vec![Call::Setns(CloneFlags::CLONE_NEWUSER)]
         );
         let (_dir, mut sys) = recorder(&[]);
-        sys.fail_steps = vec![Call::Setns(CloneFlags::CLONE_NEWNS)];
+        sys.fail_steps = vec![Call::Setns(CloneFlags::CLONE_NEWUSER)];
         let err = join_kept(&sys, k).expect_err("fails");
         assert!(
-            err.starts_with("cannot join the kept mount's namespaces"),
+            err.starts_with("cannot join the kept mount's user namespace"),
             "{err}"
         );
     }

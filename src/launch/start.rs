@@ -105,10 +105,9 @@ pub fn start_reporting(
         }
     });
     let join = attached.as_ref().map(|a| {
-        mounter.kept_root = Some(a.root.clone());
+        mounter.kept_tree = Some(a.tree.as_raw_fd());
         process::KeptJoin {
             userns: a.userns.as_raw_fd(),
-            mntns: a.mntns.as_raw_fd(),
         }
     });
     // 5. The process tree, against the kernel.
@@ -117,7 +116,12 @@ pub fn start_reporting(
         sys: LinuxSys::new(),
         user,
         mounter: Box::new(mounter),
-        write_maps: Box::new(idplan::write_maps),
+        // A kept mount's user namespace has its maps already (written for the holder).
+        write_maps: if join.is_some() {
+            Box::new(|_, _| Ok(()))
+        } else {
+            Box::new(idplan::write_maps)
+        },
         explain_userns: Box::new(idplan::explain_userns),
         enter_cgroup,
         on_up,

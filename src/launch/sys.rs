@@ -53,6 +53,8 @@ pub struct MountCall {
 pub enum Call {
     Mount(MountCall),
     Umount(PathBuf),
+    /// A detached mount tree attached here (a kept image mount).
+    MoveMount(PathBuf),
     RestrictRecursive(PathBuf, u64),
     PivotRoot(PathBuf, PathBuf),
     Chdir(PathBuf),
@@ -100,6 +102,7 @@ impl std::fmt::Display for Call {
                 m.data
             ),
             Call::Umount(t) => write!(f, "umount {}", t.display()),
+            Call::MoveMount(t) => write!(f, "move_mount {}", t.display()),
             Call::RestrictRecursive(t, a) => write!(f, "restrict -R {} {a:#x}", t.display()),
             Call::PivotRoot(n, o) => write!(f, "pivot_root {} {}", n.display(), o.display()),
             Call::Chdir(p) => write!(f, "chdir {}", p.display()),
@@ -152,6 +155,9 @@ pub trait Sys {
         data: Option<&str>,
     ) -> io::Result<()>;
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    /// Attaches the detached mount tree `tree` (from open_tree(OPEN_TREE_CLONE), e.g. a
+    /// kept image mount) at `target` (move_mount, Linux 5.2+).
+    fn move_mount(&self, tree: BorrowedFd<'_>, target: &Path) -> io::Result<()>;
     /// Adds restrictions (`MOUNT_ATTR_*` bits) to a mount and every mount below it
     /// (mount_setattr with AT_RECURSIVE, Linux 5.12+).
     fn restrict_recursive(&self, target: &Path, attrs: u64) -> io::Result<()>;
@@ -414,6 +420,29 @@ impl Sys for LinuxSys {
 
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
         nix::mount::umount2(target, flags).map_err(errno)
+    }
+
+    fn move_mount(&self, tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+        /// MOVE_MOUNT_F_EMPTY_PATH of <linux/mount.h>: the source is the descriptor itself.
+        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+        let target = std::ffi::CString::new(target.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: both strings are NUL-terminated and outlive the call; the descriptor is
+        // borrowed for its duration.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn restrict_recursive(&self, target: &Path, attrs: u64) -> io::Result<()> {
@@ -738,6 +767,10 @@ impl Sys for RecordingSys {
     fn umount(&self, target: &Path, _flags: MntFlags) -> io::Result<()> {
         self.record(Call::Umount(target.to_path_buf()));
         Ok(())
+    }
+
+    fn move_mount(&self, _tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+        self.step(Call::MoveMount(target.to_path_buf()))
     }
 
     fn restrict_recursive(&self, target: &Path, attrs: u64) -> io::Result<()> {
