@@ -14,7 +14,10 @@ use common::*;
 /// A copy of the busybox fixture in `dir` (each test its own image, hence its own holder).
 fn image(dir: &Path, name: &str) -> PathBuf {
     let img = dir.join(name);
-    std::fs::copy(sif_fixture("busybox_amd64.sif"), &img).expect("copy the fixture");
+    // (Written, not copied: a copy keeps the fixture's read-only mode, which fuse2fs
+    // refuses to open for the copy's own writing.)
+    let bytes = std::fs::read(sif_fixture("busybox_amd64.sif")).expect("read the fixture");
+    std::fs::write(&img, bytes).expect("copy the fixture");
     img
 }
 
@@ -538,5 +541,68 @@ fn test_runs_see_host_mounts_made_after_the_holder_started() {
     assert_eq!(ok(&out), "from a later mount\n");
     assert_eq!(kept_use(&out), Some(("joined".into(), pid)));
     drop(guard);
+    stop_holder(pid);
+}
+
+/// The pids of processes whose command line mentions `needle`.
+fn pids_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn test_holder_keeps_no_host_filesystem_in_use() {
+    require_unprivileged();
+    let t = tempdir();
+    let c = conf(t.path(), 60);
+    // A filesystem the user mounted (fuse2fs), holding the working directory (the holder
+    // keeps the image file open, so a filesystem holding the image stays in use).
+    let fsimg = t.path().join("usb.img");
+    let mnt = t.path().join("usb");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    std::fs::File::create(&fsimg)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("image");
+    let owner = format!(
+        "root_owner={}:{}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    let mkfs = which("mkfs.ext3").expect("mkfs.ext3 (e2fsprogs; ci/setup-host installs it)");
+    ok(&run(
+        mkfs,
+        ["-q", "-F", "-E", &owner, fsimg.to_str().expect("utf-8")],
+    ));
+    let fuse2fs = which("fuse2fs").expect("fuse2fs (ci/setup-host installs it)");
+    ok(&run(fuse2fs, [fsimg.as_os_str(), mnt.as_os_str()]));
+    let guard = FuseMount(mnt.clone());
+    let server = pids_with(fsimg.to_str().expect("utf-8"));
+    assert_eq!(server.len(), 1, "one fuse2fs: {server:?}");
+    let img = image(t.path(), "a.sif");
+    let out = command(&c, &["exec", img.to_str().expect("utf-8"), "true"])
+        .current_dir(&mnt)
+        .output()
+        .expect("run sifr");
+    ok(&out);
+    let (_, pid) = kept_use(&out).expect("kept");
+    // The user unmounts it: the filesystem ends (its server exits) while the holder runs.
+    drop(guard);
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end && std::path::Path::new(&format!("/proc/{}", server[0])).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server[0])).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "fuse2fs still serves the unmounted filesystem: something keeps it mounted"
+    );
+    assert!(holder_alive(pid));
     stop_holder(pid);
 }

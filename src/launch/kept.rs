@@ -55,6 +55,8 @@ use super::plan::{IdMapPlan, Plan, RootSource};
 const HEADER_BYTES: usize = 64 * 1024;
 /// How long a run waits for the directory lock, and for a new holder to be ready.
 const WAIT: Duration = Duration::from_secs(30);
+/// How long a run waits for a running holder's answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// The longest socket path the kernel takes (sun_path, less the terminating NUL).
 const SUN_PATH_MAX: usize = 107;
 
@@ -360,8 +362,9 @@ fn fd_is(fd: RawFd, dev: u64, ino: u64) -> bool {
 /// mount.
 fn request_attach(sock: &Path, key: &str, root: &Path) -> Result<Attached, KeepError> {
     let conn = UnixStream::connect(sock).map_err(io_err(sock, "connect"))?;
-    conn.set_read_timeout(Some(WAIT))
-        .and_then(|()| conn.set_write_timeout(Some(WAIT)))
+    // A holder answers in microseconds; one that does not (stopped, hung) is replaced.
+    conn.set_read_timeout(Some(ANSWER_WAIT))
+        .and_then(|()| conn.set_write_timeout(Some(ANSWER_WAIT)))
         .map_err(io_err(sock, "set a timeout"))?;
     (&conn)
         .write_all(format!("attach {key}\n").as_bytes())
@@ -541,10 +544,62 @@ fn holder_main(
     let Some(image_fd) = image_fd else {
         fail("the image's descriptor is gone".into())
     };
+    // Not in the caller's working directory: it would keep that filesystem busy.
+    let _ = nix::unistd::chdir("/");
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    // 2. Its user namespace (P writes the maps the runs use) and mount namespace.
+    // 2. The socket, the directory and its lock, and /dev/fuse, opened while this process
+    //    still shares the host's mounts: its descriptors pin those, never the copies its
+    //    own mount namespace starts with (which it drops in step 4).
+    let Some(dir) = args.sock.parent() else {
+        fail("the socket has no directory".into())
+    };
+    let opened = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    );
+    let (dirfd, lock) = match (
+        opened,
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&args.lock),
+    ) {
+        (Ok(d), Ok(l)) => (d, l),
+        (Err(e), _) => fail(format!("cannot open {}: {e}", dir.display())),
+        (_, Err(e)) => fail(format!("cannot open {}: {e}", args.lock.display())),
+    };
+    let sock_name = args
+        .sock
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let unlink_sock = || {
+        let _ = nix::unistd::unlinkat(
+            &dirfd,
+            sock_name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    };
+    unlink_sock();
+    let listener = match UnixListener::bind(&args.sock) {
+        Ok(l) => l,
+        Err(e) => fail(format!("cannot listen on {}: {e}", args.sock.display())),
+    };
+    let dev_fuse = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(f) => f,
+        Err(e) => {
+            unlink_sock();
+            fail(format!("cannot open /dev/fuse: {e}"))
+        }
+    };
+    // 3. Its user namespace (P writes the maps the runs use) and mount namespace.
     use nix::sched::CloneFlags;
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
         fail(format!("cannot create its namespaces: {e}"));
@@ -559,30 +614,6 @@ fn holder_main(
     if let Err(e) = super::security::set_dumpable(false) {
         fail(format!("cannot make itself non-dumpable: {e}"));
     }
-    use nix::mount::MsFlags;
-    if let Err(e) = nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    ) {
-        fail(format!("cannot make its mounts private: {e}"));
-    }
-    // 3. The socket, then the image's FUSE mount.
-    let _ = std::fs::remove_file(&args.sock);
-    let listener = match UnixListener::bind(&args.sock) {
-        Ok(l) => l,
-        Err(e) => fail(format!("cannot listen on {}: {e}", args.sock.display())),
-    };
-    if let Err(e) = std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&args.root_dir)
-        && e.kind() != std::io::ErrorKind::AlreadyExists
-    {
-        let _ = std::fs::remove_file(&args.sock);
-        fail(format!("cannot create {}: {e}", args.root_dir.display()));
-    }
     // Signals that end the holder, read from a signalfd (blocked before the server
     // threads start, so they inherit the mask).
     let mut stop_set = SigSet::empty();
@@ -594,41 +625,110 @@ fn holder_main(
         Ok(s) => s,
         Err(e) => fail(format!("cannot create a signalfd: {e}")),
     };
-    let handle = match super::mounter::serve_image(
-        &args.root,
-        image,
-        &args.root_dir,
-        Path::new("/dev/fuse"),
-    ) {
-        Ok(h) => h,
-        Err(msg) => {
-            let _ = std::fs::remove_file(&args.sock);
-            fail(msg)
-        }
-    };
     let userns = match File::open("/proc/self/ns/user") {
         Ok(u) => OwnedFd::from(u),
         Err(e) => {
-            let _ = std::fs::remove_file(&args.sock);
-            let _ = handle.unmount_and_join();
+            unlink_sock();
             fail(format!("cannot open its user namespace: {e}"))
+        }
+    };
+    // 4. The image's FUSE mount, in a tiny tmpfs that becomes the holder's root: the
+    //    copies of the host's mounts its namespace started with are dropped, so a holder
+    //    never keeps a host filesystem (a USB disk, an automounted directory) in use.
+    let handle = match mount_alone(&args, image, &dev_fuse) {
+        Ok(h) => h,
+        Err(msg) => {
+            unlink_sock();
+            fail(msg)
         }
     };
     let _ = nix::unistd::write(&ready, b"r");
     drop(ready);
-    // 4. Serve attaches until idle, stopped, or the image changed.
+    // 5. Serve attaches until idle, stopped, or the image changed.
     let holder = Holder {
         args: &args,
         // SAFETY: close_other_fds kept this descriptor open and nothing else owns it in
         // this process any more (sifr's objects are never dropped here: it ends by _exit).
         image: std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(image_fd) }),
         userns,
+        lock,
+        unlink_sock: &unlink_sock,
     };
     holder.serve(listener, &sfd);
+    let _ = nix::mount::umount2(TREE, nix::mount::MntFlags::MNT_DETACH);
     let _ = handle.unmount_and_join();
-    let _ = std::fs::remove_dir(&args.root_dir);
+    let root_name = args
+        .root_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let _ = nix::unistd::unlinkat(
+        &dirfd,
+        root_name.as_os_str(),
+        nix::unistd::UnlinkatFlags::RemoveDir,
+    );
     // SAFETY: as above.
     unsafe { libc::_exit(0) }
+}
+
+/// Where the image is mounted in the holder's own root (after `mount_alone`).
+const TREE: &str = "/image";
+
+/// Mounts a tmpfs on the holder's directory, the image under it, and makes the tmpfs the
+/// holder's root, detaching everything else of its mount namespace.
+fn mount_alone(
+    args: &HolderArgs,
+    image: Arc<dyn sifr_fuse::ImageSource>,
+    dev_fuse: &File,
+) -> Result<sifr_fuse::MountHandle, String> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let root = &args.root_dir;
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |e: nix::Error| format!("cannot {what}: {e}")
+    };
+    // Nothing propagates into the holder: its mounts are its own.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("make its mounts private"))?;
+    match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", root.display())),
+    }
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0700"),
+    )
+    .map_err(err("mount its tmpfs"))?;
+    for d in ["image", "old"] {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(root.join(d))
+            .map_err(|e| format!("cannot create {}: {e}", root.join(d).display()))?;
+    }
+    // /dev/fuse reopened through the descriptor opened on the host (the open file names
+    // the host's /dev, not this namespace's copy of it).
+    let dev = PathBuf::from(format!("/proc/self/fd/{}", dev_fuse.as_raw_fd()));
+    let handle = super::mounter::serve_image(&args.root, image, &root.join("image"), &dev)?;
+    let pivoted = nix::unistd::pivot_root(root.as_path(), &root.join("old"))
+        .and_then(|()| nix::unistd::chdir("/"))
+        .and_then(|()| umount2("/old", MntFlags::MNT_DETACH))
+        .map_err(err("leave the host's mounts"));
+    if let Err(msg) = pivoted {
+        let _ = handle.unmount_and_join();
+        return Err(msg);
+    }
+    let _ = std::fs::remove_dir("/old");
+    Ok(handle)
 }
 
 fn stdio_to_null() -> std::io::Result<()> {
@@ -668,6 +768,10 @@ struct Holder<'a> {
     args: &'a HolderArgs,
     image: std::mem::ManuallyDrop<File>,
     userns: OwnedFd,
+    /// The directory's lock file, held open (its path is gone after the pivot).
+    lock: File,
+    /// Removes the socket.
+    unlink_sock: &'a dyn Fn(),
 }
 
 impl Holder<'_> {
@@ -709,7 +813,7 @@ impl Holder<'_> {
             if pfds[1].revents != 0 {
                 // SIGTERM, SIGINT, SIGHUP: end now (runs still using the mount lose it).
                 let _ = sfd.read_signal();
-                let _ = std::fs::remove_file(&self.args.sock);
+                (self.unlink_sock)();
                 return;
             }
             // Runs that ended (a run never writes after attaching: any event is its end).
@@ -746,15 +850,7 @@ impl Holder<'_> {
     /// Ends the service if no run is attaching: under the directory lock, with no
     /// connection waiting, the socket goes. False when a run is attaching.
     fn leave(&self, listener: &UnixListener) -> bool {
-        let Ok(lock) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.args.lock)
-        else {
-            let _ = std::fs::remove_file(&self.args.sock);
-            return true;
-        };
-        if !matches!(try_flock(&lock), Ok(true)) {
+        if !matches!(try_flock(&self.lock), Ok(true)) {
             return false;
         }
         let mut pfd = libc::pollfd {
@@ -763,12 +859,13 @@ impl Holder<'_> {
             revents: 0,
         };
         // SAFETY: poll reads and writes the one pollfd we pass; zero timeout.
-        if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
-            return false;
+        let waiting = unsafe { libc::poll(&mut pfd, 1, 0) } > 0;
+        if !waiting {
+            (self.unlink_sock)();
         }
-        let _ = std::fs::remove_file(&self.args.sock);
-        drop(lock);
-        true
+        // SAFETY: flock on a descriptor this holder owns; no memory is passed.
+        unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
+        !waiting
     }
 
     /// Answers one connection.
@@ -798,14 +895,14 @@ impl Holder<'_> {
             (Some("attach"), Some(k)) if k == self.args.key => {
                 if !self.unchanged() {
                     // Never serve a changed file: go away (the next run starts afresh).
-                    let _ = std::fs::remove_file(&self.args.sock);
+                    (self.unlink_sock)();
                     reply("err the image file changed\n");
                     return Answer::Stop;
                 }
                 // Each run gets its own detached copy of the mount: the run's mount
                 // namespace is a copy of its caller's (current host mounts), into which the
                 // supervisor attaches it.
-                let tree = match open_tree_clone(&self.args.root_dir) {
+                let tree = match open_tree_clone(Path::new(TREE)) {
                     Ok(t) => t,
                     Err(e) => {
                         reply(&format!("err cannot copy the mount: {e}\n"));
