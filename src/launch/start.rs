@@ -80,6 +80,10 @@ pub fn start_reporting(
         log::warn!("{w}");
     }
     log::debug!("launch plan: {plan:#?}");
+    // What planning freed goes back to the kernel first: a holder forked now starts
+    // without it, and this process stays for the whole run.
+    // SAFETY: malloc_trim only releases free heap memory; sifr is single-threaded here.
+    unsafe { libc::malloc_trim(0) };
     // 4. The image's kept mount: joined, or started for this and later runs (any
     //    obstacle leaves this run to mount the image itself).
     let attached = plan.kept.as_ref().and_then(|k| {
