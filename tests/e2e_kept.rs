@@ -437,13 +437,18 @@ fn test_mpi_ranks_share_one_holder() {
     let t = tempdir();
     let img = image(t.path(), "a.sif");
     let c = conf(t.path(), 60);
-    // Host mpirun starting 6 ranks of one image on this node, as a batch script does.
+    // Host mpirun starting 6 ranks of one image on this node, as a batch script does; each
+    // rank's messages go to a file of its own (mpirun would interleave them).
+    let logs = t.path().join("logs");
+    std::fs::create_dir(&logs).expect("mkdir");
+    let rank = "exec \"$0\" --debug -c \"$1\" exec \"$2\" sh -c 'echo rank=$OMPI_COMM_WORLD_RANK' \
+                2>\"$3/$OMPI_COMM_WORLD_RANK.err\"";
     let out = Command::new(mpirun)
-        .args(["--oversubscribe", "-n", "6"])
+        .args(["--oversubscribe", "-n", "6", "sh", "-c", rank])
         .arg(sifr_bin())
-        .args(["--debug", "-c", c.to_str().expect("utf-8"), "exec"])
+        .arg(&c)
         .arg(&img)
-        .args(["sh", "-c", "echo rank=$OMPI_COMM_WORLD_RANK"])
+        .arg(&logs)
         .env("HOME", home_of(&c))
         .stdin(Stdio::null())
         .output()
@@ -455,7 +460,12 @@ fn test_mpi_ranks_share_one_holder() {
         ranks,
         ["rank=0", "rank=1", "rank=2", "rank=3", "rank=4", "rank=5"]
     );
-    let uses = kept_uses(&String::from_utf8_lossy(&out.stderr));
+    let uses: Vec<(String, i32)> = (0..6)
+        .flat_map(|r| {
+            let text = std::fs::read_to_string(logs.join(format!("{r}.err"))).unwrap_or_default();
+            kept_uses(&text)
+        })
+        .collect();
     assert_eq!(uses.len(), 6, "{uses:?}");
     assert_eq!(uses.iter().filter(|(how, _)| how == "started").count(), 1);
     let mut holders: Vec<i32> = uses.iter().map(|(_, pid)| *pid).collect();
