@@ -511,6 +511,31 @@ fn test_holder_of_a_deleted_image_leaves_after_its_last_run() {
 /// A FUSE mount (fuse2fs over an ext3 image) the user makes on the host.
 struct FuseMount(PathBuf);
 
+impl FuseMount {
+    /// Mounts a new 16 MiB ext3 image `dir/NAME.img` (the user's) on `dir/NAME`.
+    fn new(dir: &Path, name: &str) -> FuseMount {
+        let fsimg = dir.join(format!("{name}.img"));
+        let mnt = dir.join(name);
+        std::fs::create_dir(&mnt).expect("mkdir");
+        std::fs::File::create(&fsimg)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("image");
+        let owner = format!(
+            "root_owner={}:{}",
+            nix::unistd::getuid(),
+            nix::unistd::getgid()
+        );
+        let mkfs = which("mkfs.ext3").expect("mkfs.ext3 (e2fsprogs; ci/setup-host installs it)");
+        ok(&run(
+            mkfs,
+            ["-q", "-F", "-E", &owner, fsimg.to_str().expect("utf-8")],
+        ));
+        let fuse2fs = which("fuse2fs").expect("fuse2fs (ci/setup-host installs it)");
+        ok(&run(fuse2fs, [fsimg.as_os_str(), mnt.as_os_str()]));
+        FuseMount(mnt)
+    }
+}
+
 impl Drop for FuseMount {
     fn drop(&mut self) {
         let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
@@ -526,25 +551,8 @@ fn test_runs_see_host_mounts_made_after_the_holder_started() {
     let c = conf(t.path(), 60);
     let (_, pid) = kept_use(&run_with(&c, &["exec", s, "true"])).expect("kept");
     // Now the user mounts a filesystem on the host.
-    let fsimg = t.path().join("fs.img");
-    let mnt = t.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    std::fs::File::create(&fsimg)
-        .and_then(|f| f.set_len(8 << 20))
-        .expect("image");
-    let owner = format!(
-        "root_owner={}:{}",
-        nix::unistd::getuid(),
-        nix::unistd::getgid()
-    );
-    let mkfs = which("mkfs.ext3").expect("mkfs.ext3 (e2fsprogs; ci/setup-host installs it)");
-    ok(&run(
-        mkfs,
-        ["-q", "-F", "-E", &owner, fsimg.to_str().expect("utf-8")],
-    ));
-    let fuse2fs = which("fuse2fs").expect("fuse2fs (ci/setup-host installs it)");
-    ok(&run(fuse2fs, [fsimg.as_os_str(), mnt.as_os_str()]));
-    let guard = FuseMount(mnt.clone());
+    let guard = FuseMount::new(t.path(), "mnt");
+    let mnt = guard.0.clone();
     std::fs::write(mnt.join("hello"), "from a later mount\n").expect("write");
     let bind = format!("{}:/data", mnt.display());
     let out = run_with(&c, &["exec", "-B", &bind, s, "cat", "/data/hello"]);
@@ -574,25 +582,9 @@ fn test_holder_keeps_no_host_filesystem_in_use() {
     let c = conf(t.path(), 60);
     // A filesystem the user mounted (fuse2fs), holding the working directory (the holder
     // keeps the image file open, so a filesystem holding the image stays in use).
+    let guard = FuseMount::new(t.path(), "usb");
+    let mnt = guard.0.clone();
     let fsimg = t.path().join("usb.img");
-    let mnt = t.path().join("usb");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    std::fs::File::create(&fsimg)
-        .and_then(|f| f.set_len(16 << 20))
-        .expect("image");
-    let owner = format!(
-        "root_owner={}:{}",
-        nix::unistd::getuid(),
-        nix::unistd::getgid()
-    );
-    let mkfs = which("mkfs.ext3").expect("mkfs.ext3 (e2fsprogs; ci/setup-host installs it)");
-    ok(&run(
-        mkfs,
-        ["-q", "-F", "-E", &owner, fsimg.to_str().expect("utf-8")],
-    ));
-    let fuse2fs = which("fuse2fs").expect("fuse2fs (ci/setup-host installs it)");
-    ok(&run(fuse2fs, [fsimg.as_os_str(), mnt.as_os_str()]));
-    let guard = FuseMount(mnt.clone());
     let server = pids_with(fsimg.to_str().expect("utf-8"));
     assert_eq!(server.len(), 1, "one fuse2fs: {server:?}");
     let img = image(t.path(), "a.sif");

@@ -1076,6 +1076,48 @@ fn test_other_sources_are_refused_in_one_line() {
     assert!(!d.join("x.sif").exists());
 }
 
+/// Pulls `test/bb:1` from the registry on `port` to `d/resumed.sif` and checks that the
+/// pull resumed the kept download of `sha256:HEX` at byte `have`.
+fn pull_resumed(d: &Path, port: u16, hex: &str, have: u64) {
+    let out = sifr_at(
+        d,
+        &[
+            "--debug",
+            "pull",
+            "--no-https",
+            "--name",
+            "resumed.sif",
+            &format!("oras://127.0.0.1:{port}/test/bb:1"),
+        ],
+        &[],
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("resuming sha256:{hex} at byte {have}")),
+        "{err}"
+    );
+}
+
+/// A loopback registry in `d` with the busybox SIF pushed as `test/bb:1` (also left at
+/// `d/bb.sif`); returns the registry and the SIF's bytes.
+fn registry_with_busybox(d: &Path) -> (Registry, Vec<u8>) {
+    let reg = Registry::start(d, None);
+    let (bb, _, _, _) = busybox_pair();
+    std::fs::copy(&bb, d.join("bb.sif")).expect("copy");
+    ok(&sifr_at(
+        d,
+        &[
+            "push",
+            "--no-https",
+            "bb.sif",
+            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
+        ],
+        &[],
+    ));
+    (reg, read(&bb))
+}
+
 /// An oras:// pull that breaks off midway keeps what arrived in the cache's partial file
 /// (and nothing at the destination); the next pull asks docker-registry for the rest
 /// (`--debug` says from which byte), and the SIF is byte for byte the one pushed.
@@ -1087,21 +1129,8 @@ fn test_interrupted_oras_pull_resumes() {
     }
     let t = tempdir();
     let d = t.path();
-    let reg = Registry::start(d, None);
-    let (bb, _, _, _) = busybox_pair();
-    std::fs::copy(&bb, d.join("bb.sif")).expect("copy");
-    let sif = read(&bb);
+    let (reg, sif) = registry_with_busybox(d);
     let hex = &sha256(&sif)[7..];
-    ok(&sifr_at(
-        d,
-        &[
-            "push",
-            "--no-https",
-            "bb.sif",
-            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
-        ],
-        &[],
-    ));
 
     let relay = cutting_relay(reg.port, sif.len() / 2);
     let cut_pull = || {
@@ -1163,24 +1192,7 @@ fn test_interrupted_oras_pull_resumes() {
         "the bytes kept are the SIF's"
     );
 
-    let out = sifr_at(
-        d,
-        &[
-            "--debug",
-            "pull",
-            "--no-https",
-            "--name",
-            "resumed.sif",
-            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
-        ],
-        &[],
-    );
-    ok(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("resuming sha256:{hex} at byte {have}")),
-        "{err}"
-    );
+    pull_resumed(d, reg.port, hex, *have);
     assert_eq!(
         read(&d.join("resumed.sif")),
         sif,
@@ -1299,21 +1311,8 @@ fn test_killed_oras_pull_resumes() {
     }
     let t = tempdir();
     let d = t.path();
-    let reg = Registry::start(d, None);
-    let (bb, _, _, _) = busybox_pair();
-    std::fs::copy(&bb, d.join("bb.sif")).expect("copy");
-    let sif = read(&bb);
+    let (reg, sif) = registry_with_busybox(d);
     let hex = &sha256(&sif)[7..];
-    ok(&sifr_at(
-        d,
-        &[
-            "push",
-            "--no-https",
-            "bb.sif",
-            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
-        ],
-        &[],
-    ));
     let relay = stalling_relay(reg.port, sif.len() / 2);
     let mut child = Command::new(sifr_bin())
         .args([
@@ -1354,24 +1353,7 @@ fn test_killed_oras_pull_resumes() {
     assert!(*have < sif.len() as u64, "{have}");
     assert_eq!(read(path), sif[..*have as usize]);
 
-    let out = sifr_at(
-        d,
-        &[
-            "--debug",
-            "pull",
-            "--no-https",
-            "--name",
-            "resumed.sif",
-            &format!("oras://127.0.0.1:{}/test/bb:1", reg.port),
-        ],
-        &[],
-    );
-    ok(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("resuming sha256:{hex} at byte {have}")),
-        "{err}"
-    );
+    pull_resumed(d, reg.port, hex, *have);
     assert_eq!(read(&d.join("resumed.sif")), sif);
     assert_no_partials(d);
 }

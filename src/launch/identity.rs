@@ -4,7 +4,7 @@
 //! Pure text transformation; the launch sequence writes the results into the session
 //! directory and binds them over the container's files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The caller, as the host's user database describes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,18 @@ pub struct HostUser {
 }
 
 impl HostUser {
+    /// The user's sifr directory (`$HOME/.sifr`, else the database's home) and this host's
+    /// name, under which per-host state lives (instances, kept mounts); `None` without a
+    /// home directory.
+    pub fn sifr_dir_and_host(&self) -> Option<(PathBuf, String)> {
+        let home = crate::build::oci::home_dir()
+            .or_else(|| (!self.home.is_empty()).then(|| PathBuf::from(&self.home)))?;
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        Some((home.join(".sifr"), host))
+    }
+
     /// Looks up the calling user (real uid/gid) in the host's user database.
     ///
     /// The home directory comes from the database, not `$HOME`: Nextflow runs sifr under

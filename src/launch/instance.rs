@@ -96,13 +96,8 @@ impl Dirs {
 
     /// The calling user's (`$HOME/.sifr`, this host's name).
     pub fn current(user: &HostUser) -> Result<Dirs, InstanceError> {
-        let home = crate::build::oci::home_dir()
-            .or_else(|| (!user.home.is_empty()).then(|| PathBuf::from(&user.home)))
-            .ok_or(InstanceError::NoHome)?;
-        let host = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".into());
-        Ok(Dirs::new(&home.join(".sifr"), &host, &user.name))
+        let (sifr_dir, host) = user.sifr_dir_and_host().ok_or(InstanceError::NoHome)?;
+        Ok(Dirs::new(&sifr_dir, &host, &user.name))
     }
 
     /// The directory holding every instance's state directory.

@@ -152,13 +152,8 @@ impl Dirs {
 
     /// The calling user's.
     pub fn current(user: &HostUser) -> Result<Dirs, KeepError> {
-        let home = crate::build::oci::home_dir()
-            .or_else(|| (!user.home.is_empty()).then(|| PathBuf::from(&user.home)))
-            .ok_or(KeepError::NoHome)?;
-        let host = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".into());
-        Ok(Dirs::new(&home.join(".sifr"), &host))
+        let (sifr_dir, host) = user.sifr_dir_and_host().ok_or(KeepError::NoHome)?;
+        Ok(Dirs::new(&sifr_dir, &host))
     }
 
     pub fn socket(&self, key: &str) -> PathBuf {
