@@ -608,3 +608,31 @@ fn test_holder_keeps_no_host_filesystem_in_use() {
     assert!(holder_alive(pid));
     stop_holder(pid);
 }
+
+#[test]
+fn test_stopped_holder_is_replaced_and_leaves_its_successor_alone() {
+    require_unprivileged();
+    let t = tempdir();
+    let img = image(t.path(), "a.sif");
+    let s = img.to_str().expect("utf-8");
+    let c = conf(t.path(), 60);
+    let (_, h1) = kept_use(&run_with(&c, &["exec", s, "true"])).expect("kept");
+    let signal = |pid: i32, sig| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal the holder")
+    };
+    use nix::sys::signal::Signal;
+    // A holder that does not answer (stopped) is replaced after a few seconds.
+    signal(h1, Signal::SIGSTOP);
+    let out = run_with(&c, &["exec", s, "true"]);
+    signal(h1, Signal::SIGCONT);
+    ok(&out);
+    let (how, h2) = kept_use(&out).expect("kept");
+    assert_eq!(how, "started");
+    assert_ne!(h1, h2);
+    // The old one, ending, leaves the new one's socket in place.
+    stop_holder(h1);
+    let again = run_with(&c, &["exec", s, "true"]);
+    ok(&again);
+    assert_eq!(kept_use(&again), Some(("joined".into(), h2)));
+    stop_holder(h2);
+}

@@ -571,17 +571,35 @@ fn holder_main(
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    let unlink_sock = || {
+    let unlink = || {
         let _ = nix::unistd::unlinkat(
             &dirfd,
             sock_name.as_os_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
     };
-    unlink_sock();
+    // A dead holder's socket (P removed it already, under the lock).
+    unlink();
     let listener = match UnixListener::bind(&args.sock) {
         Ok(l) => l,
         Err(e) => fail(format!("cannot listen on {}: {e}", args.sock.display())),
+    };
+    // The socket file this holder made: a holder that was stopped (SIGSTOP) long enough for
+    // runs to replace it must not remove its successor's socket when it goes on.
+    let stat_sock = || {
+        nix::sys::stat::fstatat(
+            &dirfd,
+            sock_name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
+    };
+    let mine = stat_sock();
+    let unlink_sock = || {
+        if mine.is_some() && stat_sock() == mine {
+            unlink();
+        }
     };
     let dev_fuse = match std::fs::OpenOptions::new()
         .read(true)
