@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cmd;
 pub mod compat;
 pub mod config;
+pub mod flock;
 pub mod image;
 pub mod launch;
 pub mod log;

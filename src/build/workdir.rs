@@ -165,8 +165,7 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Locks the open directory `f` for the build; false when another process holds the lock.
 fn try_lock(f: &std::fs::File) -> bool {
-    // SAFETY: flock(2) on an open descriptor; it changes no memory.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    crate::flock::try_exclusive(f).unwrap_or(false)
 }
 
 /// Removes the build directories under `base` that killed builds of this user left:

@@ -35,7 +35,7 @@
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -197,12 +197,12 @@ impl Dirs {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode_0600()
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(&path, "open the lock"))?;
         let start = Instant::now();
         loop {
-            match try_flock(&f) {
+            match crate::flock::try_exclusive(&f) {
                 Ok(true) => return Ok(DirLock(f)),
                 Ok(false) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(5)),
                 Ok(false) => return Err(KeepError::Busy(path)),
@@ -218,35 +218,8 @@ impl Dirs {
     }
 }
 
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600).custom_flags(libc::O_CLOEXEC)
-    }
-}
-
 /// An exclusive lock on the directory's lock file.
 struct DirLock(#[allow(dead_code)] File);
-
-/// Tries to take an exclusive flock on `f` without waiting: `Ok(false)` when another
-/// holds it.
-fn try_flock(f: &File) -> std::io::Result<bool> {
-    // SAFETY: flock on a descriptor this function borrows; no memory is passed.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
-}
 
 /// A run attached to a kept mount.
 #[derive(Debug)]
@@ -258,8 +231,8 @@ pub struct Attached {
     /// A detached copy of the kept mount (open_tree), for the supervisor to attach as the
     /// container's root.
     pub tree: OwnedFd,
-    /// The kept mount's mount point (a host path; mounted in the holder's namespace).
-    pub root: PathBuf,
+    /// The holder's name (KEY).
+    pub key: String,
     pub holder: i32,
     /// This run started the holder.
     pub started: bool,
@@ -302,7 +275,7 @@ pub fn attach(
         return Err(KeepError::PathTooLong(sock));
     }
     let _lock = dirs.lock(WAIT)?;
-    match request_attach(&sock, &key, &dirs.root(&key)) {
+    match request_attach(&sock, &key) {
         Ok(a) => return Ok(a),
         Err(e) => log::debug!("kept mount {key}: no holder to join ({e}); starting one"),
     }
@@ -319,7 +292,7 @@ pub fn attach(
         idle: Duration::from_secs(idle_secs),
     };
     spawn_holder(args, plan, served, write_maps)?;
-    let mut a = request_attach(&sock, &key, &dirs.root(&key))?;
+    let mut a = request_attach(&sock, &key)?;
     a.started = true;
     Ok(a)
 }
@@ -355,7 +328,7 @@ fn fd_is(fd: RawFd, dev: u64, ino: u64) -> bool {
 
 /// Connects to the holder at `sock` and asks for its user namespace and a copy of its
 /// mount.
-fn request_attach(sock: &Path, key: &str, root: &Path) -> Result<Attached, KeepError> {
+fn request_attach(sock: &Path, key: &str) -> Result<Attached, KeepError> {
     let conn = UnixStream::connect(sock).map_err(io_err(sock, "connect"))?;
     // A holder answers in microseconds; one that does not (stopped, hung) is replaced.
     conn.set_read_timeout(Some(ANSWER_WAIT))
@@ -400,7 +373,7 @@ fn request_attach(sock: &Path, key: &str, root: &Path) -> Result<Attached, KeepE
             conn,
             userns,
             tree,
-            root: root.to_path_buf(),
+            key: key.to_string(),
             holder,
             started: false,
         }),
@@ -863,7 +836,7 @@ impl Holder<'_> {
     /// Ends the service if no run is attaching: under the directory lock, with no
     /// connection waiting, the socket goes. False when a run is attaching.
     fn leave(&self, listener: &UnixListener) -> bool {
-        if !matches!(try_flock(&self.lock), Ok(true)) {
+        if !matches!(crate::flock::try_exclusive(&self.lock), Ok(true)) {
             return false;
         }
         let mut pfd = libc::pollfd {
@@ -876,8 +849,7 @@ impl Holder<'_> {
         if !waiting {
             (self.unlink_sock)();
         }
-        // SAFETY: flock on a descriptor this holder owns; no memory is passed.
-        unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
+        crate::flock::unlock(&self.lock);
         !waiting
     }
 

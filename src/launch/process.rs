@@ -319,11 +319,6 @@ pub fn run<S: Sys>(launch: Launch<S>) -> Result<Outcome, LaunchError> {
         kept,
     } = launch;
     let relay_terminal = must_relay_terminal_signals();
-    // What planning allocated and freed (the command line's parser, the configuration
-    // text) goes back to the kernel before P forks: P and C stay for the whole run, and
-    // many runs at once (MPI ranks, array jobs) would each keep it.
-    // SAFETY: malloc_trim only releases free heap memory; P is single-threaded here.
-    unsafe { libc::malloc_trim(0) };
     // A child that died must surface as its error message, not as SIGPIPE on a write to it.
     // SAFETY: SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };

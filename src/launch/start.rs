@@ -80,8 +80,10 @@ pub fn start_reporting(
         log::warn!("{w}");
     }
     log::debug!("launch plan: {plan:#?}");
-    // What planning freed goes back to the kernel first: a holder forked now starts
-    // without it, and this process stays for the whole run.
+    // What planning allocated and freed (the command line's parser, the configuration
+    // text) goes back to the kernel first: a holder forked now starts without it, and
+    // this process and the supervisor it forks stay for the whole run (many runs at once,
+    // MPI ranks or array jobs, would each keep it).
     // SAFETY: malloc_trim only releases free heap memory; sifr is single-threaded here.
     unsafe { libc::malloc_trim(0) };
     // 4. The image's kept mount: joined, or started for this and later runs (any
@@ -98,7 +100,7 @@ pub fn start_reporting(
                     crate::log::since_start_ms(),
                     if a.started { "started" } else { "joined" },
                     a.holder,
-                    a.root.display()
+                    a.key
                 );
                 Some(a)
             }

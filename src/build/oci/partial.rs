@@ -13,7 +13,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -117,7 +116,7 @@ impl Partial {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)?;
-            if !try_lock(&file)? {
+            if !crate::flock::try_exclusive(&file)? {
                 log::debug!(
                     "{} is being downloaded by another pull; downloading to a temporary file",
                     target.display()
@@ -151,7 +150,7 @@ impl Partial {
             .keep()
             .map_err(|e| e.error)?;
         // Nobody else knows the name yet: the lock is free.
-        try_lock(&file)?;
+        crate::flock::try_exclusive(&file)?;
         Ok(Partial {
             file,
             path,
@@ -243,28 +242,13 @@ pub fn remove_if_unused(path: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
         Err(e) => return Err(e),
     };
-    if !try_lock(&file)? {
+    if !crate::flock::try_exclusive(&file)? {
         return Ok(false);
     }
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e),
-    }
-}
-
-/// Takes the exclusive lock of `file` if nobody holds it.
-fn try_lock(file: &File) -> io::Result<bool> {
-    // SAFETY: flock(2) on a descriptor this function borrows; it changes no memory.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err)
     }
 }
 
